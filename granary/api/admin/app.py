@@ -1,0 +1,233 @@
+"""The admin HTTP API: JSON, bearer-token authenticated; `/health` is open.
+
+Routes (all under /v1 need `Authorization: Bearer <admin_token>`):
+  GET    /health
+  GET    /v1/keys                      POST /v1/keys {name, key_id?, secret?, allow_create_bucket?}
+  GET    /v1/keys/{id}                 POST /v1/keys/{id} {name?, allow_create_bucket?}
+  DELETE /v1/keys/{id}
+  GET    /v1/buckets                   POST /v1/buckets {name}
+  GET    /v1/buckets/{name}            DELETE /v1/buckets/{name}
+  POST   /v1/buckets/{name}/allow      POST /v1/buckets/{name}/deny   {key_id, read, write, owner}
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from collections.abc import Awaitable, Callable
+
+import msgspec
+
+from granary.api.http.types import Request, Response
+from granary.api.s3.errors import S3Error
+from granary.api.s3.names import validate_bucket_name
+from granary.model.access import Access, AccessError
+from granary.model.buckets import AccessKey, Bucket, Permission
+
+MAX_BODY = 64 * 1024
+
+
+class AdminError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class KeyCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: str = ""
+    key_id: str | None = None
+    secret: str | None = None
+    allow_create_bucket: bool = False
+
+
+class KeyUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    name: str | None = None
+    allow_create_bucket: bool | None = None
+
+
+class BucketCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+
+
+class PermissionChange(msgspec.Struct, forbid_unknown_fields=True):
+    key_id: str
+    read: bool = False
+    write: bool = False
+    owner: bool = False
+
+
+_KEY_ID = re.compile(r"^GK[0-9a-f]{24}$")
+_SECRET = re.compile(r"^[0-9a-f]{64}$")
+
+
+def key_json(key: AccessKey, access: Access, *, secret: bool) -> dict:
+    params = key.params
+    names = access.bucket_names()
+    return {
+        "key_id": key.key_id,
+        "name": params.name.value,
+        "secret": params.secret if secret else None,
+        "allow_create_bucket": params.allow_create_bucket.value,
+        "buckets": [
+            {"name": names.get(bucket_id, bucket_id.hex()), **msgspec.to_builtins(perm)}
+            for bucket_id, perm in params.authorized_buckets.items()
+            if perm is not None and perm.any and bucket_id in names
+        ],
+    }
+
+
+def bucket_json(name: str, bucket: Bucket) -> dict:
+    return {
+        "name": name,
+        "id": bucket.id.hex(),
+        "created": bucket.params.created,
+        "keys": [
+            {"key_id": key_id, **msgspec.to_builtins(perm)}
+            for key_id, perm in bucket.params.authorized_keys.items()
+            if perm is not None and perm.any
+        ],
+    }
+
+
+class AdminApp:
+    def __init__(self, access: Access, token: str) -> None:
+        self.access = access
+        self.token = token
+        self.routes: list[tuple[str, re.Pattern, Callable[..., Awaitable[object]]]] = [
+            ("GET", re.compile(r"^/v1/keys$"), self.list_keys),
+            ("POST", re.compile(r"^/v1/keys$"), self.create_key),
+            ("GET", re.compile(r"^/v1/keys/([^/]+)$"), self.key_info),
+            ("POST", re.compile(r"^/v1/keys/([^/]+)$"), self.update_key),
+            ("DELETE", re.compile(r"^/v1/keys/([^/]+)$"), self.delete_key),
+            ("GET", re.compile(r"^/v1/buckets$"), self.list_buckets),
+            ("POST", re.compile(r"^/v1/buckets$"), self.create_bucket),
+            ("GET", re.compile(r"^/v1/buckets/([^/]+)$"), self.bucket_info),
+            ("DELETE", re.compile(r"^/v1/buckets/([^/]+)$"), self.delete_bucket),
+            ("POST", re.compile(r"^/v1/buckets/([^/]+)/allow$"), self.allow),
+            ("POST", re.compile(r"^/v1/buckets/([^/]+)/deny$"), self.deny),
+        ]
+
+    async def handle(self, request: Request) -> Response:
+        try:
+            if request.path == "/health" and request.method == "GET":
+                return _json(200, {"status": "healthy"})
+            self._authenticate(request)
+            for method, pattern, handler in self.routes:
+                match = pattern.match(request.path)
+                if match and method == request.method:
+                    result = await handler(request, *match.groups())
+                    return _json(200, result) if result is not None else Response(204)
+            raise AdminError(404, "no such admin endpoint")
+        except AdminError as error:
+            return _json(error.status, {"error": str(error)})
+        except AccessError as error:
+            status = 404 if error.reason.startswith("no-such") else 409
+            return _json(status, {"error": str(error)})
+        except S3Error as error:
+            return _json(400, {"error": error.message})
+
+    def _authenticate(self, request: Request) -> None:
+        header = request.headers.get("authorization") or ""
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode(), self.token.encode()
+        ):
+            raise AdminError(401, "missing or wrong admin token")
+
+    async def _body(self, request: Request, kind: type):
+        data = b""
+        while chunk := await request.body.read(MAX_BODY):
+            data += chunk
+            if len(data) > MAX_BODY:
+                raise AdminError(413, "body too large")
+        try:
+            return msgspec.json.decode(data or b"{}", type=kind)
+        except msgspec.DecodeError as exc:
+            raise AdminError(400, f"invalid request body: {exc}") from None
+
+    def _key(self, key_id: str) -> AccessKey:
+        key = self.access.get_key(key_id)
+        if key is None:
+            raise AdminError(404, f"no access key {key_id}")
+        return key
+
+    def _bucket(self, name: str) -> Bucket:
+        bucket = self.access.resolve_bucket(name)
+        if bucket is None:
+            raise AdminError(404, f"no bucket {name}")
+        return bucket
+
+    async def list_keys(self, request: Request) -> list:
+        return [{"key_id": k.key_id, "name": k.params.name.value} for k in self.access.list_keys()]
+
+    async def create_key(self, request: Request) -> dict:
+        body: KeyCreate = await self._body(request, KeyCreate)
+        if body.key_id is not None and not _KEY_ID.match(body.key_id):
+            raise AdminError(400, "key_id must be GK followed by 24 hex digits")
+        if body.secret is not None and not _SECRET.match(body.secret):
+            raise AdminError(400, "secret must be 64 hex digits")
+        key = await self.access.create_key(
+            body.name,
+            key_id=body.key_id,
+            secret=body.secret,
+            allow_create_bucket=body.allow_create_bucket,
+        )
+        return key_json(key, self.access, secret=True)
+
+    async def key_info(self, request: Request, key_id: str) -> dict:
+        show = "show_secret=true" in request.query_string
+        return key_json(self._key(key_id), self.access, secret=show)
+
+    async def update_key(self, request: Request, key_id: str) -> dict:
+        self._key(key_id)
+        body: KeyUpdate = await self._body(request, KeyUpdate)
+        key = await self.access.update_key(
+            key_id, name=body.name, allow_create_bucket=body.allow_create_bucket
+        )
+        return key_json(key, self.access, secret=False)
+
+    async def delete_key(self, request: Request, key_id: str) -> None:
+        self._key(key_id)
+        await self.access.delete_key(key_id)
+
+    async def list_buckets(self, request: Request) -> list:
+        return [bucket_json(name, bucket) for name, bucket in self.access.list_buckets()]
+
+    async def create_bucket(self, request: Request) -> dict:
+        body: BucketCreate = await self._body(request, BucketCreate)
+        validate_bucket_name(body.name)
+        bucket = await self.access.create_bucket(body.name, None)
+        return bucket_json(body.name, bucket)
+
+    async def bucket_info(self, request: Request, name: str) -> dict:
+        return bucket_json(name, self._bucket(name))
+
+    async def delete_bucket(self, request: Request, name: str) -> None:
+        await self.access.delete_bucket(name)
+
+    async def _change(self, request: Request, name: str, grant: bool) -> dict:
+        bucket = self._bucket(name)
+        body: PermissionChange = await self._body(request, PermissionChange)
+        current = bucket.permission(body.key_id)
+        if grant:
+            wanted = Permission(
+                current.read or body.read, current.write or body.write, current.owner or body.owner
+            )
+        else:
+            wanted = Permission(
+                current.read and not body.read,
+                current.write and not body.write,
+                current.owner and not body.owner,
+            )
+        await self.access.set_permission(bucket.id, body.key_id, wanted)
+        return bucket_json(name, self.access.get_bucket(bucket.id))
+
+    async def allow(self, request: Request, name: str) -> dict:
+        return await self._change(request, name, grant=True)
+
+    async def deny(self, request: Request, name: str) -> dict:
+        return await self._change(request, name, grant=False)
+
+
+def _json(status: int, value: object) -> Response:
+    return Response(status, [("content-type", "application/json")], msgspec.json.encode(value))

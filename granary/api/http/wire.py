@@ -1,0 +1,105 @@
+"""Response heads as bytes, and the default responses for errors."""
+
+from __future__ import annotations
+
+import time
+from email.utils import formatdate
+from http import HTTPStatus
+
+from granary.api.http.types import Request, Response
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+CHUNKED_END = b"0\r\n\r\n"
+
+_STATUS_LINES = {
+    status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n" for status in HTTPStatus
+}
+_SERVER_OWNED = frozenset({"content-length", "transfer-encoding", "connection"})
+
+
+def _status_line(status: int) -> str:
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        if type(status) is not int or not 100 <= status <= 999:
+            raise ValueError(f"invalid HTTP status {status!r}")
+        line = f"HTTP/1.1 {status} \r\n"
+    return line
+
+
+class _DateLine:
+    """The Date header line, rebuilt at most once per second."""
+
+    __slots__ = ("line", "second")
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.line = ""
+
+    def current(self) -> str:
+        now = int(time.time())
+        if now != self.second:
+            self.second = now
+            self.line = f"Date: {formatdate(now, usegmt=True)}\r\n"
+        return self.line
+
+
+_date_line = _DateLine()
+
+
+def encode_head(
+    status: int,
+    headers: list[tuple[str, str]],
+    *,
+    content_length: int | None,
+    chunked: bool,
+    keep_alive: bool,
+    http10: bool,
+) -> tuple[bytes, bool]:
+    """The status line and headers of a response, and whether the connection stays open.
+
+    Framing and connection management belong to the server: Content-Length,
+    Transfer-Encoding and Connection fields from the handler are dropped, except
+    that "Connection: close" is honoured. A Date field is added unless given.
+    Raises ValueError on a field that would split the head (CR or LF) or that
+    is not latin-1.
+    """
+    lines = [_status_line(status)]
+    has_date = False
+    for name, value in headers:
+        key = name.lower()
+        if key in _SERVER_OWNED:
+            if key == "connection" and "close" in value.lower():
+                keep_alive = False
+            continue
+        if key == "date":
+            has_date = True
+        lines.append(f"{name}: {value}\r\n")
+    if not has_date:
+        lines.append(_date_line.current())
+    if content_length is not None:
+        lines.append(f"Content-Length: {content_length}\r\n")
+    elif chunked:
+        lines.append("Transfer-Encoding: chunked\r\n")
+    if not keep_alive:
+        lines.append("Connection: close\r\n")
+    elif http10:
+        lines.append("Connection: keep-alive\r\n")
+    lines.append("\r\n")
+    text = "".join(lines)
+    if text.count("\n") != len(lines) or text.count("\r") != len(lines):
+        raise ValueError("CR or LF inside a response header")
+    return text.encode("latin-1"), keep_alive
+
+
+def default_error_response(status: int, code: str, message: str) -> Response:
+    """A tiny plain-text error, for servers that render none of their own."""
+    return Response(
+        status,
+        [("Content-Type", "text/plain; charset=utf-8")],
+        f"{code}: {message}\n".encode(),
+    )
+
+
+def default_exception_response(request: Request, exc: BaseException) -> Response:
+    """A 500 that says nothing about the exception."""
+    return default_error_response(500, "InternalError", "internal server error")

@@ -1,0 +1,156 @@
+"""The S3 endpoint: authenticate, route, authorise, dispatch, render errors."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from granary.api.http.types import Request, Response
+from granary.api.s3 import bucket_ops, copy_ops, delete_ops, get_ops, list_ops, mpu_ops, put_ops
+from granary.api.s3.conditions import format_http_date
+from granary.api.s3.context import S3Context, S3Services
+from granary.api.s3.errors import S3Error
+from granary.api.s3.router import decode_path, parse_query, route, split_bucket_key
+from granary.api.s3.sigv4 import authenticate
+from granary.api.s3.xml import error_document
+from granary.util.checksums import ChecksumRequestError
+from granary.util.time import now_ms
+
+log = logging.getLogger("granary.s3")
+
+OperationHandler = Callable[[S3Context], Awaitable[Response]]
+
+# operation -> (handler, permission needed on the bucket; None: checked by the handler)
+OPERATIONS: dict[str, tuple[OperationHandler, str | None]] = {
+    "ListBuckets": (bucket_ops.list_buckets, None),
+    "CreateBucket": (bucket_ops.create_bucket, None),
+    "HeadBucket": (bucket_ops.head_bucket, "read"),
+    "DeleteBucket": (bucket_ops.delete_bucket, "owner"),
+    "GetBucketLocation": (bucket_ops.get_bucket_location, "read"),
+    "GetBucketVersioning": (bucket_ops.get_bucket_versioning, "read"),
+    "PutBucketVersioning": (bucket_ops.put_bucket_versioning, "owner"),
+    "ListObjects": (list_ops.list_objects_v1, "read"),
+    "ListObjectsV2": (list_ops.list_objects_v2, "read"),
+    "ListObjectVersions": (list_ops.list_object_versions, "read"),
+    "ListMultipartUploads": (list_ops.list_multipart_uploads, "read"),
+    "DeleteObjects": (delete_ops.delete_objects, "write"),
+    "GetObject": (get_ops.get_object, "read"),
+    "HeadObject": (get_ops.get_object, "read"),
+    "PutObject": (put_ops.put_object, "write"),
+    "DeleteObject": (delete_ops.delete_object, "write"),
+    "CreateMultipartUpload": (mpu_ops.create_multipart_upload, "write"),
+    "UploadPart": (mpu_ops.upload_part, "write"),
+    "CompleteMultipartUpload": (mpu_ops.complete_multipart_upload, "write"),
+    "AbortMultipartUpload": (mpu_ops.abort_multipart_upload, "write"),
+    "ListParts": (mpu_ops.list_parts, "read"),
+}
+COPY_HANDLERS = {"PutObject": copy_ops.copy_object, "UploadPart": copy_ops.upload_part_copy}
+
+
+class S3App:
+    def __init__(self, services: S3Services) -> None:
+        self.services = services
+
+    async def handle(self, request: Request) -> Response:
+        request_id = secrets.token_hex(8).upper()
+        try:
+            response = await self._dispatch(request, request_id)
+        except S3Error as error:
+            response = self.error_response(request, error, request_id)
+        except ChecksumRequestError as error:
+            response = self.error_response(
+                request, S3Error("InvalidRequest", str(error)), request_id
+            )
+        response.headers.extend(_common_headers(request_id))
+        return response
+
+    async def _dispatch(self, request: Request, request_id: str) -> Response:
+        settings = self.services.settings
+        try:
+            query_pairs = parse_query(request.query_string)
+        except UnicodeDecodeError:
+            raise S3Error("InvalidArgument", "The query string is not valid UTF-8.") from None
+        headers = request.headers
+        auth = authenticate(
+            request.method,
+            request.path,
+            query_pairs,
+            headers.as_dict(),
+            self.services.access.secret_of,
+            datetime.now(UTC),
+            settings.region,
+        )
+        if auth is None:
+            raise S3Error("AccessDenied", "Anonymous access is not allowed.")
+        access_key = self.services.access.get_key(auth.access_key_id)
+        if access_key is None:
+            raise S3Error("InvalidAccessKeyId", AWSAccessKeyId=auth.access_key_id)
+        bucket_name, key = split_bucket_key(
+            decode_path(request.path), headers.get("host"), settings.root_domain
+        )
+        query = dict(query_pairs)
+        routed = route(request.method, bucket_name, key, query)
+        handler, permission = OPERATIONS[routed.operation]
+        if routed.operation in COPY_HANDLERS and "x-amz-copy-source" in headers:
+            handler = COPY_HANDLERS[routed.operation]
+        context = S3Context(
+            services=self.services,
+            http=request,
+            operation=routed.operation,
+            bucket_name=routed.bucket,
+            key=routed.key,
+            query=query,
+            auth=auth,
+            access_key=access_key,
+            request_id=request_id,
+        )
+        if routed.bucket is not None and routed.operation != "CreateBucket":
+            context.bucket = self.services.access.resolve_bucket(routed.bucket)
+            if context.bucket is None:
+                raise S3Error("NoSuchBucket", BucketName=routed.bucket)
+            if permission and not context.bucket.permission(access_key.key_id).allows(permission):
+                raise S3Error("AccessDenied")
+        return await handler(context)
+
+    def error_response(self, request: Request, error: S3Error, request_id: str) -> Response:
+        body = error_document(
+            error.code,
+            error.message,
+            resource=request.path,
+            request_id=request_id,
+            host_id=request_id,
+            extra=error.extra,
+        )
+        headers = [("content-type", "application/xml"), *error.headers.items()]
+        if request.method == "HEAD":
+            return Response(error.status, headers, b"", content_length=len(body))
+        return Response(error.status, headers, body)
+
+    def unexpected_error(self, request: Request, exc: BaseException) -> Response:
+        """A bug or an unavailable dependency: logged here, InternalError to the client."""
+        request_id = secrets.token_hex(8).upper()
+        log.error("%s %s failed", request.method, request.path, exc_info=exc)
+        response = self.error_response(request, S3Error("InternalError"), request_id)
+        response.headers.extend(_common_headers(request_id))
+        return response
+
+    def protocol_error(self, status: int, code: str, message: str) -> Response:
+        """An error found by the HTTP layer before a request could be parsed."""
+        request_id = secrets.token_hex(8).upper()
+        body = error_document(
+            code, message, resource="", request_id=request_id, host_id=request_id, extra={}
+        )
+        return Response(
+            status, [("content-type", "application/xml"), *_common_headers(request_id)], body
+        )
+
+
+def _common_headers(request_id: str) -> list[tuple[str, str]]:
+    return [
+        ("x-amz-request-id", request_id),
+        ("x-amz-id-2", request_id),
+        ("date", format_http_date(now_ms())),
+        ("server", "Granary"),
+    ]

@@ -1,0 +1,144 @@
+"""Parsers for the XML request bodies of CompleteMultipartUpload, DeleteObjects
+and CreateBucket.
+
+Each returns plain data and raises `S3Error` ("MalformedXML" unless AWS
+answers otherwise). Unknown elements are ignored, so newer clients that send
+extra fields keep working.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+
+from granary.api.s3.errors import S3Error
+from granary.api.s3.xml import parse_xml
+from granary.util.checksums import ALGORITHMS, checksum_element_name
+
+MAX_PART_NUMBER = 10_000
+MAX_DELETE_OBJECTS = 1_000
+# 10,000 parts with ETags and checksums, or 1,000 keys of up to 1,024 bytes
+# each, do not fit the default 1 MiB cap.
+MAX_COMPLETE_MULTIPART_BYTES = 8 << 20
+MAX_DELETE_OBJECTS_BYTES = 8 << 20
+MAX_CREATE_BUCKET_BYTES = 64 << 10
+
+_INTEGER = re.compile(r"[-+]?[0-9]{1,12}")
+_CHECKSUM_ELEMENTS = tuple((checksum_element_name(a), a) for a in ALGORITHMS)
+
+
+@dataclass(frozen=True, slots=True)
+class CompletedPart:
+    part_number: int
+    etag: str
+    checksums: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectToDelete:
+    key: str
+    version_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteRequest:
+    quiet: bool
+    objects: list[ObjectToDelete]
+
+
+def _root(body: bytes, name: str, max_bytes: int) -> ET.Element:
+    root = parse_xml(body, max_bytes=max_bytes)
+    if root.tag != name:
+        raise S3Error("MalformedXML")
+    return root
+
+
+def _required_text(parent: ET.Element, name: str) -> str:
+    child = parent.find(name)
+    if child is None:
+        raise S3Error("MalformedXML")
+    return child.text or ""
+
+
+def _optional_text(parent: ET.Element, name: str) -> str | None:
+    child = parent.find(name)
+    if child is None or not child.text:
+        return None
+    return child.text
+
+
+def _completed_part(part: ET.Element) -> CompletedPart:
+    number_text = _required_text(part, "PartNumber").strip()
+    if _INTEGER.fullmatch(number_text) is None:
+        raise S3Error("MalformedXML")
+    number = int(number_text)
+    if number < 1:
+        raise S3Error("InvalidArgument", "PartNumber must be >= 1")
+    if number > MAX_PART_NUMBER:
+        # No such part can have been uploaded, which is how AWS reports it.
+        raise S3Error("InvalidPart")
+    etag = _required_text(part, "ETag").strip().strip('"')
+    checksums = {}
+    for element_name, algorithm in _CHECKSUM_ELEMENTS:
+        value = _optional_text(part, element_name)
+        if value is not None:
+            checksums[algorithm] = value.strip()
+    return CompletedPart(number, etag, checksums)
+
+
+def parse_complete_multipart(body: bytes) -> list[CompletedPart]:
+    """The parts listed in a CompleteMultipartUpload body.
+
+    Raises MalformedXML for a bad or empty list, InvalidArgument for a part
+    number below 1, InvalidPart above 10,000 and InvalidPartOrder unless the
+    numbers strictly ascend (a repeated number is out of order too).
+    """
+    root = _root(body, "CompleteMultipartUpload", MAX_COMPLETE_MULTIPART_BYTES)
+    parts = [_completed_part(node) for node in root.iterfind("Part")]
+    if not parts:
+        raise S3Error("MalformedXML")
+    for previous, current in itertools.pairwise(parts):
+        if current.part_number <= previous.part_number:
+            raise S3Error("InvalidPartOrder")
+    return parts
+
+
+def _parse_quiet(root: ET.Element) -> bool:
+    text = _optional_text(root, "Quiet")
+    if text is None:
+        return False
+    value = text.strip().lower()
+    if value not in ("true", "false"):
+        raise S3Error("MalformedXML")
+    return value == "true"
+
+
+def parse_delete_objects(body: bytes) -> DeleteRequest:
+    """The keys (and versions) listed in a DeleteObjects body.
+
+    Keys are kept exactly as sent, whitespace included; an empty `<Key/>`
+    is returned as "" for the handler to report per key. Between 1 and
+    1,000 objects are allowed, as in S3; otherwise MalformedXML.
+    """
+    root = _root(body, "Delete", MAX_DELETE_OBJECTS_BYTES)
+    objects = [
+        ObjectToDelete(_required_text(node, "Key"), _optional_text(node, "VersionId"))
+        for node in root.iterfind("Object")
+    ]
+    if not objects or len(objects) > MAX_DELETE_OBJECTS:
+        raise S3Error("MalformedXML")
+    return DeleteRequest(_parse_quiet(root), objects)
+
+
+def parse_create_bucket(body: bytes) -> str | None:
+    """The LocationConstraint of a CreateBucket body; None if the body or the
+    constraint is empty or absent."""
+    if not body.strip():
+        return None
+    root = _root(body, "CreateBucketConfiguration", MAX_CREATE_BUCKET_BYTES)
+    constraint = _optional_text(root, "LocationConstraint")
+    if constraint is None:
+        return None
+    return constraint.strip() or None

@@ -1,0 +1,90 @@
+"""Bucket operations: list, create, head, delete, location, versioning."""
+
+from __future__ import annotations
+
+from granary.api.http.types import Response
+from granary.api.s3.bodies import parse_create_bucket
+from granary.api.s3.conditions import format_iso8601
+from granary.api.s3.context import S3Context
+from granary.api.s3.errors import S3Error
+from granary.api.s3.names import validate_bucket_name
+from granary.api.s3.xml import S3_XMLNS, XML_DECLARATION, document, escape
+from granary.model.access import AccessError
+
+MAX_CREATE_BUCKET_BODY = 64 * 1024
+
+
+def xml_response(body: bytes, status: int = 200) -> Response:
+    return Response(status, [("content-type", "application/xml")], body)
+
+
+def owner_node(ctx: S3Context) -> tuple[str, list]:
+    key_id = ctx.key_id or ""
+    return ("Owner", [("ID", key_id), ("DisplayName", key_id)])
+
+
+async def list_buckets(ctx: S3Context) -> Response:
+    key_id = ctx.key_id
+    buckets = [
+        ("Bucket", [("Name", name), ("CreationDate", format_iso8601(bucket.params.created))])
+        for name, bucket in ctx.services.access.list_buckets()
+        if bucket.permission(key_id).any
+    ]
+    return xml_response(document("ListAllMyBucketsResult", [owner_node(ctx), ("Buckets", buckets)]))
+
+
+async def create_bucket(ctx: S3Context) -> Response:
+    name = ctx.bucket_name
+    validate_bucket_name(name)
+    body = await ctx.payload().read_all(MAX_CREATE_BUCKET_BODY)
+    location = parse_create_bucket(body)
+    region = ctx.services.settings.region
+    if location is not None and location != region:
+        raise S3Error(
+            "InvalidLocationConstraint",
+            LocationConstraint=location,
+        )
+    key = ctx.access_key
+    if not key.params.allow_create_bucket.value:
+        existing = ctx.services.access.resolve_bucket(name)
+        if existing is not None and existing.permission(key.key_id).owner:
+            raise S3Error("BucketAlreadyOwnedByYou", BucketName=name)
+        raise S3Error("AccessDenied", "This access key may not create buckets.")
+    try:
+        await ctx.services.access.create_bucket(name, key.key_id)
+    except AccessError as error:
+        code = "BucketAlreadyOwnedByYou" if error.reason == "owned" else "BucketAlreadyExists"
+        raise S3Error(code, BucketName=name) from None
+    return Response(200, [("location", f"/{name}")])
+
+
+async def head_bucket(ctx: S3Context) -> Response:
+    return Response(200, [("x-amz-bucket-region", ctx.services.settings.region)])
+
+
+async def delete_bucket(ctx: S3Context) -> Response:
+    try:
+        await ctx.services.access.delete_bucket(ctx.bucket_name)
+    except AccessError as error:
+        if error.reason == "not-empty":
+            raise S3Error("BucketNotEmpty", BucketName=ctx.bucket_name) from None
+        raise S3Error("NoSuchBucket", BucketName=ctx.bucket_name) from None
+    return Response(204)
+
+
+async def get_bucket_location(ctx: S3Context) -> Response:
+    region = ctx.services.settings.region
+    # AWS answers an empty constraint for us-east-1.
+    constraint = "" if region == "us-east-1" else escape(region)
+    body = (
+        f'{XML_DECLARATION}<LocationConstraint xmlns="{S3_XMLNS}">{constraint}</LocationConstraint>'
+    )
+    return xml_response(body.encode())
+
+
+async def get_bucket_versioning(ctx: S3Context) -> Response:
+    return xml_response(document("VersioningConfiguration", []))
+
+
+async def put_bucket_versioning(ctx: S3Context) -> Response:
+    raise S3Error("NotImplemented", "Bucket versioning is not implemented yet.")

@@ -1,0 +1,146 @@
+"""CopyObject (blocks shared, no data copied) and UploadPartCopy."""
+
+from __future__ import annotations
+
+from urllib.parse import unquote
+
+from granary.api.http.types import Response
+from granary.api.s3.bucket_ops import xml_response
+from granary.api.s3.conditions import (
+    evaluate_preconditions,
+    format_iso8601,
+    parse_copy_source_range,
+)
+from granary.api.s3.context import S3Context
+from granary.api.s3.errors import S3Error
+from granary.api.s3.get_ops import version_blocks
+from granary.api.s3.headers import replace_metadata
+from granary.api.s3.mpu_ops import load_upload, parse_part_number
+from granary.api.s3.names import validate_object_key
+from granary.api.s3.xml import document
+from granary.block.writer import StreamDigests, write_blocks
+from granary.model.object import INLINE, ObjectMeta, ObjectVersion
+
+COPY_CONDITIONS = {
+    "x-amz-copy-source-if-match": "if-match",
+    "x-amz-copy-source-if-none-match": "if-none-match",
+    "x-amz-copy-source-if-modified-since": "if-modified-since",
+    "x-amz-copy-source-if-unmodified-since": "if-unmodified-since",
+}
+
+
+def parse_copy_source(value: str) -> tuple[str, str]:
+    """(bucket, key) from an x-amz-copy-source header."""
+    source = unquote(value.split("?", 1)[0]).lstrip("/")
+    bucket, sep, key = source.partition("/")
+    if not bucket or not sep or not key:
+        raise S3Error(
+            "InvalidArgument",
+            "Copy Source must mention the source bucket and key: sourcebucket/sourcekey",
+            ArgumentName="x-amz-copy-source",
+        )
+    version = value.split("?", 1)[1] if "?" in value else ""
+    if version and version not in ("versionId=null", "versionId="):
+        raise S3Error("NoSuchVersion", "The specified version does not exist.")
+    return bucket, key
+
+
+async def load_source(ctx: S3Context) -> tuple[str, str, ObjectVersion]:
+    bucket_name, key = parse_copy_source(ctx.header("x-amz-copy-source"))
+    access = ctx.services.access
+    bucket = access.resolve_bucket(bucket_name)
+    if bucket is None:
+        raise S3Error("NoSuchBucket", BucketName=bucket_name)
+    if not bucket.permission(ctx.key_id).read:
+        raise S3Error("AccessDenied")
+    version = await ctx.services.objects.current(bucket.id, key)
+    if version is None:
+        raise S3Error("NoSuchKey", Key=key)
+    conditions = {
+        plain: ctx.header(header) for header, plain in COPY_CONDITIONS.items() if ctx.header(header)
+    }
+    if conditions and evaluate_preconditions(
+        conditions, etag=version.meta.etag, last_modified_ms=version.timestamp, method="PUT"
+    ):
+        raise S3Error("PreconditionFailed")
+    return bucket_name, key, version
+
+
+async def copy_object(ctx: S3Context) -> Response:
+    bucket = ctx.require_bucket()
+    key = ctx.require_key()
+    validate_object_key(key)
+    source_bucket, source_key, source = await load_source(ctx)
+    headers = ctx.http.headers.as_dict()
+    directive = headers.get("x-amz-metadata-directive")
+    stored = replace_metadata(source.meta, headers, directive)
+    if (source_bucket, source_key) == (ctx.bucket_name, key) and (
+        (directive or "COPY").upper() == "COPY" and stored == source.meta.headers
+    ):
+        raise S3Error(
+            "InvalidRequest",
+            "This copy request is illegal because it is trying to copy an object to itself "
+            "without changing the object's metadata, storage class, website redirect location "
+            "or encryption attributes.",
+        )
+    meta = ObjectMeta(
+        source.meta.size, source.meta.etag, stored, source.meta.checksum, source.meta.parts
+    )
+    try:
+        copied = await ctx.services.objects.copy(source, bucket.id, key, meta)
+    except LookupError:
+        raise S3Error("NoSuchKey", Key=source_key) from None
+    body = document(
+        "CopyObjectResult",
+        [("LastModified", format_iso8601(copied.timestamp)), ("ETag", f'"{meta.etag}"')],
+    )
+    return xml_response(body)
+
+
+async def upload_part_copy(ctx: S3Context) -> Response:
+    """Copy a byte range of an object into a part; whole blocks deduplicate."""
+    part_number = parse_part_number(ctx)
+    upload = await load_upload(ctx)
+    _, _, source = await load_source(ctx)
+    size = source.meta.size
+    range_header = ctx.header("x-amz-copy-source-range")
+    if range_header is not None:
+        start, end = parse_copy_source_range(range_header, size)
+    else:
+        start, end = 0, size - 1
+    if end - start + 1 > ctx.services.settings.max_part_size:
+        raise S3Error("EntityTooLarge")
+    services = ctx.services
+    part = await services.multipart.begin_part(upload)
+    try:
+        if source.kind == INLINE or size == 0:
+            data = (source.inline or b"")[start : end + 1]
+            chunks = _single(data)
+        else:
+            chunks = services.objects.stream_blocks(await version_blocks(ctx, source), start, end)
+        digests = StreamDigests()
+        result = await write_blocks(
+            chunks,
+            block_size=services.settings.block_size,
+            executor=services.executor,
+            digests=digests,
+            store=lambda offset, block_id, data: part.store_block(
+                part_number, offset, block_id, data
+            ),
+            max_size=services.settings.max_part_size,
+        )
+        etag = digests.md5.hexdigest()
+        await services.multipart.record_part(upload, part_number, part, etag, result.size, None)
+    except BaseException:
+        await part.abort()
+        raise
+    body = document(
+        "CopyPartResult",
+        [("LastModified", format_iso8601(part.timestamp)), ("ETag", f'"{etag}"')],
+    )
+    return xml_response(body)
+
+
+async def _single(data: bytes):
+    if data:
+        yield data

@@ -1,0 +1,69 @@
+"""DeleteObject and DeleteObjects."""
+
+from __future__ import annotations
+
+from granary.api.http.types import Response
+from granary.api.s3.bodies import MAX_DELETE_OBJECTS_BYTES, parse_delete_objects
+from granary.api.s3.bucket_ops import xml_response
+from granary.api.s3.context import S3Context
+from granary.api.s3.errors import S3Error
+from granary.api.s3.names import validate_object_key
+from granary.api.s3.payload import Payload
+from granary.api.s3.put_ops import parse_content_md5, verify_digests
+from granary.api.s3.xml import document
+from granary.block.writer import StreamDigests
+from granary.util.checksums import new_checksum, requested_checksum
+
+
+async def delete_object(ctx: S3Context) -> Response:
+    """Deleting a key that does not exist succeeds too, as in S3."""
+    key = ctx.require_key()
+    await ctx.services.objects.delete(ctx.require_bucket().id, key)
+    return Response(204)
+
+
+async def delete_objects(ctx: S3Context) -> Response:
+    bucket = ctx.require_bucket()
+    if "content-md5" not in ctx.http.headers and not any(
+        name.startswith("x-amz-checksum-") or name == "x-amz-sdk-checksum-algorithm"
+        for name, _ in ctx.http.headers.items()
+    ):
+        raise S3Error("InvalidRequest", "Missing required header for this request: Content-MD5")
+    payload = ctx.payload()
+    body = await payload.read_all(MAX_DELETE_OBJECTS_BYTES)
+    _check_body_digest(ctx, payload, body)
+    request = parse_delete_objects(body)
+    results = []
+    for item in request.objects:
+        try:
+            validate_object_key(item.key)
+            if item.version_id not in (None, "null"):
+                raise S3Error("NoSuchVersion", "The specified version does not exist.")
+            await ctx.services.objects.delete(bucket.id, item.key)
+        except S3Error as error:
+            results.append(
+                (
+                    "Error",
+                    [
+                        ("Key", item.key),
+                        ("VersionId", item.version_id),
+                        ("Code", error.code),
+                        ("Message", error.message),
+                    ],
+                )
+            )
+            continue
+        if not request.quiet:
+            results.append(("Deleted", [("Key", item.key), ("VersionId", item.version_id)]))
+    return xml_response(document("DeleteResult", results))
+
+
+def _check_body_digest(ctx: S3Context, payload: Payload, body: bytes) -> None:
+    """Content-MD5 or an x-amz-checksum header, over the small XML body."""
+    headers = ctx.http.headers
+    requested = requested_checksum(headers.as_dict())
+    digests = StreamDigests(checksum=new_checksum(requested[0]) if requested else None)
+    digests.update(body)
+    verify_digests(
+        payload, digests, parse_content_md5(headers.get("content-md5")), requested, len(body)
+    )

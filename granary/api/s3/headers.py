@@ -1,0 +1,105 @@
+"""Object metadata headers: what a write stores and what a read returns. Sans-IO."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from granary.api.s3.conditions import format_http_date
+from granary.api.s3.errors import S3Error
+from granary.api.s3.names import USER_METADATA_PREFIX, parse_user_metadata
+from granary.model.object import ObjectMeta
+
+DEFAULT_CONTENT_TYPE = "binary/octet-stream"
+STORED_STANDARD_HEADERS = (
+    "content-type",
+    "cache-control",
+    "content-disposition",
+    "content-encoding",
+    "content-language",
+    "expires",
+    "x-amz-website-redirect-location",
+)
+STORAGE_CLASSES = frozenset(
+    {
+        "STANDARD",
+        "REDUCED_REDUNDANCY",
+        "STANDARD_IA",
+        "ONEZONE_IA",
+        "INTELLIGENT_TIERING",
+        "GLACIER",
+        "DEEP_ARCHIVE",
+        "GLACIER_IR",
+        "OUTPOSTS",
+        "SNOW",
+        "EXPRESS_ONEZONE",
+    }
+)
+# response-* query parameters that override a GET's headers.
+RESPONSE_OVERRIDES = {
+    "response-content-type": "content-type",
+    "response-content-language": "content-language",
+    "response-expires": "expires",
+    "response-cache-control": "cache-control",
+    "response-content-disposition": "content-disposition",
+    "response-content-encoding": "content-encoding",
+}
+
+
+def metadata_from_request(headers: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The headers an object keeps from the request that writes it."""
+    stored = [(name, headers[name]) for name in STORED_STANDARD_HEADERS if name in headers]
+    if "content-type" not in headers:
+        stored.insert(0, ("content-type", DEFAULT_CONTENT_TYPE))
+    storage_class = headers.get("x-amz-storage-class")
+    if storage_class is not None:
+        if storage_class not in STORAGE_CLASSES:
+            raise S3Error("InvalidStorageClass")
+        if storage_class != "STANDARD":
+            stored.append(("x-amz-storage-class", storage_class))
+    for name, value in parse_user_metadata(headers).items():
+        stored.append((USER_METADATA_PREFIX + name, value))
+    return stored
+
+
+def storage_class(meta: ObjectMeta) -> str:
+    for name, value in meta.headers:
+        if name == "x-amz-storage-class":
+            return value
+    return "STANDARD"
+
+
+def object_headers(
+    meta: ObjectMeta, last_modified_ms: int, query: Mapping[str, str]
+) -> list[tuple[str, str]]:
+    """The headers of a GET or HEAD answer, with response-* overrides applied."""
+    headers = [
+        ("etag", f'"{meta.etag}"'),
+        ("last-modified", format_http_date(last_modified_ms)),
+        ("accept-ranges", "bytes"),
+    ]
+    overridden = {RESPONSE_OVERRIDES[name] for name in query if name in RESPONSE_OVERRIDES}
+    headers.extend((name, value) for name, value in meta.headers if name not in overridden)
+    headers.extend(
+        (header, query[name]) for name, header in RESPONSE_OVERRIDES.items() if name in query
+    )
+    return headers
+
+
+def replace_metadata(
+    source: ObjectMeta, headers: Mapping[str, str], directive: str | None
+) -> list[tuple[str, str]]:
+    """The metadata of a copy: the source's (COPY) or the request's (REPLACE)."""
+    directive = (directive or "COPY").upper()
+    if directive == "COPY":
+        kept = [(n, v) for n, v in source.headers if n != "x-amz-storage-class"]
+        requested = headers.get("x-amz-storage-class")
+        if requested is not None:
+            metadata_from_request({"x-amz-storage-class": requested})
+            if requested != "STANDARD":
+                kept.append(("x-amz-storage-class", requested))
+        return kept
+    if directive == "REPLACE":
+        return metadata_from_request(headers)
+    raise S3Error(
+        "InvalidArgument", "Unknown metadata directive.", ArgumentName="x-amz-metadata-directive"
+    )

@@ -1,0 +1,236 @@
+"""ListObjects (v1, v2), ListObjectVersions and ListMultipartUploads."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from urllib.parse import quote
+
+from granary.api.http.types import Response
+from granary.api.s3.bucket_ops import owner_node, xml_response
+from granary.api.s3.conditions import format_iso8601
+from granary.api.s3.context import S3Context
+from granary.api.s3.errors import S3Error
+from granary.api.s3.headers import storage_class
+from granary.api.s3.listing import Page, list_page
+from granary.api.s3.xml import document
+from granary.model.object import Object, ObjectVersion
+
+DEFAULT_MAX_KEYS = 1000
+
+
+def _max_keys(ctx: S3Context, name: str = "max-keys") -> int:
+    value = ctx.query.get(name)
+    if value is None:
+        return DEFAULT_MAX_KEYS
+    try:
+        number = int(value)
+    except ValueError:
+        raise S3Error(
+            "InvalidArgument",
+            f"Provided {name} not an integer or within integer range",
+            ArgumentName=name,
+            ArgumentValue=value,
+        ) from None
+    if number < 0:
+        raise S3Error(
+            "InvalidArgument",
+            f"{name} must not be negative",
+            ArgumentName=name,
+            ArgumentValue=value,
+        )
+    return min(number, DEFAULT_MAX_KEYS)
+
+
+def _encoder(ctx: S3Context):
+    encoding = ctx.query.get("encoding-type")
+    if encoding is None:
+        return lambda text: text
+    if encoding != "url":
+        raise S3Error(
+            "InvalidArgument",
+            "Invalid Encoding Method specified in Request",
+            ArgumentName="encoding-type",
+            ArgumentValue=encoding,
+        )
+    return lambda text: quote(text, safe="/")
+
+
+async def _object_page(ctx: S3Context, marker: str | None, *, uploads: bool = False) -> Page:
+    bucket = ctx.require_bucket()
+    objects = ctx.services.objects
+
+    async def fetch(start: bytes | None, limit: int) -> list[tuple[str, Object]]:
+        found = await objects.list(bucket.id, start, limit, uploads=uploads)
+        return [(entry.key, entry) for entry in found]
+
+    return await list_page(
+        fetch,
+        prefix=ctx.query.get("prefix", ""),
+        delimiter=ctx.query.get("delimiter") or None,
+        marker=marker,
+        max_keys=_max_keys(ctx, "max-uploads" if uploads else "max-keys"),
+    )
+
+
+def _contents(ctx: S3Context, key: str, version: ObjectVersion, encode, with_owner: bool):
+    meta = version.meta
+    return (
+        "Contents",
+        [
+            ("Key", encode(key)),
+            ("LastModified", format_iso8601(version.timestamp)),
+            ("ETag", f'"{meta.etag}"'),
+            ("Size", meta.size),
+            owner_node(ctx) if with_owner else None,
+            ("StorageClass", storage_class(meta)),
+        ],
+    )
+
+
+def _common(page: Page, encode) -> list:
+    return [("CommonPrefixes", [("Prefix", encode(p))]) for p in page.prefixes]
+
+
+def _head(ctx: S3Context, encode) -> list:
+    delimiter = ctx.query.get("delimiter")
+    return [
+        ("Name", ctx.bucket_name),
+        ("Prefix", encode(ctx.query.get("prefix", ""))),
+        ("Delimiter", encode(delimiter) if delimiter else None),
+        ("EncodingType", ctx.query.get("encoding-type")),
+    ]
+
+
+async def list_objects_v1(ctx: S3Context) -> Response:
+    encode = _encoder(ctx)
+    marker = ctx.query.get("marker") or None
+    page = await _object_page(ctx, marker)
+    children = [
+        *_head(ctx, encode),
+        ("Marker", encode(marker or "")),
+        ("MaxKeys", _max_keys(ctx)),
+        ("IsTruncated", page.truncated),
+        ("NextMarker", encode(page.last))
+        if page.truncated and ctx.query.get("delimiter")
+        else None,
+        *(
+            _contents(ctx, key, entry.current(), encode, with_owner=True)
+            for key, entry in page.items
+        ),
+        *_common(page, encode),
+    ]
+    return xml_response(document("ListBucketResult", children))
+
+
+def _encode_token(last: str) -> str:
+    return base64.urlsafe_b64encode(last.encode()).decode()
+
+
+def _decode_token(token: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(token.encode()).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise S3Error(
+            "InvalidArgument",
+            "The continuation token provided is incorrect",
+            ArgumentName="continuation-token",
+        ) from None
+
+
+async def list_objects_v2(ctx: S3Context) -> Response:
+    encode = _encoder(ctx)
+    token = ctx.query.get("continuation-token")
+    start_after = ctx.query.get("start-after")
+    marker = _decode_token(token) if token is not None else (start_after or None)
+    page = await _object_page(ctx, marker)
+    with_owner = ctx.query.get("fetch-owner") == "true"
+    children = [
+        *_head(ctx, encode),
+        ("MaxKeys", _max_keys(ctx)),
+        ("KeyCount", page.count),
+        ("IsTruncated", page.truncated),
+        ("ContinuationToken", token),
+        ("NextContinuationToken", _encode_token(page.last)) if page.truncated else None,
+        ("StartAfter", encode(start_after)) if start_after is not None else None,
+        *(_contents(ctx, key, entry.current(), encode, with_owner) for key, entry in page.items),
+        *_common(page, encode),
+    ]
+    return xml_response(document("ListBucketResult", children))
+
+
+async def list_object_versions(ctx: S3Context) -> Response:
+    """For an unversioned bucket: each object once, as its `null` version."""
+    encode = _encoder(ctx)
+    key_marker = ctx.query.get("key-marker") or None
+    page = await _object_page(ctx, key_marker)
+    versions = []
+    for key, entry in page.items:
+        version = entry.current()
+        meta = version.meta
+        versions.append(
+            (
+                "Version",
+                [
+                    ("Key", encode(key)),
+                    ("VersionId", "null"),
+                    ("IsLatest", True),
+                    ("LastModified", format_iso8601(version.timestamp)),
+                    ("ETag", f'"{meta.etag}"'),
+                    ("Size", meta.size),
+                    owner_node(ctx),
+                    ("StorageClass", storage_class(meta)),
+                ],
+            )
+        )
+    children = [
+        *_head(ctx, encode),
+        ("KeyMarker", encode(key_marker or "")),
+        ("VersionIdMarker", ctx.query.get("version-id-marker", "")),
+        ("MaxKeys", _max_keys(ctx)),
+        ("IsTruncated", page.truncated),
+        ("NextKeyMarker", encode(page.last)) if page.truncated else None,
+        ("NextVersionIdMarker", "null") if page.truncated else None,
+        *versions,
+        *_common(page, encode),
+    ]
+    return xml_response(document("ListVersionsResult", children))
+
+
+async def list_multipart_uploads(ctx: S3Context) -> Response:
+    encode = _encoder(ctx)
+    key_marker = ctx.query.get("key-marker") or None
+    page = await _object_page(ctx, key_marker, uploads=True)
+    uploads = []
+    for key, entry in page.items:
+        for version in entry.versions:
+            if not (version.is_uploading and version.multipart):
+                continue
+            uploads.append(
+                (
+                    "Upload",
+                    [
+                        ("Key", encode(key)),
+                        ("UploadId", version.uuid.hex()),
+                        ("Initiator", [("ID", ctx.key_id), ("DisplayName", ctx.key_id)]),
+                        owner_node(ctx),
+                        ("StorageClass", "STANDARD"),
+                        ("Initiated", format_iso8601(version.timestamp)),
+                    ],
+                )
+            )
+    children = [
+        ("Bucket", ctx.bucket_name),
+        ("KeyMarker", encode(key_marker or "")),
+        ("UploadIdMarker", ctx.query.get("upload-id-marker", "")),
+        ("NextKeyMarker", encode(page.last)) if page.truncated else None,
+        ("NextUploadIdMarker", "") if page.truncated else None,
+        ("Prefix", encode(ctx.query.get("prefix", ""))),
+        ("Delimiter", ctx.query.get("delimiter")),
+        ("MaxUploads", _max_keys(ctx, "max-uploads")),
+        ("IsTruncated", page.truncated),
+        ("EncodingType", ctx.query.get("encoding-type")),
+        *uploads,
+        *_common(page, encode),
+    ]
+    return xml_response(document("ListMultipartUploadsResult", children))

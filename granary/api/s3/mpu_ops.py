@@ -1,0 +1,201 @@
+"""Multipart uploads: create, upload part, complete, abort, list parts."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+from granary.api.http.types import Response
+from granary.api.s3.bodies import MAX_COMPLETE_MULTIPART_BYTES, parse_complete_multipart
+from granary.api.s3.bucket_ops import owner_node, xml_response
+from granary.api.s3.conditions import format_iso8601
+from granary.api.s3.context import S3Context
+from granary.api.s3.errors import S3Error
+from granary.api.s3.headers import metadata_from_request
+from granary.api.s3.names import validate_object_key
+from granary.api.s3.put_ops import checksum_response_headers, receive_body
+from granary.api.s3.xml import document
+from granary.model.mpu import MpuPart, MultipartUpload
+from granary.model.object import ObjectMeta
+from granary.util.checksums import (
+    checksum_element_name,
+    composite_checksum,
+    requested_checksum,
+)
+
+MIN_PART_SIZE = 5 << 20
+MAX_PARTS = 10000
+CHECKSUM_ALGORITHM_HEADER = "x-amz-checksum-algorithm"
+
+
+def parse_part_number(ctx: S3Context) -> int:
+    value = ctx.query.get("partNumber", "")
+    if not value.isdigit() or not 1 <= int(value) <= MAX_PARTS:
+        raise S3Error(
+            "InvalidArgument",
+            "Part number must be an integer between 1 and 10000, inclusive",
+            ArgumentName="partNumber",
+            ArgumentValue=value,
+        )
+    return int(value)
+
+
+async def load_upload(ctx: S3Context) -> MultipartUpload:
+    """The upload named by ?uploadId=, checked against the request's bucket and key."""
+    raw = ctx.query.get("uploadId", "")
+    try:
+        upload_id = bytes.fromhex(raw)
+    except ValueError:
+        upload_id = b""
+    upload = await ctx.services.multipart.get(upload_id) if len(upload_id) == 16 else None
+    if upload is None or upload.bucket_id != ctx.require_bucket().id or upload.key != ctx.key:
+        raise S3Error("NoSuchUpload", UploadId=raw)
+    return upload
+
+
+def _upload_checksum_algorithm(headers: list[tuple[str, str]]) -> str | None:
+    for name, value in headers:
+        if name == CHECKSUM_ALGORITHM_HEADER:
+            return value
+    return None
+
+
+async def create_multipart_upload(ctx: S3Context) -> Response:
+    bucket = ctx.require_bucket()
+    key = ctx.require_key()
+    validate_object_key(key)
+    headers = ctx.http.headers.as_dict()
+    stored = metadata_from_request(headers)
+    requested = requested_checksum(headers)
+    if requested is not None:
+        stored.append((CHECKSUM_ALGORITHM_HEADER, requested[0]))
+    upload = await ctx.services.multipart.create(bucket.id, key, stored)
+    response_headers = []
+    if requested is not None:
+        response_headers.append((CHECKSUM_ALGORITHM_HEADER, requested[0].upper()))
+    body = document(
+        "InitiateMultipartUploadResult",
+        [("Bucket", ctx.bucket_name), ("Key", key), ("UploadId", upload.upload_id.hex())],
+    )
+    response = xml_response(body)
+    response.headers.extend(response_headers)
+    return response
+
+
+async def upload_part(ctx: S3Context) -> Response:
+    part_number = parse_part_number(ctx)
+    upload = await load_upload(ctx)
+    multipart = ctx.services.multipart
+    received, part = await receive_body(
+        ctx,
+        start_upload=lambda: multipart.begin_part(upload),
+        part_number=part_number,
+        max_size=ctx.services.settings.max_part_size,
+        allow_inline=False,
+    )
+    checksum = received.checksum[1] if received.checksum else None
+    await multipart.record_part(upload, part_number, part, received.etag, received.size, checksum)
+    headers = [("etag", f'"{received.etag}"'), *checksum_response_headers(received.checksum)]
+    return Response(200, headers)
+
+
+def choose_parts(upload: MultipartUpload, requested: list) -> list[MpuPart]:
+    """Check the client's part list against the uploaded parts, as S3 does."""
+    latest = upload.latest_parts()
+    chosen: list[MpuPart] = []
+    previous = 0
+    for item in requested:
+        if item.part_number <= previous:
+            raise S3Error("InvalidPartOrder")
+        previous = item.part_number
+        part = latest.get(item.part_number)
+        if part is None or part.etag != item.etag.strip('"'):
+            raise S3Error("InvalidPart", PartNumber=str(item.part_number), ETag=item.etag)
+        chosen.append(part)
+    for part in chosen[:-1]:
+        if part.size < MIN_PART_SIZE:
+            raise S3Error(
+                "EntityTooSmall",
+                ProposedSize=str(part.size),
+                MinSizeAllowed=str(MIN_PART_SIZE),
+                PartNumber=str(part.part_number),
+                ETag=part.etag,
+            )
+    return chosen
+
+
+async def complete_multipart_upload(ctx: S3Context) -> Response:
+    upload = await load_upload(ctx)
+    body = await ctx.payload().read_all(MAX_COMPLETE_MULTIPART_BYTES)
+    parts = choose_parts(upload, parse_complete_multipart(body))
+    multipart = ctx.services.multipart
+    upload_headers = await multipart.upload_headers(upload)
+    algorithm = _upload_checksum_algorithm(upload_headers)
+    stored = [(n, v) for n, v in upload_headers if n != CHECKSUM_ALGORITHM_HEADER]
+    md5s = b"".join(bytes.fromhex(p.etag) for p in parts)
+    etag = f"{hashlib.md5(md5s).hexdigest()}-{len(parts)}"
+    checksum = None
+    if algorithm is not None and all(p.checksum for p in parts):
+        digests = [base64.b64decode(p.checksum) for p in parts]
+        checksum = (algorithm, composite_checksum(algorithm, digests))
+    meta = ObjectMeta(sum(p.size for p in parts), etag, stored, checksum, parts=len(parts))
+    await multipart.complete(upload, parts, meta)
+    key = ctx.require_key()
+    children = [
+        ("Location", f"/{ctx.bucket_name}/{key}"),
+        ("Bucket", ctx.bucket_name),
+        ("Key", key),
+        ("ETag", f'"{etag}"'),
+    ]
+    if checksum is not None:
+        children.append((checksum_element_name(algorithm), checksum[1]))
+    return xml_response(document("CompleteMultipartUploadResult", children))
+
+
+async def abort_multipart_upload(ctx: S3Context) -> Response:
+    upload = await load_upload(ctx)
+    await ctx.services.multipart.abort(upload)
+    return Response(204)
+
+
+async def list_parts(ctx: S3Context) -> Response:
+    upload = await load_upload(ctx)
+    marker_text = ctx.query.get("part-number-marker", "0") or "0"
+    max_text = ctx.query.get("max-parts", "1000") or "1000"
+    if not marker_text.isdigit() or not max_text.isdigit():
+        raise S3Error("InvalidArgument", "part-number-marker and max-parts must be integers")
+    marker, max_parts = int(marker_text), min(int(max_text), 1000)
+    latest = sorted(upload.latest_parts().values(), key=lambda p: p.part_number)
+    remaining = [p for p in latest if p.part_number > marker]
+    shown = remaining[:max_parts]
+    truncated = len(remaining) > len(shown)
+    algorithm = _upload_checksum_algorithm(await ctx.services.multipart.upload_headers(upload))
+    parts = [
+        (
+            "Part",
+            [
+                ("PartNumber", p.part_number),
+                ("LastModified", format_iso8601(p.timestamp)),
+                ("ETag", f'"{p.etag}"'),
+                ("Size", p.size),
+                (checksum_element_name(algorithm), p.checksum)
+                if algorithm and p.checksum
+                else None,
+            ],
+        )
+        for p in shown
+    ]
+    children = [
+        ("Bucket", ctx.bucket_name),
+        ("Key", upload.key),
+        ("UploadId", upload.upload_id.hex()),
+        ("PartNumberMarker", marker),
+        ("NextPartNumberMarker", shown[-1].part_number if shown else marker),
+        ("MaxParts", max_parts),
+        ("IsTruncated", truncated),
+        ("Initiator", [("ID", ctx.key_id), ("DisplayName", ctx.key_id)]),
+        owner_node(ctx),
+        ("StorageClass", "STANDARD"),
+        *parts,
+    ]
+    return xml_response(document("ListPartsResult", children))

@@ -1,0 +1,198 @@
+"""PutObject, and the body-receiving path it shares with UploadPart.
+
+A small body is kept inline in the object row. A larger one is streamed
+into blocks; its digests are checked once the last byte is in, and a
+mismatch (or a client that goes away) aborts the upload so nothing of it
+stays visible or referenced.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from granary.api.http.types import Response
+from granary.api.s3.context import S3Context
+from granary.api.s3.errors import S3Error
+from granary.api.s3.headers import metadata_from_request
+from granary.api.s3.names import validate_object_key
+from granary.api.s3.payload import Payload
+from granary.block.writer import StreamDigests, StreamTooLarge, write_blocks
+from granary.model.object import ObjectMeta
+from granary.model.objects import Upload
+from granary.util.checksums import checksum_header_name, new_checksum, requested_checksum
+
+
+@dataclass
+class Received:
+    size: int
+    md5: bytes
+    checksum: tuple[str, str] | None
+    inline: bytes | None
+    first_block: bytes | None
+
+    @property
+    def etag(self) -> str:
+        return self.md5.hex()
+
+
+def parse_content_md5(value: str | None) -> bytes | None:
+    if value is None:
+        return None
+    try:
+        digest = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise S3Error("InvalidDigest") from None
+    if len(digest) != 16:
+        raise S3Error("InvalidDigest")
+    return digest
+
+
+class _Prefetched:
+    """Chunks already read, followed by the rest of the stream."""
+
+    def __init__(self, head: list[bytes], rest: AsyncIterator[bytes]) -> None:
+        self._head = head
+        self._rest = rest
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self._head:
+            yield chunk
+        async for chunk in self._rest:
+            yield chunk
+
+
+async def receive_body(
+    ctx: S3Context,
+    *,
+    start_upload: Callable[[], Awaitable[Upload]],
+    part_number: int,
+    max_size: int,
+    allow_inline: bool,
+) -> tuple[Received, Upload | None]:
+    """Read the request body into blocks (or inline) and verify its digests."""
+    settings = ctx.services.settings
+    headers = ctx.http.headers
+    expected_md5 = parse_content_md5(headers.get("content-md5"))
+    requested = requested_checksum(headers.as_dict())
+    payload = ctx.payload()
+    if payload.length is None and ctx.http.body.expected_length is None and not _chunked(ctx):
+        raise S3Error("MissingContentLength")
+    if payload.length is not None and payload.length > max_size:
+        raise S3Error("EntityTooLarge", MaxSizeAllowed=str(max_size))
+    digests = StreamDigests(
+        sha256=hashlib.sha256() if payload.expected_sha256 else None,
+        checksum=new_checksum(requested[0]) if requested else None,
+    )
+    chunks = payload.chunks()
+    head: list[bytes] = []
+    head_size = 0
+    exhausted = False
+    if allow_inline:
+        while head_size <= settings.inline_threshold:
+            chunk = await anext(chunks, None)
+            if chunk is None:
+                exhausted = True
+                break
+            head.append(chunk)
+            head_size += len(chunk)
+    if exhausted:
+        data = b"".join(head)
+        digests.update(data)
+        received = verify_digests(payload, digests, expected_md5, requested, len(data), inline=data)
+        return received, None
+    upload = await start_upload()
+    try:
+        result = await write_blocks(
+            _Prefetched(head, chunks),
+            block_size=settings.block_size,
+            executor=ctx.services.executor,
+            digests=digests,
+            store=lambda offset, block_id, data: upload.store_block(
+                part_number, offset, block_id, data
+            ),
+            max_size=max_size,
+        )
+        received = verify_digests(payload, digests, expected_md5, requested, result.size)
+        received.first_block = result.blocks[0].hash if result.blocks else None
+    except StreamTooLarge:
+        await upload.abort()
+        raise S3Error("EntityTooLarge", MaxSizeAllowed=str(max_size)) from None
+    except BaseException:
+        await upload.abort()
+        raise
+    return received, upload
+
+
+def _chunked(ctx: S3Context) -> bool:
+    return "chunked" in (ctx.http.headers.get("transfer-encoding") or "").lower()
+
+
+def verify_digests(
+    payload: Payload,
+    digests: StreamDigests,
+    expected_md5: bytes | None,
+    requested: tuple[str, str | None] | None,
+    size: int,
+    *,
+    inline: bytes | None = None,
+) -> Received:
+    md5 = digests.md5.digest()
+    if expected_md5 is not None and not hmac.compare_digest(md5, expected_md5):
+        raise S3Error("BadDigest")
+    expected_sha256 = payload.expected_sha256
+    if digests.sha256 is not None and not hmac.compare_digest(
+        digests.sha256.hexdigest(), expected_sha256
+    ):
+        raise S3Error("XAmzContentSHA256Mismatch")
+    checksum = None
+    if requested is not None:
+        algorithm, claimed = requested
+        if claimed is None:
+            claimed = payload.trailers.get(checksum_header_name(algorithm))
+        computed = digests.checksum.b64()
+        if claimed is not None and claimed != computed:
+            raise S3Error(
+                "BadDigest",
+                f"The {algorithm.upper()} you specified did not match the calculated checksum.",
+            )
+        checksum = (algorithm, computed)
+    return Received(size, md5, checksum, inline, None)
+
+
+def checksum_response_headers(checksum: tuple[str, str] | None) -> list[tuple[str, str]]:
+    if checksum is None:
+        return []
+    return [(checksum_header_name(checksum[0]), checksum[1])]
+
+
+async def put_object(ctx: S3Context) -> Response:
+    bucket = ctx.require_bucket()
+    key = ctx.require_key()
+    validate_object_key(key)
+    headers = ctx.http.headers
+    stored = metadata_from_request(headers.as_dict())
+    objects = ctx.services.objects
+    received, upload = await receive_body(
+        ctx,
+        start_upload=lambda: objects.begin_upload(bucket.id, key),
+        part_number=0,
+        max_size=ctx.services.settings.max_part_size,
+        allow_inline=True,
+    )
+    meta = ObjectMeta(received.size, received.etag, stored, received.checksum)
+    if upload is None:
+        await objects.put_inline(bucket.id, key, meta, received.inline)
+    else:
+        try:
+            await upload.complete(meta, received.first_block)
+        except BaseException:
+            await upload.abort()
+            raise
+    response_headers = [("etag", f'"{received.etag}"')]
+    response_headers.extend(checksum_response_headers(received.checksum))
+    return Response(200, response_headers)

@@ -1,0 +1,147 @@
+"""Which S3 operation a request is: bucket, key and operation name. Sans-IO."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import unquote, unquote_to_bytes
+
+from granary.api.s3.errors import S3Error
+
+# Sub-resources we do not implement: answered 501 NotImplemented.
+UNSUPPORTED_SUBRESOURCES = frozenset(
+    {
+        "accelerate",
+        "acl",
+        "analytics",
+        "cors",
+        "encryption",
+        "intelligent-tiering",
+        "inventory",
+        "legal-hold",
+        "lifecycle",
+        "logging",
+        "metrics",
+        "notification",
+        "object-lock",
+        "ownershipControls",
+        "policy",
+        "policyStatus",
+        "publicAccessBlock",
+        "replication",
+        "requestPayment",
+        "restore",
+        "retention",
+        "select",
+        "tagging",
+        "torrent",
+        "website",
+        "attributes",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Route:
+    operation: str
+    bucket: str | None
+    key: str | None
+
+
+def parse_query(query_string: str) -> list[tuple[str, str]]:
+    """Decode a raw query string into (name, value) pairs, keeping blanks.
+
+    `+` is kept literally: S3 clients encode spaces as %20, and a `+` in a
+    presigned URL's signature must survive.
+    """
+    pairs = []
+    for part in query_string.split("&"):
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        pairs.append((unquote(name, errors="strict"), unquote(value, errors="strict")))
+    return pairs
+
+
+def decode_path(raw_path: str) -> str:
+    """Percent-decode a request path; the result must be valid UTF-8."""
+    try:
+        return unquote_to_bytes(raw_path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise S3Error("InvalidURI", "Couldn't parse the specified URI.", status=400) from None
+
+
+def split_bucket_key(
+    path: str, host: str | None, root_domain: str | None
+) -> tuple[str | None, str | None]:
+    """(bucket, key) from a decoded path, virtual-host style when it applies."""
+    if root_domain and host:
+        hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        suffix = "." + root_domain.lstrip(".")
+        if hostname.endswith(suffix) and len(hostname) > len(suffix):
+            key = path[1:] if path.startswith("/") else path
+            return hostname[: -len(suffix)], (key or None)
+    trimmed = path[1:] if path.startswith("/") else path
+    if not trimmed:
+        return None, None
+    bucket, sep, key = trimmed.partition("/")
+    return bucket, (key if sep and key else None)
+
+
+def route(method: str, bucket: str | None, key: str | None, query: dict[str, str]) -> Route:
+    """Name the S3 operation; raise NotImplemented/MethodNotAllowed when none fits."""
+    if bucket is None:
+        if method == "GET":
+            return Route("ListBuckets", None, None)
+        raise S3Error("MethodNotAllowed")
+    for name in query:
+        if name in UNSUPPORTED_SUBRESOURCES:
+            raise S3Error("NotImplemented", f"The '{name}' sub-resource is not implemented.")
+    operation = (
+        _object_operation(method, query) if key is not None else _bucket_operation(method, query)
+    )
+    return Route(operation, bucket, key)
+
+
+def _bucket_operation(method: str, query: dict[str, str]) -> str:
+    if method == "GET":
+        for flag, operation in (
+            ("location", "GetBucketLocation"),
+            ("versioning", "GetBucketVersioning"),
+            ("versions", "ListObjectVersions"),
+            ("uploads", "ListMultipartUploads"),
+        ):
+            if flag in query:
+                return operation
+        if query.get("list-type") == "2":
+            return "ListObjectsV2"
+        return "ListObjects"
+    if method == "HEAD":
+        return "HeadBucket"
+    if method == "PUT":
+        if "versioning" in query:
+            return "PutBucketVersioning"
+        return "CreateBucket"
+    if method == "DELETE":
+        return "DeleteBucket"
+    if method == "POST" and "delete" in query:
+        return "DeleteObjects"
+    raise S3Error("MethodNotAllowed")
+
+
+def _object_operation(method: str, query: dict[str, str]) -> str:
+    if method == "GET":
+        return "ListParts" if "uploadId" in query else "GetObject"
+    if method == "HEAD":
+        return "HeadObject"
+    if method == "PUT":
+        if "partNumber" in query and "uploadId" in query:
+            return "UploadPart"
+        return "PutObject"
+    if method == "DELETE":
+        return "AbortMultipartUpload" if "uploadId" in query else "DeleteObject"
+    if method == "POST":
+        if "uploads" in query:
+            return "CreateMultipartUpload"
+        if "uploadId" in query:
+            return "CompleteMultipartUpload"
+    raise S3Error("MethodNotAllowed")

@@ -1,0 +1,66 @@
+"""Block content: ids, compression and verification. Pure functions.
+
+A block id is the BLAKE3 hash of the block's plain content, so identical
+blocks are stored once. A block is kept compressed only when zstd makes it
+smaller; reading always re-checks the id, so a corrupt copy is never served.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import blake3
+import zstandard
+
+HASH_BYTES = 32
+
+_local = threading.local()
+
+
+class CorruptBlock(Exception):
+    """A stored block does not match its id."""
+
+
+def block_hash(data: bytes | memoryview) -> bytes:
+    return blake3.blake3(data).digest()
+
+
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    cache = getattr(_local, "compressors", None)
+    if cache is None:
+        cache = _local.compressors = {}
+    compressor = cache.get(level)
+    if compressor is None:
+        compressor = cache[level] = zstandard.ZstdCompressor(level=level, write_checksum=True)
+    return compressor
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    decompressor = getattr(_local, "decompressor", None)
+    if decompressor is None:
+        decompressor = _local.decompressor = zstandard.ZstdDecompressor()
+    return decompressor
+
+
+def maybe_compress(data: bytes, level: int | None) -> tuple[bytes, bool]:
+    """(stored bytes, compressed?) — compressed only if that saves space."""
+    if level is None:
+        return data, False
+    packed = _compressor(level).compress(data)
+    if len(packed) < len(data):
+        return packed, True
+    return data, False
+
+
+def decode_block(stored: bytes, compressed: bool, expected: bytes) -> bytes:
+    """Return the plain content of a stored block, verified against its id."""
+    if compressed:
+        try:
+            data = _decompressor().decompress(stored, max_output_size=1 << 30)
+        except zstandard.ZstdError as exc:
+            raise CorruptBlock(f"zstd: {exc}") from None
+    else:
+        data = stored
+    if block_hash(data) != expected:
+        raise CorruptBlock("content does not match the block id")
+    return data

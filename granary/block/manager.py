@@ -1,0 +1,112 @@
+"""Puts and gets blocks on the nodes that store them; deletes unreferenced ones.
+
+Blocks are written to the storage nodes of their partition with the write
+quorum and read from the first node that has a valid copy. Disk work,
+hashing and compression run on the thread pool, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import Executor
+
+from granary.block.codec import CorruptBlock
+from granary.block.refcount import RefCounts
+from granary.block.store import BlockStore
+from granary.db.base import Db
+from granary.table.keys import partition_of
+from granary.table.quorum import call_quorum
+from granary.table.replication import Replication
+from granary.util.locks import KeyedLocks
+from granary.util.waits import sleep_until
+
+log = logging.getLogger("granary.block")
+
+GC_BATCH = 256
+
+
+class BlockUnavailable(Exception):
+    """No node could return a valid copy of a block."""
+
+
+class BlockManager:
+    def __init__(
+        self,
+        db: Db,
+        store: BlockStore,
+        replication: Replication,
+        local_node: bytes,
+        executor: Executor,
+        *,
+        gc_grace_ms: int,
+    ) -> None:
+        self.db = db
+        self.store = store
+        self.replication = replication
+        self.local_node = local_node
+        self.executor = executor
+        self.refcounts = RefCounts(db, gc_grace_ms)
+        self._locks = KeyedLocks()
+
+    def _nodes(self, block_id: bytes) -> list[bytes]:
+        return self.replication.storage_nodes(partition_of(block_id))
+
+    async def _in_thread(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def put(self, block_id: bytes, data: bytes) -> None:
+        """Store a block on its nodes; returns once the write quorum has it."""
+        await call_quorum(
+            self._nodes(block_id),
+            lambda node: self._put_on(node, block_id, data),
+            self.replication.write_quorum,
+        )
+
+    async def _put_on(self, node: bytes, block_id: bytes, data: bytes) -> None:
+        if node != self.local_node:
+            raise BlockUnavailable("no transport to other nodes in this release")
+        await self.put_local(block_id, data)
+
+    async def put_local(self, block_id: bytes, data: bytes) -> None:
+        # The lock orders this write against a GC deletion of the same block.
+        async with self._locks.hold(block_id):
+            await self._in_thread(self.store.write, block_id, data)
+
+    async def get(self, block_id: bytes) -> bytes:
+        """The verified content of a block, from the first node that has it."""
+        errors: list[str] = []
+        for node in self._nodes(block_id):
+            if node != self.local_node:
+                continue
+            try:
+                data = await self._in_thread(self.store.read, block_id)
+            except CorruptBlock as exc:
+                log.error("block %s is corrupt on this node: %s", block_id.hex(), exc)
+                errors.append(f"corrupt: {exc}")
+                continue
+            if data is not None:
+                return data
+            errors.append("missing")
+        raise BlockUnavailable(f"block {block_id.hex()}: {', '.join(errors) or 'no holder'}")
+
+    async def collect_garbage(self) -> int:
+        """Delete the blocks whose grace delay has passed; return how many."""
+        deleted = 0
+        for todo_key, block_id in self.refcounts.due_for_gc(GC_BATCH):
+            async with self._locks.hold(block_id):
+                claimed = await self.db.transact(
+                    lambda tx, k=todo_key, b=block_id: self.refcounts.claim_for_deletion(tx, k, b)
+                )
+                if claimed and await self._in_thread(self.store.delete, block_id):
+                    deleted += 1
+        return deleted
+
+    async def run_gc_worker(self, stop: asyncio.Event, interval: float = 30.0) -> None:
+        while not stop.is_set():
+            try:
+                while await self.collect_garbage() >= GC_BATCH:
+                    pass
+            except Exception:
+                log.exception("block GC pass failed")
+            await sleep_until(stop, interval)

@@ -1,0 +1,74 @@
+"""Block reference counts, kept in the metadata DB beside the block_ref rows.
+
+Counts change inside the same transaction as the block_ref row that causes
+them. A block whose count drops to zero becomes deletable only after a grace
+delay: a reference may still be on its way (a copy, a retried upload), and
+deleting too early would lose data.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from granary.db.base import Db, Tx
+from granary.util.time import now_ms
+
+_VALUE = struct.Struct(">QQ")  # count, deletable-at (ms) when count is 0
+
+
+class RefCounts:
+    def __init__(self, db: Db, grace_ms: int) -> None:
+        self.grace_ms = grace_ms
+        self.counts = db.tree("block:rc")
+        self.gc_todo = db.tree("block:gc_todo")
+
+    def get(self, block_id: bytes) -> int:
+        raw = self.counts.get(block_id)
+        return 0 if raw is None else _VALUE.unpack(raw)[0]
+
+    def increment(self, tx: Tx, block_id: bytes) -> None:
+        raw = tx.get(self.counts, block_id)
+        count = 0 if raw is None else _VALUE.unpack(raw)[0]
+        tx.put(self.counts, block_id, _VALUE.pack(count + 1, 0))
+
+    def decrement(self, tx: Tx, block_id: bytes) -> None:
+        raw = tx.get(self.counts, block_id)
+        count = 0 if raw is None else _VALUE.unpack(raw)[0]
+        if count > 1:
+            tx.put(self.counts, block_id, _VALUE.pack(count - 1, 0))
+            return
+        self._mark_deletable(tx, block_id)
+
+    def _mark_deletable(self, tx: Tx, block_id: bytes) -> None:
+        deletable_at = now_ms() + self.grace_ms
+        tx.put(self.counts, block_id, _VALUE.pack(0, deletable_at))
+        tx.put(self.gc_todo, struct.pack(">Q", deletable_at) + block_id, b"")
+
+    def schedule_check(self, tx: Tx, block_id: bytes) -> None:
+        """Make an uncounted block a GC candidate unless something references it."""
+        raw = tx.get(self.counts, block_id)
+        if raw is not None and _VALUE.unpack(raw)[0] > 0:
+            return
+        self._mark_deletable(tx, block_id)
+
+    def due_for_gc(self, limit: int) -> list[tuple[bytes, bytes]]:
+        """(todo key, block id) pairs whose grace delay has passed."""
+        end = struct.pack(">Q", now_ms() + 1)
+        due = []
+        for key, _ in self.gc_todo.range(None, end):
+            due.append((key, key[8:]))
+            if len(due) >= limit:
+                break
+        return due
+
+    def claim_for_deletion(self, tx: Tx, todo_key: bytes, block_id: bytes) -> bool:
+        """Drop the todo item; True if the block is still unreferenced and due."""
+        tx.delete(self.gc_todo, todo_key)
+        raw = tx.get(self.counts, block_id)
+        if raw is None:
+            return False
+        count, deletable_at = _VALUE.unpack(raw)
+        if count > 0 or deletable_at > now_ms():
+            return False
+        tx.delete(self.counts, block_id)
+        return True

@@ -1,0 +1,156 @@
+"""Block files on this node's data directories.
+
+A block lives at ``DIR/ab/cd/<hex id>`` (``.zst`` appended when stored
+compressed). Writes go to a temporary file in the same directory and are
+renamed into place, so a reader never sees half a block; with `fsync` the file
+and its directory are synced before the write is acknowledged. All methods
+block and are meant to run on a worker thread.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from granary.block.codec import CorruptBlock, decode_block, maybe_compress
+
+MARKER_FILE = "granary-marker"
+
+
+@dataclass(frozen=True)
+class DataDirectory:
+    path: Path
+    capacity: int
+    read_only: bool = False
+
+
+class BlockStore:
+    def __init__(
+        self, directories: list[DataDirectory], *, fsync: bool, compression_level: int | None
+    ) -> None:
+        if not any(not d.read_only for d in directories):
+            raise ValueError("at least one data directory must be writable")
+        self.directories = directories
+        self.fsync = fsync
+        self.compression_level = compression_level
+        self._writable = [d for d in directories if not d.read_only]
+        self._weights = _cumulative([d.capacity for d in self._writable])
+        for directory in directories:
+            _check_marker(directory)
+
+    def _primary(self, block_id: bytes) -> DataDirectory:
+        """The directory a new block goes to, spread by capacity."""
+        point = int.from_bytes(block_id[:8], "big") % self._weights[-1]
+        for directory, bound in zip(self._writable, self._weights, strict=True):
+            if point < bound:
+                return directory
+        return self._writable[-1]
+
+    @staticmethod
+    def _paths(directory: DataDirectory, block_id: bytes) -> tuple[Path, Path]:
+        hexid = block_id.hex()
+        folder = directory.path / hexid[:2] / hexid[2:4]
+        return folder / hexid, folder / (hexid + ".zst")
+
+    def find(self, block_id: bytes) -> tuple[Path, bool] | None:
+        """Where a block is stored, and whether compressed."""
+        for directory in self.directories:
+            plain, packed = self._paths(directory, block_id)
+            if packed.exists():
+                return packed, True
+            if plain.exists():
+                return plain, False
+        return None
+
+    def contains(self, block_id: bytes) -> bool:
+        return self.find(block_id) is not None
+
+    def write(self, block_id: bytes, data: bytes) -> int:
+        """Store a block unless already present; return the bytes written."""
+        if self.contains(block_id):
+            return 0
+        stored, compressed = maybe_compress(data, self.compression_level)
+        plain, packed = self._paths(self._primary(block_id), block_id)
+        target = packed if compressed else plain
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = target.with_name(f".{target.name}.tmp-{secrets.token_hex(6)}")
+        try:
+            with open(temp, "wb") as handle:
+                handle.write(stored)
+                if self.fsync:
+                    handle.flush()
+                    os.fdatasync(handle.fileno())
+            os.replace(temp, target)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        if self.fsync:
+            _fsync_dir(target.parent)
+        return len(stored)
+
+    def read(self, block_id: bytes) -> bytes | None:
+        """The verified plain content of a block, or None if absent.
+
+        A copy that fails verification is renamed ``*.corrupted`` and
+        `CorruptBlock` is raised.
+        """
+        found = self.find(block_id)
+        if found is None:
+            return None
+        path, compressed = found
+        try:
+            stored = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            return decode_block(stored, compressed, block_id)
+        except CorruptBlock:
+            path.rename(path.with_name(path.name + ".corrupted"))
+            raise
+
+    def delete(self, block_id: bytes) -> bool:
+        removed = False
+        for directory in self.directories:
+            for path in self._paths(directory, block_id):
+                try:
+                    path.unlink()
+                    removed = True
+                except FileNotFoundError:
+                    pass
+        return removed
+
+
+def _cumulative(values: list[int]) -> list[int]:
+    total, bounds = 0, []
+    for value in values:
+        total += max(value, 1)
+        bounds.append(total)
+    return bounds
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _check_marker(directory: DataDirectory) -> None:
+    """Create the marker in an empty directory; refuse a non-empty one without it.
+
+    A data directory whose disk failed to mount shows up empty or foreign;
+    serving from it would make every block look lost.
+    """
+    directory.path.mkdir(parents=True, exist_ok=True)
+    marker = directory.path / MARKER_FILE
+    if marker.exists():
+        return
+    if any(directory.path.iterdir()):
+        raise RuntimeError(
+            f"data directory {directory.path} is not empty and has no {MARKER_FILE}: "
+            "is the right disk mounted?"
+        )
+    marker.write_text("This directory holds Granary data blocks.\n")

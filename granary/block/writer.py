@@ -1,0 +1,125 @@
+"""Cut a byte stream into blocks, digest it, and hand blocks to storage.
+
+Digests (MD5 for the ETag, optionally SHA-256 and an S3 checksum) are
+updated block by block on the thread pool, one block at a time and in order,
+while the event loop reads the next block from the client. At most
+`max_in_flight` blocks are being stored at once, so memory stays bounded
+whatever the object's size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+from granary.block.codec import block_hash
+from granary.util.checksums import Checksum
+
+StoreBlock = Callable[[int, bytes, bytes], Awaitable[None]]
+
+
+class StreamTooLarge(Exception):
+    """The stream went past the allowed size."""
+
+
+@dataclass
+class StreamDigests:
+    """Running digests of a whole stream."""
+
+    md5: Any = field(default_factory=hashlib.md5)
+    sha256: Any | None = None
+    checksum: Checksum | None = None
+
+    def update(self, data: bytes) -> None:
+        self.md5.update(data)
+        if self.sha256 is not None:
+            self.sha256.update(data)
+        if self.checksum is not None:
+            self.checksum.update(data)
+
+
+@dataclass(frozen=True)
+class StoredBlock:
+    offset: int
+    hash: bytes
+    size: int
+
+
+@dataclass
+class StreamResult:
+    size: int
+    blocks: list[StoredBlock]
+
+
+def _digest_block(digests: StreamDigests, data: bytes) -> bytes:
+    digests.update(data)
+    return block_hash(data)
+
+
+async def write_blocks(
+    chunks: AsyncIterator[bytes],
+    *,
+    block_size: int,
+    executor: Executor,
+    digests: StreamDigests,
+    store: StoreBlock,
+    max_size: int,
+    max_in_flight: int = 3,
+) -> StreamResult:
+    """Read `chunks` to the end, storing each block through `store(offset, hash, data)`."""
+    loop = asyncio.get_running_loop()
+    in_flight: list[asyncio.Task] = []
+    blocks: list[StoredBlock] = []
+    offset = 0
+    hashing: asyncio.Future | None = None
+    hashing_block: tuple[int, bytes] | None = None
+
+    async def finish_hashing() -> None:
+        nonlocal hashing, hashing_block
+        if hashing is None:
+            return
+        block_id = await hashing
+        block_offset, data = hashing_block
+        hashing = hashing_block = None
+        blocks.append(StoredBlock(block_offset, block_id, len(data)))
+        while len(in_flight) >= max_in_flight:
+            await in_flight.pop(0)
+        in_flight.append(asyncio.ensure_future(store(block_offset, block_id, data)))
+
+    async def submit(data: bytes) -> None:
+        nonlocal hashing, hashing_block, offset
+        await finish_hashing()
+        hashing = loop.run_in_executor(executor, _digest_block, digests, data)
+        hashing_block = (offset, data)
+        offset += len(data)
+
+    pending: list[bytes] = []
+    pending_size = 0
+    try:
+        async for chunk in chunks:
+            if offset + pending_size + len(chunk) > max_size:
+                raise StreamTooLarge()
+            pending.append(chunk)
+            pending_size += len(chunk)
+            while pending_size >= block_size:
+                joined = b"".join(pending)
+                await submit(joined[:block_size])
+                rest = joined[block_size:]
+                pending = [rest] if rest else []
+                pending_size = len(rest)
+        if pending_size:
+            await submit(b"".join(pending))
+        await finish_hashing()
+        for task in in_flight:
+            await task
+    except BaseException:
+        for task in in_flight:
+            task.cancel()
+        if hashing is not None:
+            await asyncio.gather(hashing, return_exceptions=True)
+        raise
+    return StreamResult(offset, blocks)

@@ -1,0 +1,3 @@
+from granary.cli.main import main
+
+main()

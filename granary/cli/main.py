@@ -1,0 +1,256 @@
+"""The `granary` command.
+
+`granary server` runs a node. The other commands talk to a running node's
+admin API, found from the same config file the server uses (`-c FILE`) or,
+without one, from its data folder (`--data DIR`, default ./granary-data),
+where the server records its admin endpoint and token.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from granary import __version__
+from granary.cli.admin_client import AdminClient, AdminClientError
+from granary.config import ConfigError, load_config
+
+DEFAULT_DATA = "granary-data"
+
+
+@click.group()
+@click.option(
+    "-c",
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    envvar="GRANARY_CONFIG_FILE",
+    help="TOML config file.",
+)
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(file_okay=False),
+    default=DEFAULT_DATA,
+    show_default=True,
+    help="Data folder when running without a config file.",
+)
+@click.version_option(__version__, prog_name="granary")
+@click.pass_context
+def main(ctx: click.Context, config_file: str | None, data_dir: str) -> None:
+    """Granary: a self-hosted, geo-distributed S3-compatible object store."""
+    ctx.obj = {"config_file": config_file, "data_dir": Path(data_dir)}
+
+
+def _load(ctx: click.Context):
+    config_file = ctx.obj["config_file"]
+    if config_file is None:
+        return None
+    try:
+        return load_config(config_file)
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
+
+
+@main.command()
+@click.option(
+    "--s3-address",
+    default="127.0.0.1:3900",
+    show_default=True,
+    help="S3 API address without a config file.",
+)
+@click.option(
+    "--admin-address",
+    default="127.0.0.1:3903",
+    show_default=True,
+    help="Admin API address without a config file.",
+)
+@click.pass_context
+def server(ctx: click.Context, s3_address: str, admin_address: str) -> None:
+    """Run a node (a single-node cluster when started without a config file)."""
+
+    import uvloop
+
+    from granary.server import default_config, run_node, tune_malloc
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    config = _load(ctx)
+    default_key = config is None
+    if config is None:
+        config = default_config(ctx.obj["data_dir"], s3_address, admin_address)
+    tune_malloc()
+    try:
+        uvloop.run(run_node(config, default_key=default_key, announce=_announce))
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
+    except OSError as error:
+        raise click.ClickException(f"cannot start: {error}") from None
+
+
+def _announce(node) -> None:
+    lines = [
+        f"Granary {__version__} is running (node {node.node_id.hex()[:16]}).",
+        f"  S3 endpoint:    {node.s3_endpoint}",
+        f"  region:         {node.config.s3_api.s3_region}",
+    ]
+    if node.credentials is not None:
+        lines += [
+            f"  access key id:  {node.credentials.key_id}",
+            f"  secret key:     {node.credentials.secret}",
+        ]
+    lines.append("Stop with Ctrl-C.")
+    click.echo("\n".join(lines))
+    sys.stdout.flush()
+
+
+def _client(ctx: click.Context) -> AdminClient:
+    config = _load(ctx)
+    try:
+        return AdminClient.locate(config, ctx.obj["data_dir"])
+    except AdminClientError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def _call(ctx: click.Context, method: str, path: str, body: dict | None = None):
+    try:
+        return _client(ctx).call(method, path, body)
+    except AdminClientError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def _show(value) -> None:
+    click.echo(json.dumps(value, indent=2))
+
+
+@main.group()
+def key() -> None:
+    """Manage access keys."""
+
+
+@key.command("create")
+@click.argument("name", default="")
+@click.option(
+    "--create-bucket/--no-create-bucket", default=False, help="Allow the key to create buckets."
+)
+@click.pass_context
+def key_create(ctx: click.Context, name: str, create_bucket: bool) -> None:
+    """Create a key; prints its id and secret."""
+    _show(_call(ctx, "POST", "/v1/keys", {"name": name, "allow_create_bucket": create_bucket}))
+
+
+@key.command("import")
+@click.argument("key_id")
+@click.argument("secret")
+@click.option("--name", default="")
+@click.pass_context
+def key_import(ctx: click.Context, key_id: str, secret: str, name: str) -> None:
+    """Create a key with given credentials."""
+    _show(_call(ctx, "POST", "/v1/keys", {"name": name, "key_id": key_id, "secret": secret}))
+
+
+@key.command("list")
+@click.pass_context
+def key_list(ctx: click.Context) -> None:
+    for item in _call(ctx, "GET", "/v1/keys"):
+        click.echo(f"{item['key_id']}  {item['name']}")
+
+
+@key.command("info")
+@click.argument("key_id")
+@click.option("--show-secret", is_flag=True)
+@click.pass_context
+def key_info(ctx: click.Context, key_id: str, show_secret: bool) -> None:
+    query = "?show_secret=true" if show_secret else ""
+    _show(_call(ctx, "GET", f"/v1/keys/{key_id}{query}"))
+
+
+@key.command("allow")
+@click.argument("key_id")
+@click.option("--create-bucket", is_flag=True, required=True)
+@click.pass_context
+def key_allow(ctx: click.Context, key_id: str, create_bucket: bool) -> None:
+    """Allow a key to create buckets."""
+    _show(_call(ctx, "POST", f"/v1/keys/{key_id}", {"allow_create_bucket": True}))
+
+
+@key.command("deny")
+@click.argument("key_id")
+@click.option("--create-bucket", is_flag=True, required=True)
+@click.pass_context
+def key_deny(ctx: click.Context, key_id: str, create_bucket: bool) -> None:
+    """Stop a key from creating buckets."""
+    _show(_call(ctx, "POST", f"/v1/keys/{key_id}", {"allow_create_bucket": False}))
+
+
+@key.command("delete")
+@click.argument("key_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def key_delete(ctx: click.Context, key_id: str, yes: bool) -> None:
+    if not yes:
+        click.confirm(f"Delete access key {key_id}?", abort=True)
+    _call(ctx, "DELETE", f"/v1/keys/{key_id}")
+    click.echo(f"deleted {key_id}")
+
+
+@main.group()
+def bucket() -> None:
+    """Manage buckets and who may use them."""
+
+
+@bucket.command("create")
+@click.argument("name")
+@click.pass_context
+def bucket_create(ctx: click.Context, name: str) -> None:
+    _show(_call(ctx, "POST", "/v1/buckets", {"name": name}))
+
+
+@bucket.command("list")
+@click.pass_context
+def bucket_list(ctx: click.Context) -> None:
+    for item in _call(ctx, "GET", "/v1/buckets"):
+        click.echo(item["name"])
+
+
+@bucket.command("info")
+@click.argument("name")
+@click.pass_context
+def bucket_info(ctx: click.Context, name: str) -> None:
+    _show(_call(ctx, "GET", f"/v1/buckets/{name}"))
+
+
+@bucket.command("delete")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def bucket_delete(ctx: click.Context, name: str, yes: bool) -> None:
+    if not yes:
+        click.confirm(f"Delete bucket {name}?", abort=True)
+    _call(ctx, "DELETE", f"/v1/buckets/{name}")
+    click.echo(f"deleted {name}")
+
+
+def _permission_command(grant: bool):
+    @click.argument("name")
+    @click.option("--key", "key_id", required=True, help="Access key id.")
+    @click.option("--read", is_flag=True)
+    @click.option("--write", is_flag=True)
+    @click.option("--owner", is_flag=True)
+    @click.pass_context
+    def command(ctx, name, key_id, read, write, owner):
+        action = "allow" if grant else "deny"
+        body = {"key_id": key_id, "read": read, "write": write, "owner": owner}
+        _show(_call(ctx, "POST", f"/v1/buckets/{name}/{action}", body))
+
+    command.__doc__ = "Give a key rights on a bucket." if grant else "Take rights away."
+    return command
+
+
+bucket.command("allow")(_permission_command(grant=True))
+bucket.command("deny")(_permission_command(grant=False))

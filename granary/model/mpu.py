@@ -1,0 +1,87 @@
+"""The multipart-upload table: the parts uploaded so far for one upload id.
+
+Each uploaded part is its own version (its own block list). A part number
+uploaded twice keeps both entries, ordered by timestamp; completion uses the
+newest. Deleting the upload (complete or abort) releases every part version;
+a completed object keeps its blocks through its own block_ref rows.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from granary.model.version import Version
+from granary.table.schema import TableSchema
+
+if TYPE_CHECKING:
+    from granary.db.base import Tx
+    from granary.table.table import Table
+
+
+class MpuPart(msgspec.Struct, array_like=True, frozen=True):
+    part_number: int
+    timestamp: int
+    version: bytes
+    etag: str
+    size: int
+    checksum: str | None = None
+
+
+class MultipartUpload(msgspec.Struct, array_like=True, frozen=True):
+    upload_id: bytes
+    timestamp: int
+    bucket_id: bytes
+    key: str
+    deleted: bool = False
+    parts: list[MpuPart] = []
+
+    def merge(self, other: MultipartUpload) -> MultipartUpload:
+        by_position = {(p.part_number, p.timestamp): p for p in self.parts}
+        for part in other.parts:
+            position = (part.part_number, part.timestamp)
+            mine = by_position.get(position)
+            if mine is None or msgspec.msgpack.encode(part) > msgspec.msgpack.encode(mine):
+                by_position[position] = part
+        return MultipartUpload(
+            upload_id=self.upload_id,
+            timestamp=max(self.timestamp, other.timestamp),
+            bucket_id=max(self.bucket_id, other.bucket_id),
+            key=max(self.key, other.key),
+            deleted=self.deleted or other.deleted,
+            parts=[by_position[p] for p in sorted(by_position)],
+        )
+
+    def latest_parts(self) -> dict[int, MpuPart]:
+        """The newest upload of each part number."""
+        latest: dict[int, MpuPart] = {}
+        for part in self.parts:
+            latest[part.part_number] = part
+        return latest
+
+
+class MpuTable(TableSchema[MultipartUpload]):
+    name = "multipart_upload"
+    entry_type = MultipartUpload
+
+    def __init__(self) -> None:
+        self.versions: Table[Version] | None = None
+
+    def partition_key(self, entry: MultipartUpload) -> bytes:
+        return entry.upload_id
+
+    def sort_key(self, entry: MultipartUpload) -> bytes:
+        return b""
+
+    def is_tombstone(self, entry: MultipartUpload) -> bool:
+        return entry.deleted
+
+    def updated(self, tx: Tx, old: MultipartUpload | None, new: MultipartUpload) -> None:
+        if not new.deleted:
+            return
+        released = {p.version for p in new.parts}
+        if old is not None and old.deleted:
+            released -= {p.version for p in old.parts}
+        for version in released:
+            self.versions.queue_insert(tx, Version.tombstone(version))

@@ -1,0 +1,135 @@
+"""The object table: one row per (bucket, key) holding its recent versions.
+
+A version goes Uploading -> Complete -> Aborted (a later state always wins a
+merge). After a merge every version older than the newest Complete one is
+dropped, so a row converges to "the current value plus the uploads still
+running". A deletion is a Complete version whose data is a delete marker.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from granary.model.version import Version
+from granary.table.schema import TableSchema
+
+if TYPE_CHECKING:
+    from granary.db.base import Tx
+    from granary.table.table import Table
+
+UPLOADING = 0
+COMPLETE = 1
+ABORTED = 2
+
+INLINE = 0
+BLOCKS = 1
+DELETE_MARKER = 2
+
+
+class ObjectMeta(msgspec.Struct, array_like=True, frozen=True):
+    size: int
+    etag: str
+    headers: list[tuple[str, str]]
+    checksum: tuple[str, str] | None = None
+    parts: int = 0
+
+
+class ObjectVersion(msgspec.Struct, array_like=True, frozen=True):
+    uuid: bytes
+    timestamp: int
+    state: int
+    multipart: bool = False
+    kind: int = BLOCKS
+    meta: ObjectMeta | None = None
+    inline: bytes | None = None
+    first_block: bytes | None = None
+    upload_headers: list[tuple[str, str]] | None = None
+
+    @property
+    def sort_key(self) -> tuple[int, bytes]:
+        return (self.timestamp, self.uuid)
+
+    @property
+    def is_data(self) -> bool:
+        return self.state == COMPLETE and self.kind != DELETE_MARKER
+
+    @property
+    def is_uploading(self) -> bool:
+        return self.state == UPLOADING
+
+    @property
+    def has_blocks(self) -> bool:
+        return self.kind == BLOCKS
+
+    def merge(self, other: ObjectVersion) -> ObjectVersion:
+        if self.state != other.state:
+            return self if self.state > other.state else other
+        if self == other:
+            return self
+        mine, theirs = msgspec.msgpack.encode(self), msgspec.msgpack.encode(other)
+        return self if mine >= theirs else other
+
+
+class Object(msgspec.Struct, array_like=True, frozen=True):
+    bucket_id: bytes
+    key: str
+    versions: list[ObjectVersion]
+
+    def merge(self, other: Object) -> Object:
+        by_key = {v.sort_key: v for v in self.versions}
+        for version in other.versions:
+            mine = by_key.get(version.sort_key)
+            by_key[version.sort_key] = version if mine is None else mine.merge(version)
+        ordered = [by_key[k] for k in sorted(by_key)]
+        last_complete = max((i for i, v in enumerate(ordered) if v.state == COMPLETE), default=None)
+        if last_complete is not None:
+            ordered = ordered[last_complete:]
+        return Object(self.bucket_id, self.key, ordered)
+
+    def current(self) -> ObjectVersion | None:
+        """The newest complete version holding data, if the object exists."""
+        for version in reversed(self.versions):
+            if version.state == COMPLETE:
+                return version if version.is_data else None
+        return None
+
+    def is_tombstone(self) -> bool:
+        return len(self.versions) == 1 and self.versions[0].kind == DELETE_MARKER
+
+
+class ObjectTable(TableSchema[Object]):
+    name = "object"
+    entry_type = Object
+
+    def __init__(self) -> None:
+        self.versions: Table[Version] | None = None
+
+    def partition_key(self, entry: Object) -> bytes:
+        return entry.bucket_id
+
+    def sort_key(self, entry: Object) -> bytes:
+        return entry.key.encode()
+
+    def is_tombstone(self, entry: Object) -> bool:
+        return entry.is_tombstone()
+
+    def updated(self, tx: Tx, old: Object | None, new: Object) -> None:
+        """Versions that left the row, or were aborted, release their blocks.
+
+        An unfinished multipart upload is left alone: its parts live in the
+        multipart table until it is completed or aborted, whatever happens
+        to the key meanwhile.
+        """
+        if old is None:
+            return
+        kept = {v.uuid: v for v in new.versions}
+        for version in old.versions:
+            now = kept.get(version.uuid)
+            gone = now is None or (now.state == ABORTED and version.state != ABORTED)
+            if not gone or version.kind != BLOCKS:
+                continue
+            if version.multipart and version.state == UPLOADING:
+                continue
+            self.versions.queue_insert(tx, Version.tombstone(version.uuid))

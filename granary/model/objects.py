@@ -1,0 +1,280 @@
+"""Object operations over the tables: uploads, reads, copies and deletes.
+
+An upload's rows are written in an order that never leaves data unaccounted
+for: the version row first, then for each block its block_ref (which counts
+the reference) before the block itself. An upload that fails is aborted, and
+one interrupted by a crash is found in the local `inflight` tree at the next
+start and aborted then, so its blocks are released and collected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import AsyncIterator
+
+import msgspec
+
+from granary.model.block_ref import BlockRef
+from granary.model.object import (
+    ABORTED,
+    BLOCKS,
+    COMPLETE,
+    DELETE_MARKER,
+    INLINE,
+    UPLOADING,
+    Object,
+    ObjectMeta,
+    ObjectVersion,
+)
+from granary.model.store import Model
+from granary.model.version import Version, VersionBlock
+from granary.util.time import next_timestamp
+
+log = logging.getLogger("granary.model")
+
+READ_AHEAD_BLOCKS = 2
+
+
+class InflightUpload(msgspec.Struct, array_like=True):
+    """What a crash-time recovery needs to abort an upload."""
+
+    bucket_id: bytes
+    key: str
+    timestamp: int
+    is_part: bool
+
+
+def new_uuid() -> bytes:
+    return secrets.token_bytes(16)
+
+
+class Upload:
+    """One object version (or multipart part) being written."""
+
+    def __init__(
+        self, objects: Objects, bucket_id: bytes, key: str, uuid: bytes, timestamp: int, part: bool
+    ) -> None:
+        self.objects = objects
+        self.bucket_id = bucket_id
+        self.key = key
+        self.uuid = uuid
+        self.timestamp = timestamp
+        self.is_part = part
+
+    async def store_block(
+        self, part_number: int, offset: int, block_id: bytes, data: bytes
+    ) -> None:
+        model = self.objects.model
+        await model.block_refs.insert(BlockRef(block=block_id, version=self.uuid))
+        await model.blocks.put(block_id, data)
+        await model.versions.insert(
+            Version(
+                uuid=self.uuid,
+                blocks=[VersionBlock(part_number, offset, block_id, len(data))],
+                bucket_id=self.bucket_id,
+                key=self.key,
+            )
+        )
+
+    async def complete(self, meta: ObjectMeta, first_block: bytes | None) -> None:
+        """Make this version the object's current one (not for parts)."""
+        await self.objects.model.objects.insert(
+            Object(
+                self.bucket_id,
+                self.key,
+                [
+                    ObjectVersion(
+                        self.uuid,
+                        self.timestamp,
+                        COMPLETE,
+                        kind=BLOCKS,
+                        meta=meta,
+                        first_block=first_block,
+                    )
+                ],
+            )
+        )
+        await self.objects.forget_inflight(self.uuid)
+
+    async def finish_part(self) -> None:
+        await self.objects.forget_inflight(self.uuid)
+
+    async def abort(self) -> None:
+        await self.objects.abort_upload(self.uuid, self._inflight())
+
+    def _inflight(self) -> InflightUpload:
+        return InflightUpload(self.bucket_id, self.key, self.timestamp, self.is_part)
+
+
+class Objects:
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        self.inflight = model.db.tree("local:inflight_uploads")
+        self._encoder = msgspec.msgpack.Encoder()
+        self._inflight_decoder = msgspec.msgpack.Decoder(InflightUpload)
+
+    # ---- reads -----------------------------------------------------------
+
+    async def get(self, bucket_id: bytes, key: str) -> Object | None:
+        return await self.model.objects.get(bucket_id, key.encode())
+
+    async def current(self, bucket_id: bytes, key: str) -> ObjectVersion | None:
+        entry = await self.get(bucket_id, key)
+        return None if entry is None else entry.current()
+
+    async def version_of(self, version: ObjectVersion) -> Version | None:
+        return await self.model.versions.get(version.uuid, b"")
+
+    async def list(
+        self, bucket_id: bytes, start: bytes | None, limit: int, *, uploads: bool = False
+    ) -> list[Object]:
+        """Objects from `start` on that exist (or, with `uploads`, have a multipart upload)."""
+
+        def wanted(entry: Object) -> bool:
+            if uploads:
+                return any(v.is_uploading and v.multipart for v in entry.versions)
+            return entry.current() is not None
+
+        return await self.model.objects.get_range(bucket_id, start, predicate=wanted, limit=limit)
+
+    async def stream_blocks(
+        self, blocks: list[VersionBlock], start: int, end: int
+    ) -> AsyncIterator[bytes]:
+        """The bytes [start, end] (inclusive) of the concatenated `blocks`."""
+        wanted = []
+        position = 0
+        for block in blocks:
+            block_end = position + block.size
+            if block_end > start and position <= end:
+                wanted.append((block, position))
+            position = block_end
+        fetches: list[asyncio.Task] = []
+        try:
+            for index in range(len(wanted)):
+                while len(fetches) < READ_AHEAD_BLOCKS + 1 and index + len(fetches) < len(wanted):
+                    block, _ = wanted[index + len(fetches)]
+                    fetches.append(asyncio.ensure_future(self.model.blocks.get(block.hash)))
+                data = await fetches.pop(0)
+                block, block_start = wanted[index]
+                low = max(start - block_start, 0)
+                high = min(end - block_start + 1, block.size)
+                yield data if (low == 0 and high == len(data)) else data[low:high]
+        finally:
+            for fetch in fetches:
+                fetch.cancel()
+
+    # ---- writes ----------------------------------------------------------
+
+    async def next_version_timestamp(self, bucket_id: bytes, key: str) -> int:
+        existing = await self.get(bucket_id, key)
+        latest = max((v.timestamp for v in existing.versions), default=None) if existing else None
+        return next_timestamp(latest)
+
+    async def put_inline(self, bucket_id: bytes, key: str, meta: ObjectMeta, data: bytes) -> None:
+        timestamp = await self.next_version_timestamp(bucket_id, key)
+        version = ObjectVersion(
+            new_uuid(), timestamp, COMPLETE, kind=INLINE, meta=meta, inline=data
+        )
+        await self.model.objects.insert(Object(bucket_id, key, [version]))
+
+    async def begin_upload(self, bucket_id: bytes, key: str) -> Upload:
+        """Start writing a new version of an object."""
+        timestamp = await self.next_version_timestamp(bucket_id, key)
+        upload = Upload(self, bucket_id, key, new_uuid(), timestamp, part=False)
+        await self._remember_inflight(upload)
+        await self.model.objects.insert(
+            Object(bucket_id, key, [ObjectVersion(upload.uuid, timestamp, UPLOADING)])
+        )
+        return upload
+
+    async def begin_part(self, bucket_id: bytes, key: str, timestamp: int) -> Upload:
+        """Start writing one part of a multipart upload."""
+        upload = Upload(self, bucket_id, key, new_uuid(), timestamp, part=True)
+        await self._remember_inflight(upload)
+        return upload
+
+    async def delete(self, bucket_id: bytes, key: str) -> bool:
+        """Write a delete marker; False if there was nothing to delete."""
+        existing = await self.get(bucket_id, key)
+        if existing is None or existing.current() is None:
+            return False
+        timestamp = next_timestamp(max(v.timestamp for v in existing.versions))
+        marker = ObjectVersion(new_uuid(), timestamp, COMPLETE, kind=DELETE_MARKER)
+        await self.model.objects.insert(Object(bucket_id, key, [marker]))
+        return True
+
+    async def copy(
+        self,
+        source: ObjectVersion,
+        bucket_id: bytes,
+        key: str,
+        meta: ObjectMeta,
+    ) -> ObjectVersion:
+        """A new version sharing the source's blocks (no data is copied)."""
+        timestamp = await self.next_version_timestamp(bucket_id, key)
+        uuid = new_uuid()
+        if source.kind == INLINE:
+            version = ObjectVersion(
+                uuid, timestamp, COMPLETE, kind=INLINE, meta=meta, inline=source.inline
+            )
+            await self.model.objects.insert(Object(bucket_id, key, [version]))
+            return version
+        source_version = await self.version_of(source)
+        if source_version is None or source_version.deleted:
+            raise LookupError("the source object's data is gone")
+        upload = Upload(self, bucket_id, key, uuid, timestamp, part=False)
+        await self._remember_inflight(upload)
+        try:
+            await self.link_blocks(upload, source_version.blocks)
+            await upload.complete(meta, source.first_block)
+        except BaseException:
+            await upload.abort()
+            raise
+        return ObjectVersion(
+            uuid, timestamp, COMPLETE, kind=BLOCKS, meta=meta, first_block=source.first_block
+        )
+
+    async def link_blocks(self, upload: Upload, blocks: list[VersionBlock]) -> None:
+        """Reference existing blocks from `upload`'s version."""
+        await self.model.block_refs.insert_many(
+            [BlockRef(block=b.hash, version=upload.uuid) for b in blocks]
+        )
+        await self.model.versions.insert(
+            Version(uuid=upload.uuid, blocks=blocks, bucket_id=upload.bucket_id, key=upload.key)
+        )
+
+    # ---- crash safety ----------------------------------------------------
+
+    async def _remember_inflight(self, upload: Upload) -> None:
+        raw = self._encoder.encode(upload._inflight())
+        await self.model.db.transact(lambda tx: tx.put(self.inflight, upload.uuid, raw))
+
+    async def forget_inflight(self, uuid: bytes) -> None:
+        await self.model.db.transact(lambda tx: tx.delete(self.inflight, uuid))
+
+    async def abort_upload(self, uuid: bytes, record: InflightUpload) -> None:
+        """Release what an unfinished upload wrote."""
+        if not record.is_part:
+            await self.model.objects.insert(
+                Object(
+                    record.bucket_id, record.key, [ObjectVersion(uuid, record.timestamp, ABORTED)]
+                )
+            )
+        await self.model.versions.insert(Version.tombstone(uuid))
+        await self.forget_inflight(uuid)
+
+    async def recover_interrupted(self) -> int:
+        """Abort the uploads a previous run of this node left unfinished."""
+        interrupted = [
+            (uuid, self._inflight_decoder.decode(raw)) for uuid, raw in self.inflight.range()
+        ]
+        for uuid, record in interrupted:
+            log.info(
+                "aborting upload interrupted by a restart: %s/%s",
+                record.bucket_id.hex(),
+                record.key,
+            )
+            await self.abort_upload(uuid, record)
+        return len(interrupted)

@@ -1,0 +1,72 @@
+"""The object-store schema assembled: every table, wired for its cascades."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import Executor
+
+from granary.block.manager import BlockManager
+from granary.db.base import Db
+from granary.model.block_ref import BlockRef, BlockRefTable
+from granary.model.buckets import (
+    AccessKey,
+    Bucket,
+    BucketAlias,
+    BucketAliasTable,
+    BucketTable,
+    KeyTable,
+)
+from granary.model.mpu import MpuTable, MultipartUpload
+from granary.model.object import Object, ObjectTable
+from granary.model.version import Version, VersionTable
+from granary.table.replication import Replication
+from granary.table.table import Table, TablePeers
+
+
+class Model:
+    def __init__(
+        self,
+        db: Db,
+        blocks: BlockManager,
+        replication: Replication,
+        local_node: bytes,
+        executor: Executor,
+        peers: TablePeers | None = None,
+    ) -> None:
+        self.db = db
+        self.blocks = blocks
+        self.executor = executor
+        object_schema = ObjectTable()
+        version_schema = VersionTable()
+        mpu_schema = MpuTable()
+        block_ref_schema = BlockRefTable(blocks.refcounts)
+
+        def table(schema):
+            return Table(schema, db, replication, local_node, peers)
+
+        self.buckets: Table[Bucket] = table(BucketTable())
+        self.aliases: Table[BucketAlias] = table(BucketAliasTable())
+        self.keys: Table[AccessKey] = table(KeyTable())
+        self.objects: Table[Object] = table(object_schema)
+        self.versions: Table[Version] = table(version_schema)
+        self.block_refs: Table[BlockRef] = table(block_ref_schema)
+        self.uploads: Table[MultipartUpload] = table(mpu_schema)
+        object_schema.versions = self.versions
+        version_schema.block_refs = self.block_refs
+        mpu_schema.versions = self.versions
+
+    @property
+    def tables(self) -> list[Table]:
+        return [
+            self.buckets,
+            self.aliases,
+            self.keys,
+            self.objects,
+            self.versions,
+            self.block_refs,
+            self.uploads,
+        ]
+
+    def background_tasks(self, stop: asyncio.Event) -> list:
+        """Coroutines of the workers this schema needs."""
+        return [t.run_queue_worker(stop) for t in self.tables] + [self.blocks.run_gc_worker(stop)]

@@ -1,0 +1,39 @@
+"""What a replicated table stores: its entry type and how entries merge."""
+
+from __future__ import annotations
+
+from typing import Generic, Protocol, Self, TypeVar
+
+from granary.db.base import Tx
+
+
+class Entry(Protocol):
+    """A CRDT row: merging is commutative, associative and idempotent."""
+
+    def merge(self, other: Self) -> Self: ...
+
+
+E = TypeVar("E", bound=Entry)
+
+
+class TableSchema(Generic[E]):
+    """Describes one table. Subclasses set `name` and `entry_type`."""
+
+    name: str
+    entry_type: type[E]
+
+    def partition_key(self, entry: E) -> bytes:
+        raise NotImplementedError
+
+    def sort_key(self, entry: E) -> bytes:
+        raise NotImplementedError
+
+    def is_tombstone(self, entry: E) -> bool:
+        """True when the entry only records a deletion."""
+        return False
+
+    def updated(self, tx: Tx, old: E | None, new: E) -> None:
+        """Hook run inside the transaction that changed a row locally.
+
+        Used for cascades (object -> version -> block_ref -> block refcount).
+        """

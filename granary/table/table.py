@@ -1,0 +1,280 @@
+"""A replicated table of CRDT entries.
+
+Every write merges the entry into each storage node of its partition and
+returns at the write quorum; every read asks the read quorum and merges the
+answers. The local node is reached by a direct call, other nodes through the
+`TablePeers` transport, so a one-node cluster runs the same code path as a
+large one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterator
+from typing import Generic, Protocol, TypeVar
+
+import msgspec
+
+from granary.db.base import Db, Tx
+from granary.table.keys import (
+    SORT_KEY_INLINE,
+    encode_sort_key,
+    partition_hash,
+    partition_of,
+    resort_long_runs,
+    storage_key,
+)
+from granary.table.quorum import call_quorum
+from granary.table.replication import Replication
+from granary.table.schema import TableSchema
+from granary.util.waits import sleep_until
+
+E = TypeVar("E")
+log = logging.getLogger("granary.table")
+
+QUEUE_BATCH = 256
+
+
+class TablePeers(Protocol):
+    """How a table reaches the same table on another node."""
+
+    async def merge(self, node: bytes, table: str, entries: list[bytes]) -> None: ...
+
+    async def get(self, node: bytes, table: str, pk: bytes, sk: bytes) -> bytes | None: ...
+
+    async def get_range(
+        self, node: bytes, table: str, pk: bytes, start: bytes | None, limit: int
+    ) -> list[bytes]: ...
+
+
+class Table(Generic[E]):
+    def __init__(
+        self,
+        schema: TableSchema[E],
+        db: Db,
+        replication: Replication,
+        local_node: bytes,
+        peers: TablePeers | None = None,
+    ) -> None:
+        self.schema = schema
+        self.db = db
+        self.replication = replication
+        self.local_node = local_node
+        self.peers = peers
+        self.tree = db.tree(f"{schema.name}:table")
+        self.queue_tree = db.tree(f"{schema.name}:insert_queue")
+        self._encoder = msgspec.msgpack.Encoder()
+        self._decoder = msgspec.msgpack.Decoder(schema.entry_type)
+        self._queue_wakeup = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def name(self) -> str:
+        return self.schema.name
+
+    def encode(self, entry: E) -> bytes:
+        return self._encoder.encode(entry)
+
+    def decode(self, raw: bytes) -> E:
+        return self._decoder.decode(raw)
+
+    def entry_key(self, entry: E) -> bytes:
+        return storage_key(self.schema.partition_key(entry), self.schema.sort_key(entry))
+
+    # ---- local storage -------------------------------------------------
+
+    def local_get(self, pk: bytes, sk: bytes) -> E | None:
+        raw = self.tree.get(storage_key(pk, sk))
+        return None if raw is None else self.decode(raw)
+
+    def local_range(self, pk: bytes, start: bytes | None = None) -> Iterator[E]:
+        """Entries of one partition key in sort-key order, from `start` on."""
+        prefix = partition_hash(pk)
+        low = prefix + (encode_sort_key(start)[:SORT_KEY_INLINE] if start else b"")
+        high = _prefix_end(prefix)
+        rows = (
+            (key[len(prefix) :], self.decode(value)) for key, value in self.tree.range(low, high)
+        )
+        for _, entry in resort_long_runs(rows, self.schema.sort_key):
+            if start is not None and self.schema.sort_key(entry) < start:
+                continue
+            yield entry
+
+    def merge_in_tx(self, tx: Tx, entry: E) -> E:
+        """Merge one entry into the local copy inside a write transaction."""
+        key = self.entry_key(entry)
+        old_raw = tx.get(self.tree, key)
+        old = None if old_raw is None else self.decode(old_raw)
+        new = entry if old is None else old.merge(entry)
+        new_raw = self.encode(new)
+        if new_raw != old_raw:
+            tx.put(self.tree, key, new_raw)
+            self.schema.updated(tx, old, new)
+        return new
+
+    async def local_merge(self, entries: list[E]) -> None:
+        await self.db.transact(lambda tx: [self.merge_in_tx(tx, e) for e in entries])
+
+    # ---- replicated operations ----------------------------------------
+
+    def _nodes(self, pk: bytes) -> list[bytes]:
+        return self.replication.storage_nodes(partition_of(partition_hash(pk)))
+
+    async def insert(self, entry: E) -> None:
+        await self.insert_many([entry])
+
+    async def insert_many(self, entries: list[E]) -> None:
+        """Write entries to their partitions' nodes, each at the write quorum."""
+        by_nodes: dict[tuple[bytes, ...], list[E]] = {}
+        for entry in entries:
+            nodes = tuple(self._nodes(self.schema.partition_key(entry)))
+            by_nodes.setdefault(nodes, []).append(entry)
+        await asyncio.gather(
+            *(
+                call_quorum(
+                    nodes,
+                    lambda node, group=group: self._merge_on(node, group),
+                    self.replication.write_quorum,
+                )
+                for nodes, group in by_nodes.items()
+            )
+        )
+
+    async def _merge_on(self, node: bytes, entries: list[E]) -> None:
+        if node == self.local_node:
+            await self.local_merge(entries)
+        else:
+            await self._require_peers().merge(node, self.name, [self.encode(e) for e in entries])
+
+    async def get(self, pk: bytes, sk: bytes) -> E | None:
+        """Read one entry at the read quorum, merging the replicas' answers."""
+        answers = await call_quorum(
+            self._nodes(pk), lambda node: self._get_on(node, pk, sk), self.replication.read_quorum
+        )
+        merged = _merge_all([a for a in answers if a is not None])
+        if merged is not None and any(a is None or a != merged for a in answers):
+            self._repair_later([merged])
+        return merged
+
+    async def _get_on(self, node: bytes, pk: bytes, sk: bytes) -> E | None:
+        if node == self.local_node:
+            return self.local_get(pk, sk)
+        raw = await self._require_peers().get(node, self.name, pk, sk)
+        return None if raw is None else self.decode(raw)
+
+    async def get_range(
+        self,
+        pk: bytes,
+        start: bytes | None = None,
+        *,
+        predicate: Callable[[E], bool] | None = None,
+        limit: int = 1000,
+    ) -> list[E]:
+        """Up to `limit` entries matching `predicate`, in sort-key order."""
+        answers = await call_quorum(
+            self._nodes(pk),
+            lambda node: self._range_on(node, pk, start, predicate, limit),
+            self.replication.read_quorum,
+        )
+        if len(answers) == 1:
+            return answers[0]
+        merged: dict[bytes, E] = {}
+        for answer in answers:
+            for entry in answer:
+                sk = self.schema.sort_key(entry)
+                merged[sk] = entry if sk not in merged else merged[sk].merge(entry)
+        ordered = [merged[sk] for sk in sorted(merged)]
+        return [e for e in ordered if predicate is None or predicate(e)][:limit]
+
+    async def _range_on(
+        self,
+        node: bytes,
+        pk: bytes,
+        start: bytes | None,
+        predicate: Callable[[E], bool] | None,
+        limit: int,
+    ) -> list[E]:
+        if node == self.local_node:
+            found: list[E] = []
+            for entry in self.local_range(pk, start):
+                if predicate is None or predicate(entry):
+                    found.append(entry)
+                    if len(found) >= limit:
+                        break
+            return found
+        raws = await self._require_peers().get_range(node, self.name, pk, start, limit)
+        return [self.decode(raw) for raw in raws]
+
+    def _repair_later(self, entries: list[E]) -> None:
+        task = asyncio.ensure_future(self.insert_many(entries))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    def _require_peers(self) -> TablePeers:
+        if self.peers is None:
+            raise RuntimeError(f"table {self.name}: no transport to reach other nodes")
+        return self.peers
+
+    # ---- insert queue: cascades that must reach other partitions ------
+
+    def queue_insert(self, tx: Tx, entry: E) -> None:
+        """Queue an entry for a replicated insert once `tx` commits."""
+        key = self.entry_key(entry)
+        queued = tx.get(self.queue_tree, key)
+        if queued is not None:
+            entry = self.decode(queued).merge(entry)
+        tx.put(self.queue_tree, key, self.encode(entry))
+        tx.on_commit(self._queue_wakeup_threadsafe)
+
+    def _queue_wakeup_threadsafe(self) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._queue_wakeup.set)
+
+    async def run_queue_worker(self, stop: asyncio.Event) -> None:
+        """Drain the insert queue until `stop` is set."""
+        self._loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            self._queue_wakeup.clear()
+            try:
+                drained = await self.process_queue_batch()
+            except Exception:
+                log.exception("table %s: insert queue batch failed, retrying", self.name)
+                drained = 0
+                await sleep_until(stop, 5.0)
+            if drained == 0:
+                await sleep_until(stop, 10.0, self._queue_wakeup)
+
+    async def process_queue_batch(self) -> int:
+        """Insert one batch of queued entries; return how many were drained."""
+        batch = []
+        for key, raw in self.queue_tree.range():
+            batch.append((key, raw))
+            if len(batch) >= QUEUE_BATCH:
+                break
+        if not batch:
+            return 0
+        await self.insert_many([self.decode(raw) for _, raw in batch])
+
+        def remove_unchanged(tx: Tx) -> None:
+            for key, raw in batch:
+                if tx.get(self.queue_tree, key) == raw:
+                    tx.delete(self.queue_tree, key)
+
+        await self.db.transact(remove_unchanged)
+        return len(batch)
+
+
+def _merge_all(entries: list) -> object | None:
+    merged = None
+    for entry in entries:
+        merged = entry if merged is None else merged.merge(entry)
+    return merged
+
+
+def _prefix_end(prefix: bytes) -> bytes | None:
+    """The smallest key greater than every key starting with `prefix`, if any."""
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return None
+    return stripped[:-1] + bytes([stripped[-1] + 1])

@@ -1,0 +1,23 @@
+"""Timestamps for CRDT entries.
+
+A row's new version must carry a timestamp strictly greater than the one it
+replaces, even when the wall clock stepped back or another node's clock runs
+ahead: `next_timestamp` enforces that.
+"""
+
+from __future__ import annotations
+
+import time
+
+
+def now_ms() -> int:
+    """Wall-clock time in milliseconds since the epoch."""
+    return time.time_ns() // 1_000_000
+
+
+def next_timestamp(previous: int | None, now: int | None = None) -> int:
+    """A timestamp greater than `previous` and not behind the clock."""
+    current = now_ms() if now is None else now
+    if previous is None:
+        return current
+    return max(current, previous + 1)

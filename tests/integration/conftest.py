@@ -1,0 +1,165 @@
+"""Real `granary server` processes on 127.0.0.1, and clients pointed at them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.config import Config as BotoConfig
+
+ACCESS_KEY = "GK0123456789abcdef01234567"
+SECRET_KEY = "a" * 16 + "0123456789abcdef" * 3
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited early with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"server did not listen on {port} within {timeout}s")
+
+
+@dataclass
+class GranaryServer:
+    """One server process with its own data folder and ports."""
+
+    root: Path
+    config_text: str | None = None
+    s3_port: int = field(default_factory=free_port)
+    admin_port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+    log_path: Path | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.s3_port}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    def command(self) -> list[str]:
+        base = [sys.executable, "-m", "granary.cli"]
+        if self.config_text is not None:
+            config_file = self.root / "granary.toml"
+            config_file.write_text(self.config_text)
+            return [*base, "-c", str(config_file), "server"]
+        return [
+            *base,
+            "--data",
+            str(self.data_dir),
+            "server",
+            "--s3-address",
+            f"127.0.0.1:{self.s3_port}",
+            "--admin-address",
+            f"127.0.0.1:{self.admin_port}",
+        ]
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        base = [sys.executable, "-m", "granary.cli"]
+        if self.config_text is not None:
+            base += ["-c", str(self.root / "granary.toml")]
+        else:
+            base += ["--data", str(self.data_dir)]
+        return subprocess.run(
+            [*base, *args], capture_output=True, text=True, check=check, timeout=60
+        )
+
+    def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        env = dict(
+            os.environ, GRANARY_ACCESS_KEY_ID=ACCESS_KEY, GRANARY_SECRET_ACCESS_KEY=SECRET_KEY
+        )
+        self.log_path = self.root / "server.log"
+        log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the process's life
+        self.process = subprocess.Popen(
+            self.command(), stdout=log, stderr=subprocess.STDOUT, env=env
+        )
+        log.close()
+        wait_for_port(self.s3_port, self.process)
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 30.0) -> int:
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        code = self.process.wait(timeout=timeout)
+        self.process = None
+        return code
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def client(self, **config):
+        return s3_client(self.endpoint, **config)
+
+
+def s3_client(
+    endpoint: str, *, access_key: str = ACCESS_KEY, secret_key: str = SECRET_KEY, **config
+):
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        region_name="us-east-1",
+        config=BotoConfig(retries={"max_attempts": 1}, **config),
+    )
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory) -> Iterator[GranaryServer]:
+    """A server shared by the tests that do not restart or kill it."""
+    instance = GranaryServer(tmp_path_factory.mktemp("granary"))
+    instance.start()
+    yield instance
+    code = instance.stop()
+    assert code == 0, f"server did not stop cleanly:\n{instance.log()[-3000:]}"
+    assert "Traceback" not in instance.log(), instance.log()[-5000:]
+
+
+@pytest.fixture
+def own_server(tmp_path) -> Iterator[GranaryServer]:
+    """A server for one test, which may kill and restart it."""
+    instance = GranaryServer(tmp_path / "node")
+    yield instance
+    if instance.process is not None:
+        instance.kill()
+
+
+@pytest.fixture
+def s3(server):
+    return server.client()
+
+
+_bucket_counter = iter(range(1_000_000))
+
+
+@pytest.fixture
+def bucket(s3) -> str:
+    name = f"test-bucket-{os.getpid()}-{next(_bucket_counter)}"
+    s3.create_bucket(Bucket=name)
+    return name
