@@ -19,6 +19,7 @@ from granary.table.keys import partition_of
 from granary.table.quorum import call_quorum
 from granary.table.replication import Replication
 from granary.util.locks import KeyedLocks
+from granary.util.time import now_ms
 from granary.util.waits import sleep_until
 
 log = logging.getLogger("granary.block")
@@ -102,11 +103,17 @@ class BlockManager:
                     deleted += 1
         return deleted
 
-    async def run_gc_worker(self, stop: asyncio.Event, interval: float = 30.0) -> None:
+    async def run_gc_worker(self, stop: asyncio.Event, interval: float = 60.0) -> None:
+        """Delete blocks as their grace delays expire."""
         while not stop.is_set():
+            self.refcounts.became_deletable.clear()
             try:
                 while await self.collect_garbage() >= GC_BATCH:
                     pass
             except Exception:
                 log.exception("block GC pass failed")
-            await sleep_until(stop, interval)
+            delay = interval
+            due = self.refcounts.next_due_ms()
+            if due is not None:
+                delay = min(interval, max(0.0, (due - now_ms()) / 1000) + 0.01)
+            await sleep_until(stop, delay, self.refcounts.became_deletable)

@@ -8,6 +8,7 @@ deleting too early would lose data.
 
 from __future__ import annotations
 
+import asyncio
 import struct
 
 from granary.db.base import Db, Tx
@@ -21,6 +22,7 @@ class RefCounts:
         self.grace_ms = grace_ms
         self.counts = db.tree("block:rc")
         self.gc_todo = db.tree("block:gc_todo")
+        self.became_deletable = asyncio.Event()
 
     def get(self, block_id: bytes) -> int:
         raw = self.counts.get(block_id)
@@ -43,6 +45,13 @@ class RefCounts:
         deletable_at = now_ms() + self.grace_ms
         tx.put(self.counts, block_id, _VALUE.pack(0, deletable_at))
         tx.put(self.gc_todo, struct.pack(">Q", deletable_at) + block_id, b"")
+        tx.on_commit(self.became_deletable.set)
+
+    def next_due_ms(self) -> int | None:
+        """When the earliest pending deletion becomes due."""
+        for key, _ in self.gc_todo.range():
+            return struct.unpack(">Q", key[:8])[0]
+        return None
 
     def schedule_check(self, tx: Tx, block_id: bytes) -> None:
         """Make an uncounted block a GC candidate unless something references it."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -81,7 +82,7 @@ def server(ctx: click.Context, s3_address: str, admin_address: str) -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     config = _load(ctx)
-    default_key = config is None
+    default_key = config is None or bool(os.environ.get("GRANARY_ACCESS_KEY_ID"))
     if config is None:
         config = default_config(ctx.obj["data_dir"], s3_address, admin_address)
     tune_malloc()

@@ -1,5 +1,9 @@
 """The multipart-upload table: the parts uploaded so far for one upload id.
 
+The row also keeps the headers given at creation (content type, user
+metadata, checksum algorithm): the object row's Uploading version is not a
+safe home for them, as a newer version of the key may replace it.
+
 Each uploaded part is its own version (its own block list). A part number
 uploaded twice keeps both entries, ordered by timestamp; completion uses the
 newest. Deleting the upload (complete or abort) releases every part version;
@@ -36,6 +40,7 @@ class MultipartUpload(msgspec.Struct, array_like=True, frozen=True):
     key: str
     deleted: bool = False
     parts: list[MpuPart] = []
+    headers: list[tuple[str, str]] = []
 
     def merge(self, other: MultipartUpload) -> MultipartUpload:
         by_position = {(p.part_number, p.timestamp): p for p in self.parts}
@@ -51,6 +56,7 @@ class MultipartUpload(msgspec.Struct, array_like=True, frozen=True):
             key=max(self.key, other.key),
             deleted=self.deleted or other.deleted,
             parts=[by_position[p] for p in sorted(by_position)],
+            headers=max(self.headers, other.headers),
         )
 
     def latest_parts(self) -> dict[int, MpuPart]:

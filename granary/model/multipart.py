@@ -33,33 +33,17 @@ class Multipart:
         upload_id = new_uuid()
         timestamp = await self.objects.next_version_timestamp(bucket_id, key)
         upload = MultipartUpload(
-            upload_id=upload_id, timestamp=timestamp, bucket_id=bucket_id, key=key
+            upload_id=upload_id, timestamp=timestamp, bucket_id=bucket_id, key=key, headers=headers
         )
         await self.model.uploads.insert(upload)
         await self.model.objects.insert(
-            Object(
-                bucket_id,
-                key,
-                [
-                    ObjectVersion(
-                        upload_id, timestamp, UPLOADING, multipart=True, upload_headers=headers
-                    )
-                ],
-            )
+            Object(bucket_id, key, [ObjectVersion(upload_id, timestamp, UPLOADING, multipart=True)])
         )
         return upload
 
     async def get(self, upload_id: bytes) -> MultipartUpload | None:
         upload = await self.model.uploads.get(upload_id, b"")
         return None if upload is None or upload.deleted else upload
-
-    async def upload_headers(self, upload: MultipartUpload) -> list[tuple[str, str]]:
-        entry = await self.objects.get(upload.bucket_id, upload.key)
-        if entry is not None:
-            for version in entry.versions:
-                if version.uuid == upload.upload_id and version.upload_headers is not None:
-                    return version.upload_headers
-        return []
 
     async def begin_part(self, upload: MultipartUpload) -> Upload:
         return await self.objects.begin_part(upload.bucket_id, upload.key, now_ms())

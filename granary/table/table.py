@@ -67,7 +67,6 @@ class Table(Generic[E]):
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder = msgspec.msgpack.Decoder(schema.entry_type)
         self._queue_wakeup = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def name(self) -> str:
@@ -224,16 +223,10 @@ class Table(Generic[E]):
         if queued is not None:
             entry = self.decode(queued).merge(entry)
         tx.put(self.queue_tree, key, self.encode(entry))
-        tx.on_commit(self._queue_wakeup_threadsafe)
-
-    def _queue_wakeup_threadsafe(self) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._queue_wakeup.set)
+        tx.on_commit(self._queue_wakeup.set)
 
     async def run_queue_worker(self, stop: asyncio.Event) -> None:
         """Drain the insert queue until `stop` is set."""
-        self._loop = asyncio.get_running_loop()
         while not stop.is_set():
             self._queue_wakeup.clear()
             try:

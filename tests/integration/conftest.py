@@ -163,3 +163,46 @@ def bucket(s3) -> str:
     name = f"test-bucket-{os.getpid()}-{next(_bucket_counter)}"
     s3.create_bucket(Bucket=name)
     return name
+
+
+def node_config(server: GranaryServer, **extra: object) -> str:
+    """A TOML config for `server` with its ports and folders, plus `extra` top-level keys."""
+    lines = [
+        f'metadata_dir = "{server.root / "meta"}"',
+        f'data_dir = "{server.root / "data"}"',
+        *(f"{key} = {value!r}".replace("'", '"') for key, value in extra.items()),
+        "[s3_api]",
+        f'api_bind_addr = "127.0.0.1:{server.s3_port}"',
+        "[admin]",
+        f'api_bind_addr = "127.0.0.1:{server.admin_port}"',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def block_files(data_dir: Path) -> list[Path]:
+    """The block files stored under a data directory."""
+    return [
+        p
+        for p in data_dir.rglob("*")
+        if p.is_file() and p.name != "granary-marker" and not p.name.startswith(".")
+    ]
+
+
+def signed_request_headers(
+    method: str, url: str, headers: dict[str, str] | None = None, body: bytes | None = None
+) -> dict[str, str]:
+    """SigV4 headers for a request a test sends by hand (e.g. over a raw socket).
+
+    The payload is signed when `body` is given, else sent as UNSIGNED-PAYLOAD.
+    """
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from urllib.parse import urlsplit
+
+    headers = {"host": urlsplit(url).netloc, **(headers or {})}
+    request = AWSRequest(method=method, url=url, headers=headers, data=body or b"")
+    request.context["payload_signing_enabled"] = body is not None
+    S3SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY), "s3", "us-east-1").add_auth(request)
+    return dict(request.headers.items())

@@ -60,6 +60,10 @@ _KEY_ID = re.compile(r"^GK[0-9a-f]{24}$")
 _SECRET = re.compile(r"^[0-9a-f]{64}$")
 
 
+def permission_json(permission: Permission) -> dict[str, bool]:
+    return {"read": permission.read, "write": permission.write, "owner": permission.owner}
+
+
 def key_json(key: AccessKey, access: Access, *, secret: bool) -> dict:
     params = key.params
     names = access.bucket_names()
@@ -69,7 +73,7 @@ def key_json(key: AccessKey, access: Access, *, secret: bool) -> dict:
         "secret": params.secret if secret else None,
         "allow_create_bucket": params.allow_create_bucket.value,
         "buckets": [
-            {"name": names.get(bucket_id, bucket_id.hex()), **msgspec.to_builtins(perm)}
+            {"name": names.get(bucket_id, bucket_id.hex()), **permission_json(perm)}
             for bucket_id, perm in params.authorized_buckets.items()
             if perm is not None and perm.any and bucket_id in names
         ],
@@ -82,7 +86,7 @@ def bucket_json(name: str, bucket: Bucket) -> dict:
         "id": bucket.id.hex(),
         "created": bucket.params.created,
         "keys": [
-            {"key_id": key_id, **msgspec.to_builtins(perm)}
+            {"key_id": key_id, **permission_json(perm)}
             for key_id, perm in bucket.params.authorized_keys.items()
             if perm is not None and perm.any
         ],

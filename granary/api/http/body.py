@@ -108,8 +108,10 @@ class Body:
         if max_bytes < 1:
             raise ValueError("max_bytes must be at least 1")
         if self._continue_pending:
+            # Sent even for an empty body: a client given a final answer
+            # without it may misread the next response on the connection.
             self._continue_pending = False
-            if not self._complete and self._error is None:
+            if self._error is None:
                 self._source.send_continue()
         while not self._chunks:
             if self._error is not None:
@@ -162,8 +164,12 @@ class Body:
 
     @property
     def _continue_was_skipped(self) -> bool:
-        """The client waits for "100 Continue" that was never sent: its body may or may not come."""
-        return self._continue_pending and not self._complete
+        """The client waited for a "100 Continue" that was never sent.
+
+        Its body may or may not come, and some clients (botocore) misread the
+        next response on a connection where that happened, so it is closed.
+        """
+        return self._continue_pending
 
     @property
     def _remaining(self) -> int | None:

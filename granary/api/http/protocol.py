@@ -23,6 +23,7 @@ from granary.api.http.types import (
     HttpLimits,
     Request,
     Response,
+    join_fields,
 )
 from granary.api.http.wire import (
     CHUNKED_END,
@@ -115,6 +116,14 @@ def _origin_path(path: str) -> str:
     return path[slash:] if slash >= 0 else "/"
 
 
+def _header_name(raw: bytes) -> str:
+    """The lower-case name of a header field, remembered for the next requests."""
+    name = raw.decode("latin-1").lower()
+    if len(_header_names) < _NAME_CACHE_SIZE:
+        _header_names[raw] = name
+    return name
+
+
 async def _close_iterator(chunks: object) -> None:
     aclose = getattr(chunks, "aclose", None)
     if aclose is not None:
@@ -136,6 +145,7 @@ class HttpConnection(asyncio.Protocol):
     def __init__(self, settings: ConnectionSettings) -> None:
         self._settings = settings
         self._limits = settings.limits
+        self._max_head_size = settings.limits.max_header_bytes
         self._loop = asyncio.get_running_loop()
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
@@ -143,11 +153,12 @@ class HttpConnection(asyncio.Protocol):
         # The request being parsed.
         self._url = b""
         self._header_items: list[tuple[str, str]] = []
-        self._header_map: dict[str, str] = {}
         self._head_size = 0
         self._head_wire = 0
         self._head_overflow = False
+        self._framing_bytes = 0
         self._in_head = False
+        self._messages_begun = 0
         self._message_keep_alive = True
         self._body_target: Body | None = None
         # Dispatch.
@@ -191,6 +202,10 @@ class HttpConnection(asyncio.Protocol):
         if self._parsing_stopped:
             return
         was_in_head = self._in_head
+        body = self._body_target
+        was_between_messages = not was_in_head and body is None
+        received_before = -1 if body is None else body._received
+        messages_before = self._messages_begun
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -198,13 +213,24 @@ class HttpConnection(asyncio.Protocol):
             self._parsing_stopped = True
             return
         except httptools.HttpParserError as exc:
-            self._on_parse_error(exc, data)
+            # `data` starts with the failed message only if it was the only one begun in it.
+            starts_here = was_between_messages and self._messages_begun == messages_before + 1
+            self._on_parse_error(exc, data if starts_here else b"")
             return
         if was_in_head and self._in_head:
             # A whole chunk inside one head: bounds a field that never ends.
             self._head_wire += len(data)
-            if self._head_wire > self._limits.max_header_bytes:
+            if self._head_wire > self._max_head_size:
                 self._on_head_too_large()
+        elif body is not None and body is self._body_target and body.expected_length is None:
+            # Chunked framing without body bytes (chunk extensions, trailers) is bounded too.
+            if body._received != received_before:
+                self._framing_bytes = 0
+            else:
+                self._framing_bytes += len(data)
+                if self._framing_bytes > self._max_head_size:
+                    self._parsing_stopped = True
+                    self._fail_body_target(BodyError("incomplete"))
 
     def eof_received(self) -> bool:
         self._eof = True
@@ -235,11 +261,12 @@ class HttpConnection(asyncio.Protocol):
     # httptools callbacks
 
     def on_message_begin(self) -> None:
+        self._messages_begun += 1
         self._url = b""
         self._header_items = []
-        self._header_map = {}
         self._head_size = 0
         self._head_wire = 0
+        self._framing_bytes = 0
         self._in_head = True
         if self._active and not self._pipeline_paused:
             self._pipeline_paused = True
@@ -248,27 +275,23 @@ class HttpConnection(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self._url += url
         self._head_size += len(url)
-        if self._head_size > self._limits.max_header_bytes:
+        if self._head_size > self._max_head_size:
             self._head_overflow = True
             raise _HeadTooLarge
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_size += len(name) + len(value) + 4
-        if self._head_size > self._limits.max_header_bytes:
+        size = self._head_size + len(name) + len(value) + 4
+        self._head_size = size
+        if size > self._max_head_size:
             self._head_overflow = True
             raise _HeadTooLarge
-        key = _header_names.get(name)
-        if key is None:
-            key = name.decode("latin-1").lower()
-            if len(_header_names) < _NAME_CACHE_SIZE:
-                _header_names[name] = key
+        if not self._in_head:
+            return  # a trailer after a chunked body: counted, not kept
+        key = _header_names.get(name) or _header_name(name)
         text = value.decode("latin-1")
-        if text and text[-1] in " \t":
-            text = text.rstrip(" \t")
+        if text[-1:] in " \t":
+            text = text.rstrip(" \t")  # llhttp strips the whitespace before a value, not after
         self._header_items.append((key, text))
-        joined = self._header_map
-        previous = joined.get(key)
-        joined[key] = text if previous is None else previous + "," + text
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -279,7 +302,8 @@ class HttpConnection(asyncio.Protocol):
         path, _, query = target.partition("?")
         if path[:1] != "/":
             path = _origin_path(path)
-        joined = self._header_map
+        items = self._header_items
+        joined = join_fields(items)
         version = parser.get_http_version()
         if "transfer-encoding" in joined:
             expected_length = None
@@ -299,7 +323,7 @@ class HttpConnection(asyncio.Protocol):
             target,
             path,
             query,
-            Headers(self._header_items, joined),
+            Headers(items, joined),
             version,
             self._client,
             body,
@@ -415,6 +439,8 @@ class HttpConnection(asyncio.Protocol):
             else:
                 self._timeout_kind = _IDLE
                 self._deadline = self._loop.time() + self._limits.keepalive_timeout
+            if self._settings.closing:
+                self._close()  # the server began closing while this body was drained
         except Exception:
             log.exception("HTTP connection failed")
             self._transport.abort()
@@ -614,7 +640,7 @@ class HttpConnection(asyncio.Protocol):
 
     # Errors found by the HTTP layer
 
-    def _on_parse_error(self, exc: httptools.HttpParserError, data: bytes) -> None:
+    def _on_parse_error(self, exc: httptools.HttpParserError, message_start: bytes) -> None:
         if self._parsing_stopped:
             return  # e.g. bytes after a request that closes the connection
         if self._body_target is not None:
@@ -624,7 +650,9 @@ class HttpConnection(asyncio.Protocol):
             return
         if self._head_overflow:
             self._on_head_too_large()
-        elif isinstance(exc, httptools.HttpParserInvalidMethodError) and _METHOD_LIKE.match(data):
+        elif isinstance(exc, httptools.HttpParserInvalidMethodError) and _METHOD_LIKE.match(
+            message_start
+        ):
             self._fail_head(405, "MethodNotAllowed", "The method is not allowed.")
         else:
             if isinstance(exc, httptools.HttpParserCallbackError):
@@ -693,7 +721,7 @@ class HttpConnection(asyncio.Protocol):
     def _update_reading(self) -> None:
         body = self._body_target
         pause = self._pipeline_paused or (body is not None and body._full)
-        if pause != self._reading_paused and not self._closed:
+        if pause != self._reading_paused and not self._transport.is_closing():
             self._reading_paused = pause
             if pause:
                 self._transport.pause_reading()

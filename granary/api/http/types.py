@@ -10,6 +10,18 @@ if TYPE_CHECKING:
     from granary.api.http.body import Body
 
 
+def join_fields(items: list[tuple[str, str]]) -> dict[str, str]:
+    """Name -> value, the values of a repeated field joined with ","."""
+    joined = dict(items)
+    if len(joined) == len(items):
+        return joined
+    joined = {}
+    for name, value in items:
+        previous = joined.get(name)
+        joined[name] = value if previous is None else previous + "," + value
+    return joined
+
+
 class Headers:
     """Request headers: case-insensitive lookups, order and repeated fields preserved."""
 
@@ -22,12 +34,7 @@ class Headers:
         caller already built it, as the connection does while parsing.
         """
         self._items = items
-        if joined is None:
-            joined = {}
-            for name, value in items:
-                previous = joined.get(name)
-                joined[name] = value if previous is None else previous + "," + value
-        self._joined = joined
+        self._joined = join_fields(items) if joined is None else joined
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The value of `name`; several fields of that name are joined with ","."""

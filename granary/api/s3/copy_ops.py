@@ -15,11 +15,12 @@ from granary.api.s3.context import S3Context
 from granary.api.s3.errors import S3Error
 from granary.api.s3.get_ops import version_blocks
 from granary.api.s3.headers import replace_metadata
-from granary.api.s3.mpu_ops import load_upload, parse_part_number
+from granary.api.s3.mpu_ops import load_upload, parse_part_number, upload_checksum_algorithm
 from granary.api.s3.names import validate_object_key
 from granary.api.s3.xml import document
 from granary.block.writer import StreamDigests, write_blocks
 from granary.model.object import INLINE, ObjectMeta, ObjectVersion
+from granary.util.checksums import checksum_element_name, new_checksum
 
 COPY_CONDITIONS = {
     "x-amz-copy-source-if-match": "if-match",
@@ -118,7 +119,8 @@ async def upload_part_copy(ctx: S3Context) -> Response:
             chunks = _single(data)
         else:
             chunks = services.objects.stream_blocks(await version_blocks(ctx, source), start, end)
-        digests = StreamDigests()
+        algorithm = upload_checksum_algorithm(upload)
+        digests = StreamDigests(checksum=new_checksum(algorithm) if algorithm else None)
         result = await write_blocks(
             chunks,
             block_size=services.settings.block_size,
@@ -130,15 +132,15 @@ async def upload_part_copy(ctx: S3Context) -> Response:
             max_size=services.settings.max_part_size,
         )
         etag = digests.md5.hexdigest()
-        await services.multipart.record_part(upload, part_number, part, etag, result.size, None)
+        checksum = digests.checksum.b64() if digests.checksum else None
+        await services.multipart.record_part(upload, part_number, part, etag, result.size, checksum)
     except BaseException:
         await part.abort()
         raise
-    body = document(
-        "CopyPartResult",
-        [("LastModified", format_iso8601(part.timestamp)), ("ETag", f'"{etag}"')],
-    )
-    return xml_response(body)
+    children = [("LastModified", format_iso8601(part.timestamp)), ("ETag", f'"{etag}"')]
+    if checksum is not None:
+        children.append((checksum_element_name(algorithm), checksum))
+    return xml_response(document("CopyPartResult", children))
 
 
 async def _single(data: bytes):

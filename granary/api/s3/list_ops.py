@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from urllib.parse import quote
@@ -197,28 +198,41 @@ async def list_object_versions(ctx: S3Context) -> Response:
     return xml_response(document("ListVersionsResult", children))
 
 
+async def _live_uploads(ctx: S3Context, page: Page) -> list[tuple[str, ObjectVersion]]:
+    """The page's running multipart uploads, each still known to the upload table.
+
+    An object row may lag behind the upload table (a crash between the two
+    writes of a complete or an abort); the upload table has the last word.
+    """
+    running = [
+        (key, version)
+        for key, entry in page.items
+        for version in entry.versions
+        if version.is_uploading and version.multipart
+    ]
+    multipart = ctx.services.multipart
+    found = await asyncio.gather(*(multipart.get(version.uuid) for _, version in running))
+    return [upload for upload, row in zip(running, found, strict=True) if row is not None]
+
+
 async def list_multipart_uploads(ctx: S3Context) -> Response:
     encode = _encoder(ctx)
     key_marker = ctx.query.get("key-marker") or None
     page = await _object_page(ctx, key_marker, uploads=True)
-    uploads = []
-    for key, entry in page.items:
-        for version in entry.versions:
-            if not (version.is_uploading and version.multipart):
-                continue
-            uploads.append(
-                (
-                    "Upload",
-                    [
-                        ("Key", encode(key)),
-                        ("UploadId", version.uuid.hex()),
-                        ("Initiator", [("ID", ctx.key_id), ("DisplayName", ctx.key_id)]),
-                        owner_node(ctx),
-                        ("StorageClass", "STANDARD"),
-                        ("Initiated", format_iso8601(version.timestamp)),
-                    ],
-                )
-            )
+    uploads = [
+        (
+            "Upload",
+            [
+                ("Key", encode(key)),
+                ("UploadId", version.uuid.hex()),
+                ("Initiator", [("ID", ctx.key_id), ("DisplayName", ctx.key_id)]),
+                owner_node(ctx),
+                ("StorageClass", "STANDARD"),
+                ("Initiated", format_iso8601(version.timestamp)),
+            ],
+        )
+        for key, version in await _live_uploads(ctx, page)
+    ]
     children = [
         ("Bucket", ctx.bucket_name),
         ("KeyMarker", encode(key_marker or "")),

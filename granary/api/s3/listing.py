@@ -52,11 +52,13 @@ async def list_page(
     delimiter: str | None,
     marker: str | None,
     max_keys: int,
+    batch_size: int = BATCH,
 ) -> Page[T]:
     """One page of up to `max_keys` keys and common prefixes after `marker`.
 
     A common prefix that does not sort after the marker was returned by an
-    earlier page, so it is skipped rather than repeated.
+    earlier page, so it is skipped rather than repeated. Keys are fetched
+    `batch_size` at a time.
     """
     page: Page[T] = Page()
     start = after(marker) if marker is not None else b""
@@ -65,7 +67,7 @@ async def list_page(
     if max_keys <= 0:
         return page
     while True:
-        batch = await fetch(position, BATCH)
+        batch = await fetch(position, batch_size)
         if not batch:
             return page
         jumped = False
@@ -91,7 +93,7 @@ async def list_page(
             jumped = True
             break
         if not jumped:
-            if len(batch) < BATCH:
+            if len(batch) < batch_size:
                 return page
             position = after(batch[-1][0])
 

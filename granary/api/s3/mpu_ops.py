@@ -53,11 +53,26 @@ async def load_upload(ctx: S3Context) -> MultipartUpload:
     return upload
 
 
-def _upload_checksum_algorithm(headers: list[tuple[str, str]]) -> str | None:
-    for name, value in headers:
+def upload_checksum_algorithm(upload: MultipartUpload) -> str | None:
+    """The checksum algorithm named at creation, which every part must use."""
+    for name, value in upload.headers:
         if name == CHECKSUM_ALGORITHM_HEADER:
             return value
     return None
+
+
+def _check_part_checksum(ctx: S3Context, upload: MultipartUpload) -> None:
+    expected = upload_checksum_algorithm(upload)
+    if expected is None:
+        return
+    requested = requested_checksum(ctx.http.headers.as_dict())
+    actual = requested[0] if requested else None
+    if actual != expected:
+        raise S3Error(
+            "InvalidRequest",
+            f"Checksum Type mismatch occurred, expected checksum Type: {expected}, "
+            f"actual checksum Type: {actual or 'null'}",
+        )
 
 
 async def create_multipart_upload(ctx: S3Context) -> Response:
@@ -85,6 +100,7 @@ async def create_multipart_upload(ctx: S3Context) -> Response:
 async def upload_part(ctx: S3Context) -> Response:
     part_number = parse_part_number(ctx)
     upload = await load_upload(ctx)
+    _check_part_checksum(ctx, upload)
     multipart = ctx.services.multipart
     received, part = await receive_body(
         ctx,
@@ -128,10 +144,8 @@ async def complete_multipart_upload(ctx: S3Context) -> Response:
     upload = await load_upload(ctx)
     body = await ctx.payload().read_all(MAX_COMPLETE_MULTIPART_BYTES)
     parts = choose_parts(upload, parse_complete_multipart(body))
-    multipart = ctx.services.multipart
-    upload_headers = await multipart.upload_headers(upload)
-    algorithm = _upload_checksum_algorithm(upload_headers)
-    stored = [(n, v) for n, v in upload_headers if n != CHECKSUM_ALGORITHM_HEADER]
+    algorithm = upload_checksum_algorithm(upload)
+    stored = [(n, v) for n, v in upload.headers if n != CHECKSUM_ALGORITHM_HEADER]
     md5s = b"".join(bytes.fromhex(p.etag) for p in parts)
     etag = f"{hashlib.md5(md5s).hexdigest()}-{len(parts)}"
     checksum = None
@@ -139,7 +153,7 @@ async def complete_multipart_upload(ctx: S3Context) -> Response:
         digests = [base64.b64decode(p.checksum) for p in parts]
         checksum = (algorithm, composite_checksum(algorithm, digests))
     meta = ObjectMeta(sum(p.size for p in parts), etag, stored, checksum, parts=len(parts))
-    await multipart.complete(upload, parts, meta)
+    await ctx.services.multipart.complete(upload, parts, meta)
     key = ctx.require_key()
     children = [
         ("Location", f"/{ctx.bucket_name}/{key}"),
@@ -169,7 +183,7 @@ async def list_parts(ctx: S3Context) -> Response:
     remaining = [p for p in latest if p.part_number > marker]
     shown = remaining[:max_parts]
     truncated = len(remaining) > len(shown)
-    algorithm = _upload_checksum_algorithm(await ctx.services.multipart.upload_headers(upload))
+    algorithm = upload_checksum_algorithm(upload)
     parts = [
         (
             "Part",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import unquote, unquote_to_bytes
 
@@ -39,6 +40,8 @@ UNSUPPORTED_SUBRESOURCES = frozenset(
     }
 )
 
+_MALFORMED_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
 
 @dataclass(frozen=True)
 class Route:
@@ -63,11 +66,14 @@ def parse_query(query_string: str) -> list[tuple[str, str]]:
 
 
 def decode_path(raw_path: str) -> str:
-    """Percent-decode a request path; the result must be valid UTF-8."""
+    """Percent-decode a request path; every `%` must start an escape and the
+    result must be valid UTF-8."""
+    if _MALFORMED_ESCAPE.search(raw_path):
+        raise S3Error("InvalidURI")
     try:
         return unquote_to_bytes(raw_path).decode("utf-8")
     except UnicodeDecodeError:
-        raise S3Error("InvalidURI", "Couldn't parse the specified URI.", status=400) from None
+        raise S3Error("InvalidURI") from None
 
 
 def split_bucket_key(

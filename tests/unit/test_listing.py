@@ -1,0 +1,273 @@
+"""Sans-IO tests of `list_page`: prefix, delimiter, marker and paging over an in-memory index."""
+
+from __future__ import annotations
+
+import asyncio
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from granary.api.s3.listing import Page, after, list_page, past_prefix
+
+
+class MemoryIndex:
+    """A sorted key index answering `fetch` like the object table does, counting calls."""
+
+    def __init__(self, keys: set[str]) -> None:
+        self.keys = sorted(keys, key=str.encode)
+        self.fetches = 0
+
+    async def fetch(self, start: bytes | None, limit: int) -> list[tuple[str, int]]:
+        self.fetches += 1
+        found = [k for k in self.keys if start is None or k.encode() >= start]
+        return [(key, len(key)) for key in found[:limit]]
+
+
+def reference(keys: set[str], prefix: str, delimiter: str | None, marker: str | None) -> list:
+    """Every entry (("key", k) or ("prefix", p)) a listing after `marker` holds, in order."""
+    entries: set[tuple[str, str]] = set()
+    for key in keys:
+        if not key.startswith(prefix):
+            continue
+        cut = key.find(delimiter, len(prefix)) if delimiter else -1
+        if cut < 0:
+            entries.add(("key", key))
+        else:
+            entries.add(("prefix", key[: cut + len(delimiter)]))
+    after_marker = [e for e in entries if marker is None or e[1].encode() > marker.encode()]
+    return sorted(after_marker, key=lambda entry: entry[1].encode())
+
+
+def page_entries(page: Page) -> list[tuple[str, str]]:
+    entries = [("key", key) for key, _ in page.items] + [("prefix", p) for p in page.prefixes]
+    return sorted(entries, key=lambda entry: entry[1].encode())
+
+
+def one_page(index: MemoryIndex, **options) -> Page:
+    options.setdefault("delimiter", None)
+    options.setdefault("prefix", "")
+    options.setdefault("marker", None)
+    return asyncio.run(list_page(index.fetch, **options))
+
+
+def list_all(
+    index: MemoryIndex,
+    *,
+    prefix: str,
+    delimiter: str | None,
+    marker: str | None,
+    max_keys: int,
+    batch_size: int,
+) -> list[Page]:
+    """Page through a listing the way a client does, checking each page's shape."""
+    pages = []
+    while True:
+        page = one_page(
+            index,
+            prefix=prefix,
+            delimiter=delimiter,
+            marker=marker,
+            max_keys=max_keys,
+            batch_size=batch_size,
+        )
+        pages.append(page)
+        assert page.count <= max_keys
+        entries = page_entries(page)
+        if entries:
+            assert page.last == entries[-1][1]
+        if not page.truncated:
+            return pages
+        assert page.count == max_keys
+        assert len(pages) <= len(index.keys) + 1, "paging does not advance"
+        marker = page.last
+
+
+# ---- examples --------------------------------------------------------------
+
+KEYS = {
+    "a",
+    "a/b",
+    "a/c/d",
+    "a/c/e",
+    "ab",
+    "b/1",
+    "b/2",
+    "c",
+    "photos/2024/jan.jpg",
+    "photos/2024/feb.jpg",
+    "photos/2025/mar.jpg",
+    "photos/index.html",
+}
+
+
+def test_no_delimiter_lists_every_key_in_byte_order() -> None:
+    page = one_page(MemoryIndex(KEYS), max_keys=1000)
+    assert [key for key, _ in page.items] == sorted(KEYS)
+    assert page.prefixes == []
+    assert not page.truncated
+
+
+def test_delimiter_folds_keys_into_common_prefixes() -> None:
+    page = one_page(MemoryIndex(KEYS), delimiter="/", max_keys=1000)
+    assert [key for key, _ in page.items] == ["a", "ab", "c"]
+    assert page.prefixes == ["a/", "b/", "photos/"]
+
+
+def test_prefix_and_delimiter() -> None:
+    page = one_page(MemoryIndex(KEYS), prefix="photos/", delimiter="/", max_keys=1000)
+    assert [key for key, _ in page.items] == ["photos/index.html"]
+    assert page.prefixes == ["photos/2024/", "photos/2025/"]
+
+
+def test_prefix_that_is_a_whole_key_and_more() -> None:
+    page = one_page(MemoryIndex(KEYS), prefix="a", delimiter="/", max_keys=1000)
+    assert [key for key, _ in page.items] == ["a", "ab"]
+    assert page.prefixes == ["a/"]
+
+
+def test_truncated_page_ends_at_last_entry_and_next_page_continues() -> None:
+    index = MemoryIndex(KEYS)
+    first = one_page(index, delimiter="/", max_keys=2)
+    assert first.truncated
+    assert first.last == "a/"
+    second = one_page(index, delimiter="/", marker=first.last, max_keys=2)
+    assert [key for key, _ in second.items] == ["ab"]
+    assert second.prefixes == ["b/"]
+    assert second.truncated
+
+
+def test_page_exactly_full_at_the_end_is_not_truncated() -> None:
+    page = one_page(MemoryIndex({"x", "y"}), max_keys=2)
+    assert page.count == 2
+    assert not page.truncated
+
+
+def test_marker_inside_a_common_prefix_does_not_repeat_it() -> None:
+    page = one_page(MemoryIndex(KEYS), delimiter="/", marker="a/c/d", max_keys=1000)
+    assert "a/" not in page.prefixes
+    assert [key for key, _ in page.items] == ["ab", "c"]
+
+
+def test_marker_past_the_prefix_gives_an_empty_page() -> None:
+    page = one_page(MemoryIndex(KEYS), prefix="b/", marker="b/9", max_keys=1000)
+    assert page.count == 0
+    assert not page.truncated
+
+
+def test_zero_max_keys_reads_nothing() -> None:
+    index = MemoryIndex(KEYS)
+    page = one_page(index, max_keys=0)
+    assert page.count == 0
+    assert not page.truncated
+    assert index.fetches == 0
+
+
+def test_a_common_prefix_is_skipped_over_not_walked() -> None:
+    keys = {f"big/{i:05}" for i in range(5000)} | {"small"}
+    index = MemoryIndex(keys)
+    page = one_page(index, delimiter="/", max_keys=1000, batch_size=100)
+    assert page.prefixes == ["big/"]
+    assert [key for key, _ in page.items] == ["small"]
+    assert index.fetches <= 3
+
+
+def test_batches_are_chained_without_gaps() -> None:
+    keys = {f"k{i:04}" for i in range(250)}
+    page = one_page(MemoryIndex(keys), max_keys=1000, batch_size=7)
+    assert [key for key, _ in page.items] == sorted(keys)
+
+
+def test_utf8_byte_order_not_utf16_order() -> None:
+    # U+FF5E sorts before U+1F600 in UTF-8 (and code points) but after it in UTF-16.
+    keys = {"\U0001f600", "\uff5e", "z", "é"}
+    page = one_page(MemoryIndex(keys), max_keys=1000)
+    assert [key for key, _ in page.items] == ["z", "é", "\uff5e", "\U0001f600"]
+
+
+def test_after_and_past_prefix() -> None:
+    assert after("ab") == b"ab\x00"
+    assert past_prefix("ab/") == b"ab0"
+    assert past_prefix("a\U0001f600") == "a\U0001f600".encode()[:-1] + b"\x81"
+    assert past_prefix("") is None
+
+
+# ---- properties ------------------------------------------------------------
+
+ALPHABET = st.sampled_from(["a", "b", "/", "-", "é", "\U0001f600", "\x7f", "\x01", "ab"])
+KEY = st.lists(ALPHABET, min_size=1, max_size=6).map("".join)
+KEY_SETS = st.sets(KEY, max_size=60)
+PREFIXES = st.one_of(st.just(""), KEY)
+DELIMITERS = st.sampled_from([None, "/", "-", "ab", "é", "\U0001f600"])
+MARKERS = st.one_of(st.none(), KEY)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    keys=KEY_SETS,
+    prefix=PREFIXES,
+    delimiter=DELIMITERS,
+    max_keys=st.integers(1, 12),
+    batch_size=st.integers(1, 8),
+)
+def test_paging_yields_exactly_the_reference_listing(
+    keys: set[str], prefix: str, delimiter: str | None, max_keys: int, batch_size: int
+) -> None:
+    pages = list_all(
+        MemoryIndex(keys),
+        prefix=prefix,
+        delimiter=delimiter,
+        marker=None,
+        max_keys=max_keys,
+        batch_size=batch_size,
+    )
+    listed = [entry for page in pages for entry in page_entries(page)]
+    assert listed == reference(keys, prefix, delimiter, None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    keys=KEY_SETS,
+    prefix=PREFIXES,
+    delimiter=DELIMITERS,
+    marker=MARKERS,
+    max_keys=st.integers(1, 12),
+    batch_size=st.integers(1, 8),
+)
+def test_listing_after_any_marker_matches_the_reference(
+    keys: set[str],
+    prefix: str,
+    delimiter: str | None,
+    marker: str | None,
+    max_keys: int,
+    batch_size: int,
+) -> None:
+    pages = list_all(
+        MemoryIndex(keys),
+        prefix=prefix,
+        delimiter=delimiter,
+        marker=marker,
+        max_keys=max_keys,
+        batch_size=batch_size,
+    )
+    listed = [entry for page in pages for entry in page_entries(page)]
+    assert listed == reference(keys, prefix, delimiter, marker)
+    assert len({name for _, name in listed}) == len(listed)
+
+
+@settings(max_examples=200, deadline=None)
+@given(keys=KEY_SETS, prefix=PREFIXES, delimiter=DELIMITERS, batch_size=st.integers(1, 8))
+def test_one_large_page_equals_many_small_pages(
+    keys: set[str], prefix: str, delimiter: str | None, batch_size: int
+) -> None:
+    index = MemoryIndex(keys)
+    whole = one_page(index, prefix=prefix, delimiter=delimiter, max_keys=1000)
+    small = list_all(
+        index,
+        prefix=prefix,
+        delimiter=delimiter,
+        marker=None,
+        max_keys=1,
+        batch_size=batch_size,
+    )
+    assert not whole.truncated
+    assert page_entries(whole) == [entry for page in small for entry in page_entries(page)]
