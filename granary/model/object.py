@@ -3,7 +3,14 @@
 A version goes Uploading -> Complete -> Aborted (a later state always wins a
 merge). After a merge every version older than the newest Complete one is
 dropped, so a row converges to "the current value plus the uploads still
-running". A deletion is a Complete version whose data is a delete marker.
+running"; only an older multipart upload still in progress is kept, so that
+it stays listed whatever happens to its key meanwhile. A deletion is a
+Complete version whose data is a delete marker.
+
+An upload completes under a fresh timestamp (its Uploading entry, older, is
+then dropped): of two concurrent writes, the one that finishes last wins, as
+in S3. Uploads clean up after themselves when they fail; the merge hook only
+releases the blocks of complete versions that were superseded.
 """
 
 from __future__ import annotations
@@ -85,7 +92,14 @@ class Object(msgspec.Struct, array_like=True, frozen=True):
         ordered = [by_key[k] for k in sorted(by_key)]
         last_complete = max((i for i, v in enumerate(ordered) if v.state == COMPLETE), default=None)
         if last_complete is not None:
-            ordered = ordered[last_complete:]
+            recent = ordered[last_complete:]
+            recent_ids = {v.uuid for v in recent}
+            older_uploads = [
+                v
+                for v in ordered[:last_complete]
+                if v.state == UPLOADING and v.multipart and v.uuid not in recent_ids
+            ]
+            ordered = older_uploads + recent
         return Object(self.bucket_id, self.key, ordered)
 
     def current(self) -> ObjectVersion | None:
@@ -116,20 +130,10 @@ class ObjectTable(TableSchema[Object]):
         return entry.is_tombstone()
 
     def updated(self, tx: Tx, old: Object | None, new: Object) -> None:
-        """Versions that left the row, or were aborted, release their blocks.
-
-        An unfinished multipart upload is left alone: its parts live in the
-        multipart table until it is completed or aborted, whatever happens
-        to the key meanwhile.
-        """
+        """Complete versions that left the row release their blocks."""
         if old is None:
             return
-        kept = {v.uuid: v for v in new.versions}
+        kept = {v.uuid for v in new.versions}
         for version in old.versions:
-            now = kept.get(version.uuid)
-            gone = now is None or (now.state == ABORTED and version.state != ABORTED)
-            if not gone or version.kind != BLOCKS:
-                continue
-            if version.multipart and version.state == UPLOADING:
-                continue
-            self.versions.queue_insert(tx, Version.tombstone(version.uuid))
+            if version.state == COMPLETE and version.kind == BLOCKS and version.uuid not in kept:
+                self.versions.queue_insert(tx, Version.tombstone(version.uuid))

@@ -62,6 +62,7 @@ class Upload:
         self.uuid = uuid
         self.timestamp = timestamp
         self.is_part = part
+        self.completed = False
 
     async def store_block(
         self, part_number: int, offset: int, block_id: bytes, data: bytes
@@ -78,31 +79,27 @@ class Upload:
             )
         )
 
-    async def complete(self, meta: ObjectMeta, first_block: bytes | None) -> None:
-        """Make this version the object's current one (not for parts)."""
-        await self.objects.model.objects.insert(
-            Object(
-                self.bucket_id,
-                self.key,
-                [
-                    ObjectVersion(
-                        self.uuid,
-                        self.timestamp,
-                        COMPLETE,
-                        kind=BLOCKS,
-                        meta=meta,
-                        first_block=first_block,
-                    )
-                ],
-            )
+    async def complete(self, meta: ObjectMeta, first_block: bytes | None) -> ObjectVersion:
+        """Make this version the object's current one (not for parts).
+
+        It takes a fresh timestamp: the write that finishes last wins.
+        """
+        timestamp = await self.objects.next_version_timestamp(self.bucket_id, self.key)
+        version = ObjectVersion(
+            self.uuid, timestamp, COMPLETE, kind=BLOCKS, meta=meta, first_block=first_block
         )
+        await self.objects.model.objects.insert(Object(self.bucket_id, self.key, [version]))
+        self.completed = True
         await self.objects.forget_inflight(self.uuid)
+        return version
 
     async def finish_part(self) -> None:
         await self.objects.forget_inflight(self.uuid)
 
     async def abort(self) -> None:
-        await self.objects.abort_upload(self.uuid, self._inflight())
+        """Release what this upload wrote, unless it already became the object."""
+        if not self.completed:
+            await self.objects.abort_upload(self.uuid, self._inflight())
 
     def _inflight(self) -> InflightUpload:
         return InflightUpload(self.bucket_id, self.key, self.timestamp, self.is_part)
@@ -228,13 +225,10 @@ class Objects:
         await self._remember_inflight(upload)
         try:
             await self.link_blocks(upload, source_version.blocks)
-            await upload.complete(meta, source.first_block)
+            return await upload.complete(meta, source.first_block)
         except BaseException:
             await upload.abort()
             raise
-        return ObjectVersion(
-            uuid, timestamp, COMPLETE, kind=BLOCKS, meta=meta, first_block=source.first_block
-        )
 
     async def link_blocks(self, upload: Upload, blocks: list[VersionBlock]) -> None:
         """Reference existing blocks from `upload`'s version."""

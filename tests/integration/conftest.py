@@ -11,10 +11,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import boto3
 import pytest
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config as BotoConfig
+from botocore.credentials import Credentials
 
 ACCESS_KEY = "GK0123456789abcdef01234567"
 SECRET_KEY = "a" * 16 + "0123456789abcdef" * 3
@@ -195,12 +199,6 @@ def signed_request_headers(
 
     The payload is signed when `body` is given, else sent as UNSIGNED-PAYLOAD.
     """
-    from botocore.auth import S3SigV4Auth
-    from botocore.awsrequest import AWSRequest
-    from botocore.credentials import Credentials
-
-    from urllib.parse import urlsplit
-
     headers = {"host": urlsplit(url).netloc, **(headers or {})}
     request = AWSRequest(method=method, url=url, headers=headers, data=body or b"")
     request.context["payload_signing_enabled"] = body is not None

@@ -706,11 +706,6 @@ def test_delete_during_upload_does_not_cancel_it(client, bucket, key):
     assert read(client, bucket, key) == b"after"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Object.merge (granary/model/object.py) drops the Uploading version of a "
-    "multipart upload once a newer version of the key is complete",
-)
 @pytest.mark.parametrize("change", ["put", "delete"])
 def test_upload_stays_listed_when_the_key_changes(client, bucket, key, change):
     client.put_object(Bucket=bucket, Key=key, Body=b"before")

@@ -291,6 +291,35 @@ def test_pipelined_requests_are_answered_in_order_one_at_a_time(run) -> None:
     run(test)
 
 
+def test_pipelining_stops_reading_while_a_request_is_answered(run) -> None:
+    request_line = b"GET /p HTTP/1.1\r\nHost: t\r\n\r\n"
+    count = 40_000  # about 1.2 MB, far more than one socket read
+
+    async def test() -> None:
+        release = asyncio.Event()
+
+        async def handler(request: Request) -> Response:
+            await release.wait()
+            return Response(200, body=b"p")
+
+        async with serving(handler) as server:
+            client = await Client.connect(server)
+            sending = asyncio.create_task(client.send(request_line * count))
+            (connection,) = server._settings.connections
+            queued = -1
+            while len(connection._queue) != queued:  # until the server stops parsing
+                queued = len(connection._queue)
+                await asyncio.sleep(0.05)
+            assert 0 < queued < count // 2
+            release.set()
+            for _ in range(count):
+                assert (await client.response()).body == b"p"
+            await sending
+            await client.close()
+
+    run(test)
+
+
 def test_connection_close_and_http10(run) -> None:
     async def test() -> None:
         async with serving(echo) as server:

@@ -30,7 +30,8 @@ from granary.api.http.wire import (
     CONTINUE,
     default_error_response,
     default_exception_response,
-    encode_head,
+    encode_error,
+    frame_response,
 )
 
 log = logging.getLogger("granary.http")
@@ -217,7 +218,7 @@ class HttpConnection(asyncio.Protocol):
             starts_here = was_between_messages and self._messages_begun == messages_before + 1
             self._on_parse_error(exc, data if starts_here else b"")
             return
-        if was_in_head and self._in_head:
+        if was_in_head and self._in_head and self._messages_begun == messages_before:
             # A whole chunk inside one head: bounds a field that never ends.
             self._head_wire += len(data)
             if self._head_wire > self._max_head_size:
@@ -468,12 +469,12 @@ class HttpConnection(asyncio.Protocol):
         ):
             keep_alive = False
         try:
-            head, send_body, length, chunked, keep_alive = self._frame(
+            head, send_body, length, chunked, keep_alive = frame_response(
                 request, response, keep_alive
             )
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:
             response = self._exception_response(request, exc)
-            head, send_body, length, chunked, keep_alive = self._frame(
+            head, send_body, length, chunked, keep_alive = frame_response(
                 request, response, keep_alive
             )
         payload = response.body
@@ -513,39 +514,6 @@ class HttpConnection(asyncio.Protocol):
             return False
         remaining = body._remaining
         return remaining is not None and remaining <= SMALL_UNREAD_BODY
-
-    @staticmethod
-    def _frame(
-        request: Request, response: Response, keep_alive: bool
-    ) -> tuple[bytes, bool, int | None, bool, bool]:
-        """(head, whether a body follows, its length, chunked?, keep-alive?)."""
-        status = response.status
-        body = response.body
-        length = response.content_length
-        chunked = False
-        send_body = request.method != "HEAD"
-        if status < 200 or status == 204:
-            send_body = False
-            length = None
-        elif status == 304:
-            send_body = False
-        elif isinstance(body, (bytes, bytearray, memoryview)):
-            if send_body or length is None:
-                length = len(body)
-        elif length is None:
-            if request.http_version == "1.1":
-                chunked = True
-            else:
-                keep_alive = False  # an HTTP/1.0 client reads to the end of the connection
-        head, keep_alive = encode_head(
-            status,
-            response.headers,
-            content_length=length,
-            chunked=chunked,
-            keep_alive=keep_alive,
-            http10=request.http_version == "1.0",
-        )
-        return head, send_body, length, chunked, keep_alive
 
     async def _stream(
         self, head: bytes, chunks: AsyncIterable[bytes], length: int | None, chunked: bool
@@ -678,32 +646,12 @@ class HttpConnection(asyncio.Protocol):
 
     def _write_error(self, status: int, code: str, message: str) -> None:
         try:
-            response = self._settings.render_error(status, code, message)
-            body = response.body
-            if not isinstance(body, (bytes, bytearray, memoryview)):
-                raise TypeError("render_error must return a bytes body")
-            head, _ = encode_head(
-                response.status,
-                response.headers,
-                content_length=len(body),
-                chunked=False,
-                keep_alive=False,
-                http10=False,
-            )
+            data = encode_error(self._settings.render_error(status, code, message))
         except Exception:
             log.exception("render_error failed")
-            response = default_error_response(status, code, message)
-            body = response.body
-            head, _ = encode_head(
-                status,
-                response.headers,
-                content_length=len(body),
-                chunked=False,
-                keep_alive=False,
-                http10=False,
-            )
+            data = encode_error(default_error_response(status, code, message))
         if not self._closed:
-            self._transport.write(head + body)
+            self._transport.write(data)
 
     # Helpers
 

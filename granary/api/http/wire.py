@@ -91,6 +91,61 @@ def encode_head(
     return text.encode("latin-1"), keep_alive
 
 
+def frame_response(
+    request: Request, response: Response, keep_alive: bool
+) -> tuple[bytes, bool, int | None, bool, bool]:
+    """How `response` goes on the wire as the answer to `request`.
+
+    Returns (head, whether a body follows the head, the body length or None,
+    whether it is chunked, whether the connection stays open). A bytes body
+    is sent whole whatever `content_length` says, except for HEAD, where
+    `content_length` (else the body length) is announced and nothing is sent.
+    """
+    status = response.status
+    body = response.body
+    length = response.content_length
+    chunked = False
+    send_body = request.method != "HEAD"
+    if status < 200 or status == 204:
+        send_body = False
+        length = None
+    elif status == 304:
+        send_body = False
+    elif isinstance(body, (bytes, bytearray, memoryview)):
+        if send_body or length is None:
+            length = len(body)
+    elif length is None:
+        if request.http_version == "1.1":
+            chunked = True
+        else:
+            keep_alive = False  # an HTTP/1.0 client reads to the end of the connection
+    head, keep_alive = encode_head(
+        status,
+        response.headers,
+        content_length=length,
+        chunked=chunked,
+        keep_alive=keep_alive,
+        http10=request.http_version == "1.0",
+    )
+    return head, send_body, length, chunked, keep_alive
+
+
+def encode_error(response: Response) -> bytes:
+    """A whole error response that closes the connection."""
+    body = response.body
+    if not isinstance(body, (bytes, bytearray, memoryview)):
+        raise TypeError("an error response needs a bytes body")
+    head, _ = encode_head(
+        response.status,
+        response.headers,
+        content_length=len(body),
+        chunked=False,
+        keep_alive=False,
+        http10=False,
+    )
+    return head + body
+
+
 def default_error_response(status: int, code: str, message: str) -> Response:
     """A tiny plain-text error, for servers that render none of their own."""
     return Response(

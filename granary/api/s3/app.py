@@ -73,23 +73,29 @@ class S3App:
         except UnicodeDecodeError:
             raise S3Error("InvalidArgument", "The query string is not valid UTF-8.") from None
         headers = request.headers
+        bucket_name, key = split_bucket_key(
+            decode_path(request.path), headers.get("host"), settings.root_domain
+        )
+        if request.method == "OPTIONS":
+            raise S3Error(
+                "BadRequest", "Insufficient information. Origin request header needed.", status=400
+            )
         auth = authenticate(
             request.method,
             request.path,
             query_pairs,
-            headers.as_dict(),
+            _utf8_values(headers.as_dict()),
             self.services.access.secret_of,
             datetime.now(UTC),
             settings.region,
         )
         if auth is None:
+            if bucket_name is not None and self.services.access.resolve_bucket(bucket_name) is None:
+                raise S3Error("NoSuchBucket", BucketName=bucket_name)
             raise S3Error("AccessDenied", "Anonymous access is not allowed.")
         access_key = self.services.access.get_key(auth.access_key_id)
         if access_key is None:
             raise S3Error("InvalidAccessKeyId", AWSAccessKeyId=auth.access_key_id)
-        bucket_name, key = split_bucket_key(
-            decode_path(request.path), headers.get("host"), settings.root_domain
-        )
         query = dict(query_pairs)
         routed = route(request.method, bucket_name, key, query)
         handler, permission = OPERATIONS[routed.operation]
@@ -145,6 +151,20 @@ class S3App:
         return Response(
             status, [("content-type", "application/xml"), *_common_headers(request_id)], body
         )
+
+
+def _utf8_values(headers: dict[str, str]) -> dict[str, str]:
+    """Header values as the client wrote them: UTF-8, which the signature covers.
+
+    The HTTP layer decodes header bytes as latin-1 so they round-trip; a
+    client signs the text it meant, whose UTF-8 encoding is those bytes.
+    """
+    return {
+        name: value.encode("latin-1").decode("utf-8", "surrogateescape")
+        if not value.isascii()
+        else value
+        for name, value in headers.items()
+    }
 
 
 def _common_headers(request_id: str) -> list[tuple[str, str]]:

@@ -24,13 +24,35 @@ def owner_node(ctx: S3Context) -> tuple[str, list]:
 
 
 async def list_buckets(ctx: S3Context) -> Response:
+    """The buckets this key may use, by name, paginated with max-buckets."""
     key_id = ctx.key_id
+    prefix = ctx.query.get("prefix", "")
+    after = ctx.query.get("continuation-token", "")
+    limit_text = ctx.query.get("max-buckets", "10000")
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 10000:
+        raise S3Error(
+            "InvalidArgument",
+            "max-buckets must be between 1 and 10000",
+            ArgumentName="max-buckets",
+            ArgumentValue=limit_text,
+        )
+    visible = [
+        (name, bucket)
+        for name, bucket in ctx.services.access.list_buckets()
+        if bucket.permission(key_id).any and name.startswith(prefix) and name > after
+    ]
+    page = visible[: int(limit_text)]
     buckets = [
         ("Bucket", [("Name", name), ("CreationDate", format_iso8601(bucket.params.created))])
-        for name, bucket in ctx.services.access.list_buckets()
-        if bucket.permission(key_id).any
+        for name, bucket in page
     ]
-    return xml_response(document("ListAllMyBucketsResult", [owner_node(ctx), ("Buckets", buckets)]))
+    children = [
+        owner_node(ctx),
+        ("Buckets", buckets),
+        ("ContinuationToken", page[-1][0]) if len(visible) > len(page) else None,
+        ("Prefix", prefix) if prefix else None,
+    ]
+    return xml_response(document("ListAllMyBucketsResult", children))
 
 
 async def create_bucket(ctx: S3Context) -> Response:

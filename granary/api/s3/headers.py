@@ -48,6 +48,7 @@ RESPONSE_OVERRIDES = {
 def metadata_from_request(headers: Mapping[str, str]) -> list[tuple[str, str]]:
     """The headers an object keeps from the request that writes it."""
     stored = [(name, headers[name]) for name in STORED_STANDARD_HEADERS if name in headers]
+    stored = [(n, v) for n, v in (_without_aws_chunked(n, v) for n, v in stored) if v]
     if "content-type" not in headers:
         stored.insert(0, ("content-type", DEFAULT_CONTENT_TYPE))
     storage_class = headers.get("x-amz-storage-class")
@@ -59,6 +60,14 @@ def metadata_from_request(headers: Mapping[str, str]) -> list[tuple[str, str]]:
     for name, value in parse_user_metadata(headers).items():
         stored.append((USER_METADATA_PREFIX + name, value))
     return stored
+
+
+def _without_aws_chunked(name: str, value: str) -> tuple[str, str]:
+    """aws-chunked is how the body was framed on the wire, not how it is encoded."""
+    if name != "content-encoding":
+        return name, value
+    codings = [c.strip() for c in value.split(",") if c.strip().lower() != "aws-chunked"]
+    return name, ", ".join(codings)
 
 
 def storage_class(meta: ObjectMeta) -> str:

@@ -93,11 +93,17 @@ def _common(page: Page, encode) -> list:
     return [("CommonPrefixes", [("Prefix", encode(p))]) for p in page.prefixes]
 
 
-def _head(ctx: S3Context, encode) -> list:
+def _head(ctx: S3Context, encode, *, encode_prefix: bool = True) -> list:
+    """The elements every listing starts with.
+
+    ListObjects (v1) sends its Prefix as given even with encoding-type=url:
+    that is what AWS does and what clients decode.
+    """
     delimiter = ctx.query.get("delimiter")
+    prefix = ctx.query.get("prefix", "")
     return [
         ("Name", ctx.bucket_name),
-        ("Prefix", encode(ctx.query.get("prefix", ""))),
+        ("Prefix", encode(prefix) if encode_prefix else prefix),
         ("Delimiter", encode(delimiter) if delimiter else None),
         ("EncodingType", ctx.query.get("encoding-type")),
     ]
@@ -108,7 +114,7 @@ async def list_objects_v1(ctx: S3Context) -> Response:
     marker = ctx.query.get("marker") or None
     page = await _object_page(ctx, marker)
     children = [
-        *_head(ctx, encode),
+        *_head(ctx, encode, encode_prefix=False),
         ("Marker", encode(marker or "")),
         ("MaxKeys", _max_keys(ctx)),
         ("IsTruncated", page.truncated),

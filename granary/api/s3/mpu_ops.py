@@ -13,7 +13,7 @@ from granary.api.s3.context import S3Context
 from granary.api.s3.errors import S3Error
 from granary.api.s3.headers import metadata_from_request
 from granary.api.s3.names import validate_object_key
-from granary.api.s3.put_ops import checksum_response_headers, receive_body
+from granary.api.s3.put_ops import check_write_conditions, checksum_response_headers, receive_body
 from granary.api.s3.xml import document
 from granary.model.mpu import MpuPart, MultipartUpload
 from granary.model.object import ObjectMeta
@@ -140,8 +140,48 @@ def choose_parts(upload: MultipartUpload, requested: list) -> list[MpuPart]:
     return chosen
 
 
+def _check_claimed_checksum(ctx: S3Context, checksum: tuple[str, str] | None) -> None:
+    """A checksum the client gives for the whole upload must match the composite one."""
+    claimed = requested_checksum(ctx.http.headers.as_dict())
+    if claimed is None or claimed[1] is None:
+        return
+    algorithm, value = claimed
+    if checksum is None or checksum[0] != algorithm:
+        raise S3Error("InvalidRequest", f"The upload was not created with {algorithm.upper()}.")
+    if value.split("-")[0] != checksum[1].split("-")[0]:
+        raise S3Error("BadDigest", f"The {algorithm.upper()} you specified did not match.")
+
+
+def _completed(ctx: S3Context, key: str, meta: ObjectMeta) -> Response:
+    children = [
+        ("Location", f"/{ctx.bucket_name}/{key}"),
+        ("Bucket", ctx.bucket_name),
+        ("Key", key),
+        ("ETag", f'"{meta.etag}"'),
+    ]
+    if meta.checksum is not None:
+        children.append((checksum_element_name(meta.checksum[0]), meta.checksum[1]))
+        children.append(("ChecksumType", "COMPOSITE"))
+    return xml_response(document("CompleteMultipartUploadResult", children))
+
+
+async def _already_completed(ctx: S3Context) -> Response | None:
+    """A repeated Complete of an upload that became the object succeeds again, as in S3."""
+    key = ctx.require_key()
+    current = await ctx.services.objects.current(ctx.require_bucket().id, key)
+    if current is not None and current.uuid.hex() == ctx.query.get("uploadId", ""):
+        return _completed(ctx, key, current.meta)
+    return None
+
+
 async def complete_multipart_upload(ctx: S3Context) -> Response:
-    upload = await load_upload(ctx)
+    try:
+        upload = await load_upload(ctx)
+    except S3Error as error:
+        repeated = await _already_completed(ctx) if error.code == "NoSuchUpload" else None
+        if repeated is None:
+            raise
+        return repeated
     body = await ctx.payload().read_all(MAX_COMPLETE_MULTIPART_BYTES)
     parts = choose_parts(upload, parse_complete_multipart(body))
     algorithm = upload_checksum_algorithm(upload)
@@ -152,18 +192,12 @@ async def complete_multipart_upload(ctx: S3Context) -> Response:
     if algorithm is not None and all(p.checksum for p in parts):
         digests = [base64.b64decode(p.checksum) for p in parts]
         checksum = (algorithm, composite_checksum(algorithm, digests))
+    _check_claimed_checksum(ctx, checksum)
+    key = ctx.require_key()
+    await check_write_conditions(ctx, upload.bucket_id, key)
     meta = ObjectMeta(sum(p.size for p in parts), etag, stored, checksum, parts=len(parts))
     await ctx.services.multipart.complete(upload, parts, meta)
-    key = ctx.require_key()
-    children = [
-        ("Location", f"/{ctx.bucket_name}/{key}"),
-        ("Bucket", ctx.bucket_name),
-        ("Key", key),
-        ("ETag", f'"{etag}"'),
-    ]
-    if checksum is not None:
-        children.append((checksum_element_name(algorithm), checksum[1]))
-    return xml_response(document("CompleteMultipartUploadResult", children))
+    return _completed(ctx, key, meta)
 
 
 async def abort_multipart_upload(ctx: S3Context) -> Response:

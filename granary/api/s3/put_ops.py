@@ -170,10 +170,30 @@ def checksum_response_headers(checksum: tuple[str, str] | None) -> list[tuple[st
     return [(checksum_header_name(checksum[0]), checksum[1])]
 
 
+async def check_write_conditions(ctx: S3Context, bucket_id: bytes, key: str) -> None:
+    """If-None-Match: * and If-Match on a write (S3 conditional writes)."""
+    if_none_match = ctx.header("if-none-match")
+    if_match = ctx.header("if-match")
+    if if_none_match is None and if_match is None:
+        return
+    if if_none_match is not None and if_none_match.strip() != "*":
+        raise S3Error("NotImplemented", "If-None-Match on writes only supports '*'.")
+    current = await ctx.services.objects.current(bucket_id, key)
+    if if_none_match is not None and current is not None:
+        raise S3Error("PreconditionFailed", Condition="If-None-Match")
+    if if_match is not None:
+        if current is None:
+            raise S3Error("NoSuchKey", Key=key)
+        wanted = {tag.strip().strip('"') for tag in if_match.split(",")}
+        if "*" not in wanted and current.meta.etag not in wanted:
+            raise S3Error("PreconditionFailed", Condition="If-Match")
+
+
 async def put_object(ctx: S3Context) -> Response:
     bucket = ctx.require_bucket()
     key = ctx.require_key()
     validate_object_key(key)
+    await check_write_conditions(ctx, bucket.id, key)
     headers = ctx.http.headers
     stored = metadata_from_request(headers.as_dict())
     objects = ctx.services.objects
