@@ -46,7 +46,9 @@ class Multipart:
         return None if upload is None or upload.deleted else upload
 
     async def begin_part(self, upload: MultipartUpload) -> Upload:
-        return await self.objects.begin_part(upload.bucket_id, upload.key, now_ms())
+        return await self.objects.begin_part(
+            upload.bucket_id, upload.key, now_ms(), upload.upload_id
+        )
 
     async def record_part(
         self,

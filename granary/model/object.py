@@ -1,11 +1,12 @@
 """The object table: one row per (bucket, key) holding its recent versions.
 
-A version goes Uploading -> Complete -> Aborted (a later state always wins a
-merge). After a merge every version older than the newest Complete one is
-dropped, so a row converges to "the current value plus the uploads still
-running"; only an older multipart upload still in progress is kept, so that
-it stays listed whatever happens to its key meanwhile. A deletion is a
-Complete version whose data is a delete marker.
+A version goes Uploading -> Aborted or Uploading -> Complete (the later state
+wins a merge). After a merge every version older than the newest Complete one
+is dropped, so a row converges to "the current value plus the uploads still
+running". A multipart upload is listed through its row only until a newer
+version of the key completes; it can still be completed after that, since its
+parts live in the multipart table. A deletion is a Complete version whose data
+is a delete marker.
 
 An upload completes under a fresh timestamp (its Uploading entry, older, is
 then dropped): of two concurrent writes, the one that finishes last wins, as
@@ -26,9 +27,12 @@ if TYPE_CHECKING:
     from granary.db.base import Tx
     from granary.table.table import Table
 
+# States in merge order: a higher state wins. Complete is final, so the set of
+# complete versions only grows and dropping the versions older than the newest
+# complete one gives the same row whatever order merges come in.
 UPLOADING = 0
-COMPLETE = 1
-ABORTED = 2
+ABORTED = 1
+COMPLETE = 2
 
 INLINE = 0
 BLOCKS = 1
@@ -92,14 +96,7 @@ class Object(msgspec.Struct, array_like=True, frozen=True):
         ordered = [by_key[k] for k in sorted(by_key)]
         last_complete = max((i for i, v in enumerate(ordered) if v.state == COMPLETE), default=None)
         if last_complete is not None:
-            recent = ordered[last_complete:]
-            recent_ids = {v.uuid for v in recent}
-            older_uploads = [
-                v
-                for v in ordered[:last_complete]
-                if v.state == UPLOADING and v.multipart and v.uuid not in recent_ids
-            ]
-            ordered = older_uploads + recent
+            ordered = ordered[last_complete:]
         return Object(self.bucket_id, self.key, ordered)
 
     def current(self) -> ObjectVersion | None:

@@ -44,6 +44,7 @@ class InflightUpload(msgspec.Struct, array_like=True):
     key: str
     timestamp: int
     is_part: bool
+    upload_id: bytes = b""
 
 
 def new_uuid() -> bytes:
@@ -54,7 +55,14 @@ class Upload:
     """One object version (or multipart part) being written."""
 
     def __init__(
-        self, objects: Objects, bucket_id: bytes, key: str, uuid: bytes, timestamp: int, part: bool
+        self,
+        objects: Objects,
+        bucket_id: bytes,
+        key: str,
+        uuid: bytes,
+        timestamp: int,
+        part: bool,
+        upload_id: bytes = b"",
     ) -> None:
         self.objects = objects
         self.bucket_id = bucket_id
@@ -62,6 +70,7 @@ class Upload:
         self.uuid = uuid
         self.timestamp = timestamp
         self.is_part = part
+        self.upload_id = upload_id
         self.completed = False
 
     async def store_block(
@@ -102,7 +111,9 @@ class Upload:
             await self.objects.abort_upload(self.uuid, self._inflight())
 
     def _inflight(self) -> InflightUpload:
-        return InflightUpload(self.bucket_id, self.key, self.timestamp, self.is_part)
+        return InflightUpload(
+            self.bucket_id, self.key, self.timestamp, self.is_part, self.upload_id
+        )
 
 
 class Objects:
@@ -186,9 +197,11 @@ class Objects:
         )
         return upload
 
-    async def begin_part(self, bucket_id: bytes, key: str, timestamp: int) -> Upload:
+    async def begin_part(
+        self, bucket_id: bytes, key: str, timestamp: int, upload_id: bytes
+    ) -> Upload:
         """Start writing one part of a multipart upload."""
-        upload = Upload(self, bucket_id, key, new_uuid(), timestamp, part=True)
+        upload = Upload(self, bucket_id, key, new_uuid(), timestamp, part=True, upload_id=upload_id)
         await self._remember_inflight(upload)
         return upload
 
@@ -265,6 +278,9 @@ class Objects:
             (uuid, self._inflight_decoder.decode(raw)) for uuid, raw in self.inflight.range()
         ]
         for uuid, record in interrupted:
+            if await self._was_finished(uuid, record):
+                await self.forget_inflight(uuid)
+                continue
             log.info(
                 "aborting upload interrupted by a restart: %s/%s",
                 record.bucket_id.hex(),
@@ -272,3 +288,13 @@ class Objects:
             )
             await self.abort_upload(uuid, record)
         return len(interrupted)
+
+    async def _was_finished(self, uuid: bytes, record: InflightUpload) -> bool:
+        """Whether the crash came after the upload was recorded as done."""
+        if record.is_part:
+            upload = await self.model.uploads.get(record.upload_id, b"")
+            return upload is not None and any(p.version == uuid for p in upload.parts)
+        entry = await self.get(record.bucket_id, record.key)
+        return entry is not None and any(
+            v.uuid == uuid and v.state == COMPLETE for v in entry.versions
+        )

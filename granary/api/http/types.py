@@ -30,8 +30,8 @@ class Headers:
     def __init__(self, items: list[tuple[str, str]], joined: dict[str, str] | None = None) -> None:
         """`items` are (lower-case name, value) pairs in arrival order.
 
-        `joined` (lower-case name -> values joined with ",") may be passed when the
-        caller already built it, as the connection does while parsing.
+        `joined` (lower-case name -> values joined with ",", see `join_fields`) may
+        be passed by a caller that already built it, as the connection does.
         """
         self._items = items
         self._joined = join_fields(items) if joined is None else joined

@@ -1,0 +1,179 @@
+"""CRDT laws of the model's rows: merges are commutative, associative, idempotent."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from granary.model.block_ref import BlockRef
+from granary.model.mpu import MpuPart, MultipartUpload
+from granary.model.object import (
+    ABORTED,
+    BLOCKS,
+    COMPLETE,
+    DELETE_MARKER,
+    INLINE,
+    UPLOADING,
+    Object,
+    ObjectMeta,
+    ObjectVersion,
+)
+from granary.model.version import Version, VersionBlock
+
+UUIDS = [bytes([i]) * 16 for i in range(4)]
+
+metas = st.builds(
+    ObjectMeta,
+    size=st.integers(0, 10),
+    etag=st.sampled_from(["a", "b"]),
+    headers=st.just([]),
+)
+
+
+@st.composite
+def object_versions(draw) -> ObjectVersion:
+    state = draw(st.sampled_from([UPLOADING, COMPLETE, ABORTED]))
+    kind = draw(st.sampled_from([INLINE, BLOCKS, DELETE_MARKER]))
+    return ObjectVersion(
+        uuid=draw(st.sampled_from(UUIDS)),
+        timestamp=draw(st.integers(1, 5)),
+        state=state,
+        multipart=draw(st.booleans()),
+        kind=kind,
+        meta=draw(metas) if state == COMPLETE and kind != DELETE_MARKER else None,
+    )
+
+
+objects = st.builds(
+    Object,
+    bucket_id=st.just(b"b" * 16),
+    key=st.just("k"),
+    versions=st.lists(object_versions(), min_size=1, max_size=4).map(
+        lambda vs: Object(b"b" * 16, "k", vs[:1]).merge(Object(b"b" * 16, "k", vs)).versions
+    ),
+)
+
+versions = st.builds(
+    Version,
+    uuid=st.just(UUIDS[0]),
+    deleted=st.booleans(),
+    blocks=st.lists(
+        st.builds(
+            VersionBlock,
+            part_number=st.integers(0, 2),
+            offset=st.sampled_from([0, 10]),
+            hash=st.sampled_from([b"x" * 32, b"y" * 32]),
+            size=st.integers(1, 3),
+        ),
+        max_size=4,
+    ).map(lambda bs: Version(UUIDS[0], blocks=bs[:1]).merge(Version(UUIDS[0], blocks=bs)).blocks),
+)
+
+uploads = st.builds(
+    MultipartUpload,
+    upload_id=st.just(UUIDS[1]),
+    timestamp=st.integers(1, 3),
+    bucket_id=st.just(b"b" * 16),
+    key=st.just("k"),
+    deleted=st.booleans(),
+    parts=st.lists(
+        st.builds(
+            MpuPart,
+            part_number=st.integers(1, 3),
+            timestamp=st.integers(1, 2),
+            version=st.sampled_from(UUIDS),
+            etag=st.sampled_from(["e1", "e2"]),
+            size=st.integers(0, 5),
+        ),
+        max_size=3,
+    ).map(
+        lambda ps: sorted(
+            {(p.part_number, p.timestamp): p for p in ps}.values(),
+            key=lambda p: (p.part_number, p.timestamp),
+        )
+    ),
+)
+
+block_refs = st.builds(
+    BlockRef, block=st.just(b"h" * 32), version=st.just(UUIDS[0]), deleted=st.booleans()
+)
+
+
+def check_laws(a, b, c) -> None:
+    assert a.merge(b) == b.merge(a)
+    assert a.merge(b).merge(c) == a.merge(b.merge(c))
+    assert a.merge(a) == a
+    merged = a.merge(b)
+    assert merged.merge(b) == merged
+
+
+@given(objects, objects, objects)
+def test_object_merge_laws(a, b, c):
+    check_laws(a, b, c)
+
+
+@given(versions, versions, versions)
+def test_version_merge_laws(a, b, c):
+    check_laws(a, b, c)
+
+
+@given(uploads, uploads, uploads)
+def test_multipart_upload_merge_laws(a, b, c):
+    check_laws(a, b, c)
+
+
+@given(block_refs, block_refs, block_refs)
+def test_block_ref_merge_laws(a, b, c):
+    check_laws(a, b, c)
+
+
+def _version(uuid, ts, state, **fields) -> ObjectVersion:
+    return ObjectVersion(uuid, ts, state, **fields)
+
+
+def test_newest_complete_version_wins_and_older_ones_are_dropped():
+    old = _version(UUIDS[0], 1, COMPLETE, meta=ObjectMeta(1, "a", []))
+    new = _version(UUIDS[1], 2, COMPLETE, meta=ObjectMeta(2, "b", []))
+    merged = Object(b"b", "k", [old]).merge(Object(b"b", "k", [new]))
+    assert merged.versions == [new]
+    assert merged.current() == new
+
+
+def test_delete_marker_hides_the_object():
+    data = _version(UUIDS[0], 1, COMPLETE, meta=ObjectMeta(1, "a", []))
+    marker = _version(UUIDS[1], 2, COMPLETE, kind=DELETE_MARKER)
+    merged = Object(b"b", "k", [data]).merge(Object(b"b", "k", [marker]))
+    assert merged.current() is None
+    assert merged.is_tombstone()
+
+
+def test_upload_completing_last_wins_over_an_earlier_overwrite():
+    upload = _version(UUIDS[0], 1, UPLOADING, multipart=True)
+    put = _version(UUIDS[1], 2, COMPLETE, meta=ObjectMeta(1, "a", []))
+    merged = Object(b"b", "k", [upload]).merge(Object(b"b", "k", [put]))
+    assert merged.versions == [put]
+    completed = _version(UUIDS[0], 3, COMPLETE, multipart=True, meta=ObjectMeta(5, "c-1", []))
+    final = merged.merge(Object(b"b", "k", [completed]))
+    assert final.versions == [completed]
+    assert final.current() == completed
+
+
+def test_complete_is_final():
+    complete = _version(UUIDS[0], 1, COMPLETE, meta=ObjectMeta(1, "a", []))
+    aborted = _version(UUIDS[0], 1, ABORTED)
+    assert complete.merge(aborted) == complete
+
+
+def test_aborted_wins_over_uploading():
+    uploading = _version(UUIDS[0], 1, UPLOADING)
+    aborted = _version(UUIDS[0], 1, ABORTED)
+    assert uploading.merge(aborted) == aborted
+
+
+def test_deleted_version_keeps_its_blocks_for_release():
+    block = VersionBlock(0, 0, b"x" * 32, 3)
+    deleted = Version(UUIDS[0], deleted=True)
+    late_block = Version(UUIDS[0], blocks=[block])
+    merged = deleted.merge(late_block)
+    assert merged.deleted
+    assert merged.blocks == [block]
