@@ -45,6 +45,12 @@ class ObjectMeta(msgspec.Struct, array_like=True, frozen=True):
     headers: list[tuple[str, str]]
     checksum: tuple[str, str] | None = None
     parts: int = 0
+    part_checksums: list[str] = []
+    """For a multipart object with a checksum: each part's, in part order."""
+
+    @property
+    def checksum_type(self) -> str:
+        return "COMPOSITE" if self.parts else "FULL_OBJECT"
 
 
 class ObjectVersion(msgspec.Struct, array_like=True, frozen=True):

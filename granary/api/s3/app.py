@@ -8,7 +8,16 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from granary.api.http.types import Request, Response
-from granary.api.s3 import bucket_ops, copy_ops, delete_ops, get_ops, list_ops, mpu_ops, put_ops
+from granary.api.s3 import (
+    bucket_ops,
+    copy_ops,
+    delete_ops,
+    get_ops,
+    list_ops,
+    mpu_ops,
+    post_ops,
+    put_ops,
+)
 from granary.api.s3.conditions import format_http_date
 from granary.api.s3.context import S3Context, S3Services
 from granary.api.s3.errors import S3Error
@@ -38,6 +47,7 @@ OPERATIONS: dict[str, tuple[OperationHandler, str | None]] = {
     "DeleteObjects": (delete_ops.delete_objects, "write"),
     "GetObject": (get_ops.get_object, "read"),
     "HeadObject": (get_ops.get_object, "read"),
+    "GetObjectAttributes": (get_ops.get_object_attributes, "read"),
     "PutObject": (put_ops.put_object, "write"),
     "DeleteObject": (delete_ops.delete_object, "write"),
     "CreateMultipartUpload": (mpu_ops.create_multipart_upload, "write"),
@@ -80,6 +90,9 @@ class S3App:
             raise S3Error(
                 "BadRequest", "Insufficient information. Origin request header needed.", status=400
             )
+        if bucket_name is not None and post_ops.is_form_upload(request.method, key, headers):
+            # Authenticated by the form's signed policy, not by a header.
+            return await post_ops.post_object(self.services, request, bucket_name, request_id)
         auth = authenticate(
             request.method,
             request.path,

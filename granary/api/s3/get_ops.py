@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from granary.api.http.types import Response
-from granary.api.s3.conditions import evaluate_preconditions, parse_range
+from granary.api.s3.bucket_ops import xml_response
+from granary.api.s3.conditions import evaluate_preconditions, format_http_date, parse_range
 from granary.api.s3.context import S3Context
 from granary.api.s3.errors import S3Error
-from granary.api.s3.headers import object_headers
+from granary.api.s3.headers import object_headers, storage_class
 from granary.api.s3.put_ops import checksum_response_headers
-from granary.model.object import INLINE, ObjectVersion
+from granary.api.s3.xml import document
+from granary.model.object import INLINE, ObjectMeta, ObjectVersion
 from granary.model.version import VersionBlock
+from granary.util.checksums import checksum_element_name
 
 
 async def load_current(ctx: S3Context, key: str) -> ObjectVersion:
@@ -41,6 +44,19 @@ def _part_range(blocks: list[VersionBlock], part_number: int) -> tuple[int, int]
             return start, start + size - 1
         start += block.size
     return None
+
+
+def _part_checksum_headers(
+    meta: ObjectMeta, blocks: list[VersionBlock], part_number: int
+) -> list[tuple[str, str]]:
+    """The checksum of one part of a multipart object, when it has them."""
+    if not meta.part_checksums or meta.checksum is None:
+        return []
+    numbers = sorted({b.part_number for b in blocks})
+    index = numbers.index(part_number)
+    if index >= len(meta.part_checksums):
+        return []
+    return checksum_response_headers((meta.checksum[0], meta.part_checksums[index]), "COMPOSITE")
 
 
 def _parse_part_number(value: str) -> int:
@@ -88,12 +104,13 @@ async def get_object(ctx: S3Context) -> Response:
             if byte_range is None:
                 raise S3Error("InvalidPartNumber")
             headers.append(("x-amz-mp-parts-count", str(meta.parts)))
+            headers.extend(_part_checksum_headers(meta, blocks, number))
     else:
         byte_range = parse_range(ctx.http.headers.get("range"), size)
     if byte_range is None:
         start, end, status = 0, size - 1, 200
         if (ctx.header("x-amz-checksum-mode") or "").upper() == "ENABLED":
-            headers.extend(checksum_response_headers(meta.checksum))
+            headers.extend(checksum_response_headers(meta.checksum, meta.checksum_type))
     else:
         start, end = byte_range
         status = 206
@@ -109,3 +126,77 @@ async def get_object(ctx: S3Context) -> Response:
         blocks = await version_blocks(ctx, version)
     body = ctx.services.objects.stream_blocks(blocks, start, end)
     return Response(status, headers, body, content_length=length)
+
+
+OBJECT_ATTRIBUTES = frozenset({"ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize"})
+
+
+def _attribute_parts(ctx: S3Context, meta: ObjectMeta, blocks: list[VersionBlock]) -> list:
+    marker_text = ctx.header("x-amz-part-number-marker") or "0"
+    max_text = ctx.header("x-amz-max-parts") or "1000"
+    if not marker_text.isdigit() or not max_text.isdigit():
+        raise S3Error("InvalidArgument", "Part number marker and max parts must be integers.")
+    marker, max_parts = int(marker_text), min(int(max_text), 1000)
+    sizes: dict[int, int] = {}
+    for block in blocks:
+        sizes[block.part_number] = sizes.get(block.part_number, 0) + block.size
+    numbers = sorted(sizes)
+    remaining = [n for n in numbers if n > marker]
+    shown = remaining[:max_parts]
+    element = checksum_element_name(meta.checksum[0]) if meta.part_checksums else None
+    parts = [
+        (
+            "Part",
+            [
+                ("PartNumber", number),
+                ("Size", sizes[number]),
+                (element, meta.part_checksums[numbers.index(number)]) if element else None,
+            ],
+        )
+        for number in shown
+    ]
+    return [
+        ("PartsCount", meta.parts),
+        ("PartNumberMarker", marker),
+        ("NextPartNumberMarker", shown[-1] if shown else marker),
+        ("MaxParts", max_parts),
+        ("IsTruncated", len(remaining) > len(shown)),
+        *parts,
+    ]
+
+
+async def get_object_attributes(ctx: S3Context) -> Response:
+    """GetObjectAttributes: the requested parts of an object's metadata, as XML."""
+    key = ctx.require_key()
+    wanted = {a.strip() for a in (ctx.header("x-amz-object-attributes") or "").split(",")}
+    wanted.discard("")
+    if not wanted or not wanted <= OBJECT_ATTRIBUTES:
+        raise S3Error(
+            "InvalidArgument",
+            "Invalid attribute name specified.",
+            ArgumentName="x-amz-object-attributes",
+        )
+    version = await load_current(ctx, key)
+    meta = version.meta
+    children: list = [("ETag", meta.etag) if "ETag" in wanted else None]
+    if "Checksum" in wanted and meta.checksum is not None:
+        children.append(
+            (
+                "Checksum",
+                [
+                    (checksum_element_name(meta.checksum[0]), meta.checksum[1]),
+                    ("ChecksumType", meta.checksum_type),
+                ],
+            )
+        )
+    if "ObjectParts" in wanted and meta.parts:
+        children.append(
+            ("ObjectParts", _attribute_parts(ctx, meta, await version_blocks(ctx, version)))
+        )
+    if "StorageClass" in wanted:
+        children.append(("StorageClass", storage_class(meta)))
+    if "ObjectSize" in wanted:
+        children.append(("ObjectSize", meta.size))
+    response = xml_response(document("GetObjectAttributesResponse", children))
+    response.headers.append(("last-modified", format_http_date(version.timestamp)))
+    return response

@@ -195,7 +195,14 @@ async def complete_multipart_upload(ctx: S3Context) -> Response:
     _check_claimed_checksum(ctx, checksum)
     key = ctx.require_key()
     await check_write_conditions(ctx, upload.bucket_id, key)
-    meta = ObjectMeta(sum(p.size for p in parts), etag, stored, checksum, parts=len(parts))
+    meta = ObjectMeta(
+        sum(p.size for p in parts),
+        etag,
+        stored,
+        checksum,
+        parts=len(parts),
+        part_checksums=[p.checksum for p in parts] if checksum is not None else [],
+    )
     await ctx.services.multipart.complete(upload, parts, meta)
     return _completed(ctx, key, meta)
 

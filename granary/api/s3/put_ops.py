@@ -164,10 +164,15 @@ def verify_digests(
     return Received(size, md5, checksum, inline, None)
 
 
-def checksum_response_headers(checksum: tuple[str, str] | None) -> list[tuple[str, str]]:
+def checksum_response_headers(
+    checksum: tuple[str, str] | None, checksum_type: str = "FULL_OBJECT"
+) -> list[tuple[str, str]]:
     if checksum is None:
         return []
-    return [(checksum_header_name(checksum[0]), checksum[1])]
+    return [
+        (checksum_header_name(checksum[0]), checksum[1]),
+        ("x-amz-checksum-type", checksum_type),
+    ]
 
 
 async def check_write_conditions(ctx: S3Context, bucket_id: bytes, key: str) -> None:

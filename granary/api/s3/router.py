@@ -36,7 +36,6 @@ UNSUPPORTED_SUBRESOURCES = frozenset(
         "tagging",
         "torrent",
         "website",
-        "attributes",
     }
 )
 
@@ -136,6 +135,8 @@ def _bucket_operation(method: str, query: dict[str, str]) -> str:
 
 def _object_operation(method: str, query: dict[str, str]) -> str:
     if method == "GET":
+        if "attributes" in query:
+            return "GetObjectAttributes"
         return "ListParts" if "uploadId" in query else "GetObject"
     if method == "HEAD":
         return "HeadObject"
