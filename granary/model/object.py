@@ -47,10 +47,8 @@ class ObjectMeta(msgspec.Struct, array_like=True, frozen=True):
     parts: int = 0
     part_checksums: list[str] = []
     """For a multipart object with a checksum: each part's, in part order."""
-
-    @property
-    def checksum_type(self) -> str:
-        return "COMPOSITE" if self.parts else "FULL_OBJECT"
+    checksum_type: str = "FULL_OBJECT"
+    """FULL_OBJECT, or COMPOSITE for a multipart checksum of the parts' checksums."""
 
 
 class ObjectVersion(msgspec.Struct, array_like=True, frozen=True):

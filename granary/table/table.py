@@ -25,6 +25,7 @@ from granary.table.keys import (
     resort_long_runs,
     storage_key,
 )
+from granary.table.merkle import MerkleIndex
 from granary.table.quorum import call_quorum
 from granary.table.replication import Replication
 from granary.table.schema import TableSchema
@@ -64,6 +65,7 @@ class Table(Generic[E]):
         self.peers = peers
         self.tree = db.tree(f"{schema.name}:table")
         self.queue_tree = db.tree(f"{schema.name}:insert_queue")
+        self.merkle = MerkleIndex(db, schema.name, self.tree)
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder = msgspec.msgpack.Decoder(schema.entry_type)
         self._queue_wakeup = asyncio.Event()
@@ -109,6 +111,7 @@ class Table(Generic[E]):
         new_raw = self.encode(new)
         if new_raw != old_raw:
             tx.put(self.tree, key, new_raw)
+            self.merkle.update(tx, key, old_raw, new_raw)
             self.schema.updated(tx, old, new)
         return new
 

@@ -179,3 +179,27 @@ def composite_checksum(algorithm: str, part_digests: list[bytes]) -> str:
     for digest in part_digests:
         checksum.update(digest)
     return f"{checksum.b64()}-{len(part_digests)}"
+
+
+_COMBINE = {
+    "crc32": (crt.combine_crc32, 4),
+    "crc32c": (crt.combine_crc32c, 4),
+    "crc64nvme": (crt.combine_crc64nvme, 8),
+}
+
+
+def supports_full_object(algorithm: str) -> bool:
+    """Whether parts' checksums can be combined into the whole object's (CRCs only)."""
+    return algorithm in _COMBINE
+
+
+def combined_checksum(algorithm: str, parts: list[tuple[bytes, int]]) -> str:
+    """The checksum of a whole object from its parts' (digest, length), for CRCs.
+
+    S3 calls this the FULL_OBJECT checksum of a multipart upload.
+    """
+    combine, width = _COMBINE[algorithm]
+    crc = 0
+    for digest, length in parts:
+        crc = combine(crc, int.from_bytes(digest, "big"), length)
+    return base64.b64encode(crc.to_bytes(width, "big")).decode("ascii")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import unquote
 
+from msgspec.structs import replace
+
 from granary.api.http.types import Response
 from granary.api.s3.bucket_ops import xml_response
 from granary.api.s3.conditions import (
@@ -19,7 +21,7 @@ from granary.api.s3.mpu_ops import load_upload, parse_part_number, upload_checks
 from granary.api.s3.names import validate_object_key
 from granary.api.s3.xml import document
 from granary.block.writer import StreamDigests, write_blocks
-from granary.model.object import INLINE, ObjectMeta, ObjectVersion
+from granary.model.object import INLINE, ObjectVersion
 from granary.util.checksums import checksum_element_name, new_checksum
 
 COPY_CONDITIONS = {
@@ -84,9 +86,7 @@ async def copy_object(ctx: S3Context) -> Response:
             "without changing the object's metadata, storage class, website redirect location "
             "or encryption attributes.",
         )
-    meta = ObjectMeta(
-        source.meta.size, source.meta.etag, stored, source.meta.checksum, source.meta.parts
-    )
+    meta = replace(source.meta, headers=stored)
     try:
         copied = await ctx.services.objects.copy(source, bucket.id, key, meta)
     except LookupError:

@@ -97,7 +97,9 @@ class FormParser:
     bytes before the file part exceed `max_fields_bytes`.
     """
 
-    def __init__(self, boundary: bytes, *, max_fields_bytes: int = DEFAULT_MAX_FIELDS_BYTES):
+    def __init__(
+        self, boundary: bytes, *, max_fields_bytes: int = DEFAULT_MAX_FIELDS_BYTES
+    ) -> None:
         # A delimiter is CRLF "--" boundary; the body's first one has no CRLF
         # before it, so the stream is read as if it started with one.
         self._delimiter = b"\r\n--" + boundary

@@ -56,7 +56,8 @@ def _part_checksum_headers(
     index = numbers.index(part_number)
     if index >= len(meta.part_checksums):
         return []
-    return checksum_response_headers((meta.checksum[0], meta.part_checksums[index]), "COMPOSITE")
+    part_checksum = (meta.checksum[0], meta.part_checksums[index])
+    return checksum_response_headers(part_checksum, meta.checksum_type)
 
 
 def _parse_part_number(value: str) -> int:

@@ -58,8 +58,27 @@ def metadata_from_request(headers: Mapping[str, str]) -> list[tuple[str, str]]:
         if storage_class != "STANDARD":
             stored.append(("x-amz-storage-class", storage_class))
     for name, value in parse_user_metadata(headers).items():
-        stored.append((USER_METADATA_PREFIX + name, value))
+        stored.append((USER_METADATA_PREFIX + name, _as_text(value)))
     return stored
+
+
+def _as_text(raw: str) -> str:
+    """A header value (bytes as latin-1) as the text the client sent, UTF-8 if it is."""
+    if raw.isascii():
+        return raw
+    try:
+        return raw.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return raw
+
+
+def _as_header(text: str) -> str:
+    """Text back into a header value: latin-1 when it fits, else its UTF-8 bytes."""
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode("utf-8").decode("latin-1")
+    return text
 
 
 def _without_aws_chunked(name: str, value: str) -> tuple[str, str]:
@@ -87,7 +106,9 @@ def object_headers(
         ("accept-ranges", "bytes"),
     ]
     overridden = {RESPONSE_OVERRIDES[name] for name in query if name in RESPONSE_OVERRIDES}
-    headers.extend((name, value) for name, value in meta.headers if name not in overridden)
+    headers.extend(
+        (name, _as_header(value)) for name, value in meta.headers if name not in overridden
+    )
     headers.extend(
         (header, query[name]) for name, header in RESPONSE_OVERRIDES.items() if name in query
     )

@@ -19,13 +19,37 @@ from granary.model.mpu import MpuPart, MultipartUpload
 from granary.model.object import ObjectMeta
 from granary.util.checksums import (
     checksum_element_name,
+    combined_checksum,
     composite_checksum,
     requested_checksum,
+    supports_full_object,
 )
 
 MIN_PART_SIZE = 5 << 20
 MAX_PARTS = 10000
 CHECKSUM_ALGORITHM_HEADER = "x-amz-checksum-algorithm"
+CHECKSUM_TYPE_HEADER = "x-amz-checksum-type"
+UPLOAD_ONLY_HEADERS = (CHECKSUM_ALGORITHM_HEADER, CHECKSUM_TYPE_HEADER)
+
+
+def _checksum_type(algorithm: str, requested: str | None) -> str:
+    """COMPOSITE (checksum of the parts' checksums) or FULL_OBJECT (CRCs combined)."""
+    default = "FULL_OBJECT" if algorithm == "crc64nvme" else "COMPOSITE"
+    checksum_type = (requested or default).upper()
+    if checksum_type not in ("COMPOSITE", "FULL_OBJECT"):
+        raise S3Error("InvalidRequest", f"Invalid checksum type {requested}.")
+    if checksum_type == "FULL_OBJECT" and not supports_full_object(algorithm):
+        raise S3Error("InvalidRequest", f"{algorithm.upper()} does not support FULL_OBJECT.")
+    if checksum_type == "COMPOSITE" and algorithm == "crc64nvme":
+        raise S3Error("InvalidRequest", "CRC64NVME only supports FULL_OBJECT.")
+    return checksum_type
+
+
+def _upload_header(upload: MultipartUpload, name: str) -> str | None:
+    for header, value in upload.headers:
+        if header == name:
+            return value
+    return None
 
 
 def parse_part_number(ctx: S3Context) -> int:
@@ -55,10 +79,7 @@ async def load_upload(ctx: S3Context) -> MultipartUpload:
 
 def upload_checksum_algorithm(upload: MultipartUpload) -> str | None:
     """The checksum algorithm named at creation, which every part must use."""
-    for name, value in upload.headers:
-        if name == CHECKSUM_ALGORITHM_HEADER:
-            return value
-    return None
+    return _upload_header(upload, CHECKSUM_ALGORITHM_HEADER)
 
 
 def _check_part_checksum(ctx: S3Context, upload: MultipartUpload) -> None:
@@ -82,12 +103,14 @@ async def create_multipart_upload(ctx: S3Context) -> Response:
     headers = ctx.http.headers.as_dict()
     stored = metadata_from_request(headers)
     requested = requested_checksum(headers)
-    if requested is not None:
-        stored.append((CHECKSUM_ALGORITHM_HEADER, requested[0]))
-    upload = await ctx.services.multipart.create(bucket.id, key, stored)
     response_headers = []
     if requested is not None:
+        checksum_type = _checksum_type(requested[0], headers.get(CHECKSUM_TYPE_HEADER))
+        stored.append((CHECKSUM_ALGORITHM_HEADER, requested[0]))
+        stored.append((CHECKSUM_TYPE_HEADER, checksum_type))
         response_headers.append((CHECKSUM_ALGORITHM_HEADER, requested[0].upper()))
+        response_headers.append((CHECKSUM_TYPE_HEADER, checksum_type))
+    upload = await ctx.services.multipart.create(bucket.id, key, stored)
     body = document(
         "InitiateMultipartUploadResult",
         [("Bucket", ctx.bucket_name), ("Key", key), ("UploadId", upload.upload_id.hex())],
@@ -161,7 +184,7 @@ def _completed(ctx: S3Context, key: str, meta: ObjectMeta) -> Response:
     ]
     if meta.checksum is not None:
         children.append((checksum_element_name(meta.checksum[0]), meta.checksum[1]))
-        children.append(("ChecksumType", "COMPOSITE"))
+        children.append(("ChecksumType", meta.checksum_type))
     return xml_response(document("CompleteMultipartUploadResult", children))
 
 
@@ -185,13 +208,20 @@ async def complete_multipart_upload(ctx: S3Context) -> Response:
     body = await ctx.payload().read_all(MAX_COMPLETE_MULTIPART_BYTES)
     parts = choose_parts(upload, parse_complete_multipart(body))
     algorithm = upload_checksum_algorithm(upload)
-    stored = [(n, v) for n, v in upload.headers if n != CHECKSUM_ALGORITHM_HEADER]
+    stored = [(n, v) for n, v in upload.headers if n not in UPLOAD_ONLY_HEADERS]
     md5s = b"".join(bytes.fromhex(p.etag) for p in parts)
     etag = f"{hashlib.md5(md5s).hexdigest()}-{len(parts)}"
     checksum = None
+    checksum_type = _upload_header(upload, CHECKSUM_TYPE_HEADER) or "COMPOSITE"
     if algorithm is not None and all(p.checksum for p in parts):
         digests = [base64.b64decode(p.checksum) for p in parts]
-        checksum = (algorithm, composite_checksum(algorithm, digests))
+        if checksum_type == "FULL_OBJECT":
+            value = combined_checksum(
+                algorithm, [(d, p.size) for d, p in zip(digests, parts, strict=True)]
+            )
+        else:
+            value = composite_checksum(algorithm, digests)
+        checksum = (algorithm, value)
     _check_claimed_checksum(ctx, checksum)
     key = ctx.require_key()
     await check_write_conditions(ctx, upload.bucket_id, key)
@@ -202,6 +232,7 @@ async def complete_multipart_upload(ctx: S3Context) -> Response:
         checksum,
         parts=len(parts),
         part_checksums=[p.checksum for p in parts] if checksum is not None else [],
+        checksum_type=checksum_type,
     )
     await ctx.services.multipart.complete(upload, parts, meta)
     return _completed(ctx, key, meta)

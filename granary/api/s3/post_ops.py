@@ -30,9 +30,16 @@ from granary.api.s3.form import (
 from granary.api.s3.headers import STORED_STANDARD_HEADERS, metadata_from_request
 from granary.api.s3.names import USER_METADATA_PREFIX, validate_object_key
 from granary.api.s3.payload import READ_SIZE
-from granary.api.s3.post_policy import check_form, check_length, decode_policy, form_signer
+from granary.api.s3.post_policy import (
+    PostPolicy,
+    check_form,
+    check_length,
+    decode_policy,
+    form_signer,
+)
 from granary.api.s3.put_ops import checksum_response_headers, receive_body
 from granary.api.s3.xml import document
+from granary.model.buckets import AccessKey, Bucket
 from granary.model.object import ObjectMeta
 
 FORM_MEDIA_TYPE = "multipart/form-data"
@@ -136,32 +143,8 @@ async def post_object(
         raise _form_error(FormError("no boundary"))
     reader = _FormReader(request.body, FormParser(boundary))
     fields, filename = await _read_fields(reader)
-    access = services.access
-    signer = form_signer(fields, access.secret_of, services.settings.region)
-    bucket = access.resolve_bucket(bucket_name)
-    if signer is None:
-        if bucket is None:
-            raise S3Error("NoSuchBucket", BucketName=bucket_name)
-        raise S3Error("AccessDenied", "Anonymous access is not allowed.")
-    policy = decode_policy(fields["policy"])
-    if "key" not in fields:
-        raise S3Error(
-            "InvalidArgument",
-            "Bucket POST must contain a field named 'key'.  "
-            "If it is specified, please check the order of the fields.",
-            ArgumentName="key",
-            ArgumentValue="",
-        )
-    key = fields["key"].replace(FILENAME_VARIABLE, filename)
-    fields["key"] = key
-    check_form(policy, fields, bucket_name, datetime.now(UTC))
-    if bucket is None:
-        raise S3Error("NoSuchBucket", BucketName=bucket_name)
-    access_key = access.get_key(signer)
-    if access_key is None:
-        raise S3Error("InvalidAccessKeyId", AWSAccessKeyId=signer)
-    if not bucket.permission(signer).write:
-        raise S3Error("AccessDenied")
+    policy, bucket, access_key = _authorise(services, fields, filename, bucket_name)
+    key = fields["key"]
     validate_object_key(key)
     stored = metadata_from_request(_header_fields(fields))
     # The file part's length is only known at its closing boundary, as with a
@@ -203,6 +186,41 @@ async def post_object(
             await upload.abort()
             raise
     return _success_response(request, fields, bucket_name, key, received.etag, received.checksum)
+
+
+def _authorise(
+    services: S3Services, fields: dict[str, str], filename: str, bucket_name: str
+) -> tuple[PostPolicy, Bucket, AccessKey]:
+    """Check the form's signature, its policy and the signer's right to write.
+
+    Replaces `${filename}` in the `key` field, which the policy sees expanded.
+    """
+    access = services.access
+    signer = form_signer(fields, access.secret_of, services.settings.region)
+    bucket = access.resolve_bucket(bucket_name)
+    if signer is None:
+        if bucket is None:
+            raise S3Error("NoSuchBucket", BucketName=bucket_name)
+        raise S3Error("AccessDenied", "Anonymous access is not allowed.")
+    policy = decode_policy(fields["policy"])
+    if "key" not in fields:
+        raise S3Error(
+            "InvalidArgument",
+            "Bucket POST must contain a field named 'key'.  "
+            "If it is specified, please check the order of the fields.",
+            ArgumentName="key",
+            ArgumentValue="",
+        )
+    fields["key"] = fields["key"].replace(FILENAME_VARIABLE, filename)
+    check_form(policy, fields, bucket_name, datetime.now(UTC))
+    if bucket is None:
+        raise S3Error("NoSuchBucket", BucketName=bucket_name)
+    access_key = access.get_key(signer)
+    if access_key is None:
+        raise S3Error("InvalidAccessKeyId", AWSAccessKeyId=signer)
+    if not bucket.permission(signer).write:
+        raise S3Error("AccessDenied")
+    return policy, bucket, access_key
 
 
 def _header_fields(fields: dict[str, str]) -> dict[str, str]:

@@ -30,9 +30,10 @@ from granary.api.s3.sigv4 import (
 )
 
 SERVICE = "s3"
-# Fields that need no condition: the signature and what it covers, the file,
-# and the checksums, which only guard the content the signature lets in.
-EXEMPT_FIELDS = frozenset({"policy", "x-amz-signature", "signature", "awsaccesskeyid", "file"})
+# Fields that need no condition: the signature and what it covers, and the
+# checksums, which only guard the content the signature lets in. (The file
+# part is never among the fields.)
+EXEMPT_FIELDS = frozenset({"policy", "x-amz-signature", "signature", "awsaccesskeyid"})
 EXEMPT_PREFIXES = ("x-ignore-", "x-amz-checksum-")
 
 _EXPIRATION = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?Z")

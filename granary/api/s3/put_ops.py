@@ -175,21 +175,25 @@ def checksum_response_headers(
     ]
 
 
+def _etags(header: str) -> set[str]:
+    return {tag.strip().strip('"') for tag in header.split(",")}
+
+
 async def check_write_conditions(ctx: S3Context, bucket_id: bytes, key: str) -> None:
-    """If-None-Match: * and If-Match on a write (S3 conditional writes)."""
+    """If-None-Match and If-Match on a write (S3 conditional writes)."""
     if_none_match = ctx.header("if-none-match")
     if_match = ctx.header("if-match")
     if if_none_match is None and if_match is None:
         return
-    if if_none_match is not None and if_none_match.strip() != "*":
-        raise S3Error("NotImplemented", "If-None-Match on writes only supports '*'.")
     current = await ctx.services.objects.current(bucket_id, key)
     if if_none_match is not None and current is not None:
-        raise S3Error("PreconditionFailed", Condition="If-None-Match")
+        refused = _etags(if_none_match)
+        if "*" in refused or current.meta.etag in refused:
+            raise S3Error("PreconditionFailed", Condition="If-None-Match")
     if if_match is not None:
         if current is None:
             raise S3Error("NoSuchKey", Key=key)
-        wanted = {tag.strip().strip('"') for tag in if_match.split(",")}
+        wanted = _etags(if_match)
         if "*" not in wanted and current.meta.etag not in wanted:
             raise S3Error("PreconditionFailed", Condition="If-Match")
 

@@ -1,0 +1,129 @@
+"""Timed phases: N concurrent workers repeating one operation, and what it cost."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from profiling import profiled
+from server_process import ServerProcess
+
+GIB = 1 << 30
+MB = 1_000_000
+
+# op(worker, iteration) -> bytes moved by that request
+Operation = Callable[[int, int], Awaitable[int]]
+
+
+@dataclass
+class PhaseResult:
+    name: str
+    size: int
+    concurrency: int
+    ops: int
+    moved: int
+    seconds: float
+    server_cpu: float
+    client_cpu: float
+    server_rss: int
+    latencies: list[float] = field(repr=False)
+    hot_spots: list[tuple[str, float]] = field(default_factory=list)
+
+    @property
+    def ops_per_s(self) -> float:
+        return self.ops / self.seconds
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.moved / self.seconds / MB
+
+    def latency_ms(self, fraction: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000
+
+    @property
+    def server_cpu_per_gib(self) -> float:
+        return self.server_cpu / (self.moved / GIB) if self.moved else 0.0
+
+    @property
+    def server_cpu_ms_per_op(self) -> float:
+        return self.server_cpu / self.ops * 1000
+
+    @property
+    def client_busy(self) -> float:
+        """Share of one core the load generator used (near 1.0: it may be the bottleneck)."""
+        return self.client_cpu / self.seconds
+
+    def summary(self) -> dict:
+        data = asdict(self)
+        del data["latencies"]
+        data.update(
+            ops_per_s=self.ops_per_s,
+            mb_per_s=self.mb_per_s,
+            p50_ms=self.latency_ms(0.50),
+            p99_ms=self.latency_ms(0.99),
+            server_cpu_s_per_gib=self.server_cpu_per_gib,
+            server_cpu_ms_per_op=self.server_cpu_ms_per_op,
+            client_busy=self.client_busy,
+        )
+        return data
+
+
+@dataclass
+class PhaseRunner:
+    """Runs phases against one server, optionally under py-spy."""
+
+    server: ServerProcess
+    profile_dir: Path | None = None
+
+    async def run(
+        self,
+        name: str,
+        size: int,
+        concurrency: int,
+        duration: float,
+        operation: Operation,
+        min_per_worker: int = 1,
+    ) -> PhaseResult:
+        """Each worker repeats `operation` until `duration` is over (and at least
+        `min_per_worker` times); the phase ends when the last request ends."""
+        latencies: list[float] = []
+        moved = 0
+
+        async def worker(index: int) -> None:
+            nonlocal moved
+            iteration = 0
+            while iteration < min_per_worker or time.perf_counter() < deadline:
+                began = time.perf_counter()
+                moved += await operation(index, iteration)
+                latencies.append(time.perf_counter() - began)
+                iteration += 1
+
+        profile = (
+            self.profile_dir / f"{name}-{size}-c{concurrency}.txt" if self.profile_dir else None
+        )
+        with profiled(self.server.pid, profile) as hot_spots:
+            server_cpu, client_cpu = self.server.cpu_seconds(), time.process_time()
+            start = time.perf_counter()
+            deadline = start + duration
+            await asyncio.gather(*(worker(i) for i in range(concurrency)))
+            seconds = time.perf_counter() - start
+            server_cpu = self.server.cpu_seconds() - server_cpu
+            client_cpu = time.process_time() - client_cpu
+        rss = self.server.memory()["VmRSS"]
+        return PhaseResult(
+            name,
+            size,
+            concurrency,
+            len(latencies),
+            moved,
+            seconds,
+            server_cpu,
+            client_cpu,
+            rss,
+            latencies,
+            hot_spots,
+        )
