@@ -92,7 +92,7 @@ class S3App:
             )
         if bucket_name is not None and post_ops.is_form_upload(request.method, key, headers):
             # Authenticated by the form's signed policy, not by a header.
-            return await post_ops.post_object(self.services, request, bucket_name, request_id)
+            return await post_ops.post_object(self.services, request, bucket_name)
         auth = authenticate(
             request.method,
             request.path,

@@ -9,13 +9,13 @@ otherwise, the MD5 as ETag).
 from __future__ import annotations
 
 import re
-from dataclasses import replace
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from urllib.parse import quote, urlsplit
 
 from granary.api.http.body import Body, BodyError
 from granary.api.http.types import Headers, Request, Response
-from granary.api.s3.context import S3Context, S3Services
+from granary.api.s3.context import S3Services
 from granary.api.s3.errors import S3Error
 from granary.api.s3.form import (
     Event,
@@ -37,9 +37,9 @@ from granary.api.s3.post_policy import (
     decode_policy,
     form_signer,
 )
-from granary.api.s3.put_ops import checksum_response_headers, receive_body
+from granary.api.s3.put_ops import checksum_response_headers, receive_stream
 from granary.api.s3.xml import document
-from granary.model.buckets import AccessKey, Bucket
+from granary.model.buckets import Bucket
 from granary.model.object import ObjectMeta
 
 FORM_MEDIA_TYPE = "multipart/form-data"
@@ -103,6 +103,21 @@ class _FormReader:
         return data
 
 
+class _FilePart:
+    """The file part of a form as a body to store; its length is known only at its end."""
+
+    length = None
+    expected_sha256 = None
+
+    def __init__(self, reader: _FormReader) -> None:
+        self._reader = reader
+        self.trailers: dict[str, str] = {}
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while data := await self._reader.read():
+            yield data
+
+
 def _form_error(error: FormError) -> S3Error:
     if error.too_large:
         return S3Error(
@@ -135,40 +150,26 @@ async def _read_fields(reader: _FormReader) -> tuple[dict[str, str], str]:
         fields[name] = event.value
 
 
-async def post_object(
-    services: S3Services, request: Request, bucket_name: str, request_id: str
-) -> Response:
+async def post_object(services: S3Services, request: Request, bucket_name: str) -> Response:
     boundary = form_boundary(request.headers.get("content-type"))
     if boundary is None:
         raise _form_error(FormError("no boundary"))
     reader = _FormReader(request.body, FormParser(boundary))
     fields, filename = await _read_fields(reader)
-    policy, bucket, access_key = _authorise(services, fields, filename, bucket_name)
+    policy, bucket = _authorise(services, fields, filename, bucket_name)
     key = fields["key"]
     validate_object_key(key)
     stored = metadata_from_request(_header_fields(fields))
-    # The file part's length is only known at its closing boundary, as with a
-    # chunked body; its checksum fields stand for a PUT's checksum headers.
-    file_headers = [("transfer-encoding", "chunked")]
-    file_headers += [(n, v) for n, v in fields.items() if n.startswith(CHECKSUM_FIELD_PREFIX)]
-    ctx = S3Context(
-        services=services,
-        http=replace(request, headers=Headers(file_headers), body=reader),
-        operation="PostObject",
-        bucket_name=bucket_name,
-        key=key,
-        query={},
-        auth=None,
-        access_key=access_key,
-        request_id=request_id,
-        bucket=bucket,
-    )
+    # The form's checksum fields stand for a PUT's checksum headers.
+    checksum_fields = {n: v for n, v in fields.items() if n.startswith(CHECKSUM_FIELD_PREFIX)}
     objects = services.objects
     max_size = services.settings.max_part_size
     if policy.length_range is not None:
         max_size = min(max_size, policy.length_range[1])
-    received, upload = await receive_body(
-        ctx,
+    received, upload = await receive_stream(
+        services,
+        _FilePart(reader),
+        checksum_fields,
         start_upload=lambda: objects.begin_upload(bucket.id, key),
         part_number=0,
         max_size=max_size,
@@ -190,7 +191,7 @@ async def post_object(
 
 def _authorise(
     services: S3Services, fields: dict[str, str], filename: str, bucket_name: str
-) -> tuple[PostPolicy, Bucket, AccessKey]:
+) -> tuple[PostPolicy, Bucket]:
     """Check the form's signature, its policy and the signer's right to write.
 
     Replaces `${filename}` in the `key` field, which the policy sees expanded.
@@ -220,7 +221,7 @@ def _authorise(
         raise S3Error("InvalidAccessKeyId", AWSAccessKeyId=signer)
     if not bucket.permission(signer).write:
         raise S3Error("AccessDenied")
-    return policy, bucket, access_key
+    return policy, bucket
 
 
 def _header_fields(fields: dict[str, str]) -> dict[str, str]:

@@ -12,15 +12,15 @@ import base64
 import binascii
 import hashlib
 import hmac
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from granary.api.http.types import Response
-from granary.api.s3.context import S3Context
+from granary.api.s3.context import S3Context, S3Services
 from granary.api.s3.errors import S3Error
 from granary.api.s3.headers import metadata_from_request
 from granary.api.s3.names import validate_object_key
-from granary.api.s3.payload import Payload
 from granary.block.writer import StreamDigests, StreamTooLarge, write_blocks
 from granary.model.object import ObjectMeta
 from granary.model.objects import Upload
@@ -66,6 +66,16 @@ class _Prefetched:
             yield chunk
 
 
+class BodyStream(Protocol):
+    """A body to store: a Payload, or the file part of a POST form."""
+
+    length: int | None
+    expected_sha256: str | None
+    trailers: dict[str, str]
+
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+
 async def receive_body(
     ctx: S3Context,
     *,
@@ -75,20 +85,42 @@ async def receive_body(
     allow_inline: bool,
 ) -> tuple[Received, Upload | None]:
     """Read the request body into blocks (or inline) and verify its digests."""
-    settings = ctx.services.settings
-    headers = ctx.http.headers
-    expected_md5 = parse_content_md5(headers.get("content-md5"))
-    requested = requested_checksum(headers.as_dict())
     payload = ctx.payload()
     if payload.length is None and ctx.http.body.expected_length is None and not _chunked(ctx):
         raise S3Error("MissingContentLength")
-    if payload.length is not None and payload.length > max_size:
+    return await receive_stream(
+        ctx.services,
+        payload,
+        ctx.http.headers.as_dict(),
+        start_upload=start_upload,
+        part_number=part_number,
+        max_size=max_size,
+        allow_inline=allow_inline,
+    )
+
+
+async def receive_stream(
+    services: S3Services,
+    body: BodyStream,
+    headers: Mapping[str, str],
+    *,
+    start_upload: Callable[[], Awaitable[Upload]],
+    part_number: int,
+    max_size: int,
+    allow_inline: bool,
+) -> tuple[Received, Upload | None]:
+    """Store a body (inline when small and allowed) and check it against `headers`'
+    Content-MD5 and x-amz-checksum-* values."""
+    settings = services.settings
+    expected_md5 = parse_content_md5(headers.get("content-md5"))
+    requested = requested_checksum(headers)
+    if body.length is not None and body.length > max_size:
         raise S3Error("EntityTooLarge", MaxSizeAllowed=str(max_size))
     digests = StreamDigests(
-        sha256=hashlib.sha256() if payload.expected_sha256 else None,
+        sha256=hashlib.sha256() if body.expected_sha256 else None,
         checksum=new_checksum(requested[0]) if requested else None,
     )
-    chunks = payload.chunks()
+    chunks = body.chunks()
     head: list[bytes] = []
     head_size = 0
     exhausted = False
@@ -102,22 +134,24 @@ async def receive_body(
             head_size += len(chunk)
     if exhausted:
         data = b"".join(head)
+        if len(data) > max_size:
+            raise S3Error("EntityTooLarge", MaxSizeAllowed=str(max_size))
         digests.update(data)
-        received = verify_digests(payload, digests, expected_md5, requested, len(data), inline=data)
+        received = verify_digests(body, digests, expected_md5, requested, len(data), inline=data)
         return received, None
     upload = await start_upload()
     try:
         result = await write_blocks(
             _Prefetched(head, chunks),
             block_size=settings.block_size,
-            executor=ctx.services.executor,
+            executor=services.executor,
             digests=digests,
             store=lambda offset, block_id, data: upload.store_block(
                 part_number, offset, block_id, data
             ),
             max_size=max_size,
         )
-        received = verify_digests(payload, digests, expected_md5, requested, result.size)
+        received = verify_digests(body, digests, expected_md5, requested, result.size)
         received.first_block = result.blocks[0].hash if result.blocks else None
     except StreamTooLarge:
         await upload.abort()
@@ -133,7 +167,7 @@ def _chunked(ctx: S3Context) -> bool:
 
 
 def verify_digests(
-    payload: Payload,
+    payload: BodyStream,
     digests: StreamDigests,
     expected_md5: bytes | None,
     requested: tuple[str, str | None] | None,
