@@ -19,7 +19,6 @@ from granary.model.buckets import (
     KeyParams,
     Permission,
 )
-from granary.model.object import Object
 from granary.model.store import Model
 from granary.util.crdt import Deletable, Lww, LwwMap
 from granary.util.time import now_ms
@@ -160,7 +159,7 @@ class Access:
         return self.get_bucket(bucket.id)
 
     async def bucket_is_empty(self, bucket_id: bytes) -> bool:
-        found = await self.model.objects.get_range(bucket_id, predicate=_has_live_version, limit=1)
+        found = await self.model.objects.get_range(bucket_id, filter="data", limit=1)
         return not found
 
     async def delete_bucket(self, name: str) -> None:
@@ -213,7 +212,3 @@ class Access:
                 ),
             )
         )
-
-
-def _has_live_version(entry: Object) -> bool:
-    return entry.current() is not None

@@ -114,9 +114,18 @@ class Object(msgspec.Struct, array_like=True, frozen=True):
         return len(self.versions) == 1 and self.versions[0].kind == DELETE_MARKER
 
 
+def _exists(entry: Object) -> bool:
+    return entry.current() is not None
+
+
+def _has_multipart_upload(entry: Object) -> bool:
+    return any(v.is_uploading and v.multipart for v in entry.versions)
+
+
 class ObjectTable(TableSchema[Object]):
     name = "object"
     entry_type = Object
+    filters = {"data": _exists, "uploads": _has_multipart_upload}
 
     def __init__(self) -> None:
         self.versions: Table[Version] | None = None

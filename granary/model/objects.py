@@ -139,13 +139,8 @@ class Objects:
         self, bucket_id: bytes, start: bytes | None, limit: int, *, uploads: bool = False
     ) -> list[Object]:
         """Objects from `start` on that exist (or, with `uploads`, have a multipart upload)."""
-
-        def wanted(entry: Object) -> bool:
-            if uploads:
-                return any(v.is_uploading and v.multipart for v in entry.versions)
-            return entry.current() is not None
-
-        return await self.model.objects.get_range(bucket_id, start, predicate=wanted, limit=limit)
+        filter_name = "uploads" if uploads else "data"
+        return await self.model.objects.get_range(bucket_id, start, filter=filter_name, limit=limit)
 
     async def stream_blocks(
         self, blocks: list[VersionBlock], start: int, end: int

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Generic, Protocol, Self, TypeVar
 
 from granary.db.base import Tx
@@ -21,6 +22,8 @@ class TableSchema(Generic[E]):
 
     name: str
     entry_type: type[E]
+    filters: dict[str, Callable[[E], bool]] = {}
+    """Named row filters for range reads; named so other nodes can apply them too."""
 
     def partition_key(self, entry: E) -> bytes:
         raise NotImplementedError

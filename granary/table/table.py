@@ -44,8 +44,14 @@ class TablePeers(Protocol):
 
     async def get(self, node: bytes, table: str, pk: bytes, sk: bytes) -> bytes | None: ...
 
-    async def get_range(
-        self, node: bytes, table: str, pk: bytes, start: bytes | None, limit: int
+    async def scan(
+        self,
+        node: bytes,
+        table: str,
+        pk: bytes,
+        start: bytes | None,
+        filter: str | None,
+        limit: int,
     ) -> list[bytes]: ...
 
 
@@ -170,43 +176,70 @@ class Table(Generic[E]):
         pk: bytes,
         start: bytes | None = None,
         *,
-        predicate: Callable[[E], bool] | None = None,
+        filter: str | None = None,
         limit: int = 1000,
     ) -> list[E]:
-        """Up to `limit` entries matching `predicate`, in sort-key order."""
+        """Up to `limit` entries passing the schema's named `filter`, in sort-key order.
+
+        Each replica scans until it has `limit` matches and returns every row
+        it scanned, matching or not: a row filtered out on one replica (a
+        deletion) must still override an older copy on another. Past the
+        last row of a replica that found `limit` matches, that replica said
+        nothing, so the merged answer is cut there; the caller continues from
+        its last key.
+        """
+        keep = self._filter(filter)
         answers = await call_quorum(
             self._nodes(pk),
-            lambda node: self._range_on(node, pk, start, predicate, limit),
+            lambda node: self._scan_on(node, pk, start, filter, limit),
             self.replication.read_quorum,
         )
         if len(answers) == 1:
-            return answers[0]
+            return [entry for entry in answers[0] if keep(entry)]
+        key_of = self.schema.sort_key
         merged: dict[bytes, E] = {}
         for answer in answers:
             for entry in answer:
-                sk = self.schema.sort_key(entry)
+                sk = key_of(entry)
                 merged[sk] = entry if sk not in merged else merged[sk].merge(entry)
-        ordered = [merged[sk] for sk in sorted(merged)]
-        return [e for e in ordered if predicate is None or predicate(e)][:limit]
+        horizons = [key_of(answer[-1]) for answer in answers if sum(map(keep, answer)) >= limit]
+        ordered = sorted(merged)
+        if horizons:
+            ordered = [sk for sk in ordered if sk <= min(horizons)]
+        differing = {
+            key_of(entry)
+            for answer in answers
+            for entry in answer
+            if entry != merged[key_of(entry)]
+        }
+        if differing:
+            self._repair_later([merged[sk] for sk in differing])
+        return [merged[sk] for sk in ordered if keep(merged[sk])][:limit]
 
-    async def _range_on(
-        self,
-        node: bytes,
-        pk: bytes,
-        start: bytes | None,
-        predicate: Callable[[E], bool] | None,
-        limit: int,
+    def _filter(self, name: str | None) -> Callable[[E], bool]:
+        if name is None:
+            return lambda entry: True
+        return self.schema.filters[name]
+
+    async def _scan_on(
+        self, node: bytes, pk: bytes, start: bytes | None, filter: str | None, limit: int
     ) -> list[E]:
         if node == self.local_node:
-            found: list[E] = []
-            for entry in self.local_range(pk, start):
-                if predicate is None or predicate(entry):
-                    found.append(entry)
-                    if len(found) >= limit:
-                        break
-            return found
-        raws = await self._require_peers().get_range(node, self.name, pk, start, limit)
+            return self.local_scan(pk, start, filter, limit)
+        raws = await self._require_peers().scan(node, self.name, pk, start, filter, limit)
         return [self.decode(raw) for raw in raws]
+
+    def local_scan(self, pk: bytes, start: bytes | None, filter: str | None, limit: int) -> list[E]:
+        """The rows of a partition key from `start` on, until `limit` of them pass `filter`."""
+        keep = self._filter(filter)
+        scanned: list[E] = []
+        matches = 0
+        for entry in self.local_range(pk, start):
+            scanned.append(entry)
+            matches += keep(entry)
+            if matches >= limit:
+                break
+        return scanned
 
     def _repair_later(self, entries: list[E]) -> None:
         task = asyncio.ensure_future(self.insert_many(entries))
