@@ -96,7 +96,9 @@ class StagedChanges(msgspec.Struct, frozen=True, array_like=True):
             parameters = parameters.merge(other.parameters)
         return type(self)(
             roles=LwwMap(tuple(e for e in roles.entries if e.ts > cleared_at)),
-            parameters=parameters if parameters is not None and parameters.ts > cleared_at else None,
+            parameters=parameters
+            if parameters is not None and parameters.ts > cleared_at
+            else None,
             cleared_at=cleared_at,
         )
 
@@ -106,7 +108,3 @@ class StagedChanges(msgspec.Struct, frozen=True, array_like=True):
 
     def staged_parameters(self) -> LayoutParameters | None:
         return None if self.parameters is None else self.parameters.value
-
-    def is_empty(self) -> bool:
-        return not self.roles.entries and self.parameters is None
-

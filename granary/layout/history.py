@@ -1,0 +1,159 @@
+"""Numbered cluster layouts, the history of applied ones, and how nodes merge them.
+
+There is no consensus: an operator applies version N + 1 on one node and the
+nodes gossip their histories. A higher version simply wins. Two different
+layouts applied under the same number (from two places at once) cannot be
+reconciled, so `LayoutHistory.merge` raises `LayoutConflict` rather than pick
+one. Staged changes merge as a CRDT whatever the versions (see `StagedChanges`).
+"""
+
+from __future__ import annotations
+
+from typing import Self
+
+import msgspec
+
+from granary.layout.assignment import Assignment, LayoutReport, compute_assignment
+from granary.layout.roles import LayoutError, LayoutParameters, NodeRole, StagedChanges
+
+OLDER_VERSIONS_KEPT = 5
+
+
+class LayoutConflict(LayoutError):
+    """Two different layouts were applied under the same version number."""
+
+    def __init__(self, version: int) -> None:
+        super().__init__(
+            f"two different layouts were applied as version {version}; "
+            f"apply a version above {version} from one node to settle the layout"
+        )
+        self.version = version
+
+
+class ClusterLayout(msgspec.Struct, frozen=True, array_like=True):
+    """One numbered layout: the roles, the parameters and the partition assignment
+    applied as `version`, plus the changes staged for the next version."""
+
+    version: int
+    parameters: LayoutParameters
+    roles: dict[str, NodeRole]
+    assignment: Assignment
+    staging: StagedChanges = StagedChanges()
+
+    def __post_init__(self) -> None:
+        # Equal layouts must encode to equal bytes; msgpack maps keep insertion order.
+        if list(self.roles) != sorted(self.roles):
+            msgspec.structs.force_setattr(self, "roles", dict(sorted(self.roles.items())))
+
+    @classmethod
+    def initial(cls, replication_factor: int) -> Self:
+        """Version 0: no roles, nothing assigned."""
+        if replication_factor < 1:
+            raise LayoutError("the replication factor must be at least 1")
+        return cls(0, LayoutParameters(), {}, Assignment(replication_factor))
+
+    @property
+    def replication_factor(self) -> int:
+        return self.assignment.replication_factor
+
+    @property
+    def staged_roles(self) -> dict[str, NodeRole | None]:
+        """The staged role of each node; None stages the removal of its role."""
+        return self.staging.role_changes()
+
+    @property
+    def staged_parameters(self) -> LayoutParameters | None:
+        return self.staging.staged_parameters()
+
+    def stage_role(self, node_id: str, role: NodeRole, now_ms: int) -> Self:
+        return self._with_staging(self.staging.stage_role(node_id, role, now_ms))
+
+    def stage_remove(self, node_id: str, now_ms: int) -> Self:
+        if node_id not in self.roles and self.staged_roles.get(node_id) is None:
+            raise LayoutError(f"node {node_id} has no role to remove")
+        return self._with_staging(self.staging.stage_role(node_id, None, now_ms))
+
+    def stage_parameters(self, parameters: LayoutParameters, now_ms: int) -> Self:
+        return self._with_staging(self.staging.stage_parameters(parameters, now_ms))
+
+    def revert_staged(self) -> Self:
+        return self._with_staging(self.staging.clear())
+
+    def preview(self) -> tuple[Self, LayoutReport]:
+        """What `apply_staged(version + 1)` gives, without committing to it."""
+        return self.apply_staged(self.version + 1)
+
+    def apply_staged(self, version: int) -> tuple[Self, LayoutReport]:
+        """The next version: staged changes applied, partitions reassigned, staging cleared.
+
+        `version` must be the current one plus one, so that an operator who
+        looked at an outdated layout cannot overwrite a newer one.
+        """
+        if version != self.version + 1:
+            raise LayoutError(
+                f"expected version {self.version + 1} (the current layout is version "
+                f"{self.version}), got {version}"
+            )
+        roles = dict(self.roles)
+        for node_id, role in self.staged_roles.items():
+            if role is None:
+                roles.pop(node_id, None)
+            else:
+                roles[node_id] = role
+        parameters = self.staged_parameters
+        if parameters is None:
+            parameters = self.parameters
+        assignment, report = compute_assignment(
+            roles, self.replication_factor, parameters, self.assignment
+        )
+        applied = type(self)(version, parameters, roles, assignment, self.staging.clear())
+        return applied, report
+
+    def committed(self) -> Self:
+        """This layout without its staged changes: what was applied as `version`."""
+        return self._with_staging(StagedChanges())
+
+    def _with_staging(self, staging: StagedChanges) -> Self:
+        return msgspec.structs.replace(self, staging=staging)
+
+
+class LayoutHistory(msgspec.Struct, frozen=True, array_like=True):
+    """The current layout (with the staged changes) and the versions applied before it.
+
+    `older` is newest first, without staged changes, at most OLDER_VERSIONS_KEPT long.
+    """
+
+    current: ClusterLayout
+    older: tuple[ClusterLayout, ...] = ()
+
+    @classmethod
+    def initial(cls, replication_factor: int) -> Self:
+        return cls(ClusterLayout.initial(replication_factor))
+
+    def version(self, number: int) -> ClusterLayout | None:
+        """The layout applied as version `number`, if still kept."""
+        if number == self.current.version:
+            return self.current
+        return next((layout for layout in self.older if layout.version == number), None)
+
+    def update(self, layout: ClusterLayout) -> Self:
+        """This history with `layout` merged in: a newer version, or new staged changes."""
+        return self.merge(type(self)(layout))
+
+    def merge(self, other: Self) -> Self:
+        """Both histories' versions, and their staged changes merged.
+
+        Raises LayoutConflict when both hold a version number with different layouts.
+        """
+        by_number: dict[int, ClusterLayout] = {}
+        for layout in (*self._committed(), *other._committed()):
+            known = by_number.setdefault(layout.version, layout)
+            if known != layout:
+                raise LayoutConflict(layout.version)
+        numbers = sorted(by_number, reverse=True)[: OLDER_VERSIONS_KEPT + 1]
+        staging = self.current.staging.merge(other.current.staging)
+        current = msgspec.structs.replace(by_number[numbers[0]], staging=staging)
+        return type(self)(current, tuple(by_number[n] for n in numbers[1:]))
+
+    def _committed(self) -> tuple[ClusterLayout, ...]:
+        return (self.current.committed(), *self.older)
