@@ -92,15 +92,20 @@ class BlockManager:
         raise BlockUnavailable(f"block {block_id.hex()}: {', '.join(errors) or 'no holder'}")
 
     async def collect_garbage(self) -> int:
-        """Delete the blocks whose grace delay has passed; return how many."""
+        """Delete the blocks whose grace delay has passed; return how many.
+
+        The file goes first and the bookkeeping after, so a crash in between
+        leaves a todo item that the next pass completes, never an untracked
+        file. The per-block lock orders this against a new write of the block.
+        """
         deleted = 0
         for todo_key, block_id in self.refcounts.due_for_gc(GC_BATCH):
             async with self._locks.hold(block_id):
-                claimed = await self.db.transact(
+                if self.refcounts.is_deletable(block_id):
+                    deleted += await self._in_thread(self.store.delete, block_id)
+                await self.db.transact(
                     lambda tx, k=todo_key, b=block_id: self.refcounts.claim_for_deletion(tx, k, b)
                 )
-                if claimed and await self._in_thread(self.store.delete, block_id):
-                    deleted += 1
         return deleted
 
     async def run_gc_worker(self, stop: asyncio.Event, interval: float = 60.0) -> None:

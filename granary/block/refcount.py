@@ -70,8 +70,16 @@ class RefCounts:
                 break
         return due
 
+    def is_deletable(self, block_id: bytes) -> bool:
+        """Unreferenced, and past its grace delay."""
+        raw = self.counts.get(block_id)
+        if raw is None:
+            return False
+        count, deletable_at = _VALUE.unpack(raw)
+        return count == 0 and deletable_at <= now_ms()
+
     def claim_for_deletion(self, tx: Tx, todo_key: bytes, block_id: bytes) -> bool:
-        """Drop the todo item; True if the block is still unreferenced and due."""
+        """Drop the todo item, and the count if the block is still unreferenced and due."""
         tx.delete(self.gc_todo, todo_key)
         raw = tx.get(self.counts, block_id)
         if raw is None:

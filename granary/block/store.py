@@ -72,9 +72,10 @@ class BlockStore:
         if self.contains(block_id):
             return 0
         stored, compressed = maybe_compress(data, self.compression_level)
-        plain, packed = self._paths(self._primary(block_id), block_id)
+        directory = self._primary(block_id)
+        plain, packed = self._paths(directory, block_id)
         target = packed if compressed else plain
-        target.parent.mkdir(parents=True, exist_ok=True)
+        self._make_dirs(directory.path, target.parent)
         temp = target.with_name(f".{target.name}.tmp-{secrets.token_hex(6)}")
         try:
             with open(temp, "wb") as handle:
@@ -89,6 +90,19 @@ class BlockStore:
         if self.fsync:
             _fsync_dir(target.parent)
         return len(stored)
+
+    def _make_dirs(self, root: Path, folder: Path) -> None:
+        """Create the block's folders; with fsync, make their entries durable too."""
+        if folder.is_dir():
+            return
+        created = []
+        for level in (folder.parent, folder):
+            if not level.is_dir():
+                level.mkdir(exist_ok=True)
+                created.append(level)
+        if self.fsync:
+            for level in created:
+                _fsync_dir(level.parent)
 
     def read(self, block_id: bytes) -> bytes | None:
         """The verified plain content of a block, or None if absent.

@@ -117,8 +117,9 @@ async def write_blocks(
         for task in in_flight:
             await task
     except BaseException:
-        for task in in_flight:
-            task.cancel()
+        # Let the block writes already started finish: cancelling one between
+        # its metadata rows would leave a reference nothing releases.
+        await asyncio.gather(*in_flight, return_exceptions=True)
         if hashing is not None:
             await asyncio.gather(hashing, return_exceptions=True)
         raise

@@ -45,7 +45,7 @@ class BlockRefTable(TableSchema[BlockRef]):
     def is_tombstone(self, entry: BlockRef) -> bool:
         return entry.deleted
 
-    def updated(self, tx: Tx, old: BlockRef | None, new: BlockRef) -> None:
+    def updated(self, tx: Tx, old: BlockRef | None, new: BlockRef, incoming: BlockRef) -> None:
         if old is None and not new.deleted:
             self.refcounts.increment(tx, new.block)
         elif old is not None and not old.deleted and new.deleted:

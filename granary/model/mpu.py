@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from granary.model.version import Version
+from granary.model.version import VersionRow, tombstone
 from granary.table.schema import TableSchema
 
 if TYPE_CHECKING:
@@ -43,9 +43,9 @@ class MultipartUpload(msgspec.Struct, array_like=True, frozen=True):
     headers: list[tuple[str, str]] = []
 
     def merge(self, other: MultipartUpload) -> MultipartUpload:
-        by_position = {(p.part_number, p.timestamp): p for p in self.parts}
+        by_position = {(p.part_number, p.timestamp, p.version): p for p in self.parts}
         for part in other.parts:
-            position = (part.part_number, part.timestamp)
+            position = (part.part_number, part.timestamp, part.version)
             mine = by_position.get(position)
             if mine is None or msgspec.msgpack.encode(part) > msgspec.msgpack.encode(mine):
                 by_position[position] = part
@@ -72,7 +72,7 @@ class MpuTable(TableSchema[MultipartUpload]):
     entry_type = MultipartUpload
 
     def __init__(self) -> None:
-        self.versions: Table[Version] | None = None
+        self.versions: Table[VersionRow] | None = None
 
     def partition_key(self, entry: MultipartUpload) -> bytes:
         return entry.upload_id
@@ -83,11 +83,17 @@ class MpuTable(TableSchema[MultipartUpload]):
     def is_tombstone(self, entry: MultipartUpload) -> bool:
         return entry.deleted
 
-    def updated(self, tx: Tx, old: MultipartUpload | None, new: MultipartUpload) -> None:
+    def updated(
+        self,
+        tx: Tx,
+        old: MultipartUpload | None,
+        new: MultipartUpload,
+        incoming: MultipartUpload,
+    ) -> None:
         if not new.deleted:
             return
         released = {p.version for p in new.parts}
         if old is not None and old.deleted:
             released -= {p.version for p in old.parts}
         for version in released:
-            self.versions.queue_insert(tx, Version.tombstone(version))
+            self.versions.queue_insert(tx, tombstone(version))

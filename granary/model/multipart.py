@@ -1,24 +1,26 @@
 """Multipart uploads: create, add parts, complete and abort.
 
-The upload id is also the uuid of the final object version. While the
-upload runs, the object row carries an Uploading version under that uuid so
-ListMultipartUploads can find it by key.
+While the upload runs, the object row carries an Uploading version under the
+upload id so ListMultipartUploads can find it by key. Completing writes a
+new version (with a fresh uuid) whose blocks are the chosen parts' blocks;
+the object's metadata remembers the upload id.
 """
 
 from __future__ import annotations
 
+from msgspec.structs import replace
+
 from granary.model.mpu import MpuPart, MultipartUpload
 from granary.model.object import (
     ABORTED,
-    BLOCKS,
-    COMPLETE,
     UPLOADING,
     Object,
     ObjectMeta,
     ObjectVersion,
 )
 from granary.model.objects import Objects, Upload, new_uuid
-from granary.model.version import Version, VersionBlock
+from granary.model.version import VersionBlock
+from granary.util.locks import KeyedLocks
 from granary.util.time import now_ms
 
 
@@ -26,6 +28,7 @@ class Multipart:
     def __init__(self, objects: Objects) -> None:
         self.objects = objects
         self.model = objects.model
+        self._locks = KeyedLocks()
 
     async def create(
         self, bucket_id: bytes, key: str, headers: list[tuple[str, str]]
@@ -67,57 +70,49 @@ class Multipart:
         )
         await part.finish_part()
 
-    async def part_blocks(self, part: MpuPart) -> list[VersionBlock]:
-        version = await self.model.versions.get(part.version, b"")
-        return [] if version is None else version.blocks
-
     async def complete(
         self, upload: MultipartUpload, parts: list[MpuPart], meta: ObjectMeta
-    ) -> None:
-        """Assemble the chosen parts (in order) into the object's new version."""
-        blocks: list[VersionBlock] = []
-        for part in parts:
-            for block in await self.part_blocks(part):
-                blocks.append(VersionBlock(part.part_number, block.offset, block.hash, block.size))
-        final = Upload(
-            self.objects,
-            upload.bucket_id,
-            upload.key,
-            upload.upload_id,
-            upload.timestamp,
-            part=False,
-        )
-        await self.objects.link_blocks(final, blocks)
-        timestamp = await self.objects.next_version_timestamp(upload.bucket_id, upload.key)
-        await self.model.objects.insert(
-            Object(
-                upload.bucket_id,
-                upload.key,
-                [
-                    ObjectVersion(
-                        upload.upload_id,
-                        timestamp,
-                        COMPLETE,
-                        multipart=True,
-                        kind=BLOCKS,
-                        meta=meta,
-                        first_block=blocks[0].hash if blocks else None,
-                    )
-                ],
-            )
-        )
-        await self.model.uploads.insert(self._deleted(upload))
+    ) -> ObjectVersion:
+        """Assemble the chosen parts (in order) into a new version of the object.
+
+        Completing and aborting the same upload are serialised, and the
+        upload is checked again under that lock: a completed upload cannot
+        be aborted, nor an aborted one completed.
+        """
+        async with self._locks.hold(upload.upload_id):
+            if await self.get(upload.upload_id) is None:
+                raise LookupError("the upload was completed or aborted meanwhile")
+            blocks: list[VersionBlock] = []
+            for part in parts:
+                blocks.extend(
+                    replace(block, part_number=part.part_number)
+                    for block in await self.objects.blocks_of(part.version)
+                )
+            final = await self.objects.begin_copy(upload.bucket_id, upload.key)
+            try:
+                await self.objects.link_blocks(final, blocks)
+                version = await final.complete(
+                    replace(meta, upload_id=upload.upload_id),
+                    blocks[0].hash if blocks else None,
+                )
+            except BaseException:
+                await final.abort()
+                raise
+            await self.model.uploads.insert(self._deleted(upload))
+            return version
 
     async def abort(self, upload: MultipartUpload) -> None:
-        await self.model.uploads.insert(self._deleted(upload))
-        await self.model.objects.insert(
-            Object(
-                upload.bucket_id,
-                upload.key,
-                [ObjectVersion(upload.upload_id, upload.timestamp, ABORTED, multipart=True)],
+        async with self._locks.hold(upload.upload_id):
+            if await self.get(upload.upload_id) is None:
+                return
+            await self.model.uploads.insert(self._deleted(upload))
+            await self.model.objects.insert(
+                Object(
+                    upload.bucket_id,
+                    upload.key,
+                    [ObjectVersion(upload.upload_id, upload.timestamp, ABORTED, multipart=True)],
+                )
             )
-        )
-        await self.model.versions.insert(Version.tombstone(upload.upload_id))
 
     @staticmethod
     def _deleted(upload: MultipartUpload) -> MultipartUpload:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from granary.model.version import Version
+from granary.model.version import VersionRow, tombstone
 from granary.table.schema import TableSchema
 
 if TYPE_CHECKING:
@@ -49,6 +49,8 @@ class ObjectMeta(msgspec.Struct, array_like=True, frozen=True):
     """For a multipart object with a checksum: each part's, in part order."""
     checksum_type: str = "FULL_OBJECT"
     """FULL_OBJECT, or COMPOSITE for a multipart checksum of the parts' checksums."""
+    upload_id: bytes = b""
+    """The multipart upload this version completed, if any."""
 
 
 class ObjectVersion(msgspec.Struct, array_like=True, frozen=True):
@@ -128,7 +130,7 @@ class ObjectTable(TableSchema[Object]):
     filters = {"data": _exists, "uploads": _has_multipart_upload}
 
     def __init__(self) -> None:
-        self.versions: Table[Version] | None = None
+        self.versions: Table[VersionRow] | None = None
 
     def partition_key(self, entry: Object) -> bytes:
         return entry.bucket_id
@@ -139,11 +141,14 @@ class ObjectTable(TableSchema[Object]):
     def is_tombstone(self, entry: Object) -> bool:
         return entry.is_tombstone()
 
-    def updated(self, tx: Tx, old: Object | None, new: Object) -> None:
-        """Complete versions that left the row release their blocks."""
-        if old is None:
-            return
+    def updated(self, tx: Tx, old: Object | None, new: Object, incoming: Object) -> None:
+        """Complete versions that are not (or no longer) in the row release their blocks.
+
+        That includes an incoming version merged away at once because a newer
+        one had already completed (two writes committing out of order).
+        """
         kept = {v.uuid for v in new.versions}
-        for version in old.versions:
+        candidates = [*(old.versions if old is not None else ()), *incoming.versions]
+        for version in candidates:
             if version.state == COMPLETE and version.kind == BLOCKS and version.uuid not in kept:
-                self.versions.queue_insert(tx, Version.tombstone(version.uuid))
+                self.versions.queue_insert(tx, tombstone(version.uuid))

@@ -15,6 +15,7 @@ import secrets
 from collections.abc import AsyncIterator
 
 import msgspec
+from msgspec.structs import replace
 
 from granary.model.block_ref import BlockRef
 from granary.model.object import (
@@ -29,7 +30,7 @@ from granary.model.object import (
     ObjectVersion,
 )
 from granary.model.store import Model
-from granary.model.version import Version, VersionBlock
+from granary.model.version import VersionBlock, tombstone
 from granary.util.time import next_timestamp
 
 log = logging.getLogger("granary.model")
@@ -72,27 +73,34 @@ class Upload:
         self.is_part = part
         self.upload_id = upload_id
         self.completed = False
+        self._completion: asyncio.Future | None = None
 
     async def store_block(
         self, part_number: int, offset: int, block_id: bytes, data: bytes
     ) -> None:
+        """Record the block in the version, count the reference, then store it.
+
+        In that order an interruption at any point leaves nothing the
+        version's deletion would not release.
+        """
         model = self.objects.model
+        await model.versions.insert(
+            VersionBlock(self.uuid, part_number, offset, block_id, len(data))
+        )
         await model.block_refs.insert(BlockRef(block=block_id, version=self.uuid))
         await model.blocks.put(block_id, data)
-        await model.versions.insert(
-            Version(
-                uuid=self.uuid,
-                blocks=[VersionBlock(part_number, offset, block_id, len(data))],
-                bucket_id=self.bucket_id,
-                key=self.key,
-            )
-        )
 
     async def complete(self, meta: ObjectMeta, first_block: bytes | None) -> ObjectVersion:
         """Make this version the object's current one (not for parts).
 
-        It takes a fresh timestamp: the write that finishes last wins.
+        It takes a fresh timestamp: the write that finishes last wins. Once
+        started, the commit finishes even if the request is cancelled, so an
+        abort can never undo an object a client may already have been told of.
         """
+        self._completion = asyncio.ensure_future(self._commit(meta, first_block))
+        return await asyncio.shield(self._completion)
+
+    async def _commit(self, meta: ObjectMeta, first_block: bytes | None) -> ObjectVersion:
         timestamp = await self.objects.next_version_timestamp(self.bucket_id, self.key)
         version = ObjectVersion(
             self.uuid, timestamp, COMPLETE, kind=BLOCKS, meta=meta, first_block=first_block
@@ -107,6 +115,8 @@ class Upload:
 
     async def abort(self) -> None:
         """Release what this upload wrote, unless it already became the object."""
+        if self._completion is not None:
+            await asyncio.gather(asyncio.shield(self._completion), return_exceptions=True)
         if not self.completed:
             await self.objects.abort_upload(self.uuid, self._inflight())
 
@@ -132,8 +142,16 @@ class Objects:
         entry = await self.get(bucket_id, key)
         return None if entry is None else entry.current()
 
-    async def version_of(self, version: ObjectVersion) -> Version | None:
-        return await self.model.versions.get(version.uuid, b"")
+    async def blocks_of(self, uuid: bytes) -> list[VersionBlock]:
+        """The blocks of a version in (part, offset) order."""
+        blocks: list[VersionBlock] = []
+        start = b"\x00"
+        while True:
+            page = await self.model.versions.get_range(uuid, start, filter="blocks", limit=1000)
+            blocks.extend(page)
+            if len(page) < 1000:
+                return blocks
+            start = self.model.versions.schema.sort_key(page[-1]) + b"\x00"
 
     async def list(
         self, bucket_id: bytes, start: bytes | None, limit: int, *, uploads: bool = False
@@ -192,6 +210,13 @@ class Objects:
         )
         return upload
 
+    async def begin_copy(self, bucket_id: bytes, key: str) -> Upload:
+        """A new version made of existing blocks (no Uploading entry: it is quick)."""
+        timestamp = await self.next_version_timestamp(bucket_id, key)
+        upload = Upload(self, bucket_id, key, new_uuid(), timestamp, part=False)
+        await self._remember_inflight(upload)
+        return upload
+
     async def begin_part(
         self, bucket_id: bytes, key: str, timestamp: int, upload_id: bytes
     ) -> Upload:
@@ -218,33 +243,29 @@ class Objects:
         meta: ObjectMeta,
     ) -> ObjectVersion:
         """A new version sharing the source's blocks (no data is copied)."""
-        timestamp = await self.next_version_timestamp(bucket_id, key)
-        uuid = new_uuid()
         if source.kind == INLINE:
+            timestamp = await self.next_version_timestamp(bucket_id, key)
             version = ObjectVersion(
-                uuid, timestamp, COMPLETE, kind=INLINE, meta=meta, inline=source.inline
+                new_uuid(), timestamp, COMPLETE, kind=INLINE, meta=meta, inline=source.inline
             )
             await self.model.objects.insert(Object(bucket_id, key, [version]))
             return version
-        source_version = await self.version_of(source)
-        if source_version is None or source_version.deleted:
+        blocks = await self.blocks_of(source.uuid)
+        if sum(b.size for b in blocks) != source.meta.size:
             raise LookupError("the source object's data is gone")
-        upload = Upload(self, bucket_id, key, uuid, timestamp, part=False)
-        await self._remember_inflight(upload)
+        upload = await self.begin_copy(bucket_id, key)
         try:
-            await self.link_blocks(upload, source_version.blocks)
+            await self.link_blocks(upload, blocks)
             return await upload.complete(meta, source.first_block)
         except BaseException:
             await upload.abort()
             raise
 
     async def link_blocks(self, upload: Upload, blocks: list[VersionBlock]) -> None:
-        """Reference existing blocks from `upload`'s version."""
+        """Reference existing blocks (at their positions) from `upload`'s version."""
+        await self.model.versions.insert_many([replace(b, uuid=upload.uuid) for b in blocks])
         await self.model.block_refs.insert_many(
             [BlockRef(block=b.hash, version=upload.uuid) for b in blocks]
-        )
-        await self.model.versions.insert(
-            Version(uuid=upload.uuid, blocks=blocks, bucket_id=upload.bucket_id, key=upload.key)
         )
 
     # ---- crash safety ----------------------------------------------------
@@ -264,7 +285,7 @@ class Objects:
                     record.bucket_id, record.key, [ObjectVersion(uuid, record.timestamp, ABORTED)]
                 )
             )
-        await self.model.versions.insert(Version.tombstone(uuid))
+        await self.model.versions.insert(tombstone(uuid))
         await self.forget_inflight(uuid)
 
     async def recover_interrupted(self) -> int:

@@ -18,7 +18,7 @@ from granary.model.buckets import (
 )
 from granary.model.mpu import MpuTable, MultipartUpload
 from granary.model.object import Object, ObjectTable
-from granary.model.version import Version, VersionTable
+from granary.model.version import VersionRow, VersionTable
 from granary.table.replication import Replication
 from granary.table.table import Table, TablePeers
 
@@ -48,7 +48,8 @@ class Model:
         self.aliases: Table[BucketAlias] = table(BucketAliasTable())
         self.keys: Table[AccessKey] = table(KeyTable())
         self.objects: Table[Object] = table(object_schema)
-        self.versions: Table[Version] = table(version_schema)
+        self.versions: Table[VersionRow] = table(version_schema)
+        version_schema.table = self.versions
         self.block_refs: Table[BlockRef] = table(block_ref_schema)
         self.uploads: Table[MultipartUpload] = table(mpu_schema)
         object_schema.versions = self.versions

@@ -1,13 +1,16 @@
-"""The version table: the block list of one object version or multipart part.
+"""The version table: the blocks of one object version or multipart part.
 
-Blocks are keyed by (part number, offset) and only ever added; `deleted`
-once true stays true. A deleted version keeps its block list so that a block
-added after the deletion (an upload still running when its version was
-superseded) is released too.
+All rows of a version share its uuid as partition key: a header row (sort
+key empty) says whether the version was deleted, and one row per block
+(sort key: part number, offset) says which block stands there. Adding a
+block writes one small row, whatever the object's size. A deleted version
+releases its blocks, including blocks added after the deletion (an upload
+still running when its version was superseded).
 """
 
 from __future__ import annotations
 
+import struct
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -19,67 +22,74 @@ if TYPE_CHECKING:
     from granary.db.base import Tx
     from granary.table.table import Table
 
+_POSITION = struct.Struct(">IQ")
 
-class VersionBlock(msgspec.Struct, array_like=True, frozen=True):
+
+class VersionHeader(msgspec.Struct, tag="h", array_like=True, frozen=True):
+    uuid: bytes
+    deleted: bool = False
+
+    def merge(self, other: VersionHeader) -> VersionHeader:
+        return self if self.deleted or not other.deleted else other
+
+
+class VersionBlock(msgspec.Struct, tag="b", array_like=True, frozen=True):
+    uuid: bytes
     part_number: int
     offset: int
     hash: bytes
     size: int
 
-
-class Version(msgspec.Struct, array_like=True, frozen=True):
-    uuid: bytes
-    deleted: bool = False
-    blocks: list[VersionBlock] = []
-    bucket_id: bytes = b""
-    key: str = ""
-
-    @classmethod
-    def tombstone(cls, uuid: bytes) -> Version:
-        return cls(uuid=uuid, deleted=True)
-
-    def merge(self, other: Version) -> Version:
-        by_position = {(b.part_number, b.offset): b for b in self.blocks}
-        for block in other.blocks:
-            position = (block.part_number, block.offset)
-            mine = by_position.get(position)
-            if mine is None or (block.hash, block.size) > (mine.hash, mine.size):
-                by_position[position] = block
-        return Version(
-            uuid=self.uuid,
-            deleted=self.deleted or other.deleted,
-            blocks=[by_position[p] for p in sorted(by_position)],
-            bucket_id=max(self.bucket_id, other.bucket_id),
-            key=max(self.key, other.key),
-        )
-
-    def part_blocks(self, part_number: int) -> list[VersionBlock]:
-        return [b for b in self.blocks if b.part_number == part_number]
+    def merge(self, other: VersionBlock) -> VersionBlock:
+        return self if (self.hash, self.size) >= (other.hash, other.size) else other
 
 
-class VersionTable(TableSchema[Version]):
+VersionRow = VersionHeader | VersionBlock
+
+
+def tombstone(uuid: bytes) -> VersionHeader:
+    """The row that deletes a version and releases its blocks."""
+    return VersionHeader(uuid, deleted=True)
+
+
+def is_block(row: VersionRow) -> bool:
+    return isinstance(row, VersionBlock)
+
+
+class VersionTable(TableSchema[VersionRow]):
     name = "version"
-    entry_type = Version
+    entry_type = VersionRow
+    filters = {"blocks": is_block}
 
     def __init__(self) -> None:
+        self.table: Table[VersionRow] | None = None
         self.block_refs: Table[BlockRef] | None = None
 
-    def partition_key(self, entry: Version) -> bytes:
+    def partition_key(self, entry: VersionRow) -> bytes:
         return entry.uuid
 
-    def sort_key(self, entry: Version) -> bytes:
-        return b""
+    def sort_key(self, entry: VersionRow) -> bytes:
+        if isinstance(entry, VersionHeader):
+            return b""
+        return _POSITION.pack(entry.part_number, entry.offset)
 
-    def is_tombstone(self, entry: Version) -> bool:
-        return entry.deleted
+    def is_tombstone(self, entry: VersionRow) -> bool:
+        return isinstance(entry, VersionHeader) and entry.deleted
 
-    def updated(self, tx: Tx, old: Version | None, new: Version) -> None:
-        if not new.deleted:
-            return
-        released = {b.hash for b in new.blocks}
-        if old is not None and old.deleted:
-            released -= {b.hash for b in old.blocks}
-        for block_id in released:
-            self.block_refs.queue_insert(
-                tx, BlockRef(block=block_id, version=new.uuid, deleted=True)
-            )
+    def updated(
+        self, tx: Tx, old: VersionRow | None, new: VersionRow, incoming: VersionRow
+    ) -> None:
+        if isinstance(new, VersionHeader):
+            if new.deleted and not (old is not None and old.deleted):
+                for row in self.table.tx_rows(tx, new.uuid):
+                    if isinstance(row, VersionBlock):
+                        self._release(tx, row)
+        elif old is None:
+            header = self.table.tx_get(tx, new.uuid, b"")
+            if header is not None and header.deleted:
+                self._release(tx, new)
+
+    def _release(self, tx: Tx, block: VersionBlock) -> None:
+        self.block_refs.queue_insert(
+            tx, BlockRef(block=block.hash, version=block.uuid, deleted=True)
+        )

@@ -35,8 +35,9 @@ class TableSchema(Generic[E]):
         """True when the entry only records a deletion."""
         return False
 
-    def updated(self, tx: Tx, old: E | None, new: E) -> None:
-        """Hook run inside the transaction that changed a row locally.
+    def updated(self, tx: Tx, old: E | None, new: E, incoming: E) -> None:
+        """Hook run inside the transaction that merged `incoming` into a local row.
 
-        Used for cascades (object -> version -> block_ref -> block refcount).
+        Called when the row changed, or when part of `incoming` was merged
+        away. Used for cascades (object -> version -> block_ref -> refcount).
         """

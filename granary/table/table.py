@@ -108,6 +108,17 @@ class Table(Generic[E]):
                 continue
             yield entry
 
+    def tx_get(self, tx: Tx, pk: bytes, sk: bytes) -> E | None:
+        """One local row, read inside a write transaction (for schema hooks)."""
+        raw = tx.get(self.tree, storage_key(pk, sk))
+        return None if raw is None else self.decode(raw)
+
+    def tx_rows(self, tx: Tx, pk: bytes) -> Iterator[E]:
+        """The local rows of a partition key, read inside a write transaction."""
+        prefix = partition_hash(pk)
+        for _, value in tx.range(self.tree, prefix, _prefix_end(prefix)):
+            yield self.decode(value)
+
     def merge_in_tx(self, tx: Tx, entry: E) -> E:
         """Merge one entry into the local copy inside a write transaction."""
         key = self.entry_key(entry)
@@ -115,10 +126,12 @@ class Table(Generic[E]):
         old = None if old_raw is None else self.decode(old_raw)
         new = entry if old is None else old.merge(entry)
         new_raw = self.encode(new)
-        if new_raw != old_raw:
+        changed = new_raw != old_raw
+        if changed:
             tx.put(self.tree, key, new_raw)
             self.merkle.update(tx, key, old_raw, new_raw)
-            self.schema.updated(tx, old, new)
+        if changed or entry != new:
+            self.schema.updated(tx, old, new, entry)
         return new
 
     async def local_merge(self, entries: list[E]) -> None:

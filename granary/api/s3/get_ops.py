@@ -28,11 +28,11 @@ async def version_blocks(ctx: S3Context, version: ObjectVersion) -> list[Version
     if meta.parts == 0 and meta.size <= ctx.services.settings.block_size:
         if meta.size == 0:
             return []
-        return [VersionBlock(0, 0, version.first_block, meta.size)]
-    row = await ctx.services.objects.version_of(version)
-    if row is None or row.deleted:
-        raise S3Error("NoSuchKey", Key=version.uuid.hex())
-    return row.blocks
+        return [VersionBlock(version.uuid, 0, 0, version.first_block, meta.size)]
+    blocks = await ctx.services.objects.blocks_of(version.uuid)
+    if sum(b.size for b in blocks) != meta.size:
+        raise S3Error("InternalError", "The object's block list is incomplete.")
+    return blocks
 
 
 def _part_range(blocks: list[VersionBlock], part_number: int) -> tuple[int, int] | None:

@@ -192,7 +192,7 @@ async def _already_completed(ctx: S3Context) -> Response | None:
     """A repeated Complete of an upload that became the object succeeds again, as in S3."""
     key = ctx.require_key()
     current = await ctx.services.objects.current(ctx.require_bucket().id, key)
-    if current is not None and current.uuid.hex() == ctx.query.get("uploadId", ""):
+    if current is not None and current.meta.upload_id.hex() == ctx.query.get("uploadId", ""):
         return _completed(ctx, key, current.meta)
     return None
 
@@ -234,7 +234,13 @@ async def complete_multipart_upload(ctx: S3Context) -> Response:
         part_checksums=[p.checksum for p in parts] if checksum is not None else [],
         checksum_type=checksum_type,
     )
-    await ctx.services.multipart.complete(upload, parts, meta)
+    try:
+        await ctx.services.multipart.complete(upload, parts, meta)
+    except LookupError:
+        repeated = await _already_completed(ctx)
+        if repeated is None:
+            raise S3Error("NoSuchUpload", UploadId=upload.upload_id.hex()) from None
+        return repeated
     return _completed(ctx, key, meta)
 
 

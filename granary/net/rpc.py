@@ -1,0 +1,257 @@
+"""NetApp: this node's RPC endpoint. It listens, dials, and routes each call to
+the connection of the node it names, or straight to the handler for itself."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from granary.net.addresses import format_addr
+from granary.net.connection import Connection, Reply
+from granary.net.errors import (
+    HANDLER_ERROR,
+    NO_SUCH_ENDPOINT,
+    CallTimeout,
+    HandshakeError,
+    PeerUnavailable,
+    RpcError,
+)
+from granary.net.handshake import exchange_hello
+from granary.net.identity import node_id as node_id_of
+from granary.net.messages import NORMAL, PRIORITIES, PROTOCOL_VERSION, Hello
+from granary.net.tls import cluster_tls
+
+log = logging.getLogger("granary.net")
+
+DEFAULT_TIMEOUT = 300.0
+HANDSHAKE_TIMEOUT = 10.0
+READ_BUFFER = 256 * 1024
+# Half-open links (a peer machine gone without a FIN) die within about two minutes.
+KEEPALIVE = {"TCP_KEEPIDLE": 60, "TCP_KEEPINTVL": 15, "TCP_KEEPCNT": 4}
+
+# handler(from_node, body, stream) -> (reply body, optional reply stream)
+Handler = Callable[[bytes, bytes, AsyncIterator[bytes] | None], Awaitable[Reply]]
+PeerUp = Callable[[bytes, str | None], None]
+PeerDown = Callable[[bytes], None]
+
+
+class NetApp:
+    """Authenticated RPC to the other nodes of the cluster (and to ourselves)."""
+
+    def __init__(
+        self,
+        node_key: Ed25519PrivateKey,
+        rpc_secret: bytes,
+        *,
+        bind: tuple[str, int],
+        public_addr: str | None,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    ) -> None:
+        self.node_id = node_id_of(node_key)
+        self.public_addr = public_addr
+        self._bind = bind
+        self._handshake_timeout = handshake_timeout
+        self._tls = cluster_tls(node_key, rpc_secret)
+        self._handlers: dict[str, Handler] = {}
+        # Open connections per peer, oldest first; calls use the newest.
+        self._conns: dict[bytes, list[Connection]] = {}
+        self._up_listeners: list[PeerUp] = []
+        self._down_listeners: list[PeerDown] = []
+        self._server: asyncio.Server | None = None
+        self._stopped = False
+
+    @property
+    def port(self) -> int:
+        """The RPC port, the one actually bound once started (bind port 0 picks one)."""
+        if self._server is not None:
+            return self._server.sockets[0].getsockname()[1]
+        return self._bind[1]
+
+    def endpoint(self, name: str, handler: Handler) -> None:
+        """Serve calls to `name` with `handler` (replacing any previous one)."""
+        self._handlers[name] = handler
+
+    def add_listener(self, on_up: PeerUp, on_down: PeerDown) -> None:
+        """Be told when a peer gets its first connection (with an address to reach
+        it again, if known) and when it loses its last."""
+        self._up_listeners.append(on_up)
+        self._down_listeners.append(on_down)
+
+    async def start(self) -> None:
+        host, port = self._bind
+        self._server = await asyncio.start_server(
+            self._accept,
+            host,
+            port,
+            ssl=self._tls.server,
+            ssl_handshake_timeout=self._handshake_timeout,
+            limit=READ_BUFFER,
+        )
+        log.info("RPC listening on %s as node %s", format_addr(host, self.port), self.node_id.hex())
+
+    async def stop(self) -> None:
+        self._stopped = True
+        if self._server is not None:
+            self._server.close()
+        conns = [conn for conns in self._conns.values() for conn in conns]
+        await asyncio.gather(*(conn.aclose() for conn in conns))
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def connect(self, node_id: bytes | None, host: str, port: int) -> bytes:
+        """Dial a peer and return its node id; refuse it if it is not `node_id`."""
+        if node_id is not None and self.is_connected(node_id):
+            return node_id
+        where = format_addr(host, port)
+        try:
+            async with asyncio.timeout(self._handshake_timeout):
+                reader, writer = await asyncio.open_connection(
+                    host, port, ssl=self._tls.client, limit=READ_BUFFER
+                )
+        except (OSError, ssl.SSLError, TimeoutError) as exc:
+            raise PeerUnavailable(f"cannot connect to {where}: {exc!r}") from None
+        try:
+            peer, _ = await exchange_hello(
+                reader, writer, self._tls, self._hello(), self._handshake_timeout, node_id
+            )
+        except BaseException as exc:
+            writer.close()
+            if isinstance(exc, HandshakeError):
+                raise PeerUnavailable(str(exc)) from None
+            raise
+        self._register(reader, writer, peer, where, dialer=self.node_id)
+        return peer
+
+    async def disconnect(self, node: bytes) -> None:
+        """Close every connection to `node` (its calls fail with PeerUnavailable)."""
+        await asyncio.gather(*(conn.aclose() for conn in list(self._conns.get(node, ()))))
+
+    async def call(
+        self,
+        node: bytes,
+        endpoint: str,
+        body: bytes,
+        *,
+        priority: int = NORMAL,
+        stream: AsyncIterator[bytes] | None = None,
+        timeout: float | None = None,
+    ) -> Reply:
+        """Call `endpoint` on `node`; raise RpcError (PeerUnavailable if no answer)."""
+        if priority not in PRIORITIES:
+            raise ValueError(f"unknown priority {priority!r}")
+        if not isinstance(body, bytes | bytearray | memoryview):
+            raise TypeError(f"an RPC body is bytes, not {type(body).__name__}")
+        timeout = DEFAULT_TIMEOUT if timeout is None else timeout
+        if node == self.node_id:
+            return await self._call_local(endpoint, bytes(body), stream, timeout)
+        conns = self._conns.get(node)
+        if not conns:
+            raise PeerUnavailable(f"not connected to node {node.hex()[:16]}")
+        return await conns[-1].call(endpoint, body, priority, stream, timeout)
+
+    def is_connected(self, node: bytes) -> bool:
+        return node == self.node_id or bool(self._conns.get(node))
+
+    def connected_peers(self) -> list[bytes]:
+        return list(self._conns)
+
+    # -- internals
+
+    def _hello(self) -> Hello:
+        return Hello(PROTOCOL_VERSION, self.node_id, self.public_addr, self.port)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            peer, hello = await exchange_hello(
+                reader, writer, self._tls, self._hello(), self._handshake_timeout
+            )
+        except HandshakeError as exc:
+            log.warning("refused an incoming RPC connection: %s", exc)
+            writer.close()
+            return
+        seen_host = writer.get_extra_info("peername")[0]
+        addr = hello.public_addr or format_addr(seen_host, hello.port)
+        self._register(reader, writer, peer, addr, dialer=peer)
+
+    def _register(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        peer: bytes,
+        addr: str,
+        *,
+        dialer: bytes,
+    ) -> None:
+        conns = self._conns.get(peer, [])
+        dialed_twice = dialer == self.node_id and any(c.dialer_id == dialer for c in conns)
+        if self._stopped or peer == self.node_id or dialed_twice:
+            writer.close()
+            return
+        _keep_alive(writer)
+        conn = Connection(
+            reader,
+            writer,
+            peer_id=peer,
+            peer_addr=addr,
+            dialer_id=dialer,
+            dispatch=self._dispatch,
+            on_closed=self._on_closed,
+        )
+        self._conns[peer] = [*conns, conn]
+        conn.start()
+        if not conns:
+            log.info("connected to node %s at %s", peer.hex()[:16], addr)
+            for on_up in self._up_listeners:
+                on_up(peer, addr)
+
+    def _on_closed(self, conn: Connection) -> None:
+        conns = [c for c in self._conns.get(conn.peer_id, ()) if c is not conn]
+        if conns:
+            self._conns[conn.peer_id] = conns
+            return
+        if self._conns.pop(conn.peer_id, None) is not None:
+            log.info("disconnected from node %s", conn.peer_id.hex()[:16])
+            for on_down in self._down_listeners:
+                on_down(conn.peer_id)
+
+    async def _dispatch(
+        self, peer: bytes, endpoint: str, body: bytes, stream: AsyncIterator[bytes] | None
+    ) -> Reply:
+        handler = self._handlers.get(endpoint)
+        if handler is None:
+            raise RpcError(NO_SUCH_ENDPOINT, f"no endpoint {endpoint!r} on this node")
+        reply, reply_stream = await handler(peer, body, stream)
+        if not isinstance(reply, bytes | bytearray | memoryview):
+            raise TypeError(f"the handler returned {type(reply).__name__}, not bytes")
+        return reply, reply_stream
+
+    async def _call_local(
+        self, endpoint: str, body: bytes, stream: AsyncIterator[bytes] | None, timeout: float
+    ) -> Reply:
+        """A call to ourselves: the handler runs in the caller's task, errors as remote."""
+        scope = asyncio.timeout(timeout)
+        try:
+            async with scope:
+                return await self._dispatch(self.node_id, endpoint, body, stream)
+        except RpcError:
+            raise
+        except Exception as exc:
+            if isinstance(exc, TimeoutError) and scope.expired():
+                raise CallTimeout(f"{endpoint} on this node: no answer within {timeout}s") from None
+            log.warning("handler for %s failed on a local call", endpoint, exc_info=True)
+            raise RpcError(HANDLER_ERROR, f"{type(exc).__name__}: {exc}") from exc
+
+
+def _keep_alive(writer: asyncio.StreamWriter) -> None:
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in KEEPALIVE.items():
+        if hasattr(socket, name):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
