@@ -58,10 +58,11 @@ class BlockManager:
 
     async def put(self, block_id: bytes, data: bytes) -> None:
         """Store a block on its nodes; returns once the write quorum has it."""
+        nodes = self._nodes(block_id)
         await call_quorum(
-            self._nodes(block_id),
+            nodes,
             lambda node: self._put_on(node, block_id, data),
-            self.replication.write_quorum,
+            self.replication.write_quorum(len(nodes)),
         )
 
     async def _put_on(self, node: bytes, block_id: bytes, data: bytes) -> None:

@@ -56,13 +56,11 @@ class Connection:
         writer: asyncio.StreamWriter,
         *,
         peer_id: bytes,
-        peer_addr: str | None,
         dialer_id: bytes,
         dispatch: Dispatch,
         on_closed: Callable[[Connection], None],
     ) -> None:
         self.peer_id = peer_id
-        self.peer_addr = peer_addr  # where to reach the peer again, if known
         self.dialer_id = dialer_id
         self.closed = False
         self._reader = reader
@@ -91,11 +89,6 @@ class Connection:
             asyncio.create_task(self._read_loop()),
             asyncio.create_task(self._write_loop()),
         ]
-
-    @property
-    def in_flight(self) -> int:
-        """Calls of ours still waiting for their response."""
-        return len(self._calls)
 
     async def call(
         self,

@@ -28,7 +28,8 @@ Priority = Annotated[int, msgspec.Meta(ge=HIGH, le=BACKGROUND)]
 
 CHUNK_SIZE = 64 * 1024
 STREAM_WINDOW = 1024 * 1024
-MAX_FRAME_SIZE = 32 * 1024 * 1024
+MAX_BODY_SIZE = 16 * 1024 * 1024  # larger bodies are streamed
+MAX_FRAME_SIZE = MAX_BODY_SIZE + 64 * 1024  # room for the endpoint name and fields
 LENGTH_SIZE = 4
 
 

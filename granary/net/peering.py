@@ -40,7 +40,7 @@ _peers_decoder = msgspec.msgpack.Decoder(PeerEntries)
 @dataclass(frozen=True)
 class PeerInfo:
     node_id: bytes
-    addr: str | None
+    addr: str
     up: bool
     last_seen: float | None  # Unix time of the last connection or answered ping
     rtt: float | None  # smoothed ping round trip, seconds
@@ -55,7 +55,7 @@ class _Backoff:
 
 @dataclass
 class _Peer:
-    addr: str | None
+    addr: str
     backoff: _Backoff = field(default_factory=_Backoff)
     last_seen: float | None = None
     rtt: float | None = None
@@ -150,10 +150,10 @@ class Peering:
 
     # -- membership
 
-    def _remember(self, node: bytes, addr: str, *, persist: bool = True) -> None:
+    def _remember(self, node: bytes, addr: str, *, persist: bool = True) -> bool:
         """Record `addr` as where `node` is reached; a new address resets the backoff."""
         if node == self.netapp.node_id:
-            return
+            return False
         peer = self._peers.get(node)
         if peer is None:
             self._peers[node] = _Peer(addr)
@@ -161,24 +161,24 @@ class Peering:
             peer.addr = addr
             peer.backoff = _Backoff()
         else:
-            return
+            return False
         self._wake.set()
         if persist:
             self._persist()
+        return True
 
     def _persist(self) -> None:
         if self._path is None:
             return
-        known = {node: peer.addr for node, peer in self._peers.items() if peer.addr is not None}
+        known = {node: peer.addr for node, peer in self._peers.items()}
         try:
             save_peer_list(self._path, known)
         except OSError as exc:
             log.warning("cannot save the peer list to %s: %s", self._path, exc)
 
-    def _peer_up(self, node: bytes, addr: str | None) -> None:
-        if addr is not None:
-            self._remember(node, addr)
-        peer = self._peers.setdefault(node, _Peer(addr))
+    def _peer_up(self, node: bytes, addr: str) -> None:
+        self._remember(node, addr)
+        peer = self._peers[node]
         peer.backoff = _Backoff()
         peer.missed = 0
         peer.last_seen = time.time()
@@ -199,7 +199,7 @@ class Peering:
             due: list[tuple[bytes | None, str, _Backoff]] = [
                 (node, peer.addr, peer.backoff)
                 for node, peer in self._peers.items()
-                if peer.addr is not None and not self.netapp.is_connected(node)
+                if not self.netapp.is_connected(node)
             ]
             due += [(None, addr, backoff) for addr, backoff in self._anonymous.items()]
             for node, addr, backoff in due:
@@ -246,7 +246,9 @@ class Peering:
             await asyncio.gather(*(self._ping(node) for node in self.netapp.connected_peers()))
 
     async def _ping(self, node: bytes) -> None:
-        peer = self._peers.setdefault(node, _Peer(None))
+        peer = self._peers.get(node)
+        if peer is None:
+            return
         start = time.monotonic()
         try:
             await self.netapp.call(
@@ -299,11 +301,12 @@ class Peering:
         entries = [
             (node, peer.addr)
             for node, peer in self._peers.items()
-            if peer.addr is not None and self.netapp.is_connected(node)
+            if self.netapp.is_connected(node)
         ]
         return msgspec.msgpack.encode(entries)
 
     def _merge(self, entries: PeerEntries) -> None:
+        changed = False
         for node, addr in entries:
             if len(node) != NODE_ID_SIZE or self.netapp.is_connected(node):
                 continue
@@ -311,7 +314,9 @@ class Peering:
                 parse_addr(addr)
             except ValueError:
                 continue
-            self._remember(node, addr)
+            changed |= self._remember(node, addr, persist=False)
+        if changed:
+            self._persist()
 
     def _spawn(self, work: Coroutine[None, None, None]) -> None:
         task = asyncio.create_task(work)

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from granary.net.addresses import format_addr
+from granary.net.addresses import format_addr, parse_addr
 from granary.net.connection import Connection, Reply
 from granary.net.errors import (
     HANDLER_ERROR,
@@ -23,7 +23,7 @@ from granary.net.errors import (
 )
 from granary.net.handshake import exchange_hello
 from granary.net.identity import node_id as node_id_of
-from granary.net.messages import NORMAL, PRIORITIES, PROTOCOL_VERSION, Hello
+from granary.net.messages import MAX_BODY_SIZE, NORMAL, PRIORITIES, PROTOCOL_VERSION, Hello
 from granary.net.tls import cluster_tls
 
 log = logging.getLogger("granary.net")
@@ -36,7 +36,7 @@ KEEPALIVE = {"TCP_KEEPIDLE": 60, "TCP_KEEPINTVL": 15, "TCP_KEEPCNT": 4}
 
 # handler(from_node, body, stream) -> (reply body, optional reply stream)
 Handler = Callable[[bytes, bytes, AsyncIterator[bytes] | None], Awaitable[Reply]]
-PeerUp = Callable[[bytes, str | None], None]
+PeerUp = Callable[[bytes, str], None]
 PeerDown = Callable[[bytes], None]
 
 
@@ -77,8 +77,8 @@ class NetApp:
         self._handlers[name] = handler
 
     def add_listener(self, on_up: PeerUp, on_down: PeerDown) -> None:
-        """Be told when a peer gets its first connection (with an address to reach
-        it again, if known) and when it loses its last."""
+        """Be told when a peer gets its first connection (with the address to reach
+        it again: the one dialed, or the one it announced) and when it loses its last."""
         self._up_listeners.append(on_up)
         self._down_listeners.append(on_down)
 
@@ -105,6 +105,8 @@ class NetApp:
 
     async def connect(self, node_id: bytes | None, host: str, port: int) -> bytes:
         """Dial a peer and return its node id; refuse it if it is not `node_id`."""
+        if self._stopped:
+            raise PeerUnavailable("this node is stopping")
         if node_id is not None and self.is_connected(node_id):
             return node_id
         where = format_addr(host, port)
@@ -141,11 +143,14 @@ class NetApp:
         stream: AsyncIterator[bytes] | None = None,
         timeout: float | None = None,
     ) -> Reply:
-        """Call `endpoint` on `node`; raise RpcError (PeerUnavailable if no answer)."""
+        """Call `endpoint` on `node`; raise RpcError (PeerUnavailable if no answer).
+
+        `stream` is consumed (and closed) by the call; bodies over MAX_BODY_SIZE
+        must be streamed.
+        """
         if priority not in PRIORITIES:
             raise ValueError(f"unknown priority {priority!r}")
-        if not isinstance(body, bytes | bytearray | memoryview):
-            raise TypeError(f"an RPC body is bytes, not {type(body).__name__}")
+        _check_body(body)
         timeout = DEFAULT_TIMEOUT if timeout is None else timeout
         if node == self.node_id:
             return await self._call_local(endpoint, bytes(body), stream, timeout)
@@ -174,8 +179,15 @@ class NetApp:
             log.warning("refused an incoming RPC connection: %s", exc)
             writer.close()
             return
-        seen_host = writer.get_extra_info("peername")[0]
-        addr = hello.public_addr or format_addr(seen_host, hello.port)
+        addr = format_addr(writer.get_extra_info("peername")[0], hello.port)
+        if hello.public_addr is not None:
+            try:
+                parse_addr(hello.public_addr)
+                addr = hello.public_addr
+            except ValueError:
+                log.warning(
+                    "node %s announced a bad address %r", peer.hex()[:16], hello.public_addr
+                )
         self._register(reader, writer, peer, addr, dialer=peer)
 
     def _register(
@@ -197,7 +209,6 @@ class NetApp:
             reader,
             writer,
             peer_id=peer,
-            peer_addr=addr,
             dialer_id=dialer,
             dispatch=self._dispatch,
             on_closed=self._on_closed,
@@ -226,8 +237,7 @@ class NetApp:
         if handler is None:
             raise RpcError(NO_SUCH_ENDPOINT, f"no endpoint {endpoint!r} on this node")
         reply, reply_stream = await handler(peer, body, stream)
-        if not isinstance(reply, bytes | bytearray | memoryview):
-            raise TypeError(f"the handler returned {type(reply).__name__}, not bytes")
+        _check_body(reply)
         return reply, reply_stream
 
     async def _call_local(
@@ -245,6 +255,13 @@ class NetApp:
                 raise CallTimeout(f"{endpoint} on this node: no answer within {timeout}s") from None
             log.warning("handler for %s failed on a local call", endpoint, exc_info=True)
             raise RpcError(HANDLER_ERROR, f"{type(exc).__name__}: {exc}") from exc
+
+
+def _check_body(body: object) -> None:
+    if not isinstance(body, bytes | bytearray | memoryview):
+        raise TypeError(f"an RPC body is bytes, not {type(body).__name__}")
+    if len(body) > MAX_BODY_SIZE:
+        raise ValueError(f"an RPC body of {len(body)} bytes is over {MAX_BODY_SIZE}: stream it")
 
 
 def _keep_alive(writer: asyncio.StreamWriter) -> None:

@@ -1,15 +1,14 @@
-"""Which nodes hold a table partition, and the quorums to use.
+"""Which nodes hold a table partition, and the quorums to use over them.
 
-In this release a cluster has one node; the table code already reads and
-writes through these quorums so a multi-node layout only has to supply
-larger node sets.
+Sharded tables (objects, versions, ...) and blocks live on the
+`replication_factor` nodes the layout assigns to each partition. Full-copy
+tables (buckets, keys, aliases) live on every node with a role.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 ConsistencyMode = Literal["consistent", "degraded", "dangerous"]
 
@@ -25,23 +24,55 @@ def quorums(replication_factor: int, mode: ConsistencyMode) -> tuple[int, int]:
     return read, write
 
 
-@dataclass(frozen=True)
-class Replication:
-    """The storage nodes of each partition and the quorums over them."""
+class NodeSource(Protocol):
+    def storage_nodes(self, partition: int) -> list[bytes]: ...
 
-    nodes: tuple[bytes, ...]
-    replication_factor: int
-    mode: ConsistencyMode = "consistent"
+    def role_nodes(self) -> list[bytes]: ...
+
+
+class Replication(Protocol):
+    full_copy: bool
+
+    def storage_nodes(self, partition: int) -> list[bytes]: ...
+
+    def read_quorum(self, nodes: int) -> int: ...
+
+    def write_quorum(self, nodes: int) -> int: ...
+
+
+class ShardedReplication:
+    """`replication_factor` nodes per partition, from the layout."""
+
+    full_copy = False
+
+    def __init__(self, layout: NodeSource, replication_factor: int, mode: ConsistencyMode) -> None:
+        self.layout = layout
+        self.replication_factor = replication_factor
+        self._read, self._write = quorums(replication_factor, mode)
 
     def storage_nodes(self, partition: int) -> list[bytes]:
-        count = min(self.replication_factor, len(self.nodes))
-        start = partition % len(self.nodes)
-        return [self.nodes[(start + i) % len(self.nodes)] for i in range(count)]
+        return self.layout.storage_nodes(partition)
 
-    @property
-    def read_quorum(self) -> int:
-        return min(quorums(self.replication_factor, self.mode)[0], len(self.nodes))
+    def read_quorum(self, nodes: int) -> int:
+        return min(self._read, nodes) if nodes else self._read
 
-    @property
-    def write_quorum(self) -> int:
-        return min(quorums(self.replication_factor, self.mode)[1], len(self.nodes))
+    def write_quorum(self, nodes: int) -> int:
+        return min(self._write, nodes) if nodes else self._write
+
+
+class FullReplication:
+    """Every node with a role holds every row; reads and writes go to a majority."""
+
+    full_copy = True
+
+    def __init__(self, layout: NodeSource) -> None:
+        self.layout = layout
+
+    def storage_nodes(self, partition: int) -> list[bytes]:
+        return self.layout.role_nodes()
+
+    def read_quorum(self, nodes: int) -> int:
+        return nodes // 2 + 1
+
+    def write_quorum(self, nodes: int) -> int:
+        return nodes // 2 + 1

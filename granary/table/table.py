@@ -156,7 +156,7 @@ class Table(Generic[E]):
                 call_quorum(
                     nodes,
                     lambda node, group=group: self._merge_on(node, group),
-                    self.replication.write_quorum,
+                    self.replication.write_quorum(len(nodes)),
                 )
                 for nodes, group in by_nodes.items()
             )
@@ -170,8 +170,9 @@ class Table(Generic[E]):
 
     async def get(self, pk: bytes, sk: bytes) -> E | None:
         """Read one entry at the read quorum, merging the replicas' answers."""
+        nodes = self._nodes(pk)
         answers = await call_quorum(
-            self._nodes(pk), lambda node: self._get_on(node, pk, sk), self.replication.read_quorum
+            nodes, lambda node: self._get_on(node, pk, sk), self.replication.read_quorum(len(nodes))
         )
         merged = _merge_all([a for a in answers if a is not None])
         if merged is not None and any(a is None or a != merged for a in answers):
@@ -202,10 +203,11 @@ class Table(Generic[E]):
         its last key.
         """
         keep = self._filter(filter)
+        nodes = self._nodes(pk)
         answers = await call_quorum(
-            self._nodes(pk),
+            nodes,
             lambda node: self._scan_on(node, pk, start, filter, limit),
-            self.replication.read_quorum,
+            self.replication.read_quorum(len(nodes)),
         )
         if len(answers) == 1:
             return [entry for entry in answers[0] if keep(entry)]

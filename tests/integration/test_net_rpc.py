@@ -14,7 +14,7 @@ import uvloop
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from granary.net.errors import HANDLER_ERROR, NO_SUCH_ENDPOINT, STREAM_ERROR, CallTimeout, RpcError
-from granary.net.messages import BACKGROUND, HIGH, STREAM_WINDOW
+from granary.net.messages import BACKGROUND, HIGH, MAX_BODY_SIZE, STREAM_WINDOW
 from granary.net.rpc import NetApp
 
 SECRET = bytes(range(32))
@@ -151,10 +151,14 @@ def test_handler_exception_is_an_rpc_error_and_the_connection_lives() -> None:
                 with pytest.raises(RpcError) as chose:
                     await a.call(node, "chosen", b"")
                 assert (chose.value.code, chose.value.message) == ("no_such_block", "gone")
-                with pytest.raises(RpcError, match="not bytes"):
+                with pytest.raises(RpcError, match="is bytes, not str"):
                     await a.call(node, "wrong_type", b"")
+                with pytest.raises(RpcError, match="stream it"):
+                    await a.call(node, "echo", bytes(MAX_BODY_SIZE))  # echo adds the id
             with pytest.raises(TypeError):
                 await a.call(b.node_id, "echo", "text")  # type: ignore[arg-type]
+            with pytest.raises(ValueError, match="stream it"):
+                await a.call(b.node_id, "echo", bytes(MAX_BODY_SIZE + 1))
             assert await a.call(b.node_id, "echo", b"!") == (a.node_id + b"!", None)
             assert a._conns[b.node_id] == [conn] and not conn.closed
 

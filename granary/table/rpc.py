@@ -1,0 +1,140 @@
+"""Tables talking to the same tables on other nodes, over the cluster RPC.
+
+Each table answers on the endpoint ``table/<name>``: merging rows, reading
+one row or a range, and the digest exchanges of anti-entropy. Requests and
+replies are msgspec msgpack; rows travel in their stored encoding.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from granary.net.messages import BACKGROUND, NORMAL
+from granary.table.merkle import MerkleIndex
+from granary.table.table import Table
+
+
+class MergeRows(msgspec.Struct, tag="merge", array_like=True):
+    rows: list[bytes]
+
+
+class GetRow(msgspec.Struct, tag="get", array_like=True):
+    pk: bytes
+    sk: bytes
+
+
+class ScanRows(msgspec.Struct, tag="scan", array_like=True):
+    pk: bytes
+    start: bytes | None
+    filter: str | None
+    limit: int
+
+
+class PartitionDigests(msgspec.Struct, tag="pdig", array_like=True):
+    pass
+
+
+class BucketDigests(msgspec.Struct, tag="bdig", array_like=True):
+    partition: int
+
+
+class RowDigests(msgspec.Struct, tag="rdig", array_like=True):
+    partition: int
+    buckets: list[int]
+
+
+class FetchRows(msgspec.Struct, tag="fetch", array_like=True):
+    keys: list[bytes]
+
+
+TableRequest = (
+    MergeRows | GetRow | ScanRows | PartitionDigests | BucketDigests | RowDigests | FetchRows
+)
+
+_request_encoder = msgspec.msgpack.Encoder()
+_request_decoder = msgspec.msgpack.Decoder(TableRequest)
+
+
+def endpoint_name(table: str) -> str:
+    return f"table/{table}"
+
+
+class TableRpc:
+    """Serves the local tables to peers, and calls the peers' (a `TablePeers`)."""
+
+    def __init__(self, net, tables: list[Table]) -> None:
+        self.net = net
+        self.tables = {table.name: table for table in tables}
+        for table in tables:
+            net.endpoint(endpoint_name(table.name), self._handler(table))
+            table.peers = self
+
+    # ---- serving -----------------------------------------------------------
+
+    def _handler(self, table: Table):
+        async def handle(from_node: bytes, body: bytes, stream) -> tuple[bytes, None]:
+            request = _request_decoder.decode(body)
+            return msgspec.msgpack.encode(await self._serve(table, request)), None
+
+        return handle
+
+    async def _serve(self, table: Table, request: TableRequest) -> object:
+        merkle: MerkleIndex = table.merkle
+        match request:
+            case MergeRows(rows=rows):
+                await table.local_merge([table.decode(raw) for raw in rows])
+                return None
+            case GetRow(pk=pk, sk=sk):
+                entry = table.local_get(pk, sk)
+                return None if entry is None else table.encode(entry)
+            case ScanRows(pk=pk, start=start, filter=name, limit=limit):
+                return [table.encode(e) for e in table.local_scan(pk, start, name, limit)]
+            case PartitionDigests():
+                return merkle.partition_digests()
+            case BucketDigests(partition=partition):
+                return merkle.bucket_digests(partition)
+            case RowDigests(partition=partition, buckets=buckets):
+                return merkle.rows_in(partition, buckets)
+            case FetchRows(keys=keys):
+                return [table.tree.get(key) for key in keys]
+
+    # ---- calling (TablePeers) ---------------------------------------------
+
+    async def _call(self, node: bytes, table: str, request: TableRequest, *, priority: int):
+        reply, _ = await self.net.call(
+            node, endpoint_name(table), _request_encoder.encode(request), priority=priority
+        )
+        return msgspec.msgpack.decode(reply)
+
+    async def merge(
+        self, node: bytes, table: str, entries: list[bytes], *, priority: int = NORMAL
+    ) -> None:
+        await self._call(node, table, MergeRows(entries), priority=priority)
+
+    async def get(self, node: bytes, table: str, pk: bytes, sk: bytes) -> bytes | None:
+        return await self._call(node, table, GetRow(pk, sk), priority=NORMAL)
+
+    async def scan(
+        self,
+        node: bytes,
+        table: str,
+        pk: bytes,
+        start: bytes | None,
+        filter: str | None,
+        limit: int,
+    ) -> list[bytes]:
+        return await self._call(node, table, ScanRows(pk, start, filter, limit), priority=NORMAL)
+
+    async def partition_digests(self, node: bytes, table: str) -> dict[int, bytes]:
+        return await self._call(node, table, PartitionDigests(), priority=BACKGROUND)
+
+    async def bucket_digests(self, node: bytes, table: str, partition: int) -> dict[int, bytes]:
+        return await self._call(node, table, BucketDigests(partition), priority=BACKGROUND)
+
+    async def row_digests(
+        self, node: bytes, table: str, partition: int, buckets: list[int]
+    ) -> dict[bytes, bytes]:
+        return await self._call(node, table, RowDigests(partition, buckets), priority=BACKGROUND)
+
+    async def fetch(self, node: bytes, table: str, keys: list[bytes]) -> list[bytes | None]:
+        return await self._call(node, table, FetchRows(keys), priority=BACKGROUND)
