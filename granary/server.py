@@ -8,6 +8,7 @@ import ctypes
 import logging
 import os
 import secrets
+import shutil
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,21 +25,31 @@ from granary.config import (
     ADMIN_TOKEN_FILE,
     AdminConfig,
     Config,
+    ConfigError,
     S3ApiConfig,
     parse_host_port,
 )
 from granary.db import open_db
+from granary.layout.manager import LayoutManager
+from granary.layout.roles import NodeRole
 from granary.model.access import Access, AccessError
 from granary.model.multipart import Multipart
 from granary.model.objects import Objects
 from granary.model.store import Model
 from granary.net.identity import load_or_create_identity, node_id
-from granary.table.replication import Replication
+from granary.net.peering import Peering
+from granary.net.rpc import NetApp
+from granary.table.replication import FullReplication, ShardedReplication
+from granary.table.rpc import TableRpc
+from granary.table.sync import TableSync
 from granary.util.sizes import parse_size
+from granary.util.time import now_ms
 
 log = logging.getLogger("granary.server")
 
 DEFAULT_KEY_FILE = "default_key_id"
+RPC_SECRET_FILE = "rpc_secret"
+FULL_COPY_SYNC_SECS = 10
 BLOCK_GC_GRACE_MS = 10 * 60 * 1000
 
 
@@ -50,11 +61,12 @@ def tune_malloc() -> None:
         libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD
 
 
-def default_config(data: Path, s3_address: str, admin_address: str) -> Config:
+def default_config(data: Path, s3_address: str, admin_address: str, rpc_address: str) -> Config:
     """The single-node setup of `granary server` without a config file."""
     return Config(
         metadata_dir=str(data / "meta"),
         data_dir=str(data / "data"),
+        rpc_bind_addr=rpc_address,
         s3_api=S3ApiConfig(api_bind_addr=s3_address),
         admin=AdminConfig(api_bind_addr=admin_address),
     )
@@ -66,6 +78,23 @@ def write_private(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
     os.replace(temp, path)
+
+
+def runs_standalone(config: Config) -> bool:
+    """A node with replication factor 1 and no peers to join is a cluster of one."""
+    return config.replication_factor == 1 and not config.bootstrap_peers
+
+
+def rpc_secret_for(config: Config) -> bytes:
+    """The configured cluster secret, else (for a standalone node) one kept in metadata_dir."""
+    if config.rpc_secret:
+        return bytes.fromhex(config.rpc_secret)
+    if not runs_standalone(config):
+        raise ConfigError("rpc_secret: required for a node that joins a cluster")
+    path = Path(config.metadata_dir) / RPC_SECRET_FILE
+    if not path.exists():
+        write_private(path, secrets.token_hex(32))
+    return bytes.fromhex(path.read_text().strip())
 
 
 def admin_token_for(config: Config) -> str:
@@ -107,11 +136,30 @@ class Node:
             fsync=config.metadata_fsync,
             map_size=parse_size(config.lmdb_map_size),
         )
-        replication = Replication(
-            (self.node_id,), config.replication_factor, config.consistency_mode
+        self.net = NetApp(
+            self.identity,
+            rpc_secret_for(config),
+            bind=parse_host_port(config.rpc_bind_addr, what="rpc_bind_addr"),
+            public_addr=config.rpc_public_addr,
         )
+        self.peering = Peering(
+            self.net,
+            metadata_dir=metadata_dir,
+            bootstrap_peers=config.bootstrap_peers,
+            ping_interval=config.ping_interval_secs,
+        )
+        self.layout = LayoutManager(
+            metadata_dir,
+            config.replication_factor,
+            self.net,
+            gossip_interval=config.ping_interval_secs,
+        )
+        sharded = ShardedReplication(
+            self.layout, config.replication_factor, config.consistency_mode
+        )
+        full = FullReplication(self.layout)
         level = None if config.compression_level == "none" else config.compression_level
-        store = BlockStore(
+        self.store = BlockStore(
             [
                 DataDirectory(Path(d.path), parse_size(d.capacity or 1), d.read_only)
                 for d in config.data_dirs
@@ -121,13 +169,27 @@ class Node:
         )
         blocks = BlockManager(
             self.db,
-            store,
-            replication,
+            self.store,
+            sharded,
             self.node_id,
             self.executor,
+            self.net,
             gc_grace_ms=config.block_gc_delay_secs * 1000,
         )
-        self.model = Model(self.db, blocks, replication, self.node_id, self.executor)
+        self.model = Model(self.db, blocks, sharded, full, self.node_id, self.executor)
+        self.table_rpc = TableRpc(self.net, self.model.tables)
+        self.syncs = [
+            TableSync(
+                table,
+                self.table_rpc,
+                min(FULL_COPY_SYNC_SECS, config.anti_entropy_interval_secs)
+                if table.replication.full_copy
+                else config.anti_entropy_interval_secs,
+            )
+            for table in self.model.tables
+        ]
+        self.layout.on_change(self._layout_changed)
+        self.net.add_listener(self._peer_up, lambda node: None)
         self.access = Access(self.model)
         self.objects = Objects(self.model)
         settings = S3Settings(
@@ -146,6 +208,30 @@ class Node:
         )
         self.admin_server: HttpServer | None = None
         self._tasks: list[asyncio.Task] = []
+
+    def _layout_changed(self, history) -> None:
+        for sync in self.syncs:
+            sync.wakeup.set()
+
+    def _peer_up(self, node: bytes, address) -> None:
+        """A new peer: exchange layouts and catch up with it."""
+        task = asyncio.ensure_future(self.layout.sync_with(node))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        for sync in self.syncs:
+            sync.wakeup.set()
+
+    async def _standalone_layout(self) -> None:
+        """A node meant to run alone gets a one-node layout, so it works at once."""
+        if self.layout.current.version > 0 or not runs_standalone(self.config):
+            return
+        capacity = shutil.disk_usage(self.store.directories[0].path).total
+        node = self.node_id.hex()
+        role = NodeRole(zone="dc1", capacity=capacity)
+        await self.layout.update(
+            lambda history: history.update(
+                history.current.stage_role(node, role, now_ms()).apply_staged(1)[0]
+            )
+        )
 
     async def ensure_default_key(self) -> Credentials:
         """The key printed at start: from the environment, or generated once."""
@@ -174,12 +260,18 @@ class Node:
 
     async def start(self) -> None:
         config = self.config
+        await self.net.start()
+        await self.peering.start()
+        await self._standalone_layout()
         recovered = await self.objects.recover_interrupted()
         if recovered:
             log.info("aborted %d upload(s) interrupted by the last stop", recovered)
-        self._tasks = [
-            asyncio.ensure_future(task) for task in self.model.background_tasks(self.stop_event)
+        workers = [
+            *self.model.background_tasks(self.stop_event),
+            self.layout.run_gossip(self.stop_event),
+            *(sync.run(self.stop_event) for sync in self.syncs),
         ]
+        self._tasks = [asyncio.ensure_future(worker) for worker in workers]
         if self.default_key:
             self.credentials = await self.ensure_default_key()
         host, port = parse_host_port(config.s3_api.api_bind_addr, what="s3_api.api_bind_addr")
@@ -206,6 +298,8 @@ class Node:
             await self.admin_server.close()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=10)
+        await self.peering.stop()
+        await self.net.stop()
         self.executor.shutdown(wait=True)
         self.db.close()
 

@@ -1,8 +1,10 @@
 """Puts and gets blocks on the nodes that store them; deletes unreferenced ones.
 
 Blocks are written to the storage nodes of their partition with the write
-quorum and read from the first node that has a valid copy. Disk work,
-hashing and compression run on the thread pool, never on the event loop.
+quorum and read from the first node that has a valid copy, this one first.
+A block's partition is its block_ref rows' partition, so the nodes that
+count a block's references are the nodes that store it. Disk work, hashing
+and compression run on the thread pool, never on the event loop.
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ import asyncio
 import logging
 from concurrent.futures import Executor
 
-from granary.block.codec import CorruptBlock
+import msgspec
+
+from granary.block.codec import CorruptBlock, block_hash
 from granary.block.refcount import RefCounts
 from granary.block.store import BlockStore
 from granary.db.base import Db
-from granary.table.keys import partition_of
+from granary.net.errors import RpcError
+from granary.table.keys import partition_hash, partition_of
 from granary.table.quorum import call_quorum
 from granary.table.replication import Replication
 from granary.util.locks import KeyedLocks
@@ -25,6 +30,11 @@ from granary.util.waits import sleep_until
 log = logging.getLogger("granary.block")
 
 GC_BATCH = 256
+PUT_ENDPOINT = "block/put"
+GET_ENDPOINT = "block/get"
+
+_encode_put = msgspec.msgpack.Encoder().encode
+_decode_put = msgspec.msgpack.Decoder(tuple[bytes, bytes]).decode
 
 
 class BlockUnavailable(Exception):
@@ -39,9 +49,11 @@ class BlockManager:
         replication: Replication,
         local_node: bytes,
         executor: Executor,
+        net,
         *,
         gc_grace_ms: int,
     ) -> None:
+        self.net = net
         self.db = db
         self.store = store
         self.replication = replication
@@ -49,9 +61,11 @@ class BlockManager:
         self.executor = executor
         self.refcounts = RefCounts(db, gc_grace_ms)
         self._locks = KeyedLocks()
+        net.endpoint(PUT_ENDPOINT, self._serve_put)
+        net.endpoint(GET_ENDPOINT, self._serve_get)
 
     def _nodes(self, block_id: bytes) -> list[bytes]:
-        return self.replication.storage_nodes(partition_of(block_id))
+        return self.replication.storage_nodes(partition_of(partition_hash(block_id)))
 
     async def _in_thread(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -66,9 +80,21 @@ class BlockManager:
         )
 
     async def _put_on(self, node: bytes, block_id: bytes, data: bytes) -> None:
-        if node != self.local_node:
-            raise BlockUnavailable("no transport to other nodes in this release")
+        if node == self.local_node:
+            await self.put_local(block_id, data)
+        else:
+            await self.net.call(node, PUT_ENDPOINT, _encode_put((block_id, data)))
+
+    async def _serve_put(self, from_node: bytes, body: bytes, stream) -> tuple[bytes, None]:
+        block_id, data = _decode_put(body)
         await self.put_local(block_id, data)
+        return b"", None
+
+    async def _serve_get(self, from_node: bytes, body: bytes, stream) -> tuple[bytes, None]:
+        data = await self._in_thread(self.store.read, body)
+        if data is None:
+            raise RpcError("missing", f"block {body.hex()} is not stored here")
+        return data, None
 
     async def put_local(self, block_id: bytes, data: bytes) -> None:
         # The lock orders this write against a GC deletion of the same block.
@@ -78,19 +104,29 @@ class BlockManager:
     async def get(self, block_id: bytes) -> bytes:
         """The verified content of a block, from the first node that has it."""
         errors: list[str] = []
-        for node in self._nodes(block_id):
-            if node != self.local_node:
-                continue
+        nodes = self._nodes(block_id)
+        ordered = [n for n in nodes if n == self.local_node] + [
+            n for n in nodes if n != self.local_node
+        ]
+        for node in ordered:
             try:
-                data = await self._in_thread(self.store.read, block_id)
-            except CorruptBlock as exc:
-                log.error("block %s is corrupt on this node: %s", block_id.hex(), exc)
-                errors.append(f"corrupt: {exc}")
+                data = await self._get_from(node, block_id)
+            except (CorruptBlock, RpcError) as exc:
+                log.warning("block %s not read from %s: %s", block_id.hex(), node.hex()[:16], exc)
+                errors.append(str(exc))
                 continue
             if data is not None:
                 return data
             errors.append("missing")
         raise BlockUnavailable(f"block {block_id.hex()}: {', '.join(errors) or 'no holder'}")
+
+    async def _get_from(self, node: bytes, block_id: bytes) -> bytes | None:
+        if node == self.local_node:
+            return await self._in_thread(self.store.read, block_id)
+        data, _ = await self.net.call(node, GET_ENDPOINT, block_id)
+        if await self._in_thread(block_hash, data) != block_id:
+            raise CorruptBlock(f"node {node.hex()[:16]} sent a corrupt copy")
+        return data
 
     async def collect_garbage(self) -> int:
         """Delete the blocks whose grace delay has passed; return how many.

@@ -70,8 +70,14 @@ def _load(ctx: click.Context):
     show_default=True,
     help="Admin API address without a config file.",
 )
+@click.option(
+    "--rpc-address",
+    default="127.0.0.1:0",
+    show_default=True,
+    help="RPC address without a config file (port 0: any free port).",
+)
 @click.pass_context
-def server(ctx: click.Context, s3_address: str, admin_address: str) -> None:
+def server(ctx: click.Context, s3_address: str, admin_address: str, rpc_address: str) -> None:
     """Run a node (a single-node cluster when started without a config file)."""
 
     import uvloop
@@ -84,7 +90,7 @@ def server(ctx: click.Context, s3_address: str, admin_address: str) -> None:
     config = _load(ctx)
     default_key = config is None or bool(os.environ.get("GRANARY_ACCESS_KEY_ID"))
     if config is None:
-        config = default_config(ctx.obj["data_dir"], s3_address, admin_address)
+        config = default_config(ctx.obj["data_dir"], s3_address, admin_address, rpc_address)
     tune_malloc()
     try:
         uvloop.run(run_node(config, default_key=default_key, announce=_announce))

@@ -50,6 +50,13 @@ class Access:
         entry = self.model.keys.local_get(b"", key_id.encode())
         return entry if entry is not None and entry.params is not None else None
 
+    async def refresh_key(self, key_id: str) -> AccessKey | None:
+        """Ask a quorum for a key this node does not know yet (just created elsewhere)."""
+        entry = await self.model.keys.get(b"", key_id.encode())
+        if entry is not None:
+            await self.model.keys.local_merge([entry])
+        return self.get_key(key_id)
+
     def secret_of(self, key_id: str) -> str | None:
         key = self.get_key(key_id)
         return None if key is None else key.params.secret
@@ -121,6 +128,17 @@ class Access:
         alias = self.model.aliases.local_get(b"", name.encode())
         if alias is None or alias.target.value is None:
             return None
+        return self.get_bucket(alias.target.value)
+
+    async def refresh_bucket(self, name: str) -> Bucket | None:
+        """Ask a quorum for a bucket name this node does not know yet."""
+        alias = await self.model.aliases.get(b"", name.encode())
+        if alias is None or alias.target.value is None:
+            return None
+        await self.model.aliases.local_merge([alias])
+        bucket = await self.model.buckets.get(b"", alias.target.value)
+        if bucket is not None:
+            await self.model.buckets.local_merge([bucket])
         return self.get_bucket(alias.target.value)
 
     def bucket_names(self) -> dict[bytes, str]:

@@ -20,7 +20,7 @@ from granary.model.mpu import MpuTable, MultipartUpload
 from granary.model.object import Object, ObjectTable
 from granary.model.version import VersionRow, VersionTable
 from granary.table.replication import Replication
-from granary.table.table import Table, TablePeers
+from granary.table.table import Table
 
 
 class Model:
@@ -28,10 +28,10 @@ class Model:
         self,
         db: Db,
         blocks: BlockManager,
-        replication: Replication,
+        sharded: Replication,
+        full: Replication,
         local_node: bytes,
         executor: Executor,
-        peers: TablePeers | None = None,
     ) -> None:
         self.db = db
         self.blocks = blocks
@@ -41,12 +41,12 @@ class Model:
         mpu_schema = MpuTable()
         block_ref_schema = BlockRefTable(blocks.refcounts)
 
-        def table(schema):
-            return Table(schema, db, replication, local_node, peers)
+        def table(schema, replication=sharded):
+            return Table(schema, db, replication, local_node)
 
-        self.buckets: Table[Bucket] = table(BucketTable())
-        self.aliases: Table[BucketAlias] = table(BucketAliasTable())
-        self.keys: Table[AccessKey] = table(KeyTable())
+        self.buckets: Table[Bucket] = table(BucketTable(), full)
+        self.aliases: Table[BucketAlias] = table(BucketAliasTable(), full)
+        self.keys: Table[AccessKey] = table(KeyTable(), full)
         self.objects: Table[Object] = table(object_schema)
         self.versions: Table[VersionRow] = table(version_schema)
         version_schema.table = self.versions

@@ -174,6 +174,7 @@ def node_config(server: GranaryServer, **extra: object) -> str:
     lines = [
         f'metadata_dir = "{server.root / "meta"}"',
         f'data_dir = "{server.root / "data"}"',
+        'rpc_bind_addr = "127.0.0.1:0"',
         *(f"{key} = {value!r}".replace("'", '"') for key, value in extra.items()),
         "[s3_api]",
         f'api_bind_addr = "127.0.0.1:{server.s3_port}"',

@@ -93,15 +93,30 @@ class S3App:
         if bucket_name is not None and post_ops.is_form_upload(request.method, key, headers):
             # Authenticated by the form's signed policy, not by a header.
             return await post_ops.post_object(self.services, request, bucket_name)
-        auth = authenticate(
-            request.method,
-            request.path,
-            query_pairs,
-            _utf8_values(headers.as_dict()),
-            self.services.access.secret_of,
-            datetime.now(UTC),
-            settings.region,
-        )
+        signed_headers = _utf8_values(headers.as_dict())
+        access = self.services.access
+
+        def check_signature():
+            return authenticate(
+                request.method,
+                request.path,
+                query_pairs,
+                signed_headers,
+                access.secret_of,
+                datetime.now(UTC),
+                settings.region,
+            )
+
+        try:
+            auth = check_signature()
+        except S3Error as error:
+            # A key created on another node moments ago may not be here yet.
+            key_id = error.extra.get("AWSAccessKeyId")
+            if error.code != "InvalidAccessKeyId" or not key_id:
+                raise
+            if await access.refresh_key(key_id) is None:
+                raise
+            auth = check_signature()
         if auth is None:
             if bucket_name is not None and self.services.access.resolve_bucket(bucket_name) is None:
                 raise S3Error("NoSuchBucket", BucketName=bucket_name)
@@ -126,7 +141,9 @@ class S3App:
             request_id=request_id,
         )
         if routed.bucket is not None and routed.operation != "CreateBucket":
-            context.bucket = self.services.access.resolve_bucket(routed.bucket)
+            context.bucket = access.resolve_bucket(routed.bucket)
+            if context.bucket is None:
+                context.bucket = await access.refresh_bucket(routed.bucket)
             if context.bucket is None:
                 raise S3Error("NoSuchBucket", BucketName=routed.bucket)
             if permission and not context.bucket.permission(access_key.key_id).allows(permission):
