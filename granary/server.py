@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from granary.api.admin.app import AdminApp
+from granary.api.admin.cluster_ops import ClusterAdmin
 from granary.api.http.server import HttpServer
 from granary.api.s3.app import S3App
 from granary.api.s3.context import S3Services, S3Settings
@@ -37,8 +38,10 @@ from granary.model.multipart import Multipart
 from granary.model.objects import Objects
 from granary.model.store import Model
 from granary.net.identity import load_or_create_identity, node_id
+from granary.net.node_info import NodeInfoService
 from granary.net.peering import Peering
 from granary.net.rpc import NetApp
+from granary.table.quorum import QuorumError
 from granary.table.replication import FullReplication, ShardedReplication
 from granary.table.rpc import TableRpc
 from granary.table.sync import TableSync
@@ -154,7 +157,7 @@ class Node:
             self.net,
             gossip_interval=config.ping_interval_secs,
         )
-        sharded = ShardedReplication(
+        self.sharded = sharded = ShardedReplication(
             self.layout, config.replication_factor, config.consistency_mode
         )
         full = FullReplication(self.layout)
@@ -188,6 +191,8 @@ class Node:
             )
             for table in self.model.tables
         ]
+        self.node_info = NodeInfoService(self.net, [d.path for d in self.store.directories])
+        self.net_host = parse_host_port(config.rpc_bind_addr, what="rpc_bind_addr")[0]
         self.layout.on_change(self._layout_changed)
         self.net.add_listener(self._peer_up, lambda node: None)
         self.access = Access(self.model)
@@ -233,6 +238,30 @@ class Node:
             )
         )
 
+    async def _default_key_when_laid_out(self) -> None:
+        """Create the default key now, or as soon as a layout says where it goes."""
+        if self.layout.current.version > 0:
+            self.credentials = await self.ensure_default_key()
+            return
+        env_id = os.environ.get("GRANARY_ACCESS_KEY_ID")
+        env_secret = os.environ.get("GRANARY_SECRET_ACCESS_KEY")
+        if env_id and env_secret:
+            self.credentials = Credentials(env_id, env_secret)
+        laid_out = asyncio.Event()
+        self.layout.on_change(lambda history: history.current.version and laid_out.set())
+
+        async def create_later() -> None:
+            await laid_out.wait()
+            for attempt in range(10):
+                try:
+                    self.credentials = await self.ensure_default_key()
+                    return
+                except QuorumError:
+                    await asyncio.sleep(0.5 * (attempt + 1))
+            log.error("could not create the default access key: too few nodes answered")
+
+        self._tasks.append(asyncio.ensure_future(create_later()))
+
     async def ensure_default_key(self) -> Credentials:
         """The key printed at start: from the environment, or generated once."""
         env_id = os.environ.get("GRANARY_ACCESS_KEY_ID")
@@ -263,7 +292,7 @@ class Node:
         await self.net.start()
         await self.peering.start()
         await self._standalone_layout()
-        recovered = await self.objects.recover_interrupted()
+        recovered = await self.objects.recover_interrupted() if self.layout.current.version else 0
         if recovered:
             log.info("aborted %d upload(s) interrupted by the last stop", recovered)
         workers = [
@@ -273,11 +302,19 @@ class Node:
         ]
         self._tasks = [asyncio.ensure_future(worker) for worker in workers]
         if self.default_key:
-            self.credentials = await self.ensure_default_key()
+            await self._default_key_when_laid_out()
         host, port = parse_host_port(config.s3_api.api_bind_addr, what="s3_api.api_bind_addr")
         await self.s3_server.start(host, port)
         if config.admin.api_bind_addr:
-            admin = AdminApp(self.access, admin_token_for(config))
+            cluster = ClusterAdmin(
+                self.layout,
+                self.peering,
+                self.net,
+                self.node_info,
+                self.sharded.write_quorum(config.replication_factor),
+                config.rpc_public_addr or f"{_display_host(self.net_host)}:{self.net.port}",
+            )
+            admin = AdminApp(self.access, admin_token_for(config), cluster)
             self.admin_server = HttpServer(admin.handle)
             host, port = parse_host_port(config.admin.api_bind_addr, what="admin.api_bind_addr")
             await self.admin_server.start(host, port)

@@ -261,3 +261,182 @@ def _permission_command(grant: bool):
 
 bucket.command("allow")(_permission_command(grant=True))
 bucket.command("deny")(_permission_command(grant=False))
+
+
+@main.group()
+def node() -> None:
+    """This node's identity and its peers."""
+
+
+@node.command("id")
+@click.pass_context
+def node_id(ctx: click.Context) -> None:
+    """Print ID@HOST:PORT, for other nodes' bootstrap_peers or `node connect`."""
+    click.echo(_call(ctx, "GET", "/v1/node/id")["node"])
+
+
+@node.command("connect")
+@click.argument("peer")
+@click.pass_context
+def node_connect(ctx: click.Context, peer: str) -> None:
+    """Connect to another node, given as ID@HOST:PORT."""
+    connected = _call(ctx, "POST", "/v1/node/connect", {"peer": peer})["connected"]
+    click.echo(f"connected to {connected}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Every node of the cluster, and the cluster's health."""
+    result = _call(ctx, "GET", "/v1/status")
+    if as_json:
+        _show(result)
+        return
+    health = result["health"]
+    click.echo(
+        f"Cluster {health['status']}: {health['partitions_with_quorum']}/{health['partitions']} "
+        f"partitions with quorum, {health['storage_nodes_up']}/{health['storage_nodes']} "
+        f"storage nodes up; layout version {result['layout_version']}"
+    )
+    if result["layout_conflict"]:
+        click.echo(f"LAYOUT CONFLICT: {result['layout_conflict']}")
+    click.echo(
+        f"{'id':<16}  {'hostname':<16} {'address':<22} {'zone':<8} {'capacity':>9} "
+        f"{'free':>9}  state"
+    )
+    for item in result["nodes"]:
+        capacity = "gateway" if item["gateway"] else _human(item["capacity"])
+        click.echo(
+            f"{item['id'][:16]:<16}  {(item['hostname'] or '?')[:16]:<16} "
+            f"{(item['address'] or '?')[:22]:<22} {(item['zone'] or '-')[:8]:<8} "
+            f"{capacity:>9} {_human(item['data_free']):>9}  "
+            f"{'up' if item['up'] else 'DOWN'}"
+        )
+
+
+def _human(size: int | None) -> str:
+    if size is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1000:
+            return f"{size:.0f}{unit}"
+        size /= 1000
+    return f"{size:.0f}PB"
+
+
+@main.group()
+def layout() -> None:
+    """Who stores what: stage role changes, then apply them as a new version."""
+
+
+@layout.command("show")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON.")
+@click.pass_context
+def layout_show(ctx: click.Context, as_json: bool) -> None:
+    """The current layout, the staged changes and a preview of their result."""
+    result = _call(ctx, "GET", "/v1/layout")
+    if as_json:
+        _show(result)
+    else:
+        _print_layout(result)
+
+
+def _print_layout(result: dict) -> None:
+    click.echo(
+        f"Layout version {result['version']} (replication factor "
+        f"{result['replication_factor']}, zone redundancy {result['zone_redundancy']})"
+    )
+    for node, role in result["roles"].items():
+        capacity = "gateway" if role["capacity"] is None else _human(role["capacity"])
+        partitions = result["partitions"].get(node, 0)
+        click.echo(
+            f"  {node[:16]}  zone={role['zone']:<10} capacity={capacity:<8} partitions={partitions}"
+        )
+    if result["staged_roles"] or result["staged_zone_redundancy"] is not None:
+        click.echo("Staged changes:")
+        for node, role in result["staged_roles"].items():
+            what = (
+                "remove"
+                if role is None
+                else f"zone={role['zone']} capacity="
+                + ("gateway" if role["capacity"] is None else _human(role["capacity"]))
+            )
+            click.echo(f"  {node[:16]}  {what}")
+        if result["staged_zone_redundancy"] is not None:
+            click.echo(f"  zone redundancy -> {result['staged_zone_redundancy']}")
+        if result["preview"]:
+            click.echo(f"Preview of version {result['version'] + 1}:\n{result['preview']}")
+        if result["preview_error"]:
+            click.echo(f"The staged changes cannot be applied: {result['preview_error']}")
+    if result["conflict"]:
+        click.echo(f"LAYOUT CONFLICT: {result['conflict']}")
+
+
+@layout.command("assign")
+@click.argument("nodes", nargs=-1, required=True)
+@click.option("-z", "--zone", required=True)
+@click.option("-c", "--capacity", help="Bytes to store, e.g. 100G.")
+@click.option("-t", "--tag", "tags", multiple=True)
+@click.option("-g", "--gateway", is_flag=True, help="Store nothing, only serve the APIs.")
+@click.pass_context
+def layout_assign(ctx, nodes, zone, capacity, tags, gateway) -> None:
+    """Stage a role for one or more nodes (ids or unique id prefixes)."""
+    body = {
+        "nodes": list(nodes),
+        "zone": zone,
+        "capacity": capacity,
+        "tags": list(tags),
+        "gateway": gateway,
+    }
+    _print_layout(_call(ctx, "POST", "/v1/layout/assign", body))
+
+
+@layout.command("remove")
+@click.argument("nodes", nargs=-1, required=True)
+@click.pass_context
+def layout_remove(ctx, nodes) -> None:
+    """Stage the removal of nodes' roles."""
+    _print_layout(_call(ctx, "POST", "/v1/layout/remove", {"nodes": list(nodes)}))
+
+
+@layout.command("config")
+@click.option("-r", "--redundancy", required=True, help="Zones per partition, or 'max'.")
+@click.pass_context
+def layout_config(ctx, redundancy) -> None:
+    """Stage the zone redundancy."""
+    _print_layout(_call(ctx, "POST", "/v1/layout/config", {"zone_redundancy": redundancy}))
+
+
+@layout.command("apply")
+@click.option(
+    "--version",
+    "version",
+    type=int,
+    required=True,
+    help="The new version number: the current one plus one.",
+)
+@click.pass_context
+def layout_apply(ctx, version) -> None:
+    """Apply the staged changes as a new layout version."""
+    result = _call(ctx, "POST", "/v1/layout/apply", {"version": version})
+    click.echo(result["report"])
+    _print_layout(result)
+
+
+@layout.command("revert")
+@click.pass_context
+def layout_revert(ctx) -> None:
+    """Forget the staged changes."""
+    _print_layout(_call(ctx, "POST", "/v1/layout/revert"))
+
+
+@layout.command("history")
+@click.pass_context
+def layout_history(ctx) -> None:
+    for item in _call(ctx, "GET", "/v1/layout/history"):
+        click.echo(
+            f"version {item['version']}: {item['storage_nodes']} storage node(s), "
+            f"{item['gateways']} gateway(s), zone redundancy {item['zone_redundancy']}, "
+            f"partition size {_human(item['partition_size'])}"
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -205,3 +206,83 @@ def signed_request_headers(
     request.context["payload_signing_enabled"] = body is not None
     S3SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY), "s3", "us-east-1").add_auth(request)
     return dict(request.headers.items())
+
+
+CLUSTER_SECRET = "c1" * 32
+
+
+@dataclass
+class Cluster:
+    """Several real nodes on 127.0.0.1 sharing an rpc_secret, bootstrapped on the first."""
+
+    nodes: list[GranaryServer]
+    rpc_ports: list[int]
+
+    def node_ids(self) -> list[str]:
+        return [n.cli("node", "id").stdout.strip().split("@")[0] for n in self.nodes]
+
+    def apply_layout(self, zones: list[str], capacity: str = "1G") -> None:
+        ids = self.node_ids()
+        admin = self.nodes[0]
+        for node_id, zone in zip(ids, zones, strict=True):
+            admin.cli("layout", "assign", "-z", zone, "-c", capacity, node_id)
+        admin.cli("layout", "apply", "--version", "1")
+        for node in self.nodes:
+            wait_until(lambda n=node: layout_version(n) >= 1, what="layout version 1")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            if node.process is not None:
+                node.kill()
+
+
+def layout_version(node: GranaryServer) -> int:
+    return json.loads(node.cli("layout", "show", "--json", check=False).stdout or "{}").get(
+        "version", -1
+    )
+
+
+def wait_until(predicate, timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    if not predicate():
+        raise AssertionError(f"timed out waiting for {what}")
+
+
+def cluster_config(node: GranaryServer, rpc_port: int, bootstrap: list[str], **extra) -> str:
+    settings = {
+        "replication_factor": 3,
+        "rpc_secret": CLUSTER_SECRET,
+        "ping_interval_secs": 0.5,
+        "anti_entropy_interval_secs": 3,
+        "block_gc_delay_secs": 1,
+        **extra,
+    }
+    text = node_config(node, **settings).replace(
+        'rpc_bind_addr = "127.0.0.1:0"', f'rpc_bind_addr = "127.0.0.1:{rpc_port}"'
+    )
+    peers = ", ".join(f'"{peer}"' for peer in bootstrap)
+    head = f'rpc_public_addr = "127.0.0.1:{rpc_port}"\nbootstrap_peers = [{peers}]\n'
+    return head + text
+
+
+def start_cluster(root: Path, count: int, zones: list[str], **extra) -> Cluster:
+    rpc_ports = [free_port() for _ in range(count)]
+    nodes = []
+    for index in range(count):
+        node = GranaryServer(root / f"node{index}")
+        bootstrap = [f"127.0.0.1:{rpc_ports[0]}"] if index else []
+        node.config_text = cluster_config(node, rpc_ports[index], bootstrap, **extra)
+        nodes.append(node)
+    cluster = Cluster(nodes, rpc_ports)
+    try:
+        for node in nodes:
+            node.start()
+        cluster.apply_layout(zones)
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster

@@ -18,11 +18,14 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 
+from granary.api.admin.cluster_ops import ClusterAdmin
 from granary.api.http.types import Request, Response
 from granary.api.s3.errors import S3Error
 from granary.api.s3.names import validate_bucket_name
+from granary.layout.roles import LayoutError
 from granary.model.access import Access, AccessError
 from granary.model.buckets import AccessKey, Bucket, Permission
+from granary.net.errors import RpcError
 
 MAX_BODY = 64 * 1024
 
@@ -47,6 +50,30 @@ class KeyUpdate(msgspec.Struct, forbid_unknown_fields=True):
 
 class BucketCreate(msgspec.Struct, forbid_unknown_fields=True):
     name: str
+
+
+class PeerConnect(msgspec.Struct, forbid_unknown_fields=True):
+    peer: str
+
+
+class LayoutAssign(msgspec.Struct, forbid_unknown_fields=True):
+    nodes: list[str]
+    zone: str
+    capacity: str | None = None
+    tags: list[str] = []
+    gateway: bool = False
+
+
+class LayoutRemove(msgspec.Struct, forbid_unknown_fields=True):
+    nodes: list[str]
+
+
+class LayoutConfig(msgspec.Struct, forbid_unknown_fields=True):
+    zone_redundancy: int | str
+
+
+class LayoutApply(msgspec.Struct, forbid_unknown_fields=True):
+    version: int
 
 
 class PermissionChange(msgspec.Struct, forbid_unknown_fields=True):
@@ -94,10 +121,21 @@ def bucket_json(name: str, bucket: Bucket) -> dict:
 
 
 class AdminApp:
-    def __init__(self, access: Access, token: str) -> None:
+    def __init__(self, access: Access, token: str, cluster: ClusterAdmin) -> None:
         self.access = access
         self.token = token
+        self.cluster = cluster
         self.routes: list[tuple[str, re.Pattern, Callable[..., Awaitable[object]]]] = [
+            ("GET", re.compile(r"^/v1/status$"), self.status),
+            ("GET", re.compile(r"^/v1/node/id$"), self.node_id),
+            ("POST", re.compile(r"^/v1/node/connect$"), self.connect),
+            ("GET", re.compile(r"^/v1/layout$"), self.layout_show),
+            ("GET", re.compile(r"^/v1/layout/history$"), self.layout_history),
+            ("POST", re.compile(r"^/v1/layout/assign$"), self.layout_assign),
+            ("POST", re.compile(r"^/v1/layout/remove$"), self.layout_remove),
+            ("POST", re.compile(r"^/v1/layout/config$"), self.layout_config),
+            ("POST", re.compile(r"^/v1/layout/apply$"), self.layout_apply),
+            ("POST", re.compile(r"^/v1/layout/revert$"), self.layout_revert),
             ("GET", re.compile(r"^/v1/keys$"), self.list_keys),
             ("POST", re.compile(r"^/v1/keys$"), self.create_key),
             ("GET", re.compile(r"^/v1/keys/([^/]+)$"), self.key_info),
@@ -114,7 +152,8 @@ class AdminApp:
     async def handle(self, request: Request) -> Response:
         try:
             if request.path == "/health" and request.method == "GET":
-                return _json(200, {"status": "healthy"})
+                health = self.cluster.health()
+                return _json(200 if health.serving else 503, {"status": health.status})
             self._authenticate(request)
             for method, pattern, handler in self.routes:
                 match = pattern.match(request.path)
@@ -129,6 +168,10 @@ class AdminApp:
             return _json(status, {"error": str(error)})
         except S3Error as error:
             return _json(400, {"error": error.message})
+        except (LayoutError, ValueError) as error:
+            return _json(400, {"error": str(error)})
+        except RpcError as error:
+            return _json(502, {"error": str(error)})
 
     def _authenticate(self, request: Request) -> None:
         header = request.headers.get("authorization") or ""
@@ -160,6 +203,48 @@ class AdminApp:
         if bucket is None:
             raise AdminError(404, f"no bucket {name}")
         return bucket
+
+    async def status(self, request: Request) -> dict:
+        return await self.cluster.status()
+
+    async def node_id(self, request: Request) -> dict:
+        return {"node": self.cluster.node_id_string()}
+
+    async def connect(self, request: Request) -> dict:
+        body: PeerConnect = await self._body(request, PeerConnect)
+        return {"connected": await self.cluster.connect(body.peer)}
+
+    async def layout_show(self, request: Request) -> dict:
+        return self.cluster.show()
+
+    async def layout_history(self, request: Request) -> list:
+        return self.cluster.history()
+
+    async def layout_assign(self, request: Request) -> dict:
+        body: LayoutAssign = await self._body(request, LayoutAssign)
+        return await self.cluster.assign(
+            body.nodes, body.zone, body.capacity, body.tags, body.gateway
+        )
+
+    async def layout_remove(self, request: Request) -> dict:
+        body: LayoutRemove = await self._body(request, LayoutRemove)
+        return await self.cluster.remove(body.nodes)
+
+    async def layout_config(self, request: Request) -> dict:
+        body: LayoutConfig = await self._body(request, LayoutConfig)
+        redundancy = body.zone_redundancy
+        if isinstance(redundancy, str) and redundancy != "max":
+            if not redundancy.isdigit():
+                raise AdminError(400, "zone redundancy must be a number or 'max'")
+            redundancy = int(redundancy)
+        return await self.cluster.configure(redundancy)
+
+    async def layout_apply(self, request: Request) -> dict:
+        body: LayoutApply = await self._body(request, LayoutApply)
+        return await self.cluster.apply(body.version)
+
+    async def layout_revert(self, request: Request) -> dict:
+        return await self.cluster.revert()
 
     async def list_keys(self, request: Request) -> list:
         return [{"key_id": k.key_id, "name": k.params.name.value} for k in self.access.list_keys()]
