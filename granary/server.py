@@ -313,6 +313,7 @@ class Node:
                 self.node_info,
                 self.sharded.write_quorum(config.replication_factor),
                 config.rpc_public_addr or f"{_display_host(self.net_host)}:{self.net.port}",
+                self.model.tables,
             )
             admin = AdminApp(self.access, admin_token_for(config), cluster)
             self.admin_server = HttpServer(admin.handle)

@@ -4,7 +4,8 @@ There is no consensus: an operator applies version N + 1 on one node and the
 nodes gossip their histories. A higher version simply wins. Two different
 layouts applied under the same number (from two places at once) cannot be
 reconciled, so `LayoutHistory.merge` raises `LayoutConflict` rather than pick
-one. Staged changes merge as a CRDT whatever the versions (see `StagedChanges`).
+one, until the operator applies a newer version. Staged changes merge as a
+CRDT whatever the versions (see `StagedChanges`).
 """
 
 from __future__ import annotations
@@ -143,13 +144,24 @@ class LayoutHistory(msgspec.Struct, frozen=True, array_like=True):
     def merge(self, other: Self) -> Self:
         """Both histories' versions, and their staged changes merged.
 
-        Raises LayoutConflict when both hold a version number with different layouts.
+        The higher current version wins, and with it its view of the older
+        versions: applying a new version from one node is how an operator
+        settles a conflict. Raises LayoutConflict when both sides' current
+        layouts carry the same number but differ.
         """
+        mine, theirs = self.current.committed(), other.current.committed()
+        if mine.version == theirs.version and mine != theirs:
+            raise LayoutConflict(mine.version)
+        ahead, behind = (self, other) if mine.version >= theirs.version else (other, self)
         by_number: dict[int, ClusterLayout] = {}
-        for layout in (*self._committed(), *other._committed()):
+        for layout in ahead._committed():
+            by_number[layout.version] = layout
+        for layout in behind._committed():
             known = by_number.setdefault(layout.version, layout)
-            if known != layout:
-                raise LayoutConflict(layout.version)
+            if known != layout and mine.version == theirs.version:
+                # Same current layout, different memories of an older one: pick
+                # one deterministically so every node keeps the same history.
+                by_number[layout.version] = max(known, layout, key=msgspec.msgpack.encode)
         numbers = sorted(by_number, reverse=True)[: OLDER_VERSIONS_KEPT + 1]
         staging = self.current.staging.merge(other.current.staging)
         current = msgspec.structs.replace(by_number[numbers[0]], staging=staging)

@@ -286,3 +286,12 @@ def start_cluster(root: Path, count: int, zones: list[str], **extra) -> Cluster:
         cluster.stop()
         raise
     return cluster
+
+
+def admin_call(node: GranaryServer, method: str, path: str, body: dict | None = None):
+    """Call a node's admin API in-process, found the way the CLI finds it."""
+    from granary.cli.admin_client import AdminClient
+    from granary.config import load_config
+
+    config = load_config(node.root / "granary.toml")
+    return AdminClient.locate(config, node.data_dir).call(method, path, body)

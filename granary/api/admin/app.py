@@ -128,6 +128,7 @@ class AdminApp:
         self.routes: list[tuple[str, re.Pattern, Callable[..., Awaitable[object]]]] = [
             ("GET", re.compile(r"^/v1/status$"), self.status),
             ("GET", re.compile(r"^/v1/node/id$"), self.node_id),
+            ("GET", re.compile(r"^/v1/tables$"), self.tables),
             ("POST", re.compile(r"^/v1/node/connect$"), self.connect),
             ("GET", re.compile(r"^/v1/layout$"), self.layout_show),
             ("GET", re.compile(r"^/v1/layout/history$"), self.layout_history),
@@ -206,6 +207,9 @@ class AdminApp:
 
     async def status(self, request: Request) -> dict:
         return await self.cluster.status()
+
+    async def tables(self, request: Request) -> dict:
+        return self.cluster.table_digests()
 
     async def node_id(self, request: Request) -> dict:
         return {"node": self.cluster.node_id_string()}

@@ -23,7 +23,9 @@ class ClusterAdmin:
         info: NodeInfoService,
         write_quorum: int,
         rpc_public_addr: str,
+        tables: list,
     ) -> None:
+        self.tables = tables
         self.layout = layout
         self.peering = peering
         self.net = net
@@ -94,6 +96,18 @@ class ClusterAdmin:
         if not reachable:
             return None
         return await self.info.fetch(bytes.fromhex(node))
+
+    def table_digests(self) -> dict:
+        """Per table, this node's row count and partition digests (to compare replicas)."""
+        return {
+            table.name: {
+                "rows": table.tree.count(),
+                "partitions": {
+                    str(p): digest.hex() for p, digest in table.merkle.partition_digests().items()
+                },
+            }
+            for table in self.tables
+        }
 
     async def connect(self, peer: str) -> str:
         return (await self.peering.connect(peer)).hex()

@@ -24,6 +24,8 @@ from granary.api.s3.errors import S3Error
 from granary.api.s3.router import decode_path, parse_query, route, split_bucket_key
 from granary.api.s3.sigv4 import authenticate
 from granary.api.s3.xml import error_document
+from granary.block.manager import BlockUnavailable
+from granary.table.quorum import QuorumError
 from granary.util.checksums import ChecksumRequestError
 from granary.util.time import now_ms
 
@@ -69,6 +71,12 @@ class S3App:
             response = await self._dispatch(request, request_id)
         except S3Error as error:
             response = self.error_response(request, error, request_id)
+        except (QuorumError, BlockUnavailable) as error:
+            log.warning("%s %s: %s", request.method, request.path, error)
+            unavailable = S3Error(
+                "ServiceUnavailable", "Too few nodes answered; retry later.", status=503
+            )
+            response = self.error_response(request, unavailable, request_id)
         except ChecksumRequestError as error:
             response = self.error_response(
                 request, S3Error("InvalidRequest", str(error)), request_id
