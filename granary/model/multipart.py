@@ -34,14 +34,17 @@ class Multipart:
         self, bucket_id: bytes, key: str, headers: list[tuple[str, str]]
     ) -> MultipartUpload:
         upload_id = new_uuid()
-        timestamp = await self.objects.next_version_timestamp(bucket_id, key)
+        listed = await self.objects.write_version(
+            bucket_id, key, lambda ts: ObjectVersion(upload_id, ts, UPLOADING, multipart=True)
+        )
         upload = MultipartUpload(
-            upload_id=upload_id, timestamp=timestamp, bucket_id=bucket_id, key=key, headers=headers
+            upload_id=upload_id,
+            timestamp=listed.timestamp,
+            bucket_id=bucket_id,
+            key=key,
+            headers=headers,
         )
         await self.model.uploads.insert(upload)
-        await self.model.objects.insert(
-            Object(bucket_id, key, [ObjectVersion(upload_id, timestamp, UPLOADING, multipart=True)])
-        )
         return upload
 
     async def get(self, upload_id: bytes) -> MultipartUpload | None:

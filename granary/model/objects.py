@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import msgspec
 from msgspec.structs import replace
@@ -24,14 +24,13 @@ from granary.model.object import (
     COMPLETE,
     DELETE_MARKER,
     INLINE,
-    UPLOADING,
     Object,
     ObjectMeta,
     ObjectVersion,
 )
 from granary.model.store import Model
 from granary.model.version import VersionBlock, tombstone
-from granary.util.time import next_timestamp
+from granary.util.time import next_timestamp, now_ms
 
 log = logging.getLogger("granary.model")
 
@@ -101,11 +100,13 @@ class Upload:
         return await asyncio.shield(self._completion)
 
     async def _commit(self, meta: ObjectMeta, first_block: bytes | None) -> ObjectVersion:
-        timestamp = await self.objects.next_version_timestamp(self.bucket_id, self.key)
-        version = ObjectVersion(
-            self.uuid, timestamp, COMPLETE, kind=BLOCKS, meta=meta, first_block=first_block
+        version = await self.objects.write_version(
+            self.bucket_id,
+            self.key,
+            lambda ts: ObjectVersion(
+                self.uuid, ts, COMPLETE, kind=BLOCKS, meta=meta, first_block=first_block
+            ),
         )
-        await self.objects.model.objects.insert(Object(self.bucket_id, self.key, [version]))
         self.completed = True
         await self.objects.forget_inflight(self.uuid)
         return version
@@ -188,34 +189,49 @@ class Objects:
 
     # ---- writes ----------------------------------------------------------
 
-    async def next_version_timestamp(self, bucket_id: bytes, key: str) -> int:
-        existing = await self.get(bucket_id, key)
-        latest = max((v.timestamp for v in existing.versions), default=None) if existing else None
-        return next_timestamp(latest)
+    async def write_version(
+        self, bucket_id: bytes, key: str, build: Callable[[int], ObjectVersion]
+    ) -> ObjectVersion:
+        """Write a new version of an object, newer than every version before it.
+
+        It is written at once under this node's clock while the current row is
+        read at the same time, so a write costs one quorum round trip. Only if
+        the row already holds a version at least as new (a clock running
+        behind another node's) is it written again, just above that version.
+        """
+        version = build(now_ms())
+        existing = asyncio.ensure_future(self.get(bucket_id, key))
+        try:
+            await self.model.objects.insert(Object(bucket_id, key, [version]))
+        finally:
+            row = await existing
+        newest = (
+            max((v.timestamp for v in row.versions if v.uuid != version.uuid), default=None)
+            if row is not None
+            else None
+        )
+        if newest is not None and newest >= version.timestamp:
+            version = build(next_timestamp(newest))
+            await self.model.objects.insert(Object(bucket_id, key, [version]))
+        return version
 
     async def put_inline(self, bucket_id: bytes, key: str, meta: ObjectMeta, data: bytes) -> None:
-        timestamp = await self.next_version_timestamp(bucket_id, key)
-        version = ObjectVersion(
-            new_uuid(), timestamp, COMPLETE, kind=INLINE, meta=meta, inline=data
+        uuid = new_uuid()
+        await self.write_version(
+            bucket_id,
+            key,
+            lambda ts: ObjectVersion(uuid, ts, COMPLETE, kind=INLINE, meta=meta, inline=data),
         )
-        await self.model.objects.insert(Object(bucket_id, key, [version]))
 
     async def begin_upload(self, bucket_id: bytes, key: str) -> Upload:
-        """Start writing a new version of an object."""
-        timestamp = await self.next_version_timestamp(bucket_id, key)
-        upload = Upload(self, bucket_id, key, new_uuid(), timestamp, part=False)
+        """Start writing a new version of an object (it gets its timestamp when complete)."""
+        upload = Upload(self, bucket_id, key, new_uuid(), now_ms(), part=False)
         await self._remember_inflight(upload)
-        await self.model.objects.insert(
-            Object(bucket_id, key, [ObjectVersion(upload.uuid, timestamp, UPLOADING)])
-        )
         return upload
 
     async def begin_copy(self, bucket_id: bytes, key: str) -> Upload:
-        """A new version made of existing blocks (no Uploading entry: it is quick)."""
-        timestamp = await self.next_version_timestamp(bucket_id, key)
-        upload = Upload(self, bucket_id, key, new_uuid(), timestamp, part=False)
-        await self._remember_inflight(upload)
-        return upload
+        """A new version made of existing blocks."""
+        return await self.begin_upload(bucket_id, key)
 
     async def begin_part(
         self, bucket_id: bytes, key: str, timestamp: int, upload_id: bytes
@@ -225,15 +241,12 @@ class Objects:
         await self._remember_inflight(upload)
         return upload
 
-    async def delete(self, bucket_id: bytes, key: str) -> bool:
-        """Write a delete marker; False if there was nothing to delete."""
-        existing = await self.get(bucket_id, key)
-        if existing is None or existing.current() is None:
-            return False
-        timestamp = next_timestamp(max(v.timestamp for v in existing.versions))
-        marker = ObjectVersion(new_uuid(), timestamp, COMPLETE, kind=DELETE_MARKER)
-        await self.model.objects.insert(Object(bucket_id, key, [marker]))
-        return True
+    async def delete(self, bucket_id: bytes, key: str) -> None:
+        """Write a delete marker (deleting a missing key is not an error in S3)."""
+        uuid = new_uuid()
+        await self.write_version(
+            bucket_id, key, lambda ts: ObjectVersion(uuid, ts, COMPLETE, kind=DELETE_MARKER)
+        )
 
     async def copy(
         self,
@@ -244,12 +257,14 @@ class Objects:
     ) -> ObjectVersion:
         """A new version sharing the source's blocks (no data is copied)."""
         if source.kind == INLINE:
-            timestamp = await self.next_version_timestamp(bucket_id, key)
-            version = ObjectVersion(
-                new_uuid(), timestamp, COMPLETE, kind=INLINE, meta=meta, inline=source.inline
+            uuid = new_uuid()
+            return await self.write_version(
+                bucket_id,
+                key,
+                lambda ts: ObjectVersion(
+                    uuid, ts, COMPLETE, kind=INLINE, meta=meta, inline=source.inline
+                ),
             )
-            await self.model.objects.insert(Object(bucket_id, key, [version]))
-            return version
         blocks = await self.blocks_of(source.uuid)
         if sum(b.size for b in blocks) != source.meta.size:
             raise LookupError("the source object's data is gone")
