@@ -9,13 +9,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from profiling import profiled
-from server_process import ServerProcess
+from server_process import CLOCK_TICKS, ServerProcess
 
 GIB = 1 << 30
 MB = 1_000_000
 
 # op(worker, iteration) -> bytes moved by that request
 Operation = Callable[[int, int], Awaitable[int]]
+
+
+def machine_cpu_seconds() -> tuple[float, float]:
+    """CPU seconds of all cores since boot (/proc/stat): spent in tasks (user, system,
+    and steal by the hypervisor), and in interrupts (irq + softirq: loopback packets)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
+    return (user + nice + system + steal) / CLOCK_TICKS, (irq + softirq) / CLOCK_TICKS
 
 
 @dataclass
@@ -28,6 +36,8 @@ class PhaseResult:
     seconds: float
     server_cpu: float
     client_cpu: float
+    other_cpu: float
+    irq_cpu: float
     server_rss: int
     latencies: list[float] = field(repr=False)
     hot_spots: list[tuple[str, float]] = field(default_factory=list)
@@ -53,6 +63,17 @@ class PhaseResult:
         return self.server_cpu / self.ops * 1000
 
     @property
+    def other_busy(self) -> float:
+        """Cores' worth of CPU every other task used meanwhile: neighbours, kernel
+        threads (writeback, reclaim) and time stolen by the hypervisor."""
+        return self.other_cpu / self.seconds
+
+    @property
+    def irq_busy(self) -> float:
+        """Cores' worth of interrupt handling, mostly the loopback traffic itself."""
+        return self.irq_cpu / self.seconds
+
+    @property
     def client_busy(self) -> float:
         """Share of one core the load generator used (near 1.0: it may be the bottleneck)."""
         return self.client_cpu / self.seconds
@@ -68,6 +89,8 @@ class PhaseResult:
             server_cpu_s_per_gib=self.server_cpu_per_gib,
             server_cpu_ms_per_op=self.server_cpu_ms_per_op,
             client_busy=self.client_busy,
+            other_busy=self.other_busy,
+            irq_busy=self.irq_busy,
         )
         return data
 
@@ -78,6 +101,10 @@ class PhaseRunner:
 
     server: ServerProcess
     profile_dir: Path | None = None
+
+    def _cpu(self) -> tuple[float, ...]:
+        """CPU seconds so far: the server's, this client's, the machine's tasks' and irqs'."""
+        return self.server.cpu_seconds(), time.process_time(), *machine_cpu_seconds()
 
     async def run(
         self,
@@ -98,21 +125,23 @@ class PhaseRunner:
             iteration = 0
             while iteration < min_per_worker or time.perf_counter() < deadline:
                 began = time.perf_counter()
-                moved += await operation(index, iteration)
+                count = await operation(index, iteration)
                 latencies.append(time.perf_counter() - began)
+                moved += count  # not `moved += await ...`: that reads `moved` before awaiting
                 iteration += 1
 
         profile = (
             self.profile_dir / f"{name}-{size}-c{concurrency}.txt" if self.profile_dir else None
         )
         with profiled(self.server.pid, profile) as hot_spots:
-            server_cpu, client_cpu = self.server.cpu_seconds(), time.process_time()
+            before = self._cpu()
             start = time.perf_counter()
             deadline = start + duration
             await asyncio.gather(*(worker(i) for i in range(concurrency)))
             seconds = time.perf_counter() - start
-            server_cpu = self.server.cpu_seconds() - server_cpu
-            client_cpu = time.process_time() - client_cpu
+            server_cpu, client_cpu, tasks_cpu, irq_cpu = (
+                b - a for a, b in zip(before, self._cpu(), strict=True)
+            )
         rss = self.server.memory()["VmRSS"]
         return PhaseResult(
             name,
@@ -123,6 +152,8 @@ class PhaseRunner:
             seconds,
             server_cpu,
             client_cpu,
+            tasks_cpu - server_cpu - client_cpu,
+            irq_cpu,
             rss,
             latencies,
             hot_spots,

@@ -5,6 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MB = 1_000_000
+CLIENT_BOUND = 80
+BUSY_HEADER = f"{'srv%':>4} {'cli%':>4} {'irq%':>4} {'other%':>6}"
+BUSY_NOTE = (
+    "  CPU in % of one core: srv = server, cli = load generator (! above 80%: it may be the\n"
+    "  bottleneck), irq = interrupts (loopback), other = every other task (neighbours,\n"
+    "  kernel writeback and reclaim, hypervisor steal)"
+)
 LIMIT_NAMES = {
     "md5": "MD5, 1 core",
     "sha256": "SHA-256, 1 core",
@@ -78,9 +85,12 @@ def _ops(results: dict, name: str, size: int) -> float:
 
 
 def _busy(phase: dict) -> str:
-    """Server and client CPU use during the phase, in % of one core."""
+    """CPU used during the phase by server, client, interrupts and other tasks, in % of a core."""
     server = 100 * phase["server_cpu"] / phase["seconds"]
-    return f"{server:>8.0f} {100 * phase['client_busy']:>8.0f}"
+    client = 100 * phase["client_busy"]
+    flag = "!" if client > CLIENT_BOUND else " "
+    other = max(0.0, 100 * phase["other_busy"])  # /proc/stat is tick-sampled: can dip below 0
+    return f"{server:>4.0f} {client:>4.0f}{flag}{100 * phase['irq_busy']:>4.0f} {other:>6.0f}"
 
 
 def _limits_lines(limits: dict[str, float]) -> list[str]:
@@ -95,7 +105,7 @@ def _throughput_lines(results: dict) -> list[str]:
         "Throughput (PUT ratio: vs 1-core MD5; GET ratio: vs min(loopback, page-cache read) = "
         f"{get_limit(limits):.0f} MB/s)",
         f"  {'op':<4} {'size':>7} {'conc':>4} {'MB/s':>8} {'ratio':>6} {'objects':>7} "
-        f"{'srv CPU-s/GiB':>13} {'srv CPU%':>8} {'cli CPU%':>8}",
+        f"{'srv CPU-s/GiB':>13} {BUSY_HEADER}",
     ]
     for phase in results["throughput"]:
         lines.append(
@@ -110,7 +120,7 @@ def _small_ops_lines(results: dict) -> list[str]:
     lines = [
         "Small objects (4 KiB bodies; LIST = ListObjectsV2 pages of 100 over a 1000-key prefix)",
         f"  {'op':<4} {'conc':>4} {'ops/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'srv CPU ms/op':>13} {'srv CPU%':>8} {'cli CPU%':>8}",
+        f"{'srv CPU ms/op':>13} {BUSY_HEADER}",
     ]
     for phase in results["small_ops"]:
         lines.append(
@@ -146,11 +156,12 @@ def render(results: dict) -> str:
         *_limits_lines(results["limits"]),
         "",
         *_throughput_lines(results),
+        BUSY_NOTE,
         "",
         *_small_ops_lines(results),
         "",
-        f"Server memory: idle RSS {server['idle_rss'] / MB:.1f} MB, "
-        f"peak RSS (VmHWM) {server['peak_rss'] / MB:.1f} MB",
+        f"Server: idle RSS {server['idle_rss'] / MB:.1f} MB, "
+        f"peak RSS (VmHWM) {server['peak_rss'] / MB:.1f} MB, exit code {server['exit_code']}",
         "",
         "Targets (informative)",
         *(target.line() for target in targets(results)),

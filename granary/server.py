@@ -41,6 +41,7 @@ from granary.net.identity import load_or_create_identity, node_id
 from granary.net.node_info import NodeInfoService
 from granary.net.peering import Peering
 from granary.net.rpc import NetApp
+from granary.table.gc import TombstoneGc
 from granary.table.quorum import QuorumError
 from granary.table.replication import FullReplication, ShardedReplication
 from granary.table.rpc import TableRpc
@@ -53,6 +54,7 @@ log = logging.getLogger("granary.server")
 DEFAULT_KEY_FILE = "default_key_id"
 RPC_SECRET_FILE = "rpc_secret"
 FULL_COPY_SYNC_SECS = 10
+TOMBSTONE_GC_INTERVAL_SECS = 60
 BLOCK_GC_GRACE_MS = 10 * 60 * 1000
 
 
@@ -181,6 +183,13 @@ class Node:
         )
         self.model = Model(self.db, blocks, sharded, full, self.node_id, self.executor)
         self.table_rpc = TableRpc(self.net, self.model.tables)
+        for table in self.model.tables:
+            table.nearest_first = self.peering.by_distance
+        self.tombstone_gcs = [
+            TombstoneGc(table, self.table_rpc, config.tombstone_gc_delay_secs * 1000)
+            for table in self.model.tables
+            if table.schema.collect_tombstones
+        ]
         self.syncs = [
             TableSync(
                 table,
@@ -299,6 +308,7 @@ class Node:
             *self.model.background_tasks(self.stop_event),
             self.layout.run_gossip(self.stop_event),
             *(sync.run(self.stop_event) for sync in self.syncs),
+            *(gc.run(self.stop_event, TOMBSTONE_GC_INTERVAL_SECS) for gc in self.tombstone_gcs),
         ]
         self._tasks = [asyncio.ensure_future(worker) for worker in workers]
         if self.default_key:

@@ -60,6 +60,9 @@ class VersionTable(TableSchema[VersionRow]):
     name = "version"
     entry_type = VersionRow
     filters = {"blocks": is_block}
+    # A deleted version's header must outlive its block rows: a block row
+    # arriving late looks at it to release its block.
+    collect_tombstones = False
 
     def __init__(self) -> None:
         self.table: Table[VersionRow] | None = None

@@ -54,3 +54,37 @@ def _retrieve_exception(task: asyncio.Future) -> None:
     """Mark a background call's failure as seen; anti-entropy repairs it later."""
     if not task.cancelled():
         task.exception()
+
+
+async def call_nearest(
+    nodes: Sequence[bytes], call: Callable[[bytes], Awaitable[T]], quorum: int
+) -> list[T]:
+    """Call the `quorum` first nodes (nearest first); each failure brings in the next.
+
+    Reads need no more answers than the quorum, so the farther replicas are
+    asked only when a nearer one fails.
+    """
+    if quorum > len(nodes):
+        raise QuorumError(quorum, 0, [])
+    waiting = list(nodes)
+    running = {asyncio.ensure_future(call(node)) for node in waiting[:quorum]}
+    waiting = waiting[quorum:]
+    results: list[T] = []
+    errors: list[BaseException] = []
+    try:
+        while running:
+            done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task.exception() is None:
+                    results.append(task.result())
+                else:
+                    errors.append(task.exception())
+                    if waiting:
+                        running.add(asyncio.ensure_future(call(waiting.pop(0))))
+            if len(results) >= quorum:
+                return results[:quorum]
+    finally:
+        for task in running:
+            task.cancel()
+            task.add_done_callback(_retrieve_exception)
+    raise QuorumError(quorum, len(results), errors)

@@ -47,8 +47,20 @@ class FetchRows(msgspec.Struct, tag="fetch", array_like=True):
     keys: list[bytes]
 
 
+class DeleteIfEqual(msgspec.Struct, tag="forget", array_like=True):
+    key: bytes
+    digest: bytes
+
+
 TableRequest = (
-    MergeRows | GetRow | ScanRows | PartitionDigests | BucketDigests | RowDigests | FetchRows
+    MergeRows
+    | GetRow
+    | ScanRows
+    | PartitionDigests
+    | BucketDigests
+    | RowDigests
+    | FetchRows
+    | DeleteIfEqual
 )
 
 _request_encoder = msgspec.msgpack.Encoder()
@@ -97,6 +109,11 @@ class TableRpc:
                 return merkle.rows_in(partition, buckets)
             case FetchRows(keys=keys):
                 return [table.tree.get(key) for key in keys]
+            case DeleteIfEqual(key=key, digest=digest):
+                gc = table.tombstone_gc
+                if gc is None:
+                    return False
+                return await table.db.transact(lambda tx: gc.delete_if_equal(tx, key, digest))
 
     # ---- calling (TablePeers) ---------------------------------------------
 
@@ -138,3 +155,6 @@ class TableRpc:
 
     async def fetch(self, node: bytes, table: str, keys: list[bytes]) -> list[bytes | None]:
         return await self._call(node, table, FetchRows(keys), priority=BACKGROUND)
+
+    async def delete_if_equal(self, node: bytes, table: str, key: bytes, digest: bytes) -> bool:
+        return await self._call(node, table, DeleteIfEqual(key, digest), priority=BACKGROUND)

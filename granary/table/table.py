@@ -26,7 +26,7 @@ from granary.table.keys import (
     storage_key,
 )
 from granary.table.merkle import MerkleIndex
-from granary.table.quorum import call_quorum
+from granary.table.quorum import call_nearest, call_quorum
 from granary.table.replication import Replication
 from granary.table.schema import TableSchema
 from granary.util.waits import sleep_until
@@ -72,6 +72,8 @@ class Table(Generic[E]):
         self.tree = db.tree(f"{schema.name}:table")
         self.queue_tree = db.tree(f"{schema.name}:insert_queue")
         self.merkle = MerkleIndex(db, schema.name, self.tree)
+        self.nearest_first: Callable[[list[bytes]], list[bytes]] = list
+        self.tombstone_gc = None
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder = msgspec.msgpack.Decoder(schema.entry_type)
         self._queue_wakeup = asyncio.Event()
@@ -130,6 +132,8 @@ class Table(Generic[E]):
         if changed:
             tx.put(self.tree, key, new_raw)
             self.merkle.update(tx, key, old_raw, new_raw)
+            if self.tombstone_gc is not None and self.schema.is_tombstone(new):
+                self.tombstone_gc.schedule(tx, key, new_raw)
         if changed or entry != new:
             self.schema.updated(tx, old, new, entry)
         return new
@@ -170,8 +174,8 @@ class Table(Generic[E]):
 
     async def get(self, pk: bytes, sk: bytes) -> E | None:
         """Read one entry at the read quorum, merging the replicas' answers."""
-        nodes = self._nodes(pk)
-        answers = await call_quorum(
+        nodes = self.nearest_first(self._nodes(pk))
+        answers = await call_nearest(
             nodes, lambda node: self._get_on(node, pk, sk), self.replication.read_quorum(len(nodes))
         )
         merged = _merge_all([a for a in answers if a is not None])
@@ -203,8 +207,8 @@ class Table(Generic[E]):
         its last key.
         """
         keep = self._filter(filter)
-        nodes = self._nodes(pk)
-        answers = await call_quorum(
+        nodes = self.nearest_first(self._nodes(pk))
+        answers = await call_nearest(
             nodes,
             lambda node: self._scan_on(node, pk, start, filter, limit),
             self.replication.read_quorum(len(nodes)),
