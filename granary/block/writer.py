@@ -19,7 +19,7 @@ from typing import Any
 from granary.block.codec import block_hash
 from granary.util.checksums import Checksum
 
-StoreBlock = Callable[[int, bytes, bytes], Awaitable[None]]
+StoreBlock = Callable[[int, bytes, bytes | bytearray], Awaitable[None]]
 
 
 class StreamTooLarge(Exception):
@@ -55,7 +55,7 @@ class StreamResult:
     blocks: list[StoredBlock]
 
 
-def _digest_block(digests: StreamDigests, data: bytes) -> bytes:
+def _digest_block(digests: StreamDigests, data: bytes | bytearray) -> bytes:
     digests.update(data)
     return block_hash(data)
 
@@ -90,29 +90,33 @@ async def write_blocks(
             await in_flight.pop(0)
         in_flight.append(asyncio.ensure_future(store(block_offset, block_id, data)))
 
-    async def submit(data: bytes) -> None:
+    async def submit(data: bytearray) -> None:
         nonlocal hashing, hashing_block, offset
         await finish_hashing()
         hashing = loop.run_in_executor(executor, _digest_block, digests, data)
         hashing_block = (offset, data)
         offset += len(data)
 
-    pending: list[bytes] = []
-    pending_size = 0
+    block = bytearray(block_size)
+    filled = 0
     try:
         async for chunk in chunks:
-            if offset + pending_size + len(chunk) > max_size:
+            if offset + filled + len(chunk) > max_size:
                 raise StreamTooLarge()
-            pending.append(chunk)
-            pending_size += len(chunk)
-            while pending_size >= block_size:
-                joined = b"".join(pending)
-                await submit(joined[:block_size])
-                rest = joined[block_size:]
-                pending = [rest] if rest else []
-                pending_size = len(rest)
-        if pending_size:
-            await submit(b"".join(pending))
+            view = memoryview(chunk)
+            while view:
+                taken = min(len(view), block_size - filled)
+                block[filled : filled + taken] = view[:taken]
+                filled += taken
+                view = view[taken:]
+                if filled == block_size:
+                    # Each full block is handed over as is and never touched
+                    # again here: one copy from the network buffers, no more.
+                    await submit(block)
+                    block = bytearray(block_size)
+                    filled = 0
+        if filled:
+            await submit(block[:filled])
         await finish_hashing()
         for task in in_flight:
             await task

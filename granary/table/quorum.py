@@ -30,6 +30,11 @@ async def call_quorum(
     """
     if quorum > len(nodes):
         raise QuorumError(quorum, 0, [])
+    if len(nodes) == 1:
+        try:
+            return [await call(nodes[0])]
+        except Exception as error:
+            raise QuorumError(quorum, 0, [error]) from error
     tasks = [asyncio.ensure_future(call(node)) for node in nodes]
     results: list[T] = []
     errors: list[BaseException] = []
@@ -66,6 +71,8 @@ async def call_nearest(
     """
     if quorum > len(nodes):
         raise QuorumError(quorum, 0, [])
+    if len(nodes) == 1:
+        return await call_quorum(nodes, call, quorum)
     waiting = list(nodes)
     running = {asyncio.ensure_future(call(node)) for node in waiting[:quorum]}
     waiting = waiting[quorum:]

@@ -11,8 +11,8 @@ from botocore.exceptions import ClientError
 SIZES = {
     "empty": 0,
     "one-byte": 1,
-    "inline": 3000,
-    "just-over-inline": 3073,
+    "inline": 4096,
+    "just-over-inline": 4097,
     "one-block": 1 << 20,
     "blocks-and-a-bit": (3 << 20) + 17,
 }

@@ -67,7 +67,9 @@ async def list_page(
     if max_keys <= 0:
         return page
     while True:
-        batch = await fetch(position, batch_size)
+        # One row more than the page still needs tells whether it is truncated.
+        wanted = min(batch_size, max_keys - page.count + 1)
+        batch = await fetch(position, wanted)
         if not batch:
             return page
         jumped = False
@@ -93,7 +95,7 @@ async def list_page(
             jumped = True
             break
         if not jumped:
-            if len(batch) < batch_size:
+            if len(batch) < wanted:
                 return page
             position = after(batch[-1][0])
 
