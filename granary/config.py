@@ -55,6 +55,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     block_gc_delay_secs: int = 600
     anti_entropy_interval_secs: int = 600
     tombstone_gc_delay_secs: int = 24 * 3600
+    clock_offset_ms: int = 0
     ping_interval_secs: float = 10.0
     rpc_bind_addr: str = "127.0.0.1:3901"
     rpc_public_addr: str | None = None

@@ -47,7 +47,7 @@ from granary.table.replication import FullReplication, ShardedReplication
 from granary.table.rpc import TableRpc
 from granary.table.sync import TableSync
 from granary.util.sizes import parse_size
-from granary.util.time import now_ms
+from granary.util.time import now_ms, set_clock_offset
 
 log = logging.getLogger("granary.server")
 
@@ -126,6 +126,7 @@ class Node:
     def __init__(self, config: Config, *, default_key: bool) -> None:
         self.config = config
         self.default_key = default_key
+        set_clock_offset(config.clock_offset_ms)
         self.stop_event = asyncio.Event()
         self.credentials: Credentials | None = None
         metadata_dir = Path(config.metadata_dir)
