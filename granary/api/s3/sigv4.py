@@ -340,7 +340,8 @@ def _parse_presigned(params: Mapping[str, str]) -> tuple[_SignedRequest, int]:
         raise _query_error("X-Amz-Expires should be a number")
     expires = int(expires_text)
     if expires < 0:
-        raise _query_error("X-Amz-Expires must be non-negative")
+        # A URL that expired before it was made: answered as any expired URL.
+        raise S3Error("AccessDenied", "Request has expired")
     if expires > MAX_PRESIGNED_EXPIRES:
         raise _query_error(
             f"X-Amz-Expires must be less than a week (in seconds) that is {MAX_PRESIGNED_EXPIRES}"
