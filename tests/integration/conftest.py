@@ -185,6 +185,13 @@ def node_config(server: GranaryServer, **extra: object) -> str:
     return "\n".join(lines) + "\n"
 
 
+def start_configured(server: GranaryServer, **extra: object):
+    """Start a one-node server from a config file (plus `extra` keys); return a client."""
+    server.config_text = node_config(server, **extra)
+    server.start()
+    return server.client()
+
+
 def block_files(data_dir: Path) -> list[Path]:
     """The block files stored under a data directory."""
     return [

@@ -7,15 +7,9 @@ import os
 import time
 
 from botocore.exceptions import ClientError
-from conftest import block_files, node_config, signed_request_headers
+from conftest import block_files, signed_request_headers, start_configured, wait_until
 
 MIB = 1 << 20
-
-
-def start_node(own_server, **extra):
-    own_server.config_text = node_config(own_server, block_gc_delay_secs=0, **extra)
-    own_server.start()
-    return own_server.client()
 
 
 def send_partial_put(server, path: str, declared: int, sent: bytes) -> http.client.HTTPConnection:
@@ -31,17 +25,8 @@ def send_partial_put(server, path: str, declared: int, sent: bytes) -> http.clie
     return connection
 
 
-def wait_until(predicate, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
-
-
 def test_client_gone_mid_upload_leaves_nothing(own_server):
-    s3 = start_node(own_server)
+    s3 = start_configured(own_server, block_gc_delay_secs=0)
     s3.create_bucket(Bucket="crash")
     connection = send_partial_put(own_server, "/crash/cut", 8 * MIB, os.urandom(3 * MIB))
     time.sleep(0.5)
@@ -50,11 +35,11 @@ def test_client_gone_mid_upload_leaves_nothing(own_server):
     assert "Contents" in s3.list_objects_v2(Bucket="crash")
     assert [o["Key"] for o in s3.list_objects_v2(Bucket="crash")["Contents"]] == ["other"]
     data_dir = own_server.root / "data"
-    assert wait_until(lambda: not block_files(data_dir)), block_files(data_dir)
+    wait_until(lambda: not block_files(data_dir), what="every block to be collected")
 
 
 def test_sigkill_mid_put_then_restart_recovers(own_server):
-    s3 = start_node(own_server)
+    s3 = start_configured(own_server, block_gc_delay_secs=0)
     s3.create_bucket(Bucket="crash")
     kept = os.urandom(2 * MIB + 5)
     s3.put_object(Bucket="crash", Key="kept", Body=kept)
@@ -71,12 +56,12 @@ def test_sigkill_mid_put_then_restart_recovers(own_server):
     s3.delete_object(Bucket="crash", Key="kept")
     data_dir = own_server.root / "data"
     assert with_kept_only >= 1
-    assert wait_until(lambda: not block_files(data_dir)), block_files(data_dir)
+    wait_until(lambda: not block_files(data_dir), what="every block to be collected")
     assert "Traceback" not in own_server.log()
 
 
 def test_sigkill_during_multipart_upload_then_resume(own_server):
-    s3 = start_node(own_server)
+    s3 = start_configured(own_server, block_gc_delay_secs=0)
     s3.create_bucket(Bucket="mpu")
     upload_id = s3.create_multipart_upload(Bucket="mpu", Key="big")["UploadId"]
     part1 = os.urandom(5 * MIB)
@@ -108,11 +93,11 @@ def test_sigkill_during_multipart_upload_then_resume(own_server):
     assert s3.get_object(Bucket="mpu", Key="big")["Body"].read() == part1 + part2
     s3.delete_object(Bucket="mpu", Key="big")
     data_dir = own_server.root / "data"
-    assert wait_until(lambda: not block_files(data_dir)), block_files(data_dir)
+    wait_until(lambda: not block_files(data_dir), what="every block to be collected")
 
 
 def test_restart_serves_the_same_data(own_server):
-    s3 = start_node(own_server)
+    s3 = start_configured(own_server, block_gc_delay_secs=0)
     s3.create_bucket(Bucket="persist")
     payloads = {f"k{i}": os.urandom(size) for i, size in enumerate([0, 10, 5000, 3 * MIB])}
     for key, data in payloads.items():

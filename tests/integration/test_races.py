@@ -8,24 +8,9 @@ import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from conftest import block_files, node_config, signed_request_headers
+from conftest import block_files, signed_request_headers, start_configured, wait_until
 
 MIB = 1 << 20
-
-
-def start_node(own_server):
-    own_server.config_text = node_config(own_server, block_gc_delay_secs=0)
-    own_server.start()
-    return own_server.client()
-
-
-def wait_until(predicate, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
 
 
 def complete_xml(etags: dict[int, str], numbers: tuple[int, ...]) -> bytes:
@@ -60,7 +45,7 @@ def multipart_with_parts(s3, bucket: str, key: str, sizes: dict[int, int]):
 
 
 def test_abort_during_complete_never_destroys_the_completed_object(own_server):
-    s3 = start_node(own_server)
+    s3 = start_configured(own_server, block_gc_delay_secs=0)
     s3.create_bucket(Bucket="race")
     upload_id, bodies, etags = multipart_with_parts(s3, "race", "big", {1: 5 * MIB, 2: MIB})
     head, body = raw_request(
@@ -79,11 +64,11 @@ def test_abort_during_complete_never_destroys_the_completed_object(own_server):
         assert "Contents" not in s3.list_objects_v2(Bucket="race")
     s3.delete_object(Bucket="race", Key="big")
     data_dir = own_server.root / "data"
-    assert wait_until(lambda: not block_files(data_dir)), block_files(data_dir)
+    wait_until(lambda: not block_files(data_dir), what="every block to be collected")
 
 
 def test_two_completes_with_different_parts_serve_what_the_etag_says(own_server):
-    s3 = start_node(own_server)
+    s3 = start_configured(own_server, block_gc_delay_secs=0)
     s3.create_bucket(Bucket="race")
     upload_id, bodies, etags = multipart_with_parts(
         s3, "race", "m", {1: 5 * MIB, 2: 5 * MIB, 3: 5 * MIB}
@@ -114,20 +99,20 @@ def test_two_completes_with_different_parts_serve_what_the_etag_says(own_server)
 
 
 def test_interrupted_uploads_leave_no_blocks_behind(own_server):
-    s3 = start_node(own_server)
+    s3 = start_configured(own_server, block_gc_delay_secs=0)
     s3.create_bucket(Bucket="cut")
     for index in range(8):
         head, body = raw_request(own_server, "PUT", f"/cut/k{index}", os.urandom(6 * MIB))
         with socket.create_connection(("127.0.0.1", own_server.s3_port)) as sock:
             sock.sendall(head + body[: (2 + index % 3) * MIB + 12345])
             time.sleep(0.2)
-    assert wait_until(lambda: "Contents" not in s3.list_objects_v2(Bucket="cut"))
+    wait_until(lambda: "Contents" not in s3.list_objects_v2(Bucket="cut"), what="an empty listing")
     data_dir = own_server.root / "data"
-    assert wait_until(lambda: not block_files(data_dir)), block_files(data_dir)
+    wait_until(lambda: not block_files(data_dir), what="every block to be collected")
 
 
 def test_concurrent_overwrites_of_one_key_leak_nothing(own_server):
-    s3 = start_node(own_server)
+    s3 = start_configured(own_server, block_gc_delay_secs=0)
     s3.create_bucket(Bucket="hot")
 
     def overwrite(index: int) -> None:
@@ -141,4 +126,4 @@ def test_concurrent_overwrites_of_one_key_leak_nothing(own_server):
     assert hashlib.md5(final["Body"].read()).hexdigest() == final["ETag"].strip('"')
     s3.delete_object(Bucket="hot", Key="k")
     data_dir = own_server.root / "data"
-    assert wait_until(lambda: not block_files(data_dir)), block_files(data_dir)
+    wait_until(lambda: not block_files(data_dir), what="every block to be collected")

@@ -8,6 +8,7 @@ from granary.api.s3.conditions import evaluate_preconditions, format_http_date, 
 from granary.api.s3.context import S3Context
 from granary.api.s3.errors import S3Error
 from granary.api.s3.headers import object_headers, storage_class
+from granary.api.s3.mpu_ops import parse_part_number
 from granary.api.s3.put_ops import checksum_response_headers
 from granary.api.s3.xml import document
 from granary.model.object import INLINE, ObjectMeta, ObjectVersion
@@ -60,17 +61,6 @@ def _part_checksum_headers(
     return checksum_response_headers(part_checksum, meta.checksum_type)
 
 
-def _parse_part_number(value: str) -> int:
-    if not value.isdigit() or not 1 <= int(value) <= 10000:
-        raise S3Error(
-            "InvalidArgument",
-            "Part number must be an integer between 1 and 10000.",
-            ArgumentName="partNumber",
-            ArgumentValue=value,
-        )
-    return int(value)
-
-
 async def get_object(ctx: S3Context) -> Response:
     key = ctx.require_key()
     version = await load_current(ctx, key)
@@ -94,7 +84,7 @@ async def get_object(ctx: S3Context) -> Response:
     if part_number is not None:
         if "range" in ctx.http.headers:
             raise S3Error("InvalidRequest", "Cannot specify both Range header and partNumber.")
-        number = _parse_part_number(part_number)
+        number = parse_part_number(ctx)
         if meta.parts == 0:
             if number != 1:
                 raise S3Error("InvalidPartNumber")
