@@ -276,13 +276,17 @@ def cluster_config(node: GranaryServer, rpc_port: int, bootstrap: list[str], **e
     return head + text
 
 
-def start_cluster(root: Path, count: int, zones: list[str], **extra) -> Cluster:
+def start_cluster(
+    root: Path, count: int, zones: list[str], per_node: dict[int, dict] | None = None, **extra
+) -> Cluster:
+    """Start `count` nodes; `per_node` adds config keys to some of them (by index)."""
     rpc_ports = [free_port() for _ in range(count)]
     nodes = []
     for index in range(count):
         node = GranaryServer(root / f"node{index}")
         bootstrap = [f"127.0.0.1:{rpc_ports[0]}"] if index else []
-        node.config_text = cluster_config(node, rpc_ports[index], bootstrap, **extra)
+        settings = {**extra, **(per_node or {}).get(index, {})}
+        node.config_text = cluster_config(node, rpc_ports[index], bootstrap, **settings)
         nodes.append(node)
     cluster = Cluster(nodes, rpc_ports)
     try:

@@ -222,3 +222,24 @@ def test_health_endpoint_follows_quorum(tmp_path):
         assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] in (404, 503)
     finally:
         cluster.stop()
+
+
+def test_writes_through_a_node_whose_clock_is_behind_still_win(tmp_path):
+    """Node 2's clock runs a minute late: its writes must still replace earlier ones."""
+    cluster = start_cluster(
+        tmp_path, 3, ["dc1", "dc2", "dc3"], per_node={2: {"clock_offset_ms": -60_000}}
+    )
+    try:
+        on_time, late = cluster.nodes[0].client(), cluster.nodes[2].client()
+        on_time.create_bucket(Bucket="skew")
+        for round_ in range(3):
+            on_time.put_object(Bucket="skew", Key="k", Body=f"on-time {round_}".encode())
+            late.put_object(Bucket="skew", Key="k", Body=f"late {round_}".encode())
+            for client in (on_time, late):
+                body = client.get_object(Bucket="skew", Key="k")["Body"].read()
+                assert body == f"late {round_}".encode()
+        late.delete_object(Bucket="skew", Key="k")
+        with pytest.raises(ClientError):
+            on_time.head_object(Bucket="skew", Key="k")
+    finally:
+        cluster.stop()
