@@ -38,7 +38,6 @@ class S3ApiConfig(msgspec.Struct, forbid_unknown_fields=True):
 class AdminConfig(msgspec.Struct, forbid_unknown_fields=True):
     api_bind_addr: str | None = "127.0.0.1:3903"
     admin_token: str | None = None
-    metrics_token: str | None = None
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True):

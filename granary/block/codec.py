@@ -12,8 +12,6 @@ import threading
 import blake3
 import zstandard
 
-HASH_BYTES = 32
-
 _local = threading.local()
 
 

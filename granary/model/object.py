@@ -62,7 +62,6 @@ class ObjectVersion(msgspec.Struct, array_like=True, frozen=True):
     meta: ObjectMeta | None = None
     inline: bytes | None = None
     first_block: bytes | None = None
-    upload_headers: list[tuple[str, str]] | None = None
 
     @property
     def sort_key(self) -> tuple[int, bytes]:
@@ -75,10 +74,6 @@ class ObjectVersion(msgspec.Struct, array_like=True, frozen=True):
     @property
     def is_uploading(self) -> bool:
         return self.state == UPLOADING
-
-    @property
-    def has_blocks(self) -> bool:
-        return self.kind == BLOCKS
 
     def merge(self, other: ObjectVersion) -> ObjectVersion:
         if self.state != other.state:

@@ -21,7 +21,6 @@ class S3Settings:
     root_domain: str | None = None
     block_size: int = 1 << 20
     inline_threshold: int = 4096
-    max_object_size: int = 5 << 40
     max_part_size: int = 5 << 30
 
 

@@ -92,11 +92,6 @@ def payload_is_signed(ctx: AuthContext) -> bool:
     )
 
 
-def payload_is_streaming(content_sha256: str) -> bool:
-    """True when the body is aws-chunked encoded."""
-    return content_sha256 in STREAMING_VALUES
-
-
 # --- canonical request pieces -------------------------------------------------
 
 
