@@ -52,6 +52,11 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     replication_factor: int = 1
     consistency_mode: Literal["consistent", "degraded", "dangerous"] = "consistent"
     block_gc_delay_secs: int = 600
+    resync_worker_count: int = 1
+    resync_tranquility: float = 2.0
+    resync_retry_base_secs: float = 60.0
+    scrub_tranquility: float = 4.0
+    disable_scrub: bool = False
     anti_entropy_interval_secs: int = 600
     tombstone_gc_delay_secs: int = 24 * 3600
     clock_offset_ms: int = 0
@@ -71,6 +76,15 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
                 parse_size(getattr(self, key))
             except ValueError as exc:
                 raise ValueError(f"{exc} - at `$.{key}`") from None
+        if not 1 <= self.resync_worker_count <= 8:
+            raise ValueError("resync_worker_count must be 1..8 - at `$.resync_worker_count`")
+        for key in ("resync_tranquility", "scrub_tranquility"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must not be negative - at `$.{key}`")
+        if self.resync_retry_base_secs <= 0:
+            raise ValueError(
+                "resync_retry_base_secs must be positive - at `$.resync_retry_base_secs`"
+            )
         if parse_size(self.block_size) < 4096:
             raise ValueError("block_size must be at least 4K - at `$.block_size`")
         if isinstance(self.compression_level, int) and not -99 <= self.compression_level <= 22:

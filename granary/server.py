@@ -15,10 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from granary.api.admin.app import AdminApp
+from granary.api.admin.block_ops import BlockOps
 from granary.api.admin.cluster_ops import ClusterAdmin
 from granary.api.http.server import HttpServer
 from granary.api.s3.app import S3App
 from granary.api.s3.context import S3Services, S3Settings
+from granary.block.healing import BlockHealing
+from granary.block.holders import BlockHolders
 from granary.block.manager import BlockManager
 from granary.block.store import BlockStore, DataDirectory
 from granary.config import (
@@ -46,6 +49,7 @@ from granary.table.quorum import QuorumError
 from granary.table.replication import FullReplication, ShardedReplication
 from granary.table.rpc import TableRpc
 from granary.table.sync import TableSync
+from granary.util.background import Workers
 from granary.util.sizes import parse_size
 from granary.util.time import now_ms, set_clock_offset
 
@@ -158,6 +162,7 @@ class Node:
             metadata_dir,
             config.replication_factor,
             self.net,
+            mode=config.consistency_mode,
             gossip_interval=config.ping_interval_secs,
         )
         self.sharded = sharded = ShardedReplication(
@@ -176,11 +181,23 @@ class Node:
         blocks = BlockManager(
             self.db,
             self.store,
-            sharded,
+            BlockHolders(sharded, self.layout),
             self.node_id,
             self.executor,
             self.net,
+            self.peering,
             gc_grace_ms=config.block_gc_delay_secs * 1000,
+            resync_retry_base_ms=int(config.resync_retry_base_secs * 1000),
+        )
+        self.workers = Workers()
+        self.healing = BlockHealing(
+            blocks,
+            self.workers,
+            layout_version=self.layout.current.version,
+            resync_workers=config.resync_worker_count,
+            resync_tranquility=config.resync_tranquility,
+            scrub_tranquility=config.scrub_tranquility,
+            scrub_enabled=not config.disable_scrub,
         )
         self.model = Model(self.db, blocks, sharded, full, self.node_id, self.executor)
         self.table_rpc = TableRpc(self.net, self.model.tables)
@@ -198,6 +215,7 @@ class Node:
                 min(FULL_COPY_SYNC_SECS, config.anti_entropy_interval_secs)
                 if table.replication.full_copy
                 else config.anti_entropy_interval_secs,
+                self.layout,
             )
             for table in self.model.tables
         ]
@@ -225,6 +243,7 @@ class Node:
         self._tasks: list[asyncio.Task] = []
 
     def _layout_changed(self, history) -> None:
+        self.healing.layout_changed(history.current.version)
         for sync in self.syncs:
             sync.wakeup.set()
 
@@ -249,8 +268,12 @@ class Node:
         )
 
     async def _default_key_when_laid_out(self) -> None:
-        """Create the default key now, or as soon as a layout says where it goes."""
-        if self.layout.current.version > 0:
+        """Create the default key now if a standalone node can, else in the background.
+
+        A cluster node may start before a layout exists or before its peers
+        answer: the key is then created as soon as a write quorum can take it.
+        """
+        if self.layout.current.version > 0 and runs_standalone(self.config):
             self.credentials = await self.ensure_default_key()
             return
         env_id = os.environ.get("GRANARY_ACCESS_KEY_ID")
@@ -258,16 +281,18 @@ class Node:
         if env_id and env_secret:
             self.credentials = Credentials(env_id, env_secret)
         laid_out = asyncio.Event()
+        if self.layout.current.version > 0:
+            laid_out.set()
         self.layout.on_change(lambda history: history.current.version and laid_out.set())
 
         async def create_later() -> None:
             await laid_out.wait()
-            for attempt in range(10):
+            for attempt in range(20):
                 try:
                     self.credentials = await self.ensure_default_key()
                     return
                 except QuorumError:
-                    await asyncio.sleep(0.5 * (attempt + 1))
+                    await asyncio.sleep(min(0.5 * (attempt + 1), 5.0))
             log.error("could not create the default access key: too few nodes answered")
 
         self._tasks.append(asyncio.ensure_future(create_later()))
@@ -305,13 +330,28 @@ class Node:
         recovered = await self.objects.recover_interrupted() if self.layout.current.version else 0
         if recovered:
             log.info("aborted %d upload(s) interrupted by the last stop", recovered)
-        workers = [
-            *self.model.background_tasks(self.stop_event),
-            self.layout.run_gossip(self.stop_event),
-            *(sync.run(self.stop_event) for sync in self.syncs),
-            *(gc.run(self.stop_event, TOMBSTONE_GC_INTERVAL_SECS) for gc in self.tombstone_gcs),
+        spawn, stop = self.workers.spawn, self.stop_event
+        blocks = self.model.blocks
+        self._tasks = [
+            *(
+                spawn(
+                    f"table-queue-{t.name}",
+                    t.run_queue_worker(stop),
+                    queue_length=t.queue_tree.count,
+                )
+                for t in self.model.tables
+            ),
+            spawn(
+                "block-gc", blocks.run_gc_worker(stop), queue_length=blocks.refcounts.gc_todo.count
+            ),
+            spawn("layout-gossip", self.layout.run_gossip(stop)),
+            *(spawn(f"table-sync-{s.table.name}", s.run(stop)) for s in self.syncs),
+            *(
+                spawn(f"tombstone-gc-{g.table.name}", g.run(stop, TOMBSTONE_GC_INTERVAL_SECS))
+                for g in self.tombstone_gcs
+            ),
+            *self.healing.start(stop),
         ]
-        self._tasks = [asyncio.ensure_future(worker) for worker in workers]
         if self.default_key:
             await self._default_key_when_laid_out()
         host, port = parse_host_port(config.s3_api.api_bind_addr, what="s3_api.api_bind_addr")
@@ -326,7 +366,8 @@ class Node:
                 config.rpc_public_addr or f"{_display_host(self.net_host)}:{self.net.port}",
                 self.model.tables,
             )
-            admin = AdminApp(self.access, admin_token_for(config), cluster)
+            ops = BlockOps(self.workers, self.healing, self.objects, self.access, self.syncs)
+            admin = AdminApp(self.access, admin_token_for(config), cluster, ops)
             self.admin_server = HttpServer(admin.handle)
             host, port = parse_host_port(config.admin.api_bind_addr, what="admin.api_bind_addr")
             await self.admin_server.start(host, port)

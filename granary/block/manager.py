@@ -1,28 +1,45 @@
 """Puts and gets blocks on the nodes that store them; deletes unreferenced ones.
 
 Blocks are written to the storage nodes of their partition with the write
-quorum and read from the first node that has a valid copy, this one first.
-A block's partition is its block_ref rows' partition, so the nodes that
-count a block's references are the nodes that store it. Disk work, hashing
-and compression run on the thread pool, never on the event loop.
+quorum, and read with hedging (see hedging.py): the nearest holder first,
+the next one too once the first is late, and the first valid answer wins.
+Every copy read is verified against the block id, so a corrupt copy is never
+served; a local copy found missing or corrupt (the store quarantines it) is
+queued for resync. A block's partition is its block_ref rows' partition, so
+the nodes that count a block's references are the nodes that store it. Disk
+work, hashing and compression run on the thread pool, never on the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from concurrent.futures import Executor
-
-import msgspec
+from dataclasses import dataclass
+from typing import Protocol
 
 from granary.block.codec import CorruptBlock, block_hash
+from granary.block.hedging import HedgeBudget, ReadLatencies
+from granary.block.holders import BlockHolders
 from granary.block.refcount import RefCounts
+from granary.block.resync import ResyncQueue
 from granary.block.store import BlockStore
-from granary.db.base import Db
-from granary.net.errors import RpcError
-from granary.table.keys import partition_hash, partition_of
+from granary.block.transfer import (
+    BLOCK_RW_TIMEOUT,
+    GET_ENDPOINT,
+    NEED_ENDPOINT,
+    PUT_ENDPOINT,
+    NeedReply,
+    as_stream,
+    decode_need,
+    encode_need,
+    receive,
+)
+from granary.db.base import Db, Tx
+from granary.net.errors import CallTimeout, PeerUnavailable, RpcError
+from granary.net.messages import NORMAL
 from granary.table.quorum import call_quorum
-from granary.table.replication import Replication
 from granary.util.locks import KeyedLocks
 from granary.util.time import now_ms
 from granary.util.waits import sleep_until
@@ -30,15 +47,31 @@ from granary.util.waits import sleep_until
 log = logging.getLogger("granary.block")
 
 GC_BATCH = 256
-PUT_ENDPOINT = "block/put"
-GET_ENDPOINT = "block/get"
-
-_encode_put = msgspec.msgpack.Encoder().encode
-_decode_put = msgspec.msgpack.Decoder(tuple[bytes, bytes]).decode
+REF_CHANGE_DELAY_MS = 30_000
+"""A block's references are written before the block itself: check it this
+much later, once the write that added the reference has had time to finish."""
 
 
 class BlockUnavailable(Exception):
     """No node could return a valid copy of a block."""
+
+
+class Distances(Protocol):
+    """Nearest-first ordering of nodes (the peering service)."""
+
+    def by_distance(self, nodes: Iterable[bytes]) -> list[bytes]: ...
+
+    def rtt(self, node: bytes) -> float | None: ...
+
+
+@dataclass
+class ReadStats:
+    """Counters of the hedged read path (for metrics)."""
+
+    reads: int = 0
+    hedges_started: int = 0
+    hedges_won: int = 0
+    corrupt_copies: int = 0
 
 
 class BlockManager:
@@ -46,87 +79,251 @@ class BlockManager:
         self,
         db: Db,
         store: BlockStore,
-        replication: Replication,
+        holders: BlockHolders,
         local_node: bytes,
         executor: Executor,
         net,
+        distances: Distances,
         *,
         gc_grace_ms: int,
+        resync_retry_base_ms: int,
     ) -> None:
         self.net = net
         self.db = db
         self.store = store
-        self.replication = replication
+        self.holders = holders
+        self.replication = holders.replication
         self.local_node = local_node
         self.executor = executor
+        self.distances = distances
         self.refcounts = RefCounts(db, gc_grace_ms)
-        self._locks = KeyedLocks()
+        self.resync = ResyncQueue(db, resync_retry_base_ms)
+        self.refcounts.changed = self._references_changed
+        self.latencies = ReadLatencies()
+        self.hedge_budget = HedgeBudget()
+        self.stats = ReadStats()
+        self.hedging = True
+        self.locks = KeyedLocks()
         net.endpoint(PUT_ENDPOINT, self._serve_put)
         net.endpoint(GET_ENDPOINT, self._serve_get)
+        net.endpoint(NEED_ENDPOINT, self._serve_need)
 
-    def _nodes(self, block_id: bytes) -> list[bytes]:
-        return self.replication.storage_nodes(partition_of(partition_hash(block_id)))
-
-    async def _in_thread(self, fn, *args):
+    async def in_thread(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    def should_hold(self, block_id: bytes) -> bool:
+        return self.local_node in self.holders.current(block_id)
+
+    def _references_changed(self, tx: Tx, block_id: bytes) -> None:
+        self.resync.queue_in_tx(tx, block_id, now_ms() + REF_CHANGE_DELAY_MS)
+
+    async def _local_problem(self, block_id: bytes) -> None:
+        """A local copy is missing or was quarantined: fetch it again if we should hold it."""
+        if self.should_hold(block_id):
+            await self.resync.push([block_id])
+
+    # ---- writes ------------------------------------------------------------
 
     async def put(self, block_id: bytes, data: bytes) -> None:
         """Store a block on its nodes; returns once the write quorum has it."""
-        nodes = self._nodes(block_id)
+        nodes = self.holders.current(block_id)
         await call_quorum(
             nodes,
-            lambda node: self._put_on(node, block_id, data),
+            lambda node: self.put_on(node, block_id, data),
             self.replication.write_quorum(len(nodes)),
         )
 
-    async def _put_on(self, node: bytes, block_id: bytes, data: bytes) -> None:
+    async def put_on(
+        self, node: bytes, block_id: bytes, data: bytes, priority: int = NORMAL
+    ) -> None:
         if node == self.local_node:
             await self.put_local(block_id, data)
         else:
-            await self.net.call(node, PUT_ENDPOINT, _encode_put((block_id, data)))
-
-    async def _serve_put(self, from_node: bytes, body: bytes, stream) -> tuple[bytes, None]:
-        block_id, data = _decode_put(body)
-        await self.put_local(block_id, data)
-        return b"", None
-
-    async def _serve_get(self, from_node: bytes, body: bytes, stream) -> tuple[bytes, None]:
-        data = await self._in_thread(self.store.read, body)
-        if data is None:
-            raise RpcError("missing", f"block {body.hex()} is not stored here")
-        return data, None
+            await self.net.call(
+                node,
+                PUT_ENDPOINT,
+                block_id,
+                priority=priority,
+                stream=as_stream(data),
+                timeout=BLOCK_RW_TIMEOUT,
+            )
 
     async def put_local(self, block_id: bytes, data: bytes) -> None:
         # The lock orders this write against a GC deletion of the same block.
-        async with self._locks.hold(block_id):
-            await self._in_thread(self.store.write, block_id, data)
+        async with self.locks.hold(block_id):
+            await self.in_thread(self.store.write, block_id, data)
 
-    async def get(self, block_id: bytes) -> bytes:
-        """The verified content of a block, from the first node that has it."""
+    async def _serve_put(self, from_node: bytes, body: bytes, stream) -> tuple[bytes, None]:
+        block_id = bytes(body)
+        data = await receive(stream)
+        async with self.locks.hold(block_id):
+            await self.in_thread(self._verify_and_write, block_id, data)
+        if self.refcounts.entry(block_id) is None:
+            # Its reference is on its way, or this is an offload: check it later.
+            await self.resync.push([block_id], now_ms() + REF_CHANGE_DELAY_MS)
+        return b"", None
+
+    def _verify_and_write(self, block_id: bytes, data: bytes) -> None:
+        if block_hash(data) != block_id:
+            raise RpcError("corrupt", f"block {block_id.hex()} arrived corrupt")
+        self.store.write(block_id, data)
+
+    # ---- reads -------------------------------------------------------------
+
+    async def _serve_get(self, from_node: bytes, body: bytes, stream):
+        block_id = bytes(body)
+        try:
+            data = await self.in_thread(self.store.read, block_id)
+        except CorruptBlock as exc:
+            self.stats.corrupt_copies += 1
+            await self._local_problem(block_id)
+            raise RpcError("corrupt", f"block {block_id.hex()}: {exc}") from None
+        if data is None:
+            await self._local_problem(block_id)
+            raise RpcError("missing", f"block {block_id.hex()} is not stored here")
+        return b"", as_stream(data)
+
+    async def _serve_need(self, from_node: bytes, body: bytes, stream) -> tuple[bytes, None]:
+        block_id = bytes(body)
+        present = await self.in_thread(self.store.contains, block_id)
+        return encode_need(NeedReply(present, self.refcounts.get(block_id) > 0)), None
+
+    async def need(self, node: bytes, block_id: bytes, priority: int) -> NeedReply:
+        reply, _ = await self.net.call(
+            node, NEED_ENDPOINT, block_id, priority=priority, timeout=BLOCK_RW_TIMEOUT
+        )
+        return decode_need(reply)
+
+    async def get(self, block_id: bytes, *, priority: int = NORMAL, local: bool = True) -> bytes:
+        """The verified content of a block, from the nearest holder that answers in time.
+
+        With `local` False this node's own copy is not read (resync uses that).
+        """
+        first, fallback = self.read_order(block_id, local=local)
+        self.stats.reads += 1
+        self.hedge_budget.read()
+        return await self._hedged_read(block_id, first, fallback, priority)
+
+    def read_order(self, block_id: bytes, *, local: bool = True) -> tuple[list[bytes], list[bytes]]:
+        """The current holders in the order a read asks them, and the fallback.
+
+        Nearest first, nodes that recently lost to a hedge last. The fallback,
+        the nodes of older layout versions, is asked only once every current
+        holder has failed.
+        """
+        current = self.holders.current(block_id)
+        older = self.holders.older(block_id)
+        if not local:
+            current = [n for n in current if n != self.local_node]
+            older = [n for n in older if n != self.local_node]
+        first = self.latencies.order(self.distances.by_distance(current))
+        return first, self.distances.by_distance(older)
+
+    async def _hedged_read(
+        self, block_id: bytes, first: list[bytes], fallback: list[bytes], priority: int
+    ) -> bytes:
+        loop = asyncio.get_running_loop()
+        waiting = list(first)
+        # task -> (node, start time, whether it was a hedge)
+        running: dict[asyncio.Future, tuple[bytes, float, bool]] = {}
         errors: list[str] = []
-        nodes = self._nodes(block_id)
-        ordered = [n for n in nodes if n == self.local_node] + [
-            n for n in nodes if n != self.local_node
-        ]
-        for node in ordered:
-            try:
-                data = await self._get_from(node, block_id)
-            except (CorruptBlock, RpcError) as exc:
-                log.warning("block %s not read from %s: %s", block_id.hex(), node.hex()[:16], exc)
-                errors.append(str(exc))
-                continue
-            if data is not None:
-                return data
-            errors.append("missing")
+        newest = b""
+        hedge_at = 0.0
+        rationed = True
+
+        def launch(node: bytes, hedge: bool) -> None:
+            nonlocal newest, hedge_at, rationed
+            task = asyncio.ensure_future(self._read_from(node, block_id, priority))
+            running[task] = (node, loop.time(), hedge)
+            newest, rationed = node, True
+            hedge_at = loop.time() + hedge_delay()
+
+        def hedge_delay() -> float:
+            rtt = self.distances.rtt
+            if not waiting:
+                return self.latencies.delay(newest, rtt(newest))
+            backup = waiting[0]
+            return self.latencies.hedge_delay(newest, rtt(newest), backup, rtt(backup))
+
+        try:
+            while True:
+                if not running:
+                    if not waiting and fallback:
+                        waiting.append(fallback.pop(0))
+                    if not waiting:
+                        break
+                    launch(waiting.pop(0), hedge=False)
+                timeout = max(0.0, hedge_at - loop.time()) if self.hedging and waiting else None
+                done, _ = await asyncio.wait(
+                    running, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                if not done:
+                    # Late: hedge within the budget. A node another read caught
+                    # stalling, or one still silent after twice its delay, is
+                    # hedged whatever the budget: it is stalled, not just slow.
+                    if not rationed or self.latencies.is_slow(newest) or self.hedge_budget.take():
+                        self.stats.hedges_started += 1
+                        launch(waiting.pop(0), hedge=True)
+                    else:
+                        rationed = False
+                        hedge_at = loop.time() + hedge_delay()
+                    continue
+                for task in done:
+                    node, started, hedge = running.pop(task)
+                    try:
+                        data = task.result()
+                    except (CorruptBlock, RpcError, TimeoutError) as exc:
+                        data, error = None, exc
+                    else:
+                        error = None
+                    if data is None:
+                        # A failure is no slowness: the next holder is asked at once.
+                        if waiting:
+                            launch(waiting.pop(0), hedge=False)
+                        await self._read_failed(node, block_id, error, errors)
+                        continue
+                    self.latencies.record(node, loop.time() - started)
+                    if hedge:
+                        self.stats.hedges_won += 1
+                        for slow, _, _ in running.values():
+                            self.latencies.mark_slow(slow)
+                    return data
+        finally:
+            for task in running:
+                if task.done():
+                    task.cancelled() or task.exception()  # seen, so never reported as lost
+                else:
+                    task.cancel()
         raise BlockUnavailable(f"block {block_id.hex()}: {', '.join(errors) or 'no holder'}")
 
-    async def _get_from(self, node: bytes, block_id: bytes) -> bytes | None:
+    async def _read_failed(
+        self, node: bytes, block_id: bytes, error: BaseException | None, errors: list[str]
+    ) -> None:
+        who = "this node" if node == self.local_node else f"node {node.hex()[:16]}"
+        errors.append(f"{who}: {error or 'missing'}")
+        if isinstance(error, CorruptBlock):
+            self.stats.corrupt_copies += 1
         if node == self.local_node:
-            return await self._in_thread(self.store.read, block_id)
-        data, _ = await self.net.call(node, GET_ENDPOINT, block_id)
-        if await self._in_thread(block_hash, data) != block_id:
+            await self._local_problem(block_id)
+        if error is not None:
+            # A node known to be down is no news; anything else is worth a warning.
+            down = isinstance(error, PeerUnavailable) and not isinstance(error, CallTimeout)
+            level = logging.DEBUG if down else logging.WARNING
+            log.log(level, "block %s not read from %s: %s", block_id.hex(), who, error)
+
+    async def _read_from(self, node: bytes, block_id: bytes, priority: int) -> bytes | None:
+        if node == self.local_node:
+            return await self.in_thread(self.store.read, block_id)
+        async with asyncio.timeout(BLOCK_RW_TIMEOUT):
+            _, stream = await self.net.call(
+                node, GET_ENDPOINT, block_id, priority=priority, timeout=BLOCK_RW_TIMEOUT
+            )
+            data = await receive(stream)
+        if await self.in_thread(block_hash, data) != block_id:
             raise CorruptBlock(f"node {node.hex()[:16]} sent a corrupt copy")
         return data
+
+    # ---- deletion ----------------------------------------------------------
 
     async def collect_garbage(self) -> int:
         """Delete the blocks whose grace delay has passed; return how many.
@@ -137,9 +334,9 @@ class BlockManager:
         """
         deleted = 0
         for todo_key, block_id in self.refcounts.due_for_gc(GC_BATCH):
-            async with self._locks.hold(block_id):
+            async with self.locks.hold(block_id):
                 if self.refcounts.is_deletable(block_id):
-                    deleted += await self._in_thread(self.store.delete, block_id)
+                    deleted += await self.in_thread(self.store.delete, block_id)
                 await self.db.transact(
                     lambda tx, k=todo_key, b=block_id: self.refcounts.claim_for_deletion(tx, k, b)
                 )

@@ -3,13 +3,16 @@
 Counts change inside the same transaction as the block_ref row that causes
 them. A block whose count drops to zero becomes deletable only after a grace
 delay: a reference may still be on its way (a copy, a retried upload), and
-deleting too early would lose data.
+deleting too early would lose data. `changed` (set by the block manager)
+is told of every count change inside the same transaction, which is how a
+block gets queued for resync when its references appear or go.
 """
 
 from __future__ import annotations
 
 import asyncio
 import struct
+from collections.abc import Callable, Iterator
 
 from granary.db.base import Db, Tx
 from granary.util.time import now_ms
@@ -23,23 +26,40 @@ class RefCounts:
         self.counts = db.tree("block:rc")
         self.gc_todo = db.tree("block:gc_todo")
         self.became_deletable = asyncio.Event()
+        self.changed: Callable[[Tx, bytes], None] | None = None
 
     def get(self, block_id: bytes) -> int:
         raw = self.counts.get(block_id)
         return 0 if raw is None else _VALUE.unpack(raw)[0]
 
+    def entry(self, block_id: bytes) -> tuple[int, int] | None:
+        """(count, deletable-at ms) or None when this node has no count for the block."""
+        raw = self.counts.get(block_id)
+        return None if raw is None else _VALUE.unpack(raw)
+
+    def counted(self, start: bytes | None = None) -> Iterator[tuple[bytes, int]]:
+        """(block id, count) of every counted block, in id order from `start` on."""
+        for key, raw in self.counts.range(start):
+            yield key, _VALUE.unpack(raw)[0]
+
     def increment(self, tx: Tx, block_id: bytes) -> None:
         raw = tx.get(self.counts, block_id)
         count = 0 if raw is None else _VALUE.unpack(raw)[0]
         tx.put(self.counts, block_id, _VALUE.pack(count + 1, 0))
+        self._notify(tx, block_id)
 
     def decrement(self, tx: Tx, block_id: bytes) -> None:
         raw = tx.get(self.counts, block_id)
         count = 0 if raw is None else _VALUE.unpack(raw)[0]
+        self._notify(tx, block_id)
         if count > 1:
             tx.put(self.counts, block_id, _VALUE.pack(count - 1, 0))
             return
         self._mark_deletable(tx, block_id)
+
+    def _notify(self, tx: Tx, block_id: bytes) -> None:
+        if self.changed is not None:
+            self.changed(tx, block_id)
 
     def _mark_deletable(self, tx: Tx, block_id: bytes) -> None:
         deletable_at = now_ms() + self.grace_ms

@@ -5,18 +5,28 @@ compressed). Writes go to a temporary file in the same directory and are
 renamed into place, so a reader never sees half a block; with `fsync` the file
 and its directory are synced before the write is acknowledged. All methods
 block and are meant to run on a worker thread.
+
+With several data directories, a block's primary directory is chosen from
+its id, weighted by the writable directories' capacities; new blocks go
+there, reads look in every directory, and `relocate` (repair rebalance)
+moves a block found elsewhere, which also drains read-only directories.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import secrets
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from granary.block.codec import CorruptBlock, decode_block, maybe_compress
 
 MARKER_FILE = "granary-marker"
+QUARANTINE_SUFFIX = ".corrupted"
+_HEX_DIGITS = frozenset("0123456789abcdef")
 
 
 @dataclass(frozen=True)
@@ -37,8 +47,8 @@ class BlockStore:
         self.compression_level = compression_level
         self._writable = [d for d in directories if not d.read_only]
         self._weights = _cumulative([d.capacity for d in self._writable])
-        for directory in directories:
-            _check_marker(directory)
+        self.fresh = [d for d in directories if _check_marker(d)]
+        """The directories found empty and given a new marker (a new or wiped disk)."""
 
     def _primary(self, block_id: bytes) -> DataDirectory:
         """The directory a new block goes to, spread by capacity."""
@@ -121,7 +131,10 @@ class BlockStore:
         try:
             return decode_block(stored, compressed, block_id)
         except CorruptBlock:
-            path.rename(path.with_name(path.name + ".corrupted"))
+            # Quarantined, not deleted: an operator may still want to look at it.
+            # FileNotFoundError: another reader quarantined it first.
+            with contextlib.suppress(FileNotFoundError):
+                path.rename(path.with_name(path.name + QUARANTINE_SUFFIX))
             raise
 
     def delete(self, block_id: bytes) -> bool:
@@ -134,6 +147,112 @@ class BlockStore:
                 except FileNotFoundError:
                     pass
         return removed
+
+    def locations(self, block_id: bytes) -> list[tuple[Path, int]]:
+        """Every file of a block (quarantined copies included), with its size."""
+        found = []
+        for directory in self.directories:
+            for path in self._paths(directory, block_id):
+                for candidate in (path, path.with_name(path.name + QUARANTINE_SUFFIX)):
+                    with contextlib.suppress(FileNotFoundError):
+                        found.append((candidate, candidate.stat().st_size))
+        return found
+
+    def blocks_after(self, after: bytes | None, limit: int) -> list[bytes]:
+        """Up to `limit` ids of stored blocks greater than `after`, in id order."""
+        start = after.hex() if after is not None else ""
+        found: list[bytes] = []
+        for top in self._subdirs(()):
+            if top < start[:2]:
+                continue
+            for sub in self._subdirs((top,)):
+                if top == start[:2] and sub < start[2:4]:
+                    continue
+                names = sorted(self._block_names((top, sub)))
+                found.extend(bytes.fromhex(n) for n in names if n > start)
+                if len(found) >= limit:
+                    return found[:limit]
+        return found
+
+    def _subdirs(self, parts: tuple[str, ...]) -> list[str]:
+        """The two-hex-digit folder names at `parts` in any directory, sorted."""
+        names: set[str] = set()
+        for directory in self.directories:
+            try:
+                with os.scandir(directory.path.joinpath(*parts)) as entries:
+                    names.update(e.name for e in entries if _is_hex(e.name, 2) and e.is_dir())
+            except FileNotFoundError:
+                pass
+        return sorted(names)
+
+    def _block_names(self, parts: tuple[str, ...]) -> set[str]:
+        names: set[str] = set()
+        for directory in self.directories:
+            try:
+                with os.scandir(directory.path.joinpath(*parts)) as entries:
+                    for entry in entries:
+                        name = entry.name.removesuffix(".zst")
+                        if _is_hex(name, 64):
+                            names.add(name)
+            except FileNotFoundError:
+                pass
+        return names
+
+    def relocate(self, block_id: bytes) -> bool:
+        """Move a block into its primary directory; return whether a file moved.
+
+        The copy in the primary directory is complete (renamed into place)
+        before any other copy is removed.
+        """
+        primary = self._primary(block_id)
+        kept = None
+        for path in self._paths(primary, block_id):
+            if path.exists():
+                kept = path
+        moved = False
+        for directory in self.directories:
+            if directory is primary:
+                continue
+            for path in self._paths(directory, block_id):
+                if not path.exists():
+                    continue
+                if kept is None:
+                    kept = self._move_into(primary, path)
+                    moved = True
+                else:
+                    path.unlink(missing_ok=True)
+        return moved
+
+    def _move_into(self, directory: DataDirectory, source: Path) -> Path:
+        target = directory.path / source.parent.parent.name / source.parent.name / source.name
+        self._make_dirs(directory.path, target.parent)
+        try:
+            os.rename(source, target)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            temp = target.with_name(f".{target.name}.tmp-{secrets.token_hex(6)}")
+            try:
+                shutil.copyfile(source, temp)
+                if self.fsync:
+                    _fsync_file(temp)
+                os.replace(temp, target)
+            except BaseException:
+                temp.unlink(missing_ok=True)
+                raise
+            source.unlink()
+        if self.fsync:
+            _fsync_dir(target.parent)
+        return target
+
+
+def _is_hex(name: str, length: int) -> bool:
+    return len(name) == length and _HEX_DIGITS.issuperset(name)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as handle:
+        os.fdatasync(handle.fileno())
 
 
 def _cumulative(values: list[int]) -> list[int]:
@@ -152,19 +271,22 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _check_marker(directory: DataDirectory) -> None:
+def _check_marker(directory: DataDirectory) -> bool:
     """Create the marker in an empty directory; refuse a non-empty one without it.
 
-    A data directory whose disk failed to mount shows up empty or foreign;
-    serving from it would make every block look lost.
+    A data directory whose disk failed to mount shows up foreign; serving
+    from it would make every block look lost. An empty one is taken as a new
+    (or replaced) disk: it gets a marker, and True is returned so that the
+    node can fetch back the blocks it should hold.
     """
     directory.path.mkdir(parents=True, exist_ok=True)
     marker = directory.path / MARKER_FILE
     if marker.exists():
-        return
+        return False
     if any(directory.path.iterdir()):
         raise RuntimeError(
             f"data directory {directory.path} is not empty and has no {MARKER_FILE}: "
             "is the right disk mounted?"
         )
     marker.write_text("This directory holds Granary data blocks.\n")
+    return True

@@ -299,6 +299,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
         f"partitions with quorum, {health['storage_nodes_up']}/{health['storage_nodes']} "
         f"storage nodes up; layout version {result['layout_version']}"
     )
+    if len(result["layout_progress"]["active_versions"]) > 1:
+        click.echo(_progress_line(result["layout_progress"]))
     if result["layout_conflict"]:
         click.echo(f"LAYOUT CONFLICT: {result['layout_conflict']}")
     click.echo(
@@ -342,11 +344,29 @@ def layout_show(ctx: click.Context, as_json: bool) -> None:
         _print_layout(result)
 
 
+def _progress_line(progress: dict) -> str:
+    """E.g. `Active versions 3,4; read version 3; ack 4: 3/3, sync 4: 2/3, ... nodes`."""
+    active = progress["active_versions"]
+    newest, nodes = active[-1], len(progress["trackers"])
+    done = progress["done"].items()
+    counts = ", ".join(f"{name} {newest}: {count}/{nodes}" for name, count in done)
+    versions = ",".join(map(str, active))
+    return f"Active versions {versions}; read version {progress['read_version']}; {counts} nodes"
+
+
 def _print_layout(result: dict) -> None:
     click.echo(
         f"Layout version {result['version']} (replication factor "
         f"{result['replication_factor']}, zone redundancy {result['zone_redundancy']})"
     )
+    click.echo(_progress_line(result))
+    if len(result["active_versions"]) > 1:
+        click.echo(f"  {'node':<16}  {'ack':>5} {'sync':>5} {'sync_ack':>8}")
+        for node, reached in result["trackers"].items():
+            click.echo(
+                f"  {node[:16]:<16}  {reached['ack']:>5} {reached['sync']:>5} "
+                f"{reached['sync_ack']:>8}"
+            )
     for node, role in result["roles"].items():
         capacity = "gateway" if role["capacity"] is None else _human(role["capacity"])
         partitions = result["partitions"].get(node, 0)
@@ -431,6 +451,28 @@ def layout_revert(ctx) -> None:
     _print_layout(_call(ctx, "POST", "/v1/layout/revert"))
 
 
+@layout.command("skip-dead-nodes")
+@click.option(
+    "--version",
+    "version",
+    type=int,
+    required=True,
+    help="Count the nodes that are down as done with this layout version.",
+)
+@click.option(
+    "--allow-missing-data",
+    is_flag=True,
+    help="Also count them as synced: reads may then miss writes only they held.",
+)
+@click.pass_context
+def layout_skip_dead_nodes(ctx, version, allow_missing_data) -> None:
+    """Let a layout change finish without the nodes that are down for good."""
+    body = {"version": version, "allow_missing_data": allow_missing_data}
+    result = _call(ctx, "POST", "/v1/layout/skip-dead-nodes", body)
+    click.echo(f"skipped: {', '.join(node[:16] for node in result['skipped'])}")
+    _print_layout(result)
+
+
 @layout.command("history")
 @click.pass_context
 def layout_history(ctx) -> None:
@@ -440,3 +482,134 @@ def layout_history(ctx) -> None:
             f"{item['gateways']} gateway(s), zone redundancy {item['zone_redundancy']}, "
             f"partition size {_human(item['partition_size'])}"
         )
+
+
+@main.group()
+def worker() -> None:
+    """This node's background workers and the variables that tune them."""
+
+
+@worker.command("list")
+@click.pass_context
+def worker_list(ctx: click.Context) -> None:
+    click.echo(f"{'name':<30} {'state':<8} {'queue':>7} {'errors':>6}  last error")
+    for item in _call(ctx, "GET", "/v1/workers"):
+        queue = "-" if item["queue_length"] is None else str(item["queue_length"])
+        click.echo(
+            f"{item['name']:<30} {item['state']:<8} {queue:>7} {item['errors']:>6}  "
+            f"{item['last_error'] or ''}"
+        )
+
+
+@worker.command("info")
+@click.argument("name")
+@click.pass_context
+def worker_info(ctx: click.Context, name: str) -> None:
+    _show(_call(ctx, "GET", f"/v1/workers/{name}"))
+
+
+@worker.command("get")
+@click.argument("variable", required=False)
+@click.pass_context
+def worker_get(ctx: click.Context, variable: str | None) -> None:
+    """Print one variable, or all of them."""
+    query = f"?name={variable}" if variable else ""
+    for name, value in _call(ctx, "GET", f"/v1/workers/vars{query}").items():
+        click.echo(f"{name}\t{value}")
+
+
+@worker.command("set")
+@click.argument("variable")
+@click.argument("value")
+@click.pass_context
+def worker_set(ctx: click.Context, variable: str, value: str) -> None:
+    """Set a variable (until the node restarts)."""
+    body = {"name": variable, "value": value}
+    for name, new in _call(ctx, "POST", "/v1/workers/vars", body).items():
+        click.echo(f"{name}\t{new}")
+
+
+@main.group()
+def block() -> None:
+    """Inspect and repair this node's data blocks."""
+
+
+@block.command("list-errors")
+@click.pass_context
+def block_list_errors(ctx: click.Context) -> None:
+    """Blocks whose resync keeps failing."""
+    errors = _call(ctx, "GET", "/v1/blocks/errors")
+    click.echo(f"{'hash':<64}  {'rc':>3} {'tries':>5}  next try (ms)  last error")
+    for item in errors:
+        click.echo(
+            f"{item['hash']}  {item['refcount']:>3} {item['failures']:>5}  "
+            f"{item['next_try_ms']:>13}  {item['last_error']}"
+        )
+
+
+@block.command("info")
+@click.argument("hash_")
+@click.pass_context
+def block_info(ctx: click.Context, hash_: str) -> None:
+    """A block's count, referencing versions, files and resync state (HASH or a prefix)."""
+    _show(_call(ctx, "GET", f"/v1/blocks/{hash_}"))
+
+
+@block.command("retry-now")
+@click.argument("hashes", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Retry every failing block.")
+@click.pass_context
+def block_retry_now(ctx: click.Context, hashes: tuple[str, ...], all_: bool) -> None:
+    """Resync blocks at once instead of waiting for their backoff."""
+    if all_ == bool(hashes):
+        raise click.UsageError("give either --all or some block hashes")
+    result = _call(ctx, "POST", "/v1/blocks/retry-now", {"all": all_, "blocks": list(hashes)})
+    click.echo(f"{result['queued']} block(s) queued")
+
+
+@block.command("purge")
+@click.argument("hashes", nargs=-1, required=True)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def block_purge(ctx: click.Context, hashes: tuple[str, ...], yes: bool) -> None:
+    """Delete every object using these lost blocks (cannot be undone)."""
+    if not yes:
+        click.confirm(f"Delete every object that uses {len(hashes)} block(s)?", abort=True)
+    _show(_call(ctx, "POST", "/v1/blocks/purge", {"blocks": list(hashes)}))
+
+
+@main.group()
+def repair() -> None:
+    """Start repairs on this node."""
+
+
+@repair.command("blocks")
+@click.pass_context
+def repair_blocks(ctx: click.Context) -> None:
+    """Check every block against the reference counts and the layout (resync)."""
+    result = _call(ctx, "POST", "/v1/repair/blocks")
+    click.echo(f"{result['queued']} block(s) queued for resync")
+
+
+@repair.command("rebalance")
+@click.pass_context
+def repair_rebalance(ctx: click.Context) -> None:
+    """Move blocks into their primary data directory (drains read-only ones)."""
+    started = _call(ctx, "POST", "/v1/repair/rebalance")["started"]
+    click.echo("rebalance started" if started else "a rebalance is already running")
+
+
+@repair.command("tables")
+@click.pass_context
+def repair_tables(ctx: click.Context) -> None:
+    """Run a full anti-entropy pass of every table now."""
+    tables = _call(ctx, "POST", "/v1/repair/tables")["tables"]
+    click.echo(f"anti-entropy started for {len(tables)} tables")
+
+
+@repair.command("scrub")
+@click.argument("command", type=click.Choice(["start", "pause", "resume", "cancel"]))
+@click.pass_context
+def repair_scrub(ctx: click.Context, command: str) -> None:
+    """Verify every local block now (start), or pause, resume or cancel the scrub."""
+    _show(_call(ctx, "POST", "/v1/repair/scrub", {"command": command}))

@@ -5,7 +5,9 @@ nodes gossip their histories. A higher version simply wins. Two different
 layouts applied under the same number (from two places at once) cannot be
 reconciled, so `LayoutHistory.merge` raises `LayoutConflict` rather than pick
 one, until the operator applies a newer version. Staged changes merge as a
-CRDT whatever the versions (see `StagedChanges`).
+CRDT whatever the versions (see `StagedChanges`), and so do the per-node
+trackers that say how far each node has got through a layout change (see
+`UpdateTrackers`).
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import msgspec
 
 from granary.layout.assignment import Assignment, LayoutReport, compute_assignment
 from granary.layout.roles import LayoutError, LayoutParameters, NodeRole, StagedChanges
+from granary.layout.trackers import UpdateTrackers
 
-OLDER_VERSIONS_KEPT = 5
+RETIRED_VERSIONS_KEPT = 5
 
 
 class LayoutConflict(LayoutError):
@@ -119,13 +122,21 @@ class ClusterLayout(msgspec.Struct, frozen=True, array_like=True):
 
 
 class LayoutHistory(msgspec.Struct, frozen=True, array_like=True):
-    """The current layout (with the staged changes) and the versions applied before it.
+    """The current layout (with the staged changes), the versions applied before it,
+    and how far each node has got through them.
 
-    `older` is newest first, without staged changes, at most OLDER_VERSIONS_KEPT long.
+    Versions from `min_active` to the current one are *active*: a layout change
+    is under way until the nodes have moved their data, so writes go to every
+    active version and reads to one the cluster has synced (see progress.py).
+    `older` is newest first, without staged changes: every active version
+    before the current one, then at most RETIRED_VERSIONS_KEPT retired ones
+    (kept only to find blocks written under them).
     """
 
     current: ClusterLayout
     older: tuple[ClusterLayout, ...] = ()
+    trackers: UpdateTrackers = UpdateTrackers()
+    min_active: int = 0
 
     @classmethod
     def initial(cls, replication_factor: int) -> Self:
@@ -137,17 +148,34 @@ class LayoutHistory(msgspec.Struct, frozen=True, array_like=True):
             return self.current
         return next((layout for layout in self.older if layout.version == number), None)
 
+    def active(self) -> tuple[ClusterLayout, ...]:
+        """The active versions, newest (the current one) first."""
+        return (self.current, *(v for v in self.older if v.version >= self.min_active))
+
+    def retired(self) -> tuple[ClusterLayout, ...]:
+        """The retired versions still kept, newest first."""
+        return tuple(v for v in self.older if v.version < self.min_active)
+
+    def active_nodes(self) -> list[str]:
+        """Every node with a role (gateways included) in an active version: the nodes
+        that may be writing or reading under one of them."""
+        return sorted({node for layout in self.active() for node in layout.roles})
+
     def update(self, layout: ClusterLayout) -> Self:
         """This history with `layout` merged in: a newer version, or new staged changes."""
         return self.merge(type(self)(layout))
 
+    def with_trackers(self, trackers: UpdateTrackers) -> Self:
+        return msgspec.structs.replace(self, trackers=trackers)
+
     def merge(self, other: Self) -> Self:
-        """Both histories' versions, and their staged changes merged.
+        """Both histories' versions, trackers and staged changes merged.
 
         The higher current version wins, and with it its view of the older
         versions: applying a new version from one node is how an operator
         settles a conflict. Raises LayoutConflict when both sides' current
-        layouts carry the same number but differ.
+        layouts carry the same number but differ. Trackers and `min_active`
+        only grow, so they merge by maximum.
         """
         mine, theirs = self.current.committed(), other.current.committed()
         if mine.version == theirs.version and mine != theirs:
@@ -162,10 +190,55 @@ class LayoutHistory(msgspec.Struct, frozen=True, array_like=True):
                 # Same current layout, different memories of an older one: pick
                 # one deterministically so every node keeps the same history.
                 by_number[layout.version] = max(known, layout, key=msgspec.msgpack.encode)
-        numbers = sorted(by_number, reverse=True)[: OLDER_VERSIONS_KEPT + 1]
         staging = self.current.staging.merge(other.current.staging)
-        current = msgspec.structs.replace(by_number[numbers[0]], staging=staging)
-        return type(self)(current, tuple(by_number[n] for n in numbers[1:]))
+        return _assemble(
+            by_number,
+            staging,
+            self.trackers.merge(other.trackers),
+            max(self.min_active, other.min_active),
+        )
+
+    def retire_before(self, version: int) -> Self:
+        """This history with every version below `version` retired (never the current one)."""
+        floor = min(max(self.min_active, version), self.current.version)
+        if floor == self.min_active:
+            return self
+        by_number = {layout.version: layout for layout in self._committed()}
+        return _assemble(by_number, self.current.staging, self.trackers, floor)
+
+    def retire_unread(self) -> Self:
+        """Retire the oldest active versions that no node reads any more.
+
+        The oldest active version retires once every node of the active
+        versions reads from the next one or a newer one (its sync_ack): reads
+        moved there only after the writes held by the oldest version reached
+        the newer ones. A version without roles holds no data and retires at once.
+        """
+        history = self
+        while len(active := history.active()) > 1:
+            oldest, following = active[-1], active[-2]
+            if oldest.roles:
+                reading = history.trackers.min_among("sync_ack", history.active_nodes(), 0)
+                if reading < following.version:
+                    break
+            history = history.retire_before(following.version)
+        return history
 
     def _committed(self) -> tuple[ClusterLayout, ...]:
         return (self.current.committed(), *self.older)
+
+
+def _assemble(
+    by_number: dict[int, ClusterLayout],
+    staging: StagedChanges,
+    trackers: UpdateTrackers,
+    min_active: int,
+) -> LayoutHistory:
+    """A history of the versions in `by_number` (committed layouts): the newest one
+    current with `staging`, every active one, and the newest retired ones."""
+    numbers = sorted(by_number, reverse=True)
+    active = [n for n in numbers if n >= min_active]
+    retired = [n for n in numbers if n < min_active][:RETIRED_VERSIONS_KEPT]
+    kept = [by_number[n] for n in (*active, *retired)]
+    current = msgspec.structs.replace(kept[0], staging=staging)
+    return LayoutHistory(current, tuple(kept[1:]), trackers, min_active)

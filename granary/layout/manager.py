@@ -1,8 +1,13 @@
 """This node's copy of the layout history: persisted, changed, and gossiped.
 
 Every node holds the whole history and merges what its peers send. A local
-change (staging, applying, reverting) is written to disk and pushed to the
-connected peers at once; a periodic exchange repairs whatever a push missed.
+change (staging, applying, reverting, this node's own progress through a
+layout change) is written to disk and pushed to the connected peers at once;
+a periodic exchange repairs whatever a push missed.
+
+It also tells the tables which versions to write to and which one to read
+from, and takes their reports: writes in flight (the ack lock) and completed
+sync passes (see progress.py for the rules).
 """
 
 from __future__ import annotations
@@ -10,12 +15,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import msgspec
 
-from granary.layout.history import LayoutConflict, LayoutHistory
+from granary.layout import progress
+from granary.layout.history import ClusterLayout, LayoutConflict, LayoutHistory
+from granary.layout.quorums import ConsistencyMode, quorums
 from granary.util.waits import sleep_until
 
 log = logging.getLogger("granary.layout")
@@ -23,32 +32,51 @@ log = logging.getLogger("granary.layout")
 LAYOUT_FILE = "cluster_layout"
 SYNC_ENDPOINT = "layout/sync"
 HIGH_PRIORITY = 0
+LEGACY_HISTORY_FIELDS = 2  # (current, older)
 
 
 class LayoutManager:
     def __init__(
-        self, metadata_dir: Path, replication_factor: int, net, *, gossip_interval: float = 10.0
+        self,
+        metadata_dir: Path,
+        replication_factor: int,
+        net,
+        *,
+        mode: ConsistencyMode = "consistent",
+        gossip_interval: float = 10.0,
     ) -> None:
         self.path = metadata_dir / LAYOUT_FILE
         self.net = net
+        self.me = net.node_id.hex()
         self.gossip_interval = gossip_interval
+        self.write_quorum = quorums(replication_factor, mode)[1]
+        self.single_version = mode != "consistent"
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder = msgspec.msgpack.Decoder(LayoutHistory)
-        self.history = self._load(replication_factor)
         self.conflict: str | None = None
         self._listeners: list[Callable[[LayoutHistory], None]] = []
+        self._writes: Counter[int] = Counter()  # writes in flight, by current version at start
+        self._synced: dict[str, int] = {}  # table -> version its last complete pass certified
+        self._push_needed = False
+        self._pusher: asyncio.Task | None = None
+        self._set(self._settle(self._load(replication_factor)))
         net.endpoint(SYNC_ENDPOINT, self._on_sync)
 
     def _load(self, replication_factor: int) -> LayoutHistory:
         try:
-            history = self._decoder.decode(self.path.read_bytes())
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return LayoutHistory.initial(replication_factor)
+        history = self._decoder.decode(raw)
         if history.current.replication_factor != replication_factor:
             raise SystemExit(
                 f"replication_factor is {replication_factor} in the config but "
                 f"{history.current.replication_factor} in the stored layout; it cannot change"
             )
+        if len(msgspec.msgpack.decode(raw)) == LEGACY_HISTORY_FIELDS:
+            # Written before layout versions had trackers: the older versions
+            # were already replaced, not still being synced.
+            history = history.retire_before(history.current.version)
         return history
 
     def _save(self) -> None:
@@ -60,39 +88,113 @@ class LayoutManager:
         os.replace(temp, self.path)
 
     @property
-    def current(self):
+    def current(self) -> ClusterLayout:
         return self.history.current
 
     def on_change(self, listener: Callable[[LayoutHistory], None]) -> None:
         self._listeners.append(listener)
 
-    def storage_nodes(self, partition: int) -> list[bytes]:
-        """The nodes holding a partition in the current layout (none before one exists)."""
-        assignment = self.current.assignment
-        if not assignment.ring:
-            return []
-        return [bytes.fromhex(node) for node in assignment.nodes_of(partition)]
+    # ---- placement -----------------------------------------------------------
 
-    def role_nodes(self) -> list[bytes]:
-        """Every node with a role, gateways included."""
-        return [bytes.fromhex(node) for node in self.current.roles]
+    def write_layouts(self) -> tuple[ClusterLayout, ...]:
+        """The active versions, newest first: a write goes to each of them."""
+        return self._active
+
+    def read_layout(self) -> ClusterLayout:
+        """The version reads go to."""
+        return self._read
+
+    def read_version(self) -> int:
+        return self._read.version
+
+    # ---- progress reports from the tables ------------------------------------
+
+    @contextmanager
+    def write_guard(self) -> Iterator[None]:
+        """Hold while a write runs: this node acks no newer version until it is done.
+
+        Take it, then compute the write sets, with no await in between, so the
+        version recorded is one the write goes to.
+        """
+        version = self.current.version
+        self._writes[version] += 1
+        try:
+            yield
+        finally:
+            self._writes[version] -= 1
+            if not self._writes[version]:
+                del self._writes[version]
+                if version < self.current.version:
+                    self._adopt(self.history)
+
+    def expect_sync(self, table: str) -> None:
+        """Count `table` among those whose sync passes make up this node's sync."""
+        self._synced.setdefault(table, 0)
+
+    def sync_target(self) -> int:
+        """The version a sync pass starting now will certify when complete."""
+        return progress.sync_target(self.history)
+
+    def report_synced(self, table: str, version: int) -> None:
+        """`table` finished a complete sync pass started for `version`."""
+        if version > self._synced.get(table, 0):
+            self._synced[table] = version
+            self._adopt(self.history)
+
+    # ---- changes ---------------------------------------------------------------
 
     async def update(self, change: Callable[[LayoutHistory], LayoutHistory]) -> LayoutHistory:
-        """Apply a local change (stage, apply, revert), persist it and push it."""
+        """Apply a local change (stage, apply, revert, skip), persist it and push it."""
         self._adopt(change(self.history))
         await self._push_to_all()
         return self.history
 
-    def _adopt(self, history: LayoutHistory) -> bool:
-        if history == self.history:
-            return False
-        old_version = self.history.current.version
+    async def skip_dead_nodes(
+        self, version: int, up: Iterable[str], *, allow_missing_data: bool
+    ) -> list[str]:
+        """Move the trackers of the active versions' nodes that are down to `version`."""
+        up = set(up)
+        dead = [node for node in self.history.active_nodes() if node not in up]
+        await self.update(
+            lambda history: progress.skip_dead_nodes(
+                history, version, dead, allow_missing_data=allow_missing_data
+            )
+        )
+        return dead
+
+    def _settle(self, history: LayoutHistory) -> LayoutHistory:
+        return progress.settle(
+            history,
+            self.me,
+            acked=min(self._writes, default=history.current.version),
+            synced=min(self._synced.values(), default=0),
+            write_quorum=self.write_quorum,
+            single_version=self.single_version,
+        )
+
+    def _set(self, history: LayoutHistory) -> None:
         self.history = history
+        self._active = history.active()
+        version = progress.read_version(history, self.write_quorum)
+        self._read = next(layout for layout in self._active if layout.version == version)
+
+    def _adopt(self, history: LayoutHistory) -> bool:
+        settled = self._settle(history)
+        if settled == self.history:
+            return False
+        old, old_read = self.history, self._read.version
+        self._set(settled)
         self._save()
-        if history.current.version != old_version:
-            log.info("layout version %d is now current", history.current.version)
+        if settled.current.version != old.current.version:
+            log.info("layout version %d is now current", settled.current.version)
+        if self._read.version != old_read:
+            log.info("reads now go to layout version %d", self._read.version)
+        if settled.min_active != old.min_active:
+            log.info("layout versions below %d retired", settled.min_active)
+        if settled.trackers != history.trackers or settled.min_active != history.min_active:
+            self._push_soon()  # this node's own progress: tell the others
         for listener in self._listeners:
-            listener(history)
+            listener(settled)
         return True
 
     def merge_remote(self, remote: LayoutHistory) -> bool:
@@ -128,8 +230,21 @@ class LayoutManager:
             if isinstance(result, Exception):
                 log.debug("layout push to %s failed: %s", node.hex()[:16], result)
 
+    def _push_soon(self) -> None:
+        """Push the history to the peers in the background, again if it changes meanwhile."""
+        self._push_needed = True
+        if self._pusher is None or self._pusher.done():
+            self._pusher = asyncio.ensure_future(self._push_while_needed())
+
+    async def _push_while_needed(self) -> None:
+        while self._push_needed:
+            self._push_needed = False
+            await self._push_to_all()
+
     async def run_gossip(self, stop: asyncio.Event) -> None:
         """Exchange histories with every connected peer periodically."""
         while not stop.is_set():
             await self._push_to_all()
             await sleep_until(stop, self.gossip_interval)
+        if self._pusher is not None:
+            self._pusher.cancel()

@@ -20,6 +20,7 @@ from granary.model.buckets import (
     Permission,
 )
 from granary.model.store import Model
+from granary.table.table import Table
 from granary.util.crdt import Deletable, Lww, LwwMap
 from granary.util.time import now_ms
 
@@ -43,6 +44,15 @@ def new_secret() -> str:
 class Access:
     def __init__(self, model: Model) -> None:
         self.model = model
+
+    async def _write(self, table: Table, entry: object) -> None:
+        """Write to a full-copy table, and make sure this node's copy has it too.
+
+        The write returns at a majority, which may not include this node; the
+        operations here read their own writes back locally.
+        """
+        await table.insert(entry)
+        await table.local_merge([entry])
 
     # ---- keys -----------------------------------------------------------
 
@@ -85,7 +95,7 @@ class Access:
             authorized_buckets=LwwMap(),
         )
         key = AccessKey(key_id, Deletable(deleted=False, value=params))
-        await self.model.keys.insert(key)
+        await self._write(self.model.keys, key)
         return key
 
     async def update_key(
@@ -102,7 +112,7 @@ class Access:
                 allow_create_bucket=params.allow_create_bucket.update(allow_create_bucket, now),
             )
         updated = AccessKey(key_id, Deletable(deleted=False, value=params))
-        await self.model.keys.insert(updated)
+        await self._write(self.model.keys, updated)
         return updated
 
     async def delete_key(self, key_id: str) -> None:
@@ -110,7 +120,7 @@ class Access:
         for bucket_id, permission in key.params.authorized_buckets.items():
             if permission is not None and permission.any:
                 await self.set_permission(bucket_id, key_id, NO_PERMISSION)
-        await self.model.keys.insert(AccessKey(key_id, Deletable(deleted=True, value=None)))
+        await self._write(self.model.keys, AccessKey(key_id, Deletable(deleted=True, value=None)))
 
     def _require_key(self, key_id: str) -> AccessKey:
         key = self.get_key(key_id)
@@ -168,10 +178,10 @@ class Access:
             id=secrets.token_bytes(16),
             state=Deletable(deleted=False, value=BucketParams(now, LwwMap())),
         )
-        await self.model.buckets.insert(bucket)
+        await self._write(self.model.buckets, bucket)
         previous = self.model.aliases.local_get(b"", name.encode())
         target = Lww(now, bucket.id) if previous is None else previous.target.update(bucket.id, now)
-        await self.model.aliases.insert(BucketAlias(name, target))
+        await self._write(self.model.aliases, BucketAlias(name, target))
         if owner_key_id is not None:
             await self.set_permission(bucket.id, owner_key_id, Permission(True, True, True))
         return self.get_bucket(bucket.id)
@@ -190,8 +200,12 @@ class Access:
             if permission is not None and permission.any:
                 await self.set_permission(bucket.id, key_id, NO_PERMISSION)
         alias = self.model.aliases.local_get(b"", name.encode())
-        await self.model.aliases.insert(BucketAlias(name, alias.target.update(None, now_ms())))
-        await self.model.buckets.insert(Bucket(bucket.id, Deletable(deleted=True, value=None)))
+        await self._write(
+            self.model.aliases, BucketAlias(name, alias.target.update(None, now_ms()))
+        )
+        await self._write(
+            self.model.buckets, Bucket(bucket.id, Deletable(deleted=True, value=None))
+        )
 
     async def set_permission(self, bucket_id: bytes, key_id: str, permission: Permission) -> None:
         """Record a key's rights on a bucket, on both rows."""
@@ -203,7 +217,8 @@ class Access:
             raise AccessError("no-such-key", f"no access key {key_id}")
         now = now_ms()
         params = bucket.params
-        await self.model.buckets.insert(
+        await self._write(
+            self.model.buckets,
             Bucket(
                 bucket.id,
                 Deletable(
@@ -213,10 +228,11 @@ class Access:
                         authorized_keys=params.authorized_keys.set(key_id, permission, now),
                     ),
                 ),
-            )
+            ),
         )
         key_params = key.params
-        await self.model.keys.insert(
+        await self._write(
+            self.model.keys,
             AccessKey(
                 key_id,
                 Deletable(
@@ -228,5 +244,5 @@ class Access:
                         ),
                     ),
                 ),
-            )
+            ),
         )

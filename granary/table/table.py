@@ -1,10 +1,11 @@
 """A replicated table of CRDT entries.
 
-Every write merges the entry into each storage node of its partition and
-returns at the write quorum; every read asks the read quorum and merges the
-answers. The local node is reached by a direct call, other nodes through the
-`TablePeers` transport, so a one-node cluster runs the same code path as a
-large one.
+Every write merges the entry into each storage node of its partition, in
+every active layout version, and returns once each version's nodes reached
+the write quorum; every read asks the read quorum of the nodes of the layout
+version the cluster reads from, and merges the answers. The local node is
+reached by a direct call, other nodes through the `TablePeers` transport, so
+a one-node cluster runs the same code path as a large one.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from granary.table.keys import (
     storage_key,
 )
 from granary.table.merkle import MerkleIndex
-from granary.table.quorum import call_nearest, call_quorum
-from granary.table.replication import Replication
+from granary.table.quorum import call_nearest
+from granary.table.replication import Replication, call_write_sets
 from granary.table.schema import TableSchema
 from granary.util.waits import sleep_until
 
@@ -143,28 +144,34 @@ class Table(Generic[E]):
 
     # ---- replicated operations ----------------------------------------
 
-    def _nodes(self, pk: bytes) -> list[bytes]:
-        return self.replication.storage_nodes(partition_of(partition_hash(pk)))
+    def _partition(self, pk: bytes) -> int:
+        return partition_of(partition_hash(pk))
 
     async def insert(self, entry: E) -> None:
         await self.insert_many([entry])
 
     async def insert_many(self, entries: list[E]) -> None:
-        """Write entries to their partitions' nodes, each at the write quorum."""
-        by_nodes: dict[tuple[bytes, ...], list[E]] = {}
-        for entry in entries:
-            nodes = tuple(self._nodes(self.schema.partition_key(entry)))
-            by_nodes.setdefault(nodes, []).append(entry)
-        await asyncio.gather(
-            *(
-                call_quorum(
-                    nodes,
-                    lambda node, group=group: self._merge_on(node, group),
-                    self.replication.write_quorum(len(nodes)),
+        """Write entries to their partitions' nodes, at the write quorum of each active version.
+
+        The write guard keeps this node from acknowledging a newer layout
+        version until the write is over (see granary/layout/progress.py).
+        """
+        with self.replication.write_guard():
+            by_sets: dict[tuple[tuple[bytes, ...], ...], list[E]] = {}
+            for entry in entries:
+                partition = self._partition(self.schema.partition_key(entry))
+                sets = self.replication.write_sets(partition)
+                by_sets.setdefault(tuple(map(tuple, sets)), []).append(entry)
+            await asyncio.gather(
+                *(
+                    call_write_sets(
+                        sets,
+                        lambda node, group=group: self._merge_on(node, group),
+                        self.replication.write_quorum,
+                    )
+                    for sets, group in by_sets.items()
                 )
-                for nodes, group in by_nodes.items()
             )
-        )
 
     async def _merge_on(self, node: bytes, entries: list[E]) -> None:
         if node == self.local_node:
@@ -174,7 +181,7 @@ class Table(Generic[E]):
 
     async def get(self, pk: bytes, sk: bytes) -> E | None:
         """Read one entry at the read quorum, merging the replicas' answers."""
-        nodes = self.nearest_first(self._nodes(pk))
+        nodes = self.nearest_first(self.replication.read_nodes(self._partition(pk)))
         answers = await call_nearest(
             nodes, lambda node: self._get_on(node, pk, sk), self.replication.read_quorum(len(nodes))
         )
@@ -207,7 +214,7 @@ class Table(Generic[E]):
         its last key.
         """
         keep = self._filter(filter)
-        nodes = self.nearest_first(self._nodes(pk))
+        nodes = self.nearest_first(self.replication.read_nodes(self._partition(pk)))
         answers = await call_nearest(
             nodes,
             lambda node: self._scan_on(node, pk, start, filter, limit),

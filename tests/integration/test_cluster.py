@@ -19,6 +19,8 @@ from conftest import (
     wait_until,
 )
 
+from granary.cli.admin_client import AdminClientError
+
 
 @pytest.fixture(scope="module")
 def cluster3(tmp_path_factory) -> Cluster:
@@ -70,8 +72,12 @@ def test_status_and_health(cluster3):
     assert "Cluster healthy" in text
 
 
-def table_partitions(node) -> dict[str, dict[str, str]]:
-    tables = admin_call(node, "GET", "/v1/tables")
+def table_partitions(node) -> dict[str, dict[str, str]] | None:
+    """Each table's partition digests on `node` (None while its admin API is not up)."""
+    try:
+        tables = admin_call(node, "GET", "/v1/tables")
+    except AdminClientError:
+        return None
     return {name: info["partitions"] for name, info in tables.items()}
 
 
@@ -98,7 +104,9 @@ def test_one_node_down_then_back_catches_up(tmp_path):
 
         c.start()
         wait_until(
-            lambda: table_partitions(c) == table_partitions(a),
+            lambda: (
+                table_partitions(c) not in (None, {}) and table_partitions(c) == table_partitions(a)
+            ),
             timeout=60,
             what="the restarted node to catch up by anti-entropy",
         )

@@ -8,12 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from granary.layout.history import (
-    OLDER_VERSIONS_KEPT,
+    RETIRED_VERSIONS_KEPT,
     ClusterLayout,
     LayoutConflict,
     LayoutHistory,
 )
 from granary.layout.roles import LayoutError, LayoutParameters, NodeRole, StagedChanges
+from granary.layout.trackers import TRACKER_NAMES, UpdateTrackers
 
 UNIT = 10**9
 
@@ -116,12 +117,27 @@ def test_a_higher_version_wins_and_the_older_one_is_kept() -> None:
     assert merged.version(2) is None
 
 
-def test_history_keeps_a_bounded_number_of_older_versions() -> None:
+def test_history_keeps_every_active_version_and_a_bounded_number_of_retired_ones() -> None:
     history = LayoutHistory.initial(1)
     for layout in CHAIN[1:]:
         history = history.update(layout)
     assert history.current == CHAIN[-1]
-    assert [v.version for v in history.older] == list(range(8, 8 - OLDER_VERSIONS_KEPT, -1))
+    assert [v.version for v in history.active()] == list(range(9, -1, -1))
+    history = history.retire_before(7)
+    assert [v.version for v in history.active()] == [9, 8, 7]
+    assert [v.version for v in history.retired()] == list(range(6, 6 - RETIRED_VERSIONS_KEPT, -1))
+    assert [v.version for v in history.older] == list(range(8, 6 - RETIRED_VERSIONS_KEPT, -1))
+    assert history.retire_before(99).active() == (history.current,)
+
+
+def test_retired_versions_merge_away_and_trackers_merge_by_maximum() -> None:
+    a = LayoutHistory(CHAIN[5], tuple(c.committed() for c in CHAIN[4::-1]))
+    a = a.with_trackers(UpdateTrackers(ack={"n01": 5, "n02": 3}))
+    b = a.retire_before(4).with_trackers(UpdateTrackers(ack={"n02": 4}, sync={"n01": 5}))
+    merged = a.merge(b)
+    assert merged.min_active == 4
+    assert [v.version for v in merged.active()] == [5, 4]
+    assert merged.trackers == UpdateTrackers(ack={"n01": 5, "n02": 4}, sync={"n01": 5})
 
 
 def test_applying_an_older_staged_change_elsewhere_is_dropped_by_the_merge() -> None:
@@ -190,15 +206,24 @@ def stagings(draw: st.DrawFn) -> StagedChanges:
     return staging
 
 
+TRACKED_NODES = [f"n{version:02d}" for version in range(1, len(CHAIN))]
+VERSION_MAPS = st.dictionaries(st.sampled_from(TRACKED_NODES), st.integers(0, len(CHAIN)))
+
+
 @st.composite
 def histories(draw: st.DrawFn) -> LayoutHistory:
-    """A history of the shared CHAIN: some current version, up to the kept number of older ones."""
+    """A history of the shared CHAIN: some current version, every active one before it,
+    up to the kept number of retired ones, and some trackers."""
     current = draw(st.integers(0, len(CHAIN) - 1))
-    older = draw(st.integers(0, min(current, OLDER_VERSIONS_KEPT)))
+    min_active = draw(st.integers(0, current))
+    retired = draw(st.integers(0, min(min_active, RETIRED_VERSIONS_KEPT)))
     staging = draw(stagings())
+    trackers = UpdateTrackers(*(draw(VERSION_MAPS) for _ in TRACKER_NAMES))
     return LayoutHistory(
         msgspec.structs.replace(CHAIN[current], staging=staging),
-        tuple(CHAIN[current - 1 - i].committed() for i in range(older)),
+        tuple(CHAIN[v].committed() for v in range(current - 1, min_active - retired - 1, -1)),
+        trackers,
+        min_active,
     )
 
 
@@ -221,3 +246,14 @@ def test_history_merge_is_commutative_associative_idempotent(
     assert a.merge(b).merge(c) == a.merge(b.merge(c))
     assert a.merge(a) == a
     assert a.merge(b).current.version == max(a.current.version, b.current.version)
+    assert a.merge(b).min_active == max(a.min_active, b.min_active)
+    # Merging never loses an active version nor a tracker's progress.
+    merged = a.merge(b)
+    assert {v.version for v in merged.active()} == {
+        v.version for h in (a, b) for v in (h.current, *h.older) if v.version >= merged.min_active
+    }
+    for name in TRACKER_NAMES:
+        for node in TRACKED_NODES:
+            assert merged.trackers.get(name, node) == max(
+                a.trackers.get(name, node), b.trackers.get(name, node)
+            )

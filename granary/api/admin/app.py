@@ -8,6 +8,7 @@ Routes (all under /v1 need `Authorization: Bearer <admin_token>`):
   GET    /v1/buckets                   POST /v1/buckets {name}
   GET    /v1/buckets/{name}            DELETE /v1/buckets/{name}
   POST   /v1/buckets/{name}/allow      POST /v1/buckets/{name}/deny   {key_id, read, write, owner}
+  workers, blocks and repairs: see block_ops.py
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import hmac
 import re
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -26,6 +28,9 @@ from granary.layout.roles import LayoutError
 from granary.model.access import Access, AccessError
 from granary.model.buckets import AccessKey, Bucket, Permission
 from granary.net.errors import RpcError
+
+if TYPE_CHECKING:
+    from granary.api.admin.block_ops import BlockOps
 
 MAX_BODY = 64 * 1024
 
@@ -76,6 +81,11 @@ class LayoutApply(msgspec.Struct, forbid_unknown_fields=True):
     version: int
 
 
+class LayoutSkipDeadNodes(msgspec.Struct, forbid_unknown_fields=True):
+    version: int
+    allow_missing_data: bool = False
+
+
 class PermissionChange(msgspec.Struct, forbid_unknown_fields=True):
     key_id: str
     read: bool = False
@@ -121,7 +131,9 @@ def bucket_json(name: str, bucket: Bucket) -> dict:
 
 
 class AdminApp:
-    def __init__(self, access: Access, token: str, cluster: ClusterAdmin) -> None:
+    def __init__(
+        self, access: Access, token: str, cluster: ClusterAdmin, ops: BlockOps | None = None
+    ) -> None:
         self.access = access
         self.token = token
         self.cluster = cluster
@@ -137,6 +149,7 @@ class AdminApp:
             ("POST", re.compile(r"^/v1/layout/config$"), self.layout_config),
             ("POST", re.compile(r"^/v1/layout/apply$"), self.layout_apply),
             ("POST", re.compile(r"^/v1/layout/revert$"), self.layout_revert),
+            ("POST", re.compile(r"^/v1/layout/skip-dead-nodes$"), self.layout_skip_dead_nodes),
             ("GET", re.compile(r"^/v1/keys$"), self.list_keys),
             ("POST", re.compile(r"^/v1/keys$"), self.create_key),
             ("GET", re.compile(r"^/v1/keys/([^/]+)$"), self.key_info),
@@ -149,6 +162,8 @@ class AdminApp:
             ("POST", re.compile(r"^/v1/buckets/([^/]+)/allow$"), self.allow),
             ("POST", re.compile(r"^/v1/buckets/([^/]+)/deny$"), self.deny),
         ]
+        if ops is not None:
+            self.routes.extend(ops.routes(self._body))
 
     async def handle(self, request: Request) -> Response:
         try:
@@ -249,6 +264,10 @@ class AdminApp:
 
     async def layout_revert(self, request: Request) -> dict:
         return await self.cluster.revert()
+
+    async def layout_skip_dead_nodes(self, request: Request) -> dict:
+        body: LayoutSkipDeadNodes = await self._body(request, LayoutSkipDeadNodes)
+        return await self.cluster.skip_dead_nodes(body.version, body.allow_missing_data)
 
     async def list_keys(self, request: Request) -> list:
         return [{"key_id": k.key_id, "name": k.params.name.value} for k in self.access.list_keys()]

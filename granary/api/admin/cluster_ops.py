@@ -8,6 +8,7 @@ from granary.layout.health import Health, cluster_health
 from granary.layout.history import ClusterLayout, LayoutHistory
 from granary.layout.manager import LayoutManager
 from granary.layout.roles import LayoutError, LayoutParameters, NodeRole
+from granary.layout.trackers import TRACKER_NAMES
 from granary.net.node_info import NodeInfoService, local_info
 from granary.net.peering import Peering
 from granary.util.sizes import parse_size
@@ -78,6 +79,7 @@ class ClusterAdmin:
         return {
             "node": me,
             "layout_version": current.version,
+            "layout_progress": self.progress(),
             "layout_conflict": self.layout.conflict,
             "health": {
                 "status": health.status,
@@ -152,7 +154,36 @@ class ClusterAdmin:
             "preview": preview,
             "preview_error": preview_error,
             "conflict": self.layout.conflict,
+            **self.progress(),
         }
+
+    def progress(self) -> dict:
+        """How far the cluster has got through the layout versions still active.
+
+        `trackers`: each active version's node and the version its ack, sync
+        and sync_ack reached. `done`: how many of those nodes reached the
+        current version, per tracker.
+        """
+        history = self.layout.history
+        nodes = history.active_nodes()
+        trackers = history.trackers
+        return {
+            "active_versions": sorted(layout.version for layout in history.active()),
+            "read_version": self.layout.read_version(),
+            "trackers": {
+                node: {name: trackers.get(name, node) for name in TRACKER_NAMES} for node in nodes
+            },
+            "done": {
+                name: trackers.count_at_least(name, nodes, history.current.version)
+                for name in TRACKER_NAMES
+            },
+        }
+
+    async def skip_dead_nodes(self, version: int, allow_missing_data: bool) -> dict:
+        skipped = await self.layout.skip_dead_nodes(
+            version, self.up_nodes(), allow_missing_data=allow_missing_data
+        )
+        return {**self.show(), "skipped": skipped}
 
     async def _stage(self, stage) -> dict:
         await self.layout.update(lambda history: history.update(stage(history.current)))

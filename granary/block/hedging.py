@@ -1,0 +1,130 @@
+"""When to hedge a block read: each node's recent read times, and a slow-node penalty.
+
+A read goes to the nearest holder first. If that holder has not answered
+within `delay(node)`, the next holder is asked too and the first valid answer
+wins (a hedged request). The delay adapts to the node: the 90th percentile
+of its recent block reads or, until enough of them are known, a few round
+trips plus the median block read time seen on any node. A floor and a cap
+keep it sane: too short a delay doubles the load, too long a delay is the
+stall hedging is there to avoid. A node that lost to a hedge is asked last
+for a while, so a paused or overloaded node costs one delay, not one delay
+per block. And hedges are rationed (`HedgeBudget`): under load every read is
+slower than the recent percentile, and hedging them all would add the very
+load that slows them down.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+
+MIN_SAMPLES = 8
+"""Reads of a node needed before its own percentile is trusted."""
+
+
+class ReadLatencies:
+    def __init__(
+        self,
+        *,
+        floor: float = 0.01,
+        cap: float = 1.0,
+        window: int = 64,
+        rtt_factor: float = 4.0,
+        first_guess: float = 0.02,
+        slow_penalty: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.floor = floor
+        self.cap = cap
+        self.window = window
+        self.rtt_factor = rtt_factor
+        self.first_guess = first_guess
+        self.slow_penalty = slow_penalty
+        self._clock = clock
+        self._per_node: dict[bytes, deque[float]] = {}
+        self._everywhere: deque[float] = deque(maxlen=4 * window)
+        self._slow_until: dict[bytes, float] = {}
+
+    def record(self, node: bytes, seconds: float) -> None:
+        """A successful read of one block from `node` took `seconds`."""
+        samples = self._per_node.get(node)
+        if samples is None:
+            samples = self._per_node[node] = deque(maxlen=self.window)
+        samples.append(seconds)
+        self._everywhere.append(seconds)
+
+    def delay(self, node: bytes, rtt: float | None) -> float:
+        """How long to wait for `node` before asking another holder too."""
+        samples = self._per_node.get(node)
+        if samples is not None and len(samples) >= MIN_SAMPLES:
+            base = percentile(samples, 0.9)
+        else:
+            typical = statistics.median(self._everywhere) if self._everywhere else self.first_guess
+            base = self.rtt_factor * (rtt or 0.0) + typical
+        return min(max(base, self.floor), self.cap)
+
+    def hedge_delay(
+        self, node: bytes, rtt: float | None, backup: bytes | None, backup_rtt: float | None
+    ) -> float:
+        """`delay(node)`, but never below the time `backup` is expected to take.
+
+        A hedge that cannot answer first is only extra load: a local read
+        hedged to a remote node, say. A node never read from is expected to
+        take a few round trips plus `first_guess`.
+        """
+        delay = self.delay(node, rtt)
+        if backup is not None:
+            samples = self._per_node.get(backup)
+            if samples:
+                expected = statistics.median(samples)
+            else:
+                expected = self.rtt_factor * (backup_rtt or 0.0) + self.first_guess
+            delay = max(delay, expected)
+        return min(delay, self.cap)
+
+    def mark_slow(self, node: bytes) -> None:
+        """`node` lost to a hedge: ask it last until the penalty expires."""
+        self._slow_until[node] = self._clock() + self.slow_penalty
+
+    def is_slow(self, node: bytes) -> bool:
+        until = self._slow_until.get(node)
+        if until is None:
+            return False
+        if self._clock() >= until:
+            del self._slow_until[node]
+            return False
+        return True
+
+    def order(self, nodes: Iterable[bytes]) -> list[bytes]:
+        """`nodes` in the given (nearest-first) order, penalized ones moved last."""
+        return sorted(nodes, key=self.is_slow)
+
+
+class HedgeBudget:
+    """Lets at most `fraction` of reads be hedged, plus a burst of `burst` hedges."""
+
+    def __init__(self, fraction: float = 0.1, burst: float = 10.0) -> None:
+        self.fraction = fraction
+        self.burst = burst
+        self.tokens = burst
+
+    def read(self) -> None:
+        """One more read: earns a fraction of a hedge."""
+        self.tokens = min(self.burst, self.tokens + self.fraction)
+
+    def take(self) -> bool:
+        """Spend one hedge, if there is one to spend."""
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
+
+
+def percentile(samples: Iterable[float], fraction: float) -> float:
+    """The nearest-rank percentile of a non-empty collection."""
+    ordered = sorted(samples)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]

@@ -1,0 +1,216 @@
+"""The resync workers: take due blocks off the queue and put this node right about them.
+
+For each block `decide` says whether to fetch it (this node should hold it
+and lacks it), offload it (this node holds it but should not: hand it to the
+holders that lack it, and drop it once every holder has it) or forget it (a
+file nothing counts becomes a GC candidate). A failure is recorded with its
+backoff. After each block a worker sleeps tranquility x the time the block
+took, so that resync leaves room for client traffic; 1-8 workers run at once.
+Both are tunable while running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from granary.block.manager import BlockManager
+from granary.block.resync import Action, decide
+from granary.net.messages import BACKGROUND
+from granary.util.background import WorkerState, WorkerStatus
+from granary.util.time import now_ms
+from granary.util.waits import sleep_until
+
+log = logging.getLogger("granary.block.resync")
+
+MAX_WORKERS = 8
+WALK_BATCH = 1000
+IDLE_POLL_SECS = 60.0
+
+
+class OffloadIncomplete(Exception):
+    """Some holder could not be asked or sent the block; the local copy stays."""
+
+
+class Resyncer:
+    def __init__(
+        self,
+        manager: BlockManager,
+        status: WorkerStatus,
+        *,
+        workers: int = 1,
+        tranquility: float = 2.0,
+    ) -> None:
+        self.manager = manager
+        self.queue = manager.resync
+        self.status = status
+        self.worker_count = workers
+        self.tranquility = tranquility
+        self.fetched_blocks = 0
+        self.fetched_bytes = 0
+        self.offloaded_blocks = 0
+        self._busy: set[bytes] = set()  # blocks being worked on
+        self._active: set[asyncio.Task] = set()
+
+    def set_worker_count(self, count: int) -> None:
+        self.worker_count = count
+        self.queue.wakeup.set()
+
+    def detail(self) -> dict:
+        return {
+            "workers": self.worker_count,
+            "busy": len(self._active),
+            "tranquility": self.tranquility,
+            "errors_listed": self.queue.errors.count(),
+            "fetched_blocks": self.fetched_blocks,
+            "fetched_bytes": self.fetched_bytes,
+            "offloaded_blocks": self.offloaded_blocks,
+        }
+
+    # ---- the dispatcher ----------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Hand due blocks to at most `worker_count` workers until `stop` is set."""
+        try:
+            while not stop.is_set():
+                self.queue.wakeup.clear()
+                self.status.state = WorkerState.RUNNING if self._active else WorkerState.IDLE
+                if len(self._active) >= self.worker_count:
+                    await sleep_until(stop, IDLE_POLL_SECS, self.queue.wakeup)
+                    continue
+                item = self.queue.next_due(self._busy)
+                if item is None:
+                    await sleep_until(stop, self._idle_delay(), self.queue.wakeup)
+                    continue
+                key, block_id = item
+                self._busy.add(block_id)
+                self.status.state = WorkerState.RUNNING
+                task = asyncio.ensure_future(self._work(key, block_id, stop))
+                self._active.add(task)
+                task.add_done_callback(self._finished)
+        finally:
+            if self._active:
+                await asyncio.wait(self._active)
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._active.discard(task)
+        self.queue.wakeup.set()
+
+    def _idle_delay(self) -> float:
+        due = self.queue.next_due_ms()
+        if due is None:
+            return IDLE_POLL_SECS
+        delay = (due - now_ms()) / 1000
+        # Every due entry is being worked on: wait for a worker to finish.
+        return IDLE_POLL_SECS if delay <= 0 else min(delay, IDLE_POLL_SECS)
+
+    async def _work(self, key: bytes, block_id: bytes, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            if not self.queue.postponed(block_id):
+                try:
+                    await self.resync_block(block_id)
+                except Exception as exc:
+                    log.info("resync of block %s failed: %s", block_id.hex(), exc)
+                    self.status.failed(exc)
+                    await self.queue.failed(block_id, f"{type(exc).__name__}: {exc}")
+                else:
+                    await self.queue.succeeded(block_id)
+            await self.queue.done(key)
+        finally:
+            self._busy.discard(block_id)
+        await sleep_until(stop, self.tranquility * (loop.time() - started))
+
+    # ---- one block -----------------------------------------------------------
+
+    async def resync_block(self, block_id: bytes) -> Action:
+        manager = self.manager
+        present = await manager.in_thread(manager.store.contains, block_id)
+        entry = manager.refcounts.entry(block_id)
+        action = decide(
+            should_hold=manager.should_hold(block_id),
+            refcount=None if entry is None else entry[0],
+            present=present,
+        )
+        if action is Action.FETCH:
+            data = await manager.get(block_id, priority=BACKGROUND, local=False)
+            await manager.put_local(block_id, data)
+            self.fetched_blocks += 1
+            self.fetched_bytes += len(data)
+        elif action is Action.OFFLOAD:
+            await self._offload(block_id)
+        elif action is Action.FORGET:
+            await manager.db.transact(lambda tx: manager.refcounts.schedule_check(tx, block_id))
+        return action
+
+    async def _offload(self, block_id: bytes) -> None:
+        """Make sure every holder has the block, then delete the local copy."""
+        manager = self.manager
+        holders = [n for n in manager.holders.current(block_id) if n != manager.local_node]
+        if not holders:
+            raise OffloadIncomplete("the layout names no holder for this block")
+        replies = await asyncio.gather(
+            *(manager.need(node, block_id, BACKGROUND) for node in holders),
+            return_exceptions=True,
+        )
+        unanswered = [
+            n.hex()[:16]
+            for n, r in zip(holders, replies, strict=True)
+            if isinstance(r, BaseException)
+        ]
+        if unanswered:
+            raise OffloadIncomplete(f"no answer from {', '.join(unanswered)}")
+        lacking = [n for n, r in zip(holders, replies, strict=True) if not r.present]
+        if lacking:
+            data = await manager.in_thread(manager.store.read, block_id)
+            if data is None:
+                return
+            sent = await asyncio.gather(
+                *(manager.put_on(node, block_id, data, BACKGROUND) for node in lacking),
+                return_exceptions=True,
+            )
+            unsent = [
+                n.hex()[:16]
+                for n, r in zip(lacking, sent, strict=True)
+                if isinstance(r, BaseException)
+            ]
+            if unsent:
+                raise OffloadIncomplete(f"could not send it to {', '.join(unsent)}")
+        async with manager.locks.hold(block_id):
+            if not manager.should_hold(block_id):
+                await manager.in_thread(manager.store.delete, block_id)
+                self.offloaded_blocks += 1
+
+    # ---- queueing everything -------------------------------------------------
+
+    async def queue_everything(self, due_ms: int | None = None) -> int:
+        """Queue every block this node counts or stores (now, or at `due_ms`); return how many.
+
+        Used by `repair blocks` and after a layout change: it cross-checks the
+        reference counts against the disk both ways (counted but missing,
+        stored but counted nowhere, stored but no longer ours).
+        """
+        manager = self.manager
+        queued = 0
+        start: bytes | None = None
+        while True:
+            batch = []
+            for block_id, _ in manager.refcounts.counted(start):
+                batch.append(block_id)
+                if len(batch) >= WALK_BATCH:
+                    break
+            queued += await self.queue.push(batch, due_ms)
+            if len(batch) < WALK_BATCH:
+                break
+            start = batch[-1] + b"\x00"
+        after: bytes | None = None
+        while True:
+            stored = await manager.in_thread(manager.store.blocks_after, after, WALK_BATCH)
+            uncounted = [b for b in stored if manager.refcounts.entry(b) is None]
+            queued += await self.queue.push(uncounted, due_ms)
+            if len(stored) < WALK_BATCH:
+                break
+            after = stored[-1]
+        log.info("queued %d blocks for resync", queued)
+        return queued

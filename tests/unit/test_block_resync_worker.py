@@ -1,0 +1,145 @@
+"""Resync of single blocks (fetch, offload, forget) against fake peers."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from granary.block.codec import block_hash
+from granary.block.holders import BlockHolders
+from granary.block.manager import BlockManager
+from granary.block.resync import Action
+from granary.block.resync_worker import OffloadIncomplete, Resyncer
+from granary.block.store import BlockStore, DataDirectory
+from granary.block.transfer import (
+    GET_ENDPOINT,
+    NEED_ENDPOINT,
+    PUT_ENDPOINT,
+    NeedReply,
+    encode_need,
+    receive,
+)
+from granary.db import open_db
+from granary.net.errors import PeerUnavailable
+from granary.util.background import WorkerStatus
+
+ME, NEAR, FAR = b"m" * 32, b"n" * 32, b"f" * 32
+DATA = b"some block" * 1000
+ID = block_hash(DATA)
+
+
+class Peers:
+    """Peers that hold blocks in memory and answer get, need and put."""
+
+    def __init__(self, holding: dict[bytes, set[bytes]], down: set[bytes] = frozenset()) -> None:
+        self.holding = holding
+        self.down = down
+        self.received: list[bytes] = []
+
+    def endpoint(self, name, handler) -> None:
+        pass
+
+    async def call(self, node, endpoint, body, *, priority, timeout, stream=None):
+        if node in self.down:
+            raise PeerUnavailable("down")
+        has = body in self.holding.get(node, set())
+        if endpoint == NEED_ENDPOINT:
+            return encode_need(NeedReply(present=has, needed=True)), None
+        if endpoint == PUT_ENDPOINT:
+            assert await receive(stream) == DATA
+            self.received.append(node)
+            return b"", None
+        assert endpoint == GET_ENDPOINT
+        if not has:
+            raise PeerUnavailable("missing")
+
+        async def reply():
+            yield DATA
+
+        return b"", reply()
+
+
+class Holders:
+    def __init__(self, nodes: list[bytes]) -> None:
+        self.nodes = nodes
+
+    def storage_nodes(self, partition: int) -> list[bytes]:
+        return self.nodes
+
+    def write_quorum(self, nodes: int) -> int:
+        return 2
+
+
+class Nearest:
+    def by_distance(self, nodes):
+        return sorted(nodes, key=[ME, NEAR, FAR].index)
+
+    def rtt(self, node):
+        return 0.001
+
+
+@pytest.fixture
+def resyncer(tmp_path: Path):
+    made = []
+
+    def make(peers: Peers, holders: list[bytes], *, counted: bool, stored: bool) -> Resyncer:
+        db = open_db("sqlite", tmp_path / "meta", fsync=False)
+        store = BlockStore(
+            [DataDirectory(tmp_path / "data", 1)], fsync=False, compression_level=None
+        )
+        executor = ThreadPoolExecutor(2)
+        made.append((db, executor))
+        manager = BlockManager(
+            db,
+            store,
+            BlockHolders(Holders(holders)),
+            ME,
+            executor,
+            peers,
+            Nearest(),
+            gc_grace_ms=60_000,
+            resync_retry_base_ms=1000,
+        )
+        if counted:
+            db.transaction(lambda tx: manager.refcounts.increment(tx, ID))
+        if stored:
+            store.write(ID, DATA)
+        return Resyncer(manager, WorkerStatus("block-resync"))
+
+    yield make
+    for db, executor in made:
+        executor.shutdown()
+        db.close()
+
+
+def test_a_missing_block_this_node_should_hold_is_fetched(resyncer):
+    worker = resyncer(Peers({FAR: {ID}}), [ME, NEAR, FAR], counted=True, stored=False)
+    assert asyncio.run(worker.resync_block(ID)) is Action.FETCH
+    assert worker.manager.store.read(ID) == DATA
+    assert asyncio.run(worker.resync_block(ID)) is Action.NOTHING
+
+
+def test_offload_sends_to_the_holders_that_lack_it_then_deletes(resyncer):
+    peers = Peers({NEAR: {ID}})
+    worker = resyncer(peers, [NEAR, FAR], counted=True, stored=True)
+    assert asyncio.run(worker.resync_block(ID)) is Action.OFFLOAD
+    assert peers.received == [FAR]
+    assert not worker.manager.store.contains(ID)
+
+
+def test_offload_keeps_the_copy_while_a_holder_cannot_be_reached(resyncer):
+    peers = Peers({NEAR: {ID}}, down={FAR})
+    worker = resyncer(peers, [NEAR, FAR], counted=True, stored=True)
+    with pytest.raises(OffloadIncomplete):
+        asyncio.run(worker.resync_block(ID))
+    assert worker.manager.store.contains(ID)
+
+
+def test_a_file_nothing_counts_becomes_a_gc_candidate(resyncer):
+    worker = resyncer(Peers({}), [ME, NEAR, FAR], counted=False, stored=True)
+    assert asyncio.run(worker.resync_block(ID)) is Action.FORGET
+    count, deletable_at = worker.manager.refcounts.entry(ID)
+    assert count == 0 and deletable_at > 0

@@ -1,0 +1,87 @@
+"""Block files over several data directories: placement, reads, rebalance, markers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from granary.block.codec import CorruptBlock, block_hash
+from granary.block.store import MARKER_FILE, BlockStore, DataDirectory
+
+
+def blocks(count: int) -> dict[bytes, bytes]:
+    datas = [os.urandom(64) + i.to_bytes(4, "big") for i in range(count)]
+    return {block_hash(data): data for data in datas}
+
+
+def store_over(*directories: DataDirectory) -> BlockStore:
+    return BlockStore(list(directories), fsync=False, compression_level=None)
+
+
+def files_in(directory: Path) -> set[str]:
+    return {p.name for p in directory.rglob("*") if p.is_file() and p.name != MARKER_FILE}
+
+
+def test_writes_spread_by_capacity_and_reads_look_everywhere(tmp_path):
+    small, big = DataDirectory(tmp_path / "small", 1), DataDirectory(tmp_path / "big", 3)
+    store = store_over(small, big)
+    written = blocks(400)
+    for block_id, data in written.items():
+        store.write(block_id, data)
+    share = len(files_in(big.path)) / len(written)
+    assert 0.65 < share < 0.85  # 3/4 expected
+    # The same blocks, seen through a store that lists the directories the other way round.
+    swapped = store_over(big, small)
+    assert all(swapped.read(block_id) == data for block_id, data in written.items())
+
+
+def test_blocks_after_walks_every_directory_in_id_order(tmp_path):
+    store = store_over(DataDirectory(tmp_path / "a", 1), DataDirectory(tmp_path / "b", 1))
+    written = sorted(blocks(50))
+    for block_id in written:
+        store.write(block_id, b"")  # content does not matter to the listing
+    assert store.blocks_after(None, 1000) == written
+    assert store.blocks_after(None, 7) == written[:7]
+    assert store.blocks_after(written[9], 5) == written[10:15]
+    assert store.blocks_after(written[-1], 5) == []
+
+
+def test_rebalance_drains_a_read_only_directory(tmp_path):
+    old, new = tmp_path / "old", tmp_path / "new"
+    before = store_over(DataDirectory(old, 1))
+    written = blocks(30)
+    for block_id, data in written.items():
+        before.write(block_id, data)
+    after = store_over(DataDirectory(old, 1, read_only=True), DataDirectory(new, 1))
+    assert all(after.read(b) == d for b, d in written.items())
+    moved = sum(after.relocate(block_id) for block_id in written)
+    assert moved == len(written)
+    assert files_in(old) == set()
+    assert len(files_in(new)) == len(written)
+    assert all(after.read(b) == d for b, d in written.items())
+    assert sum(after.relocate(block_id) for block_id in written) == 0
+
+
+def test_corrupt_copy_is_quarantined(tmp_path):
+    store = store_over(DataDirectory(tmp_path / "d", 1))
+    (block_id, data), *_ = blocks(1).items()
+    store.write(block_id, data)
+    path, _ = store.find(block_id)
+    path.write_bytes(b"X" + data[1:])
+    with pytest.raises(CorruptBlock):
+        store.read(block_id)
+    assert store.read(block_id) is None
+    assert [p.name for p, _ in store.locations(block_id)] == [path.name + ".corrupted"]
+
+
+def test_marker_new_disk_versus_wrong_mount(tmp_path):
+    fresh = store_over(DataDirectory(tmp_path / "new", 1))
+    assert [d.path for d in fresh.fresh] == [tmp_path / "new"]
+    assert store_over(DataDirectory(tmp_path / "new", 1)).fresh == []
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "somebody-elses-file").write_text("x")
+    with pytest.raises(RuntimeError, match="is the right disk mounted"):
+        store_over(DataDirectory(foreign, 1))
