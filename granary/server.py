@@ -267,6 +267,21 @@ class Node:
             )
         )
 
+    async def _recover_uploads(self) -> None:
+        """Abort the uploads the last stop interrupted, once a quorum can be reached."""
+        for attempt in range(60):
+            if self.layout.current.version == 0:
+                return
+            try:
+                recovered = await self.objects.recover_interrupted()
+            except QuorumError:
+                await asyncio.sleep(min(0.5 * (attempt + 1), 5.0))
+                continue
+            if recovered:
+                log.info("aborted %d upload(s) interrupted by the last stop", recovered)
+            return
+        log.error("interrupted uploads not recovered: too few nodes answered")
+
     async def _default_key_when_laid_out(self) -> None:
         """Create the default key now if a standalone node can, else in the background.
 
@@ -327,9 +342,8 @@ class Node:
         await self.net.start()
         await self.peering.start()
         await self._standalone_layout()
-        recovered = await self.objects.recover_interrupted() if self.layout.current.version else 0
-        if recovered:
-            log.info("aborted %d upload(s) interrupted by the last stop", recovered)
+        if runs_standalone(self.config):
+            await self._recover_uploads()
         spawn, stop = self.workers.spawn, self.stop_event
         blocks = self.model.blocks
         self._tasks = [
@@ -352,6 +366,8 @@ class Node:
             ),
             *self.healing.start(stop),
         ]
+        if not runs_standalone(self.config):
+            self._tasks.append(asyncio.ensure_future(self._recover_uploads()))
         if self.default_key:
             await self._default_key_when_laid_out()
         host, port = parse_host_port(config.s3_api.api_bind_addr, what="s3_api.api_bind_addr")

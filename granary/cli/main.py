@@ -548,7 +548,7 @@ def block_list_errors(ctx: click.Context) -> None:
 
 
 @block.command("info")
-@click.argument("hash_")
+@click.argument("hash_", metavar="HASH")
 @click.pass_context
 def block_info(ctx: click.Context, hash_: str) -> None:
     """A block's count, referencing versions, files and resync state (HASH or a prefix)."""

@@ -47,6 +47,13 @@ class InflightUpload(msgspec.Struct, array_like=True):
     upload_id: bytes = b""
 
 
+def _newest_other(row: Object | None, uuid: bytes) -> int | None:
+    """The newest timestamp in a row, other than version `uuid`'s."""
+    if row is None:
+        return None
+    return max((v.timestamp for v in row.versions if v.uuid != uuid), default=None)
+
+
 def new_uuid() -> bytes:
     return secrets.token_bytes(16)
 
@@ -194,22 +201,29 @@ class Objects:
     ) -> ObjectVersion:
         """Write a new version of an object, newer than every version before it.
 
-        It is written at once under this node's clock while the current row is
-        read at the same time, so a write costs one quorum round trip. Only if
-        the row already holds a version at least as new (a clock running
-        behind another node's) is it written again, just above that version.
+        A version without blocks (inline data, a delete marker, an upload
+        being listed) is written at once under this node's clock while the
+        row is read, so it costs one quorum round trip; only if the row holds
+        a version at least as new (a clock behind another node's) is it
+        written again just above it. A complete version with blocks is
+        written once, after the read, so it is never merged away.
         """
         version = build(now_ms())
+        if version.state == COMPLETE and version.kind == BLOCKS:
+            # A complete version with blocks must never be merged away, even
+            # briefly: that releases its blocks. Read first, then write once.
+            row = await self.get(bucket_id, key)
+            newest = _newest_other(row, version.uuid)
+            if newest is not None and newest >= version.timestamp:
+                version = build(next_timestamp(newest))
+            await self.model.objects.insert(Object(bucket_id, key, [version]))
+            return version
         existing = asyncio.ensure_future(self.get(bucket_id, key))
         try:
             await self.model.objects.insert(Object(bucket_id, key, [version]))
         finally:
             row = await existing
-        newest = (
-            max((v.timestamp for v in row.versions if v.uuid != version.uuid), default=None)
-            if row is not None
-            else None
-        )
+        newest = _newest_other(row, version.uuid)
         if newest is not None and newest >= version.timestamp:
             version = build(next_timestamp(newest))
             await self.model.objects.insert(Object(bucket_id, key, [version]))

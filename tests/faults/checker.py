@@ -1,0 +1,174 @@
+"""Checks a history: read-after-write per key, final reads, and listings.
+
+Every object is a register; a delete writes "absent" (None) and every key
+starts absent (a virtual delete before time began). A write that FAILed had
+no effect; an UNKNOWN write may take effect at any time after it started, so
+it never counts as completed (its end is +inf).
+
+1. Read-after-write: a read that returned value v is legal iff some write w
+   of v did not start after the read ended, and no write that completed
+   before the read started is newer than w, "newer" meaning it started after
+   w completed. (A value no write wrote, a corrupt body included, is illegal.)
+2. Final reads, on every node after healing, obey rule 1 and must succeed:
+   every acknowledged write, or a newer one, is still there.
+3. Listings: a listing must contain a key if a put of it completed before
+   the listing started and no delete of it that could come after that put
+   (not failed, started before the listing ended, not completed before the
+   put started) exists; symmetrically it must not contain a key whose delete
+   (or initial absence) completed before it started with no such put.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .history import Kind, Op, Outcome
+
+INFINITY = math.inf
+
+
+@dataclass(frozen=True)
+class Violation:
+    rule: str
+    key: str | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class _Write:
+    start: float
+    end: float  # +inf when the outcome is unknown
+    value: str | None
+    op: Op | None  # None for the initial absence
+
+
+def _writes(ops: Iterable[Op]) -> dict[str, list[_Write]]:
+    """Per key, the writes that may have taken effect, plus the initial absence."""
+    by_key: dict[str, list[_Write]] = defaultdict(
+        lambda: [_Write(-INFINITY, -INFINITY, None, None)]
+    )
+    for op in ops:
+        if op.is_write and op.outcome is not Outcome.FAIL:
+            end = op.end if op.outcome is Outcome.OK else INFINITY
+            value = op.value if op.kind is Kind.PUT else None
+            by_key[op.key].append(_Write(op.start, end, value, op))
+    return by_key
+
+
+class _Register:
+    """One key's writes, indexed for the read-after-write rule."""
+
+    def __init__(self, writes: list[_Write]) -> None:
+        self.by_value: dict[str | None, list[_Write]] = defaultdict(list)
+        for write in writes:
+            self.by_value[write.value].append(write)
+        completed = sorted((w for w in writes if w.end < INFINITY), key=lambda w: w.end)
+        self._ends = [w.end for w in completed]
+        self._latest: list[_Write] = []  # the latest-starting write among the first i completed
+        for write in completed:
+            if not self._latest or write.start > self._latest[-1].start:
+                self._latest.append(write)
+            else:
+                self._latest.append(self._latest[-1])
+
+    def latest_completed_before(self, moment: float) -> _Write | None:
+        """Of the writes completed before `moment`, the one that started last."""
+        index = bisect.bisect_left(self._ends, moment)
+        return self._latest[index - 1] if index else None
+
+    def check(self, read: Op) -> str | None:
+        """Why `read` is illegal, or None."""
+        candidates = self.by_value.get(read.value, [])
+        if not candidates:
+            return "read a value that no write (that may have happened) wrote"
+        started = [w for w in candidates if w.start <= read.end]
+        if not started:
+            return "read a value whose write started after the read ended"
+        latest = self.latest_completed_before(read.start)
+        if latest is None or any(w.end >= latest.start for w in started):
+            return None
+        return f"stale: {_show_write(latest)} completed before the read started"
+
+
+def _show_write(write: _Write) -> str:
+    if write.op is None:
+        return "the initial absence"
+    op = write.op
+    what = f"put {op.value}" if op.kind is Kind.PUT else "delete"
+    return f"{what} via {op.node} [{op.start:.3f}, {op.end:.3f}] {op.outcome}"
+
+
+def _show_read(op: Op) -> str:
+    value = "absent" if op.value is None else op.value
+    return f"{op.kind} via {op.node} [{op.start:.3f}, {op.end:.3f}] returned {value}"
+
+
+def check_reads(ops: list[Op], final: list[Op]) -> list[Violation]:
+    """Rules 1 and 2."""
+    writes = _writes(ops)
+    registers: dict[str, _Register] = {}
+    violations = []
+    for rule, reads in (("read-after-write", ops), ("final-read", final)):
+        for op in reads:
+            if op.kind is not Kind.GET:
+                continue
+            if op.outcome is not Outcome.OK:
+                if rule == "final-read":
+                    violations.append(Violation(rule, op.key, f"failed at the end: {op.error}"))
+                continue
+            if op.key not in registers:
+                registers[op.key] = _Register(writes[op.key])
+            register = registers[op.key]
+            reason = register.check(op)
+            if reason is not None:
+                origin = "; ".join(_show_write(w) for w in register.by_value.get(op.value, [])[:2])
+                violations.append(
+                    Violation(
+                        rule, op.key, f"{_show_read(op)}: {reason} (written by: {origin or '-'})"
+                    )
+                )
+    return violations
+
+
+def check_listings(ops: list[Op], keys: Iterable[str]) -> list[Violation]:
+    """Rule 3, over the workload's `keys`."""
+    writes = _writes(ops)
+    violations = []
+    for listing in ops:
+        if listing.kind is not Kind.LIST or listing.outcome is not Outcome.OK:
+            continue
+        for key in keys:
+            history = writes[key]
+            puts = [w for w in history if w.op is not None and w.op.kind is Kind.PUT]
+            deletes = [w for w in history if w.value is None]
+            listed = key in listing.keys
+            if not listed and _must_hold(puts, deletes, listing):
+                violations.append(Violation("listing", key, f"missing from {_show_list(listing)}"))
+            if listed and _must_hold(deletes, puts, listing):
+                violations.append(
+                    Violation("listing", key, f"deleted, yet in {_show_list(listing)}")
+                )
+    return violations
+
+
+def _must_hold(made: list[_Write], unmade: list[_Write], listing: Op) -> bool:
+    """Whether a write in `made` completed before `listing` with no write in `unmade`
+    (a write of the opposite kind) able to come after it by the listing's end."""
+    done = [w.start for w in made if w.end < listing.start]
+    if not done:
+        return False
+    undoing = [w.end for w in unmade if w.start < listing.end]
+    return max(done) >= max(undoing, default=-INFINITY)
+
+
+def _show_list(op: Op) -> str:
+    return f"list via {op.node} [{op.start:.3f}, {op.end:.3f}] of {len(op.keys or ())} keys"
+
+
+def summary(ops: list[Op]) -> Counter[tuple[str, str]]:
+    """Operations counted by (kind, outcome)."""
+    return Counter((str(op.kind), str(op.outcome)) for op in ops)

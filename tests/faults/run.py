@@ -1,0 +1,244 @@
+"""Run the fault suite: a workload and a nemesis against a fresh cluster, then the checker.
+
+    python -m tests.faults.run --mix kill|pause|partition|clock|layout|bitrot|all \\
+        [--duration 60] [--seed 1] [--runs 10] [--threads 4] [--keep]
+
+Prints the operations by kind and outcome, the faults injected and every
+violation; exits 1 if any run had a violation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .checker import Violation, check_listings, check_reads, summary
+from .cluster import BLOCK_SIZE, CREDENTIALS, FaultCluster, wait_until
+from .history import History, Outcome, Values, block_ids, body_of
+from .nemesis import MIXES, BitRot, Nemesis, make_nemesis
+from .workload import BUCKET, FROZEN_PREFIX, KEYS, Client, Workload, s3_client
+
+FROZEN_KEYS = 10
+CLIENT_TIMEOUT = 10.0
+FINAL_TIMEOUT = 30.0
+HEAL_TIMEOUT = 120.0
+SETTLE_SECS = 3.0  # after healing: a few anti-entropy rounds
+LAST_STEP_MARGIN = 3.0  # no fault starts this close to the end
+SHOWN_VIOLATIONS = 20
+
+
+class ViolationsFound(AssertionError):
+    """A run's history broke the checker's rules (the message is the report)."""
+
+
+@dataclass
+class Result:
+    mix: str
+    seed: int
+    operations: Counter = field(default_factory=Counter)
+    faults: Counter = field(default_factory=Counter)
+    violations: list[Violation] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    root: Path | None = None
+
+    def assert_clean(self) -> None:
+        if self.violations:
+            raise ViolationsFound(self.report())
+
+    def report(self) -> str:
+        lines = [f"== mix {self.mix}, seed {self.seed}"]
+        total = sum(self.operations.values())
+        lines.append(f"operations: {total}")
+        for kind in ("put", "get", "delete", "list"):
+            counts = {o: self.operations[(kind, o)] for o in ("ok", "fail", "unknown")}
+            lines.append(f"  {kind:<6} " + "  ".join(f"{o} {n:>5}" for o, n in counts.items()))
+        faults = ", ".join(f"{kind} {n}" for kind, n in sorted(self.faults.items()))
+        lines.append(f"faults: {sum(self.faults.values())} ({faults or 'none'})")
+        lines += [f"note: {note}" for note in self.notes]
+        lines.append(f"violations: {len(self.violations)}")
+        by_rule = Counter(v.rule for v in self.violations)
+        lines += [f"  {rule}: {n}" for rule, n in sorted(by_rule.items())]
+        for violation in self.violations[:SHOWN_VIOLATIONS]:
+            lines.append(f"  [{violation.rule}] {violation.key}: {violation.detail}")
+        if len(self.violations) > SHOWN_VIOLATIONS:
+            lines.append(f"  ... and {len(self.violations) - SHOWN_VIOLATIONS} more")
+        return "\n".join(lines)
+
+
+def create_bucket(cluster: FaultCluster) -> None:
+    """Create the bucket (once the default key exists) and wait until every node has it."""
+    clients = [s3_client(n.endpoint, CREDENTIALS, timeout=10) for n in cluster.nodes]
+
+    def created() -> bool:
+        try:
+            clients[0].create_bucket(Bucket=BUCKET)
+        except Exception as error:  # the key may not be replicated yet
+            return "BucketAlreadyOwnedByYou" in str(error)
+        return True
+
+    def everywhere() -> bool:
+        try:
+            for client in clients:
+                client.head_bucket(Bucket=BUCKET)
+        except Exception:  # not there yet
+            return False
+        return True
+
+    wait_until(created, 60, "the bucket to be created")
+    wait_until(everywhere, 60, "every node to know the bucket")
+
+
+def write_frozen(client: Client) -> dict[str, str]:
+    """Write the read-only objects (each of several blocks) through the first node."""
+    frozen = {}
+    for index in range(FROZEN_KEYS):
+        value = client.values.next(client.process)
+        while len(block_ids(body_of(value), BLOCK_SIZE)) < 2:
+            value = client.values.next(client.process)
+        key = f"{FROZEN_PREFIX}{index}"
+        op = client.put(next(iter(client.clients)), key, value)
+        if op.outcome is not Outcome.OK:
+            raise RuntimeError(f"could not write {key}: {op.error}")
+        frozen[key] = value
+    return frozen
+
+
+def drive(nemesis: Nemesis, duration: float, rng: random.Random) -> None:
+    """Inject faults, with quiet gaps, until `duration` seconds have passed."""
+    deadline = time.monotonic() + duration
+    time.sleep(min(1.0, duration))
+    while time.monotonic() < deadline - LAST_STEP_MARGIN:
+        nemesis.step()
+        time.sleep(min(rng.uniform(1, 3), max(0.0, deadline - time.monotonic())))
+    time.sleep(max(0.0, deadline - time.monotonic()))
+
+
+def final_reads(cluster: FaultCluster, history: History, values: Values, keys: list[str]) -> None:
+    """Read every key on every running node; a failed read gets two more chances."""
+    endpoints = {n.name: n.endpoint for n in cluster.running}
+    reader = Client(-1, endpoints, CREDENTIALS, history, values, timeout=FINAL_TIMEOUT, final=True)
+    retrier = Client(-2, endpoints, CREDENTIALS, History(), values, timeout=FINAL_TIMEOUT)
+    for node in endpoints:
+        for key in keys:
+            for _ in range(2):
+                if retrier.get(node, key).outcome is Outcome.OK:
+                    break
+                time.sleep(2)
+            reader.get(node, key)
+
+
+def run_mix(
+    mix: str, duration: float, seed: int, root: Path, *, threads: int = 4, log=print
+) -> Result:
+    rng = random.Random(seed)
+    result = Result(mix, seed, root=root)
+    values = Values(seed)
+    cluster = FaultCluster(root, spare=1 if mix in ("layout", "all") else 0)
+    try:
+        log(f"[{mix}] starting {len(cluster.nodes)} nodes in {root}")
+        cluster.start()
+        create_bucket(cluster)
+        history = History()
+        nemesis = make_nemesis(mix, cluster, history, rng)
+        endpoints = {n.name: n.endpoint for n in cluster.nodes}
+        setup = Client(100, endpoints, CREDENTIALS, history, values, timeout=FINAL_TIMEOUT)
+        frozen = write_frozen(setup)
+        nemesis.prepare(setup, frozen)
+        workload = Workload(
+            endpoints,
+            CREDENTIALS,
+            history,
+            values,
+            keys=KEYS,
+            read_only_keys=list(frozen),
+            threads=threads,
+            seed=seed,
+            timeout=CLIENT_TIMEOUT,
+        )
+        log(f"[{mix}] workload and nemesis for {duration:.0f}s")
+        workload.start()
+        try:
+            drive(nemesis, duration, rng)
+        finally:
+            workload.stop(timeout=CLIENT_TIMEOUT + 5)
+        log(f"[{mix}] healing")
+        cluster.heal()
+        cluster.wait_healthy(HEAL_TIMEOUT)
+        time.sleep(SETTLE_SECS)
+        log(f"[{mix}] final reads")
+        final_reads(cluster, history, values, [*KEYS, *frozen])
+        log(f"[{mix}] checking")
+        history.dump(root / "history.jsonl")
+        result.operations = summary(history.ops)
+        result.faults = Counter(f.kind for f in history.faults)
+        result.violations = [
+            *check_reads(history.ops, history.final),
+            *check_listings(history.ops, KEYS),
+            *nemesis.violations(),
+            *(
+                Violation("restart", name, f"{len(failures)} failed start(s), last: {failures[-1]}")
+                for name, failures in cluster.start_failures.items()
+            ),
+        ]
+        result.notes = [*history.notes, *_bitrot_notes(nemesis), *_log_notes(cluster)]
+        result.notes += [f"fault at {f.start:.1f}s: {f.detail}" for f in history.faults]
+    finally:
+        cluster.stop()
+    return result
+
+
+def _bitrot_notes(nemesis: Nemesis) -> list[str]:
+    parts = getattr(nemesis, "parts", [nemesis])
+    notes = []
+    for part in parts:
+        if isinstance(part, BitRot) and part.corruptions:
+            detected = sum(c.detected for c in part.corruptions)
+            repaired = sum(c.repaired for c in part.corruptions)
+            notes.append(
+                f"bitrot: {len(part.corruptions)} copies corrupted, {detected} detected, "
+                f"{repaired} fetched again by the end"
+            )
+    return notes
+
+
+def _log_notes(cluster: FaultCluster) -> list[str]:
+    notes = []
+    for node in cluster.nodes:
+        tracebacks = node.log().count("Traceback")
+        if tracebacks:
+            notes.append(f"{node.name}: {tracebacks} traceback(s) in {node.log_file}")
+    return notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mix", choices=MIXES, required=True)
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of faults")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=1, help="runs, with seeds seed, seed+1, ...")
+    parser.add_argument("--threads", type=int, default=4, help="client threads")
+    parser.add_argument("--keep", action="store_true", help="keep the nodes' folders and logs")
+    args = parser.parse_args(argv)
+    failed = 0
+    for run in range(args.runs):
+        root = Path(tempfile.mkdtemp(prefix=f"granary-faults-{args.mix}-"))
+        result = run_mix(args.mix, args.duration, args.seed + run, root, threads=args.threads)
+        print(result.report(), flush=True)
+        failed += bool(result.violations)
+        if args.keep or result.violations:
+            print(f"logs kept in {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    print(f"{args.runs - failed}/{args.runs} run(s) without violations")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

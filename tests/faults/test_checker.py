@@ -1,0 +1,88 @@
+"""The checker's rules on small hand-written histories."""
+
+from __future__ import annotations
+
+from .checker import check_listings, check_reads
+from .history import Kind, Op, Outcome
+
+OK, FAIL, UNKNOWN = Outcome.OK, Outcome.FAIL, Outcome.UNKNOWN
+
+
+def put(start, end, value, outcome=OK, key="k"):
+    return Op(0, Kind.PUT, key, "n1", start, end, outcome, value=value)
+
+
+def delete(start, end, outcome=OK, key="k"):
+    return Op(0, Kind.DELETE, key, "n1", start, end, outcome)
+
+
+def get(start, end, value, outcome=OK, key="k"):
+    return Op(1, Kind.GET, key, "n2", start, end, outcome, value=value)
+
+
+def listing(start, end, keys):
+    return Op(2, Kind.LIST, None, "n3", start, end, OK, keys=frozenset(keys))
+
+
+def rules(ops, final=()):
+    return [v.rule for v in check_reads(ops, list(final))]
+
+
+def test_a_read_after_a_write_sees_it_or_a_newer_one():
+    assert rules([put(0, 1, "a"), get(2, 3, "a")]) == []
+    assert rules([put(0, 1, "a"), put(2, 3, "b"), get(4, 5, "b")]) == []
+    assert rules([put(0, 1, "a"), put(2, 3, "b"), get(4, 5, "a")]) == ["read-after-write"]
+
+
+def test_every_key_starts_absent():
+    assert rules([get(0, 1, None)]) == []
+    assert rules([put(0, 1, "a"), get(2, 3, None)]) == ["read-after-write"]
+
+
+def test_a_delete_is_a_write_of_absent():
+    assert rules([put(0, 1, "a"), delete(2, 3), get(4, 5, None)]) == []
+    assert rules([put(0, 1, "a"), delete(2, 3), get(4, 5, "a")]) == ["read-after-write"]
+
+
+def test_concurrent_writes_may_be_seen_in_either_order():
+    ops = [put(0, 1, "a"), put(2, 6, "b"), get(3, 4, "a"), get(3, 4, "b"), get(5, 7, "a")]
+    assert rules(ops) == []
+    # b and c overlap each other; both completed before the read: either may win.
+    ops = [put(0, 1, "a"), put(2, 4, "b"), put(3, 5, "c"), get(6, 7, "b"), get(6, 7, "c")]
+    assert rules(ops) == []
+    assert rules([*ops, get(6, 7, "a")]) == ["read-after-write"]
+
+
+def test_a_value_from_the_future_or_from_nowhere_is_illegal():
+    assert rules([get(0, 1, "a"), put(2, 3, "a")]) == ["read-after-write"]
+    assert rules([put(0, 1, "a"), get(2, 3, "zzz")]) == ["read-after-write"]
+
+
+def test_unknown_writes_may_land_at_any_time_failed_ones_never():
+    ops = [put(0, 1, "a"), put(2, 3, "b", UNKNOWN), get(10, 11, "a"), get(12, 13, "b")]
+    assert rules(ops) == []
+    assert rules([put(0, 1, "a"), put(2, 3, "b", FAIL), get(4, 5, "b")]) == ["read-after-write"]
+    # A failed write does not hide older values either.
+    assert rules([put(0, 1, "a"), put(2, 3, "b", FAIL), get(4, 5, "a")]) == []
+
+
+def test_final_reads_must_succeed_and_see_the_last_write():
+    ops = [put(0, 1, "a"), put(2, 3, "b")]
+    assert rules(ops, [get(10, 11, "b")]) == []
+    assert rules(ops, [get(10, 11, "a")]) == ["final-read"]
+    assert rules(ops, [get(10, 11, None, FAIL)]) == ["final-read"]
+
+
+def test_listings_show_completed_puts_and_hide_completed_deletes():
+    assert check_listings([put(0, 1, "a"), listing(2, 3, ["k"])], ["k"]) == []
+    missing = check_listings([put(0, 1, "a"), listing(2, 3, [])], ["k"])
+    assert [v.rule for v in missing] == ["listing"]
+    # A delete that may come after the put excuses the absence.
+    assert check_listings([put(0, 1, "a"), delete(2, 4), listing(3, 5, [])], ["k"]) == []
+    assert check_listings([put(0, 1, "a"), delete(2, 3, UNKNOWN), listing(4, 5, [])], ["k"]) == []
+    # ...but not a delete that completed before the put started.
+    assert len(check_listings([delete(0, 1), put(2, 3, "a"), listing(4, 5, [])], ["k"])) == 1
+    shown = check_listings([put(0, 1, "a"), delete(2, 3), listing(4, 5, ["k"])], ["k"])
+    assert [v.rule for v in shown] == ["listing"]
+    assert len(check_listings([listing(0, 1, ["k"])], ["k"])) == 1
+    assert check_listings([put(0, 2, "a"), listing(1, 3, ["k"])], ["k"]) == []

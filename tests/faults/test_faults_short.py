@@ -1,0 +1,24 @@
+"""The fault suite in its short form: each fault mix for a few seconds, zero violations.
+
+The long form (`python -m tests.faults.run --mix MIX --duration 60 --runs 10`)
+runs the same code for longer and more seeds.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from .run import run_mix
+
+DURATION = 15.0
+SEED = 7
+
+MIXES = ["kill", "pause", "partition", "clock", "layout", "bitrot"]
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("mix", MIXES)
+def test_no_violations_under_faults(mix, tmp_path):
+    result = run_mix(mix, DURATION, SEED, tmp_path, log=lambda line: None)
+    print(result.report())
+    result.assert_clean()

@@ -1,0 +1,262 @@
+"""Client threads running random PutObject / GetObject / DeleteObject / ListObjectsV2.
+
+Each operation goes to a random node with a fresh attempt (botocore retries
+off, short timeouts) and is recorded with its start and end times and
+outcome. A write whose outcome is not known for sure - a timeout, a dropped
+connection, a 5xx after which the server may still finish it - is UNKNOWN;
+only a request refused before it reached the server, or a 4xx, is FAIL.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+import boto3
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.config import Config as BotoConfig
+from botocore.credentials import Credentials
+from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnectionError
+
+from .history import (
+    INLINE_LIMIT,
+    CorruptBody,
+    History,
+    Kind,
+    Op,
+    Outcome,
+    Values,
+    body_of,
+    value_of,
+)
+
+BUCKET = "faults"
+PREFIX = "k/"
+KEYS = [f"{PREFIX}{index:02d}" for index in range(12)]
+FROZEN_PREFIX = "frozen/"
+WEIGHTS = {Kind.PUT: 35, Kind.GET: 40, Kind.DELETE: 10, Kind.LIST: 15}
+
+
+def s3_client(endpoint: str, credentials: tuple[str, str], *, timeout: float, session=None):
+    """An S3 client with no retries; clients of one `session` share its loaded models."""
+    return (session or boto3.session.Session()).client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=credentials[0],
+        aws_secret_access_key=credentials[1],
+        region_name="us-east-1",
+        config=BotoConfig(
+            retries={"max_attempts": 1},
+            connect_timeout=min(timeout, 2.0),
+            read_timeout=timeout,
+            tcp_keepalive=True,
+        ),
+    )
+
+
+def classify(error: Exception, *, write: bool) -> Outcome:
+    """The outcome of an operation that raised `error`."""
+    if isinstance(error, ConnectTimeoutError | EndpointConnectionError):
+        return Outcome.FAIL  # never reached the server
+    if isinstance(error, ClientError):
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if 400 <= status < 500:
+            return Outcome.FAIL
+    return Outcome.UNKNOWN if write else Outcome.FAIL
+
+
+def describe(error: Exception) -> str:
+    if isinstance(error, ClientError):
+        info = error.response.get("Error", {})
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return f"{status} {info.get('Code')}: {info.get('Message')}"
+    return f"{type(error).__name__}: {error}"
+
+
+class Client:
+    """One logical client: an S3 client per node, and its operations, recorded."""
+
+    def __init__(
+        self,
+        process: int,
+        endpoints: dict[str, str],
+        credentials: tuple[str, str],
+        history: History,
+        values: Values,
+        *,
+        timeout: float,
+        final: bool = False,
+    ) -> None:
+        """`final`: record the operations as the final reads, not the workload."""
+        self.process = process
+        self.final = final
+        self.history = history
+        self.values = values
+        self.endpoints = endpoints
+        self.credentials = credentials
+        session = boto3.session.Session()
+        self.clients = {
+            name: s3_client(url, credentials, timeout=timeout, session=session)
+            for name, url in endpoints.items()
+        }
+
+    def _record(
+        self, kind: Kind, key: str | None, node: str, call: Callable[[], dict], **known
+    ) -> Op:
+        """Run `call` (it returns what the operation observed) and record the operation."""
+        start = self.history.now()
+        error = ""
+        try:
+            observed, outcome = call(), Outcome.OK
+        except CorruptBody as corrupt:
+            observed, outcome, error = {"value": f"<{corrupt}>"}, Outcome.OK, str(corrupt)
+        except Exception as failure:  # every failure is part of the history
+            observed, error = {}, describe(failure)
+            outcome = classify(failure, write=kind in (Kind.PUT, Kind.DELETE))
+        op = Op(
+            self.process,
+            kind,
+            key,
+            node,
+            start,
+            self.history.now(),
+            outcome,
+            error=error,
+            **known,
+            **observed,
+        )
+        self.history.add(op, final=self.final)
+        return op
+
+    def put(self, node: str, key: str, value: str | None = None) -> Op:
+        value = value or self.values.next(self.process)
+
+        def call() -> dict:
+            self.clients[node].put_object(Bucket=BUCKET, Key=key, Body=body_of(value))
+            return {}
+
+        return self._record(Kind.PUT, key, node, call, value=value)
+
+    def interrupted_put(self, node: str, key: str, crash: Callable[[], None]) -> Op:
+        """Send part of a PutObject's body to `node`, then `crash` it: a write that
+        cannot have happened, recorded as FAIL, and an upload left in flight."""
+        value = self.values.next(self.process)
+        body = body_of(value)
+        while len(body) < 4 * INLINE_LIMIT:
+            value = self.values.next(self.process)
+            body = body_of(value)
+        url = f"{self.endpoints[node]}/{BUCKET}/{key}"
+        split = urlsplit(url)
+        headers = {"host": split.netloc, "content-length": str(len(body))}
+        request = AWSRequest(method="PUT", url=url, headers=headers)
+        request.context["payload_signing_enabled"] = False
+        S3SigV4Auth(Credentials(*self.credentials), "s3", "us-east-1").add_auth(request)
+        head = "".join(f"{name}: {text}\r\n" for name, text in request.headers.items())
+        start = self.history.now()
+        with socket.create_connection((split.hostname, split.port), timeout=5) as sock:
+            sock.sendall(f"PUT {split.path} HTTP/1.1\r\n{head}\r\n".encode())
+            sock.sendall(body[: len(body) // 2])
+            time.sleep(0.5)  # the node stores the first blocks
+            crash()
+        op = Op(
+            self.process,
+            Kind.PUT,
+            key,
+            node,
+            start,
+            self.history.now(),
+            Outcome.FAIL,
+            value=value,
+            error="half sent, then the node was killed",
+        )
+        self.history.add(op, final=self.final)
+        return op
+
+    def delete(self, node: str, key: str) -> Op:
+        def call() -> dict:
+            self.clients[node].delete_object(Bucket=BUCKET, Key=key)
+            return {}
+
+        return self._record(Kind.DELETE, key, node, call)
+
+    def get(self, node: str, key: str) -> Op:
+        def call() -> dict:
+            try:
+                body = self.clients[node].get_object(Bucket=BUCKET, Key=key)["Body"].read()
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") != "NoSuchKey":
+                    raise
+                return {"value": None}
+            return {"value": value_of(body)}
+
+        return self._record(Kind.GET, key, node, call)
+
+    def list(self, node: str, prefix: str) -> Op:
+        def call() -> dict:
+            reply = self.clients[node].list_objects_v2(Bucket=BUCKET, Prefix=prefix)
+            return {"keys": frozenset(item["Key"] for item in reply.get("Contents", []))}
+
+        return self._record(Kind.LIST, None, node, call)
+
+
+class Workload:
+    """`threads` clients hammering `keys` on random nodes until stopped."""
+
+    def __init__(
+        self,
+        endpoints: dict[str, str],
+        credentials: tuple[str, str],
+        history: History,
+        values: Values,
+        *,
+        keys: list[str],
+        read_only_keys: list[str],
+        threads: int,
+        seed: int,
+        timeout: float,
+    ) -> None:
+        self.keys = keys
+        self.key_weights = [1 / (rank + 1) for rank in range(len(keys))]  # a few hot keys
+        self.read_only_keys = read_only_keys
+        self.stop_event = threading.Event()
+        self.clients = [
+            Client(index, endpoints, credentials, history, values, timeout=timeout)
+            for index in range(threads)
+        ]
+        self._seeds = [seed * 1000 + index for index in range(threads)]
+        self._threads: list[threading.Thread] = []
+
+    def _run(self, client: Client, seed: int) -> None:
+        rng = random.Random(seed)
+        nodes = list(client.clients)
+        kinds, weights = list(WEIGHTS), list(WEIGHTS.values())
+        while not self.stop_event.is_set():
+            kind = rng.choices(kinds, weights)[0]
+            node = rng.choice(nodes)
+            key = rng.choices(self.keys, self.key_weights)[0]
+            if kind is Kind.PUT:
+                client.put(node, key)
+            elif kind is Kind.DELETE:
+                client.delete(node, key)
+            elif kind is Kind.LIST:
+                client.list(node, PREFIX)
+            elif self.read_only_keys and rng.random() < 0.2:
+                client.get(node, rng.choice(self.read_only_keys))
+            else:
+                client.get(node, key)
+
+    def start(self) -> None:
+        for client, seed in zip(self.clients, self._seeds, strict=True):
+            thread = threading.Thread(target=self._run, args=(client, seed), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float) -> None:
+        self.stop_event.set()
+        for thread in self._threads:
+            thread.join(timeout=timeout)
