@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from concurrent.futures import Executor
 
 from granary.block.manager import BlockManager
@@ -67,7 +66,3 @@ class Model:
             self.block_refs,
             self.uploads,
         ]
-
-    def background_tasks(self, stop: asyncio.Event) -> list:
-        """Coroutines of the workers this schema needs."""
-        return [t.run_queue_worker(stop) for t in self.tables] + [self.blocks.run_gc_worker(stop)]
