@@ -8,15 +8,17 @@ import contextlib
 import random
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from .checker import Violation
-from .cluster import BLOCK_SIZE, FaultCluster, Node
+from .cluster import BLOCK_SIZE, FaultCluster, Node, wait_until
 from .history import History, Outcome, block_ids, body_of
 from .workload import KEYS, Client
 
 QUARANTINE_SUFFIX = ".corrupted"  # what the block store renames a corrupt copy to
+SCRUB_TIMEOUT = 60.0
 MIN_CLOCK_SKEW_MS = 2_000
 MAX_CLOCK_SKEW_MS = 60_000
 
@@ -39,6 +41,13 @@ class Nemesis:
     def violations(self) -> list[Violation]:
         """What the nemesis itself saw go wrong (see BitRot)."""
         return []
+
+    def notes(self) -> list[str]:
+        """What the nemesis has to say about its faults, for the report."""
+        return []
+
+    def finish(self) -> None:
+        """After healing, before the final reads: complete what the faults need checked."""
 
     def _hold(self, low: float, high: float) -> None:
         time.sleep(self.rng.uniform(low, high))
@@ -206,19 +215,26 @@ class Corruption:
     node: str
     path: Path
     key: str
-    detected: bool  # quarantined (renamed *.corrupted) by the read
     served: str  # "ok", or what the read through that node returned instead
+    found_by: str = ""  # "read", "later", "scrub", "dropped" (deleted unread); "" if not yet
+    wiped: bool = False  # its data directory was deleted before it was found
+
+    @property
+    def quarantined(self) -> bool:
+        return self.path.with_name(self.path.name + QUARANTINE_SUFFIX).exists()
 
     @property
     def repaired(self) -> bool:
         """A good copy is back in place (the corrupt one was moved aside)."""
-        return self.detected and self.path.exists()
+        return self.quarantined and self.path.exists()
 
 
 class BitRot(Nemesis):
     """Flip bytes in block files of read-only objects, then read each through the node
-    whose copy rotted: the copy must be detected (renamed *.corrupted) and the right
-    data served from another replica. Once per run, wipe a stopped node's data dir."""
+    whose copy rotted: the right data must come back (from another replica). Every
+    corrupt copy must be found (quarantined as *.corrupted): by that read, by a later
+    one, or at the latest by a scrub started at the end. Once per run, wipe a stopped
+    node's data directory."""
 
     name = "bitrot"
 
@@ -248,7 +264,10 @@ class BitRot(Nemesis):
         start = self.history.now()
         [node] = self._victims()
         self.cluster.stop_node(node)
+        self._unfound()  # what the wipe is about to erase
         shutil.rmtree(node.data_dir)
+        for corruption in self.corruptions:
+            corruption.wiped |= corruption.node == node.name and not corruption.found_by
         self.cluster.revive(node)
         self.wiped = True
         self.history.fault(start, "wipe", f"delete {node.name}'s data directory")
@@ -281,9 +300,9 @@ class BitRot(Nemesis):
             data[self.rng.randrange(len(data))] ^= self.rng.randint(1, 255)
         path.write_bytes(data)
         key = self.blocks[block]
-        served = self._read_through(node, key)
-        detected = path.with_name(path.name + QUARANTINE_SUFFIX).exists()
-        self.corruptions.append(Corruption(node.name, path, key, detected, served))
+        corruption = Corruption(node.name, path, key, self._read_through(node, key))
+        corruption.found_by = "read" if corruption.quarantined else ""
+        self.corruptions.append(corruption)
         self.history.fault(start, self.name, f"flip bytes of {path.name[:16]} on {node.name}")
 
     def _read_through(self, node: Node, key: str) -> str:
@@ -295,11 +314,43 @@ class BitRot(Nemesis):
             time.sleep(1)
         return f"error {op.error}"
 
+    def _unfound(self) -> list[Corruption]:
+        """The corrupt copies still in place, unnoticed (those found meanwhile are marked)."""
+        for c in self.corruptions:
+            if not c.found_by and not c.wiped:
+                if c.quarantined:
+                    c.found_by = "later"
+                elif not c.path.exists():
+                    c.found_by = "dropped"  # deleted by its node (offloaded), never served
+        return [c for c in self.corruptions if not c.found_by and not c.wiped]
+
+    def finish(self) -> None:
+        """Scrub the nodes holding corrupt copies no read has found yet."""
+        unfound = self._unfound()
+        for name in sorted({c.node for c in unfound}):
+            self.cluster.node(name).cli("repair", "scrub", "start")
+        with contextlib.suppress(TimeoutError):
+            wait_until(lambda: all(c.quarantined for c in unfound), SCRUB_TIMEOUT, "the scrub")
+        for c in unfound:
+            c.found_by = "scrub" if c.quarantined else ""
+
+    def notes(self) -> list[str]:
+        if not self.corruptions:
+            return []
+        found = Counter(c.found_by or "nobody" for c in self.corruptions if not c.wiped)
+        wiped = sum(c.wiped for c in self.corruptions)
+        repaired = sum(c.repaired for c in self.corruptions)
+        return [
+            f"bitrot: {len(self.corruptions)} copies corrupted, found by "
+            + ", ".join(f"{how} {n}" for how, n in sorted(found.items()))
+            + f"; {wiped} wiped before found; {repaired} fetched again by the end"
+        ]
+
     def violations(self) -> list[Violation]:
         found = []
         for c in self.corruptions:
-            if not c.detected:
-                found.append(Violation("bitrot", c.key, f"{c.path} on {c.node} not detected"))
+            if not c.found_by and not c.wiped:
+                found.append(Violation("bitrot", c.key, f"{c.path} on {c.node} never detected"))
             if c.served != "ok":
                 found.append(Violation("bitrot", c.key, f"read via {c.node}: {c.served}"))
         return found
@@ -323,6 +374,13 @@ class All(Nemesis):
 
     def violations(self) -> list[Violation]:
         return [v for part in self.parts for v in part.violations()]
+
+    def notes(self) -> list[str]:
+        return [note for part in self.parts for note in part.notes()]
+
+    def finish(self) -> None:
+        for part in self.parts:
+            part.finish()
 
 
 SINGLE = {n.name: n for n in (Kill, Pause, Partition, Clock, Layout, BitRot)}

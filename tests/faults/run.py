@@ -15,6 +15,7 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 from .checker import Violation, check_listings, check_reads, summary
 from .cluster import BLOCK_SIZE, CREDENTIALS, FaultCluster, wait_until
 from .history import History, Outcome, Values, block_ids, body_of
-from .nemesis import MIXES, BitRot, Nemesis, make_nemesis
+from .nemesis import MIXES, Nemesis, make_nemesis
 from .workload import BUCKET, FROZEN_PREFIX, KEYS, Client, Workload, s3_client
 
 FROZEN_KEYS = 10
@@ -69,6 +70,8 @@ class Result:
             lines.append(f"  [{violation.rule}] {violation.key}: {violation.detail}")
         if len(self.violations) > SHOWN_VIOLATIONS:
             lines.append(f"  ... and {len(self.violations) - SHOWN_VIOLATIONS} more")
+        if self.violations and self.root is not None:
+            lines.append(f"the nodes' logs and history.jsonl are in {self.root}")
         return "\n".join(lines)
 
 
@@ -121,16 +124,14 @@ def drive(nemesis: Nemesis, duration: float, rng: random.Random) -> None:
 
 
 def final_reads(cluster: FaultCluster, history: History, values: Values, keys: list[str]) -> None:
-    """Read every key on every running node; a failed read gets two more chances."""
+    """Read every key on every running node; a failed read gets one more chance."""
     endpoints = {n.name: n.endpoint for n in cluster.running}
     reader = Client(-1, endpoints, CREDENTIALS, history, values, timeout=FINAL_TIMEOUT, final=True)
     retrier = Client(-2, endpoints, CREDENTIALS, History(), values, timeout=FINAL_TIMEOUT)
     for node in endpoints:
         for key in keys:
-            for _ in range(2):
-                if retrier.get(node, key).outcome is Outcome.OK:
-                    break
-                time.sleep(2)
+            if retrier.get(node, key).outcome is not Outcome.OK:
+                time.sleep(1)
             reader.get(node, key)
 
 
@@ -170,42 +171,37 @@ def run_mix(
             workload.stop(timeout=CLIENT_TIMEOUT + 5)
         log(f"[{mix}] healing")
         cluster.heal()
-        cluster.wait_healthy(HEAL_TIMEOUT)
+        try:
+            cluster.wait_healthy(HEAL_TIMEOUT)
+        except TimeoutError as error:
+            result.violations.append(Violation("heal", None, str(error)))
         time.sleep(SETTLE_SECS)
+        nemesis.finish()
         log(f"[{mix}] final reads")
         final_reads(cluster, history, values, [*KEYS, *frozen])
         log(f"[{mix}] checking")
         history.dump(root / "history.jsonl")
-        result.operations = summary(history.ops)
-        result.faults = Counter(f.kind for f in history.faults)
-        result.violations = [
-            *check_reads(history.ops, history.final),
-            *check_listings(history.ops, KEYS),
-            *nemesis.violations(),
-            *(
-                Violation("restart", name, f"{len(failures)} failed start(s), last: {failures[-1]}")
-                for name, failures in cluster.start_failures.items()
-            ),
-        ]
-        result.notes = [*history.notes, *_bitrot_notes(nemesis), *_log_notes(cluster)]
-        result.notes += [f"fault at {f.start:.1f}s: {f.detail}" for f in history.faults]
+        _judge(result, history, nemesis, cluster)
     finally:
         cluster.stop()
     return result
 
 
-def _bitrot_notes(nemesis: Nemesis) -> list[str]:
-    parts = getattr(nemesis, "parts", [nemesis])
-    notes = []
-    for part in parts:
-        if isinstance(part, BitRot) and part.corruptions:
-            detected = sum(c.detected for c in part.corruptions)
-            repaired = sum(c.repaired for c in part.corruptions)
-            notes.append(
-                f"bitrot: {len(part.corruptions)} copies corrupted, {detected} detected, "
-                f"{repaired} fetched again by the end"
-            )
-    return notes
+def _judge(result: Result, history: History, nemesis: Nemesis, cluster: FaultCluster) -> None:
+    """Fill in `result`: the counts, the checker's verdict and the notes."""
+    result.operations = summary(history.ops)
+    result.faults = Counter(f.kind for f in history.faults)
+    result.violations += [
+        *check_reads(history.ops, history.final),
+        *check_listings(history.ops, KEYS),
+        *nemesis.violations(),
+        *(
+            Violation("restart", name, f"{len(failures)} failed start(s), last: {failures[-1]}")
+            for name, failures in cluster.start_failures.items()
+        ),
+    ]
+    result.notes = [*history.notes, *nemesis.notes(), *_log_notes(cluster)]
+    result.notes += [f"fault at {f.start:.1f}s: {f.detail}" for f in history.faults]
 
 
 def _log_notes(cluster: FaultCluster) -> list[str]:
@@ -229,12 +225,18 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     for run in range(args.runs):
         root = Path(tempfile.mkdtemp(prefix=f"granary-faults-{args.mix}-"))
-        result = run_mix(args.mix, args.duration, args.seed + run, root, threads=args.threads)
+        try:
+            result = run_mix(args.mix, args.duration, args.seed + run, root, threads=args.threads)
+        except Exception:  # a broken run counts as failed; the next one may still work
+            traceback.print_exc()
+            print(f"run {run + 1} (seed {args.seed + run}) broke; logs kept in {root}")
+            failed += 1
+            continue
         print(result.report(), flush=True)
         failed += bool(result.violations)
-        if args.keep or result.violations:
+        if args.keep and not result.violations:
             print(f"logs kept in {root}")
-        else:
+        elif not result.violations:
             shutil.rmtree(root, ignore_errors=True)
     print(f"{args.runs - failed}/{args.runs} run(s) without violations")
     return 1 if failed else 0
