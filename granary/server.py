@@ -40,6 +40,7 @@ from granary.model.access import Access, AccessError
 from granary.model.multipart import Multipart
 from granary.model.objects import Objects
 from granary.model.store import Model
+from granary.net.hedging import Hedging, expose_hedging
 from granary.net.identity import load_or_create_identity, node_id
 from granary.net.node_info import NodeInfoService
 from granary.net.peering import Peering
@@ -201,8 +202,11 @@ class Node:
         )
         self.model = Model(self.db, blocks, sharded, full, self.node_id, self.executor)
         self.table_rpc = TableRpc(self.net, self.model.tables)
+        self.table_hedging = Hedging(self.peering.rtt)
+        expose_hedging(self.workers, "table", self.table_hedging)
         for table in self.model.tables:
             table.nearest_first = self.peering.by_distance
+            table.hedging = self.table_hedging
         self.tombstone_gcs = [
             TombstoneGc(table, self.table_rpc, config.tombstone_gc_delay_secs * 1000)
             for table in self.model.tables

@@ -16,9 +16,9 @@ from granary.block.manager import BlockManager
 from granary.block.rebalance import Rebalance
 from granary.block.resync_worker import MAX_WORKERS, Resyncer
 from granary.block.scrub import Scrub
+from granary.net.hedging import expose_hedging
 from granary.util.background import (
     Workers,
-    bool_setter,
     float_setter,
     int_setter,
 )
@@ -97,15 +97,8 @@ class BlockHealing:
         workers.variable("scrub-last-completed", lambda: _iso(scrub.state.last_completed_ms))
         workers.variable("scrub-next-run", lambda: _iso(scrub.state.next_run_ms))
         workers.variable("scrub-corruptions_detected", lambda: scrub.state.corruptions_detected)
-        workers.variable(
-            "block-read-hedging",
-            lambda: manager.hedging,
-            bool_setter(lambda v: setattr(manager, "hedging", v)),
-            "ask a second holder when the first is late",
-        )
+        expose_hedging(workers, "block", manager.hedging)
         workers.variable("block-reads", lambda: manager.stats.reads)
-        workers.variable("block-hedges-started", lambda: manager.stats.hedges_started)
-        workers.variable("block-hedges-won", lambda: manager.stats.hedges_won)
         workers.variable("block-corrupt-copies", lambda: manager.stats.corrupt_copies)
 
     def start(self, stop: asyncio.Event) -> list[asyncio.Task]:

@@ -1,7 +1,7 @@
 """Puts and gets blocks on the nodes that store them; deletes unreferenced ones.
 
 Blocks are written to the storage nodes of their partition with the write
-quorum, and read with hedging (see hedging.py): the nearest holder first,
+quorum, and read with hedging (see granary/net/hedging.py): the nearest holder first,
 the next one too once the first is late, and the first valid answer wins.
 Every copy read is verified against the block id, so a corrupt copy is never
 served; a local copy found missing or corrupt (the store quarantines it) is
@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from granary.block.codec import CorruptBlock, block_hash
-from granary.block.hedging import HedgeBudget, ReadLatencies
 from granary.block.holders import BlockHolders
 from granary.block.refcount import RefCounts
 from granary.block.resync import ResyncQueue
@@ -38,6 +37,7 @@ from granary.block.transfer import (
 )
 from granary.db.base import Db, Tx
 from granary.net.errors import CallTimeout, PeerUnavailable, RpcError
+from granary.net.hedging import Hedging
 from granary.net.messages import NORMAL
 from granary.table.quorum import call_quorum
 from granary.util.locks import KeyedLocks
@@ -66,11 +66,9 @@ class Distances(Protocol):
 
 @dataclass
 class ReadStats:
-    """Counters of the hedged read path (for metrics)."""
+    """Counters of the read path (for metrics; the hedges are counted in `Hedging`)."""
 
     reads: int = 0
-    hedges_started: int = 0
-    hedges_won: int = 0
     corrupt_copies: int = 0
 
 
@@ -99,10 +97,8 @@ class BlockManager:
         self.refcounts = RefCounts(db, gc_grace_ms)
         self.resync = ResyncQueue(db, resync_retry_base_ms)
         self.refcounts.changed = self._references_changed
-        self.latencies = ReadLatencies()
-        self.hedge_budget = HedgeBudget()
+        self.hedging = Hedging(distances.rtt)
         self.stats = ReadStats()
-        self.hedging = True
         self.locks = KeyedLocks()
         net.endpoint(PUT_ENDPOINT, self._serve_put)
         net.endpoint(GET_ENDPOINT, self._serve_get)
@@ -201,7 +197,7 @@ class BlockManager:
         """
         first, fallback = self.read_order(block_id, local=local)
         self.stats.reads += 1
-        self.hedge_budget.read()
+        self.hedging.budget.read()
         return await self._hedged_read(block_id, first, fallback, priority)
 
     def read_order(self, block_id: bytes, *, local: bool = True) -> tuple[list[bytes], list[bytes]]:
@@ -216,13 +212,14 @@ class BlockManager:
         if not local:
             current = [n for n in current if n != self.local_node]
             older = [n for n in older if n != self.local_node]
-        first = self.latencies.order(self.distances.by_distance(current))
+        first = self.hedging.latencies.order(self.distances.by_distance(current))
         return first, self.distances.by_distance(older)
 
     async def _hedged_read(
         self, block_id: bytes, first: list[bytes], fallback: list[bytes], priority: int
     ) -> bytes:
         loop = asyncio.get_running_loop()
+        hedging = self.hedging
         waiting = list(first)
         # task -> (node, start time, whether it was a hedge)
         running: dict[asyncio.Future, tuple[bytes, float, bool]] = {}
@@ -239,11 +236,7 @@ class BlockManager:
             hedge_at = loop.time() + hedge_delay()
 
         def hedge_delay() -> float:
-            rtt = self.distances.rtt
-            if not waiting:
-                return self.latencies.delay(newest, rtt(newest))
-            backup = waiting[0]
-            return self.latencies.hedge_delay(newest, rtt(newest), backup, rtt(backup))
+            return hedging.delay(newest, waiting[0] if waiting else None)
 
         try:
             while True:
@@ -253,7 +246,7 @@ class BlockManager:
                     if not waiting:
                         break
                     launch(waiting.pop(0), hedge=False)
-                timeout = max(0.0, hedge_at - loop.time()) if self.hedging and waiting else None
+                timeout = max(0.0, hedge_at - loop.time()) if hedging.enabled and waiting else None
                 done, _ = await asyncio.wait(
                     running, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
                 )
@@ -261,8 +254,9 @@ class BlockManager:
                     # Late: hedge within the budget. A node another read caught
                     # stalling, or one still silent after twice its delay, is
                     # hedged whatever the budget: it is stalled, not just slow.
-                    if not rationed or self.latencies.is_slow(newest) or self.hedge_budget.take():
-                        self.stats.hedges_started += 1
+                    slow = hedging.latencies.is_slow(newest)
+                    if not rationed or slow or hedging.budget.take():
+                        hedging.started += 1
                         launch(waiting.pop(0), hedge=True)
                     else:
                         rationed = False
@@ -282,11 +276,11 @@ class BlockManager:
                             launch(waiting.pop(0), hedge=False)
                         await self._read_failed(node, block_id, error, errors)
                         continue
-                    self.latencies.record(node, loop.time() - started)
+                    hedging.latencies.record(node, loop.time() - started)
                     if hedge:
-                        self.stats.hedges_won += 1
-                        for slow, _, _ in running.values():
-                            self.latencies.mark_slow(slow)
+                        hedging.won += 1
+                        for loser, _, _ in running.values():
+                            hedging.latencies.mark_slow(loser)
                     return data
         finally:
             for task in running:

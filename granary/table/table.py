@@ -18,6 +18,7 @@ from typing import Generic, Protocol, TypeVar
 import msgspec
 
 from granary.db.base import Db, Tx
+from granary.net.hedging import Hedging
 from granary.table.keys import (
     SORT_KEY_INLINE,
     encode_sort_key,
@@ -74,6 +75,7 @@ class Table(Generic[E]):
         self.queue_tree = db.tree(f"{schema.name}:insert_queue")
         self.merkle = MerkleIndex(db, schema.name, self.tree)
         self.nearest_first: Callable[[list[bytes]], list[bytes]] = list
+        self.hedging: Hedging | None = None
         self.tombstone_gc = None
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder = msgspec.msgpack.Decoder(schema.entry_type)
@@ -183,7 +185,10 @@ class Table(Generic[E]):
         """Read one entry at the read quorum, merging the replicas' answers."""
         nodes = self.nearest_first(self.replication.read_nodes(self._partition(pk)))
         answers = await call_nearest(
-            nodes, lambda node: self._get_on(node, pk, sk), self.replication.read_quorum(len(nodes))
+            nodes,
+            lambda node: self._get_on(node, pk, sk),
+            self.replication.read_quorum(len(nodes)),
+            self.hedging,
         )
         merged = _merge_all([a for a in answers if a is not None])
         if merged is not None and any(a is None or a != merged for a in answers):
@@ -219,6 +224,7 @@ class Table(Generic[E]):
             nodes,
             lambda node: self._scan_on(node, pk, start, filter, limit),
             self.replication.read_quorum(len(nodes)),
+            self.hedging,
         )
         if len(answers) == 1:
             return [entry for entry in answers[0] if keep(entry)]

@@ -281,6 +281,32 @@ def test_get_through_a_gateway_completes_while_a_holder_is_paused(gateway_cluste
     assert won >= 1  # the node asked first was paused
 
 
+PAUSED_READ_TIMEOUT = 15
+"""Seconds a GET may take with a node paused: far below the ~40 s the failure
+detector needs to declare it down, so only hedged metadata and block reads pass."""
+
+
+def test_gets_starting_while_a_storage_node_is_paused_do_not_wait_for_it(
+    gateway_cluster, hedge_objects
+):
+    gateway = gateway_cluster.nodes[3]
+    client = gateway.client(read_timeout=PAUSED_READ_TIMEOUT, connect_timeout=5)
+    hedges_before = variable(gateway, "table-hedges-started")
+    for paused in gateway_cluster.nodes[:3]:
+        os.kill(paused.process.pid, signal.SIGSTOP)
+        try:
+            for key, data in hedge_objects.items():
+                assert client.head_object(Bucket="hedge", Key=key)["ContentLength"] == len(data)
+                assert client.get_object(Bucket="hedge", Key=key)["Body"].read() == data
+            listed = client.list_objects_v2(Bucket="hedge")["Contents"]
+            assert sorted(entry["Key"] for entry in listed) == sorted(hedge_objects)
+        finally:
+            os.kill(paused.process.pid, signal.SIGCONT)
+    # With RF=3 on three storage nodes, the nearest two answer metadata reads:
+    # pausing each in turn paused one of them at least once.
+    assert variable(gateway, "table-hedges-started") > hedges_before
+
+
 @pytest.mark.skipif(
     not os.environ.get("GRANARY_MEASURE_NO_HEDGING"),
     reason="slow (waits for the failure detector): set GRANARY_MEASURE_NO_HEDGING=1",

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from granary.block.codec import block_hash
-from granary.block.hedging import MIN_SAMPLES, ReadLatencies, percentile
+from granary.net.hedging import MIN_SAMPLES, ReadLatencies, percentile
 from granary.block.holders import BlockHolders
 from granary.block.manager import BlockManager, BlockUnavailable
 from granary.block.store import BlockStore, DataDirectory
@@ -157,7 +157,7 @@ def make_manager(tmp_path: Path):
             gc_grace_ms=0,
             resync_retry_base_ms=1000,
         )
-        manager.latencies = ReadLatencies(floor=0.05, cap=0.05)
+        manager.hedging.latencies = ReadLatencies(floor=0.05, cap=0.05)
         made.append((db, executor))
         return manager
 
@@ -177,12 +177,12 @@ def test_a_late_holder_is_hedged_and_the_faster_answer_wins(make_manager):
 
     async def main():
         assert await manager.get(ID) == DATA
-        assert (manager.stats.hedges_started, manager.stats.hedges_won) == (1, 1)
+        assert (manager.hedging.started, manager.hedging.won) == (1, 1)
         # NEAR lost to the hedge: the next read asks FAR first and needs no hedge.
         net.asked.clear()
         assert await manager.get(ID) == DATA
         assert net.asked == [FAR]
-        assert manager.stats.hedges_started == 1
+        assert manager.hedging.started == 1
 
     asyncio.run(main())
 
@@ -190,12 +190,12 @@ def test_a_late_holder_is_hedged_and_the_faster_answer_wins(make_manager):
 def test_without_hedging_the_late_holder_is_waited_for(make_manager):
     net = FakeNet({NEAR: (0.3, DATA), FAR: (0.0, DATA)})
     manager = make_manager(net, [NEAR, FAR])
-    manager.hedging = False
+    manager.hedging.enabled = False
 
     async def main():
         assert await manager.get(ID) == DATA
         assert net.asked == [NEAR]
-        assert manager.stats.hedges_started == 0
+        assert manager.hedging.started == 0
 
     asyncio.run(main())
 
@@ -208,7 +208,7 @@ def test_a_corrupt_copy_is_never_served(make_manager):
         assert await manager.get(ID) == DATA
         assert net.asked == [NEAR, FAR]  # the failure brought FAR in at once
         assert manager.stats.corrupt_copies == 1
-        assert manager.stats.hedges_started == 0
+        assert manager.hedging.started == 0
 
     asyncio.run(main())
 

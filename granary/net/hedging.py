@@ -1,6 +1,7 @@
-"""When to hedge a block read: each node's recent read times, and a slow-node penalty.
+"""When to hedge a read: each node's recent read times, and a slow-node penalty.
 
-A read goes to the nearest holder first. If that holder has not answered
+Block reads and metadata (table) reads both use this, each with its own
+numbers. A read goes to the nearest holder first. If that holder has not answered
 within `delay(node)`, the next holder is asked too and the first valid answer
 wins (a hedged request). The delay adapts to the node: the 90th percentile
 of its recent block reads or, until enough of them are known, a few round
@@ -21,11 +22,15 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 
+from granary.util.background import Workers, bool_setter
+
 MIN_SAMPLES = 8
 """Reads of a node needed before its own percentile is trusted."""
 
 
 class ReadLatencies:
+    """Recent read times per node, the hedge delays they give, and slow-node penalties."""
+
     def __init__(
         self,
         *,
@@ -128,3 +133,39 @@ def percentile(samples: Iterable[float], fraction: float) -> float:
     ordered = sorted(samples)
     rank = max(1, math.ceil(fraction * len(ordered)))
     return ordered[rank - 1]
+
+
+class Hedging:
+    """What a hedged read needs to know: latencies, budget, round trips, and whether it is on."""
+
+    def __init__(
+        self,
+        rtt: Callable[[bytes], float | None],
+        latencies: ReadLatencies | None = None,
+        budget: HedgeBudget | None = None,
+    ) -> None:
+        self.rtt = rtt
+        self.latencies = latencies or ReadLatencies()
+        self.budget = budget or HedgeBudget()
+        self.enabled = True
+        self.started = 0
+        self.won = 0
+
+    def delay(self, node: bytes, backup: bytes | None) -> float:
+        """How long to wait for `node` before asking `backup` too."""
+        rtt = self.rtt
+        if backup is None:
+            return self.latencies.delay(node, rtt(node))
+        return self.latencies.hedge_delay(node, rtt(node), backup, rtt(backup))
+
+
+def expose_hedging(workers: Workers, reads: str, hedging: Hedging) -> None:
+    """`<reads>-read-hedging` (settable) and the hedge counters as worker variables."""
+    workers.variable(
+        f"{reads}-read-hedging",
+        lambda: hedging.enabled,
+        bool_setter(lambda value: setattr(hedging, "enabled", value)),
+        f"ask one more node when a {reads} read is late",
+    )
+    workers.variable(f"{reads}-hedges-started", lambda: hedging.started)
+    workers.variable(f"{reads}-hedges-won", lambda: hedging.won)
