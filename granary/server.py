@@ -51,6 +51,7 @@ from granary.table.replication import FullReplication, ShardedReplication
 from granary.table.rpc import TableRpc
 from granary.table.sync import TableSync
 from granary.util.background import Workers
+from granary.util.files import write_atomic
 from granary.util.sizes import parse_size
 from granary.util.time import now_ms, set_clock_offset
 
@@ -58,6 +59,7 @@ log = logging.getLogger("granary.server")
 
 DEFAULT_KEY_FILE = "default_key_id"
 RPC_SECRET_FILE = "rpc_secret"
+WORKER_VARIABLES_FILE = "worker_variables.json"
 FULL_COPY_SYNC_SECS = 10
 TOMBSTONE_GC_INTERVAL_SECS = 60
 BLOCK_GC_GRACE_MS = 10 * 60 * 1000
@@ -83,11 +85,7 @@ def default_config(data: Path, s3_address: str, admin_address: str, rpc_address:
 
 
 def write_private(path: Path, text: str) -> None:
-    temp = path.with_name(path.name + ".tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(temp, path)
+    write_atomic(path, text.encode(), private=True)
 
 
 def runs_standalone(config: Config) -> bool:
@@ -190,7 +188,7 @@ class Node:
             gc_grace_ms=config.block_gc_delay_secs * 1000,
             resync_retry_base_ms=int(config.resync_retry_base_secs * 1000),
         )
-        self.workers = Workers()
+        self.workers = Workers(saved=Path(config.metadata_dir) / WORKER_VARIABLES_FILE)
         self.healing = BlockHealing(
             blocks,
             self.workers,
@@ -207,6 +205,7 @@ class Node:
         for table in self.model.tables:
             table.nearest_first = self.peering.by_distance
             table.hedging = self.table_hedging
+        self.workers.restore()
         self.tombstone_gcs = [
             TombstoneGc(table, self.table_rpc, config.tombstone_gc_delay_secs * 1000)
             for table in self.model.tables

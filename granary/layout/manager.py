@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ import msgspec
 from granary.layout import progress
 from granary.layout.history import ClusterLayout, LayoutConflict, LayoutHistory
 from granary.layout.quorums import ConsistencyMode, quorums
+from granary.util.files import write_atomic
 from granary.util.waits import sleep_until
 
 log = logging.getLogger("granary.layout")
@@ -80,12 +80,7 @@ class LayoutManager:
         return history
 
     def _save(self) -> None:
-        temp = self.path.with_name(self.path.name + ".tmp")
-        with open(temp, "wb") as handle:
-            handle.write(self._encoder.encode(self.history))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, self.path)
+        write_atomic(self.path, self._encoder.encode(self.history))
 
     @property
     def current(self) -> ClusterLayout:

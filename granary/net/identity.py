@@ -5,11 +5,12 @@ The node id is the raw 32-byte public key; peers write it in hex.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from granary.util.files import write_atomic
 
 KEY_FILE = "node_key"
 
@@ -26,13 +27,7 @@ def load_or_create_identity(metadata_dir: Path) -> Ed25519PrivateKey:
         serialization.NoEncryption(),
     )
     metadata_dir.mkdir(parents=True, exist_ok=True)
-    temp = path.with_suffix(".tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
+    write_atomic(path, pem, private=True)
     return key
 
 

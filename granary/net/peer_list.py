@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import msgspec
+
+from granary.util.files import write_atomic
 
 log = logging.getLogger("granary.net")
 
@@ -31,11 +32,5 @@ def load_peer_list(path: Path) -> dict[bytes, str]:
 
 
 def save_peer_list(path: Path, peers: dict[bytes, str]) -> None:
-    """Write atomically: a temporary file, synced, renamed over the old one."""
     stored = [StoredPeer(node.hex(), addr) for node, addr in sorted(peers.items())]
-    temp = path.with_name(path.name + ".tmp")
-    with open(temp, "wb") as handle:
-        handle.write(msgspec.json.format(msgspec.json.encode(stored)))
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
+    write_atomic(path, msgspec.json.format(msgspec.json.encode(stored)))

@@ -60,6 +60,7 @@ class _Peer:
     last_seen: float | None = None
     rtt: float | None = None
     missed: int = 0
+    pinging: bool = False
 
 
 class Peering:
@@ -241,14 +242,23 @@ class Peering:
     # -- pings
 
     async def _ping_loop(self) -> None:
+        """Ping every connected peer each interval; a peer still owing an answer is
+        skipped, so one silent peer delays neither the others' pings nor this loop."""
         while True:
             await asyncio.sleep(self._ping_interval)
-            await asyncio.gather(*(self._ping(node) for node in self.netapp.connected_peers()))
+            for node in self.netapp.connected_peers():
+                peer = self._peers.get(node)
+                if peer is not None and not peer.pinging:
+                    peer.pinging = True
+                    self._spawn(self._ping(node, peer))
 
-    async def _ping(self, node: bytes) -> None:
-        peer = self._peers.get(node)
-        if peer is None:
-            return
+    async def _ping(self, node: bytes, peer: _Peer) -> None:
+        try:
+            await self._ping_once(node, peer)
+        finally:
+            peer.pinging = False
+
+    async def _ping_once(self, node: bytes, peer: _Peer) -> None:
         start = time.monotonic()
         try:
             await self.netapp.call(

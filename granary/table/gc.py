@@ -3,7 +3,8 @@
 A row that became a tombstone is queued with a due time (a delay long
 enough for every replica to have heard of it through writes or
 anti-entropy). When due: (1) the tombstone is sent to every storage node of
-its partition, all of which must accept it; (2) every one of them deletes
+its partition in every active layout version (a node that is still handing
+its rows over counts), all of which must accept it; (2) every one of them deletes
 the row if it still holds exactly that tombstone. A node that missed the
 deletion can then never bring the old row back, since all holders saw the
 tombstone before any of them forgot it.
@@ -74,7 +75,8 @@ class TombstoneGc:
         return settled
 
     async def _forget_everywhere(self, key: bytes, raw: bytes, digest: bytes) -> None:
-        nodes = self.table.replication.storage_nodes(partition_of(key[0:16]))
+        sets = self.table.replication.write_sets(partition_of(key[0:16]))
+        nodes = list(dict.fromkeys(node for group in sets for node in group))
         if not nodes:
             raise QuorumError(1, 0, [])
         await call_quorum(nodes, lambda node: self._push(node, raw), len(nodes))

@@ -23,9 +23,9 @@ class TableSchema(Generic[E]):
     name: str
     entry_type: type[E]
     filters: dict[str, Callable[[E], bool]] = {}
+    """Named row filters for range reads; named so other nodes can apply them too."""
     collect_tombstones: bool = True
     """Whether tombstone rows are eventually forgotten (see table/gc.py)."""
-    """Named row filters for range reads; named so other nodes can apply them too."""
 
     def partition_key(self, entry: E) -> bytes:
         raise NotImplementedError

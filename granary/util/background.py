@@ -10,12 +10,15 @@ worker shows up instead of silently vanishing.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
+from granary.util.files import write_atomic
 from granary.util.time import now_ms
 
 log = logging.getLogger("granary.workers")
@@ -71,8 +74,13 @@ class Variable:
 
 @dataclass
 class Workers:
-    """The registry of this node's workers and variables."""
+    """The registry of this node's workers and variables.
 
+    With a `saved` file, every value set is kept there and `restore` applies
+    them again after a restart: an operator's tuning outlives the process.
+    """
+
+    saved: Path | None = None
     _workers: dict[str, WorkerStatus] = field(default_factory=dict)
     _variables: dict[str, Variable] = field(default_factory=dict)
 
@@ -131,7 +139,37 @@ class Workers:
         if variable.setter is None:
             raise ValueError(f"{name} is read-only")
         variable.setter(value)
+        if self.saved is not None:
+            values = self._saved_values()
+            values[name] = value
+            write_atomic(self.saved, json.dumps(values, indent=1, sort_keys=True).encode())
         return {name: variable.get()}
+
+    def restore(self) -> None:
+        """Apply the saved values of the variables registered by now."""
+        for name, value in self._saved_values().items():
+            variable = self._variables.get(name)
+            if variable is None or variable.setter is None:
+                log.warning("ignoring saved worker variable %s: not settable", name)
+                continue
+            try:
+                variable.setter(value)
+            except ValueError as exc:
+                log.warning("ignoring saved worker variable %s=%r: %s", name, value, exc)
+
+    def _saved_values(self) -> dict[str, str]:
+        if self.saved is None:
+            return {}
+        try:
+            values = json.loads(self.saved.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable %s: %s", self.saved, exc)
+            return {}
+        if not isinstance(values, dict):
+            return {}
+        return {str(name): str(value) for name, value in values.items()}
 
     def _variable(self, name: str) -> Variable:
         variable = self._variables.get(name)

@@ -25,6 +25,7 @@ from conftest import (
     layout_version,
     node_config,
     start_cluster,
+    start_configured,
     wait_until,
 )
 
@@ -355,3 +356,15 @@ def test_rebalance_drains_a_read_only_data_dir(own_server):
     wait_until(lambda: block_files(old) == [], what="the read-only directory drained")
     assert len(block_files(new)) == 6
     assert client.get_object(Bucket="disks", Key="k")["Body"].read() == data
+
+
+def test_worker_variables_set_by_an_operator_outlive_a_restart(own_server):
+    node = own_server
+    start_configured(node)
+    node.cli("worker", "set", "resync-tranquility", "0.5")
+    node.cli("worker", "set", "table-read-hedging", "false")
+    node.stop()
+    node.start()
+    assert variable(node, "resync-tranquility") == 0.5
+    assert variable(node, "table-read-hedging") is False
+    assert variable(node, "block-read-hedging") is True

@@ -56,3 +56,31 @@ def test_variables_parse_check_and_refuse_read_only():
             workers.set(name, value)
     with pytest.raises(KeyError):
         workers.get("nothing")
+
+
+def registry(saved, values: dict) -> Workers:
+    workers = Workers(saved=saved)
+    workers.variable(
+        "count", lambda: values["count"], int_setter(lambda v: values.update(count=v), 1, 8)
+    )
+    workers.variable("seen", lambda: 42)
+    return workers
+
+
+def test_values_set_are_saved_and_restored_by_the_next_registry(tmp_path):
+    saved = tmp_path / "worker_variables.json"
+    registry(saved, {"count": 1}).set("count", "6")
+    values = {"count": 1}
+    registry(saved, values).restore()
+    assert values == {"count": 6}
+
+
+def test_unusable_saved_values_are_ignored(tmp_path):
+    saved = tmp_path / "worker_variables.json"
+    saved.write_text('{"count": "99", "seen": "1", "gone": "x"}')
+    values = {"count": 1}
+    registry(saved, values).restore()  # out of range, read-only, unknown: all skipped
+    assert values == {"count": 1}
+    saved.write_text("not json")
+    registry(saved, values).restore()
+    assert values == {"count": 1}

@@ -10,12 +10,12 @@ from types import SimpleNamespace
 import pytest
 
 from granary.block.codec import block_hash
-from granary.net.hedging import MIN_SAMPLES, ReadLatencies, percentile
 from granary.block.holders import BlockHolders
 from granary.block.manager import BlockManager, BlockUnavailable
 from granary.block.store import BlockStore, DataDirectory
 from granary.db import open_db
 from granary.net.errors import RpcError
+from granary.net.hedging import MIN_SAMPLES, ReadLatencies, percentile
 
 NEAR, FAR, OLD, ME = b"n" * 32, b"f" * 32, b"o" * 32, b"m" * 32
 
