@@ -100,6 +100,7 @@ async def run_with_clients(endpoints, credentials, per, body):
 
 def throughput(root: Path, seconds: float) -> list[dict]:
     credentials = new_credentials()
+    (root / "single").mkdir(parents=True)
     single = ServerProcess(root / "single", credentials, None)
     try:
         single.start()
