@@ -159,6 +159,12 @@ def set_hedging(gateway: ClusterNode, on: bool) -> None:
         gateway.cli("worker", "set", f"{reads}-read-hedging", str(on).lower())
 
 
+def nearest_holder(cluster: Cluster, gateway: ClusterNode, block: bytes) -> ClusterNode:
+    """The storage node the gateway would read `block` from first."""
+    first = json.loads(gateway.cli("block", "info", block.hex()))["read_order"][0]
+    return next(node for node in cluster.nodes if node.node_id() == first)
+
+
 def paused(root: Path, seconds: float) -> list[dict]:
     credentials = new_credentials()
     cluster = Cluster(root / "paused", credentials, 3, gateways=1)
@@ -170,12 +176,11 @@ def paused(root: Path, seconds: float) -> list[dict]:
             [client] = clients
             runner = PhaseRunner(cluster)
             block = await fill_small(client)
-            info = json.loads(gateway.cli("block", "info", block.hex()))
-            first = info["read_order"][0]
-            victim = next(node for node in cluster.nodes if node.node_id() == first)
             phases = [await gets(runner, client, "GET, all running", seconds)]
             for label, on in (("hedging on", True), ("hedging off", False)):
                 set_hedging(gateway, on)
+                # Asked now: a node paused before looks far away for a while.
+                victim = nearest_holder(cluster, gateway, block)
                 os.kill(victim.pid, signal.SIGSTOP)
                 try:
                     phases.append(await gets(runner, client, f"GET, 1 paused, {label}", seconds))
