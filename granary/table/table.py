@@ -28,7 +28,7 @@ from granary.table.keys import (
     storage_key,
 )
 from granary.table.merkle import MerkleIndex
-from granary.table.quorum import call_nearest
+from granary.table.quorum import QuorumError, call_nearest
 from granary.table.replication import Replication, call_write_sets
 from granary.table.schema import TableSchema
 from granary.util.waits import sleep_until
@@ -299,8 +299,17 @@ class Table(Generic[E]):
             self._queue_wakeup.clear()
             try:
                 drained = await self.process_queue_batch()
-            except Exception:
-                log.exception("table %s: insert queue batch failed, retrying", self.name)
+            except Exception as error:
+                # Replicas out of reach are expected (they come back); anything
+                # else is a bug worth its traceback.
+                unreachable = isinstance(error, QuorumError)
+                log.log(
+                    logging.INFO if unreachable else logging.ERROR,
+                    "table %s: insert queue batch failed, retrying: %s",
+                    self.name,
+                    error,
+                    exc_info=not unreachable,
+                )
                 drained = 0
                 await sleep_until(stop, 5.0)
             if drained == 0:

@@ -52,7 +52,7 @@ def s3_client(endpoint: str, credentials: tuple[str, str], *, timeout: float, se
         aws_secret_access_key=credentials[1],
         region_name="us-east-1",
         config=BotoConfig(
-            retries={"max_attempts": 1},
+            retries={"total_max_attempts": 1},  # ("max_attempts": 1 would retry once)
             connect_timeout=min(timeout, 2.0),
             read_timeout=timeout,
             tcp_keepalive=True,
