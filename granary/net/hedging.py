@@ -4,8 +4,8 @@ Block reads and metadata (table) reads both use this, each with its own
 numbers. A read goes to the nearest holder first. If that holder has not answered
 within `delay(node)`, the next holder is asked too and the first valid answer
 wins (a hedged request). The delay adapts to the node: the 90th percentile
-of its recent block reads or, until enough of them are known, a few round
-trips plus the median block read time seen on any node. A floor and a cap
+of its recent reads or, until enough of them are known, a few round
+trips plus the median read time seen on any node. A floor and a cap
 keep it sane: too short a delay doubles the load, too long a delay is the
 stall hedging is there to avoid. A node that lost to a hedge is asked last
 for a while, so a paused or overloaded node costs one delay, not one delay
@@ -54,7 +54,7 @@ class ReadLatencies:
         self._slow_until: dict[bytes, float] = {}
 
     def record(self, node: bytes, seconds: float) -> None:
-        """A successful read of one block from `node` took `seconds`."""
+        """A successful read from `node` took `seconds`."""
         samples = self._per_node.get(node)
         if samples is None:
             samples = self._per_node[node] = deque(maxlen=self.window)
