@@ -207,10 +207,24 @@ def _judge(result: Result, history: History, nemesis: Nemesis, cluster: FaultClu
 def _log_notes(cluster: FaultCluster) -> list[str]:
     notes = []
     for node in cluster.nodes:
-        tracebacks = node.log().count("Traceback")
-        if tracebacks:
-            notes.append(f"{node.name}: {tracebacks} traceback(s) in {node.log_file}")
+        errors = Counter(_raised(node.log()))
+        if errors:
+            notes.append(
+                f"{node.name}: {sum(errors.values())} traceback(s) in {node.log_file}: "
+                + "; ".join(f"{n}x {error[:160]}" for error, n in errors.most_common(3))
+            )
     return notes
+
+
+def _raised(log: str) -> list[str]:
+    """The exception line closing each traceback in a log."""
+    lines = log.splitlines()
+    raised = []
+    for index, line in enumerate(lines):
+        if line.startswith("Traceback"):
+            rest = (text for text in lines[index + 1 :] if text and not text.startswith(" "))
+            raised.append(next(rest, "?"))
+    return raised
 
 
 def main(argv: list[str] | None = None) -> int:
