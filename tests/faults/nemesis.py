@@ -5,6 +5,7 @@ runs, and undoes it (a wiped disk or a skewed clock stays), recording it in the 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import random
 import shutil
 import time
@@ -215,7 +216,8 @@ class Corruption:
     node: str
     path: Path
     key: str
-    served: str  # "ok", or what the read through that node returned instead
+    good: bytes  # SHA-256 of the file before the flip
+    served: str = ""  # "ok", or what the read through that node returned instead
     found_by: str = ""  # "read", "later", "scrub", "dropped" (deleted unread); "" if not yet
     wiped: bool = False  # its data directory was deleted before it was found
 
@@ -225,8 +227,10 @@ class Corruption:
 
     @property
     def repaired(self) -> bool:
-        """A good copy is back in place (the corrupt one was moved aside)."""
-        return self.quarantined and self.path.exists()
+        """A good copy is back in place (fetched again, or refilled after a wipe)."""
+        with contextlib.suppress(FileNotFoundError):
+            return hashlib.sha256(self.path.read_bytes()).digest() == self.good
+        return False
 
 
 class BitRot(Nemesis):
@@ -295,12 +299,14 @@ class BitRot(Nemesis):
                 self.history.note("bitrot: no block left with two copies to corrupt")
             self.exhausted = True
             return
-        data = bytearray(path.read_bytes())
+        good = path.read_bytes()
+        data = bytearray(good)
         for _ in range(self.rng.randint(1, 4)):
             data[self.rng.randrange(len(data))] ^= self.rng.randint(1, 255)
         path.write_bytes(data)
         key = self.blocks[block]
-        corruption = Corruption(node.name, path, key, self._read_through(node, key))
+        corruption = Corruption(node.name, path, key, hashlib.sha256(good).digest())
+        corruption.served = self._read_through(node, key)
         corruption.found_by = "read" if corruption.quarantined else ""
         self.corruptions.append(corruption)
         self.history.fault(start, self.name, f"flip bytes of {path.name[:16]} on {node.name}")
