@@ -14,6 +14,9 @@ import zstandard
 
 _local = threading.local()
 
+MAX_BLOCK_BYTES = 1 << 30
+"""No block is larger: the limit on what a stored block may decompress to."""
+
 
 class CorruptBlock(Exception):
     """A stored block does not match its id."""
@@ -51,10 +54,19 @@ def maybe_compress(data: bytes, level: int | None) -> tuple[bytes, bool]:
 
 
 def decode_block(stored: bytes, compressed: bool, expected: bytes) -> bytes:
-    """Return the plain content of a stored block, verified against its id."""
+    """Return the plain content of a stored block, verified against its id.
+
+    The size a zstd frame announces is checked before decompressing: the
+    decompressor allocates that much at once, whatever its output limit, so a
+    flipped bit in the header would otherwise ask for exabytes (MemoryError)
+    instead of reporting a corrupt copy.
+    """
     if compressed:
         try:
-            data = _decompressor().decompress(stored, max_output_size=1 << 30)
+            announced = zstandard.frame_content_size(stored)
+            if announced > MAX_BLOCK_BYTES:
+                raise CorruptBlock(f"zstd frame announces {announced} bytes")
+            data = _decompressor().decompress(stored, max_output_size=MAX_BLOCK_BYTES)
         except zstandard.ZstdError as exc:
             raise CorruptBlock(f"zstd: {exc}") from None
     else:

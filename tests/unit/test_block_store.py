@@ -6,8 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
+import zstandard
 
-from granary.block.codec import CorruptBlock, block_hash
+from granary.block.codec import CorruptBlock, block_hash, decode_block, maybe_compress
 from granary.block.store import MARKER_FILE, BlockStore, DataDirectory
 
 
@@ -85,3 +86,15 @@ def test_marker_new_disk_versus_wrong_mount(tmp_path):
     (foreign / "somebody-elses-file").write_text("x")
     with pytest.raises(RuntimeError, match="is the right disk mounted"):
         store_over(DataDirectory(foreign, 1))
+
+
+def test_a_compressed_block_whose_header_announces_exabytes_is_corrupt_not_out_of_memory():
+    data = b"granary compresses this line well. " * 3000
+    stored, compressed = maybe_compress(data, 1)
+    assert compressed
+    rotten = bytearray(stored)
+    rotten[4] = 0xF0  # frame header: an 8-byte content size, read from the bytes after it
+    assert zstandard.frame_content_size(bytes(rotten)) > 1 << 40
+    with pytest.raises(CorruptBlock, match="announces"):
+        decode_block(bytes(rotten), True, block_hash(data))
+    assert decode_block(stored, True, block_hash(data)) == data
