@@ -350,6 +350,10 @@ class BitRot(Nemesis):
             f"bitrot: {len(self.corruptions)} copies corrupted, found by "
             + ", ".join(f"{how} {n}" for how, n in sorted(found.items()))
             + f"; {wiped} wiped before found; {repaired} fetched again by the end"
+        ] + [
+            f"bitrot: not fetched again by the end: {c.path} on {c.node}"
+            for c in self.corruptions
+            if not c.repaired
         ]
 
     def violations(self) -> list[Violation]:
