@@ -38,7 +38,7 @@ from granary.layout.manager import LayoutManager
 from granary.layout.roles import NodeRole
 from granary.model.access import Access, AccessError
 from granary.model.multipart import Multipart
-from granary.model.objects import Objects
+from granary.model.objects import InflightUpload, Objects
 from granary.model.store import Model
 from granary.net.hedging import Hedging, expose_hedging
 from granary.net.identity import load_or_create_identity, node_id
@@ -270,13 +270,13 @@ class Node:
             )
         )
 
-    async def _recover_uploads(self) -> None:
+    async def _recover_uploads(self, interrupted: list[tuple[bytes, InflightUpload]]) -> None:
         """Abort the uploads the last stop interrupted, once a quorum can be reached."""
         for attempt in range(60):
-            if self.layout.current.version == 0:
+            if self.layout.current.version == 0 or not interrupted:
                 return
             try:
-                recovered = await self.objects.recover_interrupted()
+                recovered = await self.objects.recover_interrupted(interrupted)
             except QuorumError:
                 await asyncio.sleep(min(0.5 * (attempt + 1), 5.0))
                 continue
@@ -345,8 +345,9 @@ class Node:
         await self.net.start()
         await self.peering.start()
         await self._standalone_layout()
+        interrupted = self.objects.interrupted_uploads()  # before any new upload starts
         if runs_standalone(self.config):
-            await self._recover_uploads()
+            await self._recover_uploads(interrupted)
         spawn, stop = self.workers.spawn, self.stop_event
         blocks = self.model.blocks
         self._tasks = [
@@ -370,7 +371,7 @@ class Node:
             *self.healing.start(stop),
         ]
         if not runs_standalone(self.config):
-            self._tasks.append(asyncio.ensure_future(self._recover_uploads()))
+            self._tasks.append(asyncio.ensure_future(self._recover_uploads(interrupted)))
         if self.default_key:
             await self._default_key_when_laid_out()
         host, port = parse_host_port(config.s3_api.api_bind_addr, what="s3_api.api_bind_addr")

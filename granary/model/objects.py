@@ -317,11 +317,16 @@ class Objects:
         await self.model.versions.insert(tombstone(uuid))
         await self.forget_inflight(uuid)
 
-    async def recover_interrupted(self) -> int:
-        """Abort the uploads a previous run of this node left unfinished."""
-        interrupted = [
-            (uuid, self._inflight_decoder.decode(raw)) for uuid, raw in self.inflight.range()
-        ]
+    def interrupted_uploads(self) -> list[tuple[bytes, InflightUpload]]:
+        """The uploads in flight when this node last stopped.
+
+        Read before the node serves again: once it does, the tree also holds
+        uploads running now, which recovery must never abort.
+        """
+        return [(uuid, self._inflight_decoder.decode(raw)) for uuid, raw in self.inflight.range()]
+
+    async def recover_interrupted(self, interrupted: list[tuple[bytes, InflightUpload]]) -> int:
+        """Abort the `interrupted` uploads (see `interrupted_uploads`) left unfinished."""
         for uuid, record in interrupted:
             if await self._was_finished(uuid, record):
                 await self.forget_inflight(uuid)

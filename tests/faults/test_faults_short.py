@@ -13,20 +13,7 @@ from .run import run_mix
 DURATION = 12.0  # seconds of faults; with setup, healing and checks ~22 s a mix
 SEED = 7
 
-KNOWN_BUG = pytest.mark.xfail(
-    strict=False,
-    reason="open bug (issue 4 note): once in a CI run on a loaded machine, an acknowledged "
-    "PUT through a node that had just restarted after SIGKILL lost its block on every node",
-)
-MIXES = [
-    pytest.param("kill", marks=KNOWN_BUG),
-    "pause",
-    "partition",
-    "clock",
-    "layout",
-    "bitrot",
-    "all",
-]
+MIXES = ["kill", "pause", "partition", "clock", "layout", "bitrot", "all"]
 
 
 @pytest.mark.faults
