@@ -26,6 +26,7 @@ import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -89,7 +90,13 @@ def row(result: PhaseResult) -> dict:
     }
 
 
-async def run_with_clients(endpoints, credentials, per, body):
+async def run_with_clients(
+    endpoints: list[str],
+    credentials: tuple[str, str],
+    per: int,
+    body: Callable[[list[S3Client]], Awaitable[list[dict]]],
+) -> list[dict]:
+    """Run `body` with one client per endpoint (`per` connections each), then close them."""
     clients = clients_for(endpoints, credentials, per)
     try:
         return await body(clients)

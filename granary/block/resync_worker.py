@@ -154,13 +154,8 @@ class Resyncer:
             *(manager.need(node, block_id, BACKGROUND) for node in holders),
             return_exceptions=True,
         )
-        unanswered = [
-            n.hex()[:16]
-            for n, r in zip(holders, replies, strict=True)
-            if isinstance(r, BaseException)
-        ]
-        if unanswered:
-            raise OffloadIncomplete(f"no answer from {', '.join(unanswered)}")
+        if unanswered := _failed(holders, replies):
+            raise OffloadIncomplete(f"no answer from {unanswered}")
         lacking = [n for n, r in zip(holders, replies, strict=True) if not r.present]
         if lacking:
             data = await manager.in_thread(manager.store.read, block_id)
@@ -170,13 +165,8 @@ class Resyncer:
                 *(manager.put_on(node, block_id, data, BACKGROUND) for node in lacking),
                 return_exceptions=True,
             )
-            unsent = [
-                n.hex()[:16]
-                for n, r in zip(lacking, sent, strict=True)
-                if isinstance(r, BaseException)
-            ]
-            if unsent:
-                raise OffloadIncomplete(f"could not send it to {', '.join(unsent)}")
+            if unsent := _failed(lacking, sent):
+                raise OffloadIncomplete(f"could not send it to {unsent}")
         async with manager.locks.hold(block_id):
             if not manager.should_hold(block_id):
                 await manager.in_thread(manager.store.delete, block_id)
@@ -214,3 +204,10 @@ class Resyncer:
             after = stored[-1]
         log.info("queued %d blocks for resync", queued)
         return queued
+
+
+def _failed(nodes: list[bytes], results: list) -> str:
+    """The (short) ids of the nodes whose call raised, comma-separated; "" if none did."""
+    return ", ".join(
+        n.hex()[:16] for n, r in zip(nodes, results, strict=True) if isinstance(r, BaseException)
+    )

@@ -523,7 +523,7 @@ def worker_get(ctx: click.Context, variable: str | None) -> None:
 @click.argument("value")
 @click.pass_context
 def worker_set(ctx: click.Context, variable: str, value: str) -> None:
-    """Set a variable (until the node restarts)."""
+    """Set a variable; the node keeps it across restarts (metadata_dir/worker_variables.json)."""
     body = {"name": variable, "value": value}
     for name, new in _call(ctx, "POST", "/v1/workers/vars", body).items():
         click.echo(f"{name}\t{new}")

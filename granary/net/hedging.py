@@ -153,10 +153,9 @@ class Hedging:
 
     def delay(self, node: bytes, backup: bytes | None) -> float:
         """How long to wait for `node` before asking `backup` too."""
-        rtt = self.rtt
         if backup is None:
-            return self.latencies.delay(node, rtt(node))
-        return self.latencies.hedge_delay(node, rtt(node), backup, rtt(backup))
+            return self.latencies.delay(node, self.rtt(node))
+        return self.latencies.hedge_delay(node, self.rtt(node), backup, self.rtt(backup))
 
 
 def expose_hedging(workers: Workers, reads: str, hedging: Hedging) -> None:

@@ -196,27 +196,22 @@ async def _supervise(status: WorkerStatus, work: Coroutine[Any, Any, Any]) -> No
 
 def int_setter(apply: Callable[[int], None], low: int, high: int) -> Callable[[str], None]:
     """A setter that parses an integer within [low, high]."""
-
-    def set_value(text: str) -> None:
-        try:
-            value = int(text)
-        except ValueError:
-            raise ValueError(f"expected an integer, got {text!r}") from None
-        if not low <= value <= high:
-            raise ValueError(f"expected {low}..{high}, got {value}")
-        apply(value)
-
-    return set_value
+    return _ranged_setter(int, "an integer", apply, low, high)
 
 
 def float_setter(apply: Callable[[float], None], low: float, high: float) -> Callable[[str], None]:
     """A setter that parses a number within [low, high]."""
+    return _ranged_setter(float, "a number", apply, low, high)
 
+
+def _ranged_setter(
+    parse: Callable[[str], Any], kind: str, apply: Callable[[Any], None], low: Any, high: Any
+) -> Callable[[str], None]:
     def set_value(text: str) -> None:
         try:
-            value = float(text)
+            value = parse(text)
         except ValueError:
-            raise ValueError(f"expected a number, got {text!r}") from None
+            raise ValueError(f"expected {kind}, got {text!r}") from None
         if not low <= value <= high:
             raise ValueError(f"expected {low}..{high}, got {value}")
         apply(value)

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from block_fakes import FixedDistances, FixedReplication, block_managers
 
 from granary.block.codec import block_hash
 from granary.block.holders import BlockHolders
 from granary.block.manager import BlockManager, BlockUnavailable
-from granary.block.store import BlockStore, DataDirectory
-from granary.db import open_db
 from granary.net.errors import RpcError
 from granary.net.hedging import MIN_SAMPLES, ReadLatencies, percentile
 
@@ -101,17 +99,6 @@ class FakeNet:
         return b"", reply()
 
 
-class FakeReplication:
-    def __init__(self, nodes: list[bytes]) -> None:
-        self.nodes = nodes
-
-    def storage_nodes(self, partition: int) -> list[bytes]:
-        return self.nodes
-
-    def write_quorum(self, nodes: int) -> int:
-        return 2
-
-
 class FakeAssignment:
     def __init__(self, nodes: list[bytes]) -> None:
         self.ring = b"\x00"
@@ -127,44 +114,22 @@ OLD_LAYOUT = SimpleNamespace(
 )
 
 
-class Distances:
-    def by_distance(self, nodes):
-        order = [ME, NEAR, FAR, OLD]
-        return sorted(nodes, key=order.index)
-
-    def rtt(self, node):
-        return 0.001
-
-
 @pytest.fixture
 def make_manager(tmp_path: Path):
-    made = []
+    with block_managers(tmp_path) as make:
 
-    def make(net: FakeNet, holders: list[bytes]) -> BlockManager:
-        db = open_db("sqlite", tmp_path / f"meta{len(made)}", fsync=False)
-        store = BlockStore(
-            [DataDirectory(tmp_path / f"data{len(made)}", 1)], fsync=False, compression_level=None
-        )
-        executor = ThreadPoolExecutor(2)
-        manager = BlockManager(
-            db,
-            store,
-            BlockHolders(FakeReplication(holders), OLD_LAYOUT),
-            ME,
-            executor,
-            net,
-            Distances(),
-            gc_grace_ms=0,
-            resync_retry_base_ms=1000,
-        )
-        manager.hedging.latencies = ReadLatencies(floor=0.05, cap=0.05)
-        made.append((db, executor))
-        return manager
+        def with_fast_hedges(net: FakeNet, holders: list[bytes]) -> BlockManager:
+            manager = make(
+                net,
+                BlockHolders(FixedReplication(holders), OLD_LAYOUT),
+                FixedDistances([ME, NEAR, FAR, OLD]),
+                ME,
+                gc_grace_ms=0,
+            )
+            manager.hedging.latencies = ReadLatencies(floor=0.05, cap=0.05)
+            return manager
 
-    yield make
-    for db, executor in made:
-        executor.shutdown()
-        db.close()
+        yield with_fast_hedges
 
 
 DATA = b"block content" * 100

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from block_fakes import FixedDistances, FixedReplication, block_managers
 
 from granary.block.codec import block_hash
 from granary.block.holders import BlockHolders
-from granary.block.manager import BlockManager
 from granary.block.resync import Action
 from granary.block.resync_worker import OffloadIncomplete, Resyncer
-from granary.block.store import BlockStore, DataDirectory
 from granary.block.transfer import (
     GET_ENDPOINT,
     NEED_ENDPOINT,
@@ -22,7 +20,6 @@ from granary.block.transfer import (
     encode_need,
     receive,
 )
-from granary.db import open_db
 from granary.net.errors import PeerUnavailable
 from granary.util.background import WorkerStatus
 
@@ -62,57 +59,25 @@ class Peers:
         return b"", reply()
 
 
-class Holders:
-    def __init__(self, nodes: list[bytes]) -> None:
-        self.nodes = nodes
-
-    def storage_nodes(self, partition: int) -> list[bytes]:
-        return self.nodes
-
-    def write_quorum(self, nodes: int) -> int:
-        return 2
-
-
-class Nearest:
-    def by_distance(self, nodes):
-        return sorted(nodes, key=[ME, NEAR, FAR].index)
-
-    def rtt(self, node):
-        return 0.001
-
-
 @pytest.fixture
 def resyncer(tmp_path: Path):
-    made = []
+    with block_managers(tmp_path) as make:
 
-    def make(peers: Peers, holders: list[bytes], *, counted: bool, stored: bool) -> Resyncer:
-        db = open_db("sqlite", tmp_path / "meta", fsync=False)
-        store = BlockStore(
-            [DataDirectory(tmp_path / "data", 1)], fsync=False, compression_level=None
-        )
-        executor = ThreadPoolExecutor(2)
-        made.append((db, executor))
-        manager = BlockManager(
-            db,
-            store,
-            BlockHolders(Holders(holders)),
-            ME,
-            executor,
-            peers,
-            Nearest(),
-            gc_grace_ms=60_000,
-            resync_retry_base_ms=1000,
-        )
-        if counted:
-            db.transaction(lambda tx: manager.refcounts.increment(tx, ID))
-        if stored:
-            store.write(ID, DATA)
-        return Resyncer(manager, WorkerStatus("block-resync"))
+        def with_block(peers: Peers, holders: list[bytes], *, counted: bool, stored: bool):
+            manager = make(
+                peers,
+                BlockHolders(FixedReplication(holders)),
+                FixedDistances([ME, NEAR, FAR]),
+                ME,
+                gc_grace_ms=60_000,
+            )
+            if counted:
+                manager.db.transaction(lambda tx: manager.refcounts.increment(tx, ID))
+            if stored:
+                manager.store.write(ID, DATA)
+            return Resyncer(manager, WorkerStatus("block-resync"))
 
-    yield make
-    for db, executor in made:
-        executor.shutdown()
-        db.close()
+        yield with_block
 
 
 def test_a_missing_block_this_node_should_hold_is_fetched(resyncer):
