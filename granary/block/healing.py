@@ -53,6 +53,7 @@ class BlockHealing:
         self.workers = workers
         self._layout_version = layout_version
         self._walk_requested = asyncio.Event()
+        self._retry_failing = False
         self.resyncer = Resyncer(
             manager,
             workers.add("block-resync", queue_length=manager.resync.length),
@@ -115,12 +116,22 @@ class BlockHealing:
             await sleep_until(stop, 3600.0, self._walk_requested)
             if self._walk_requested.is_set() and not stop.is_set():
                 self._walk_requested.clear()
-                await self.resyncer.queue_everything(now_ms() + AUTOMATIC_WALK_DELAY_MS)
+                due = now_ms() + AUTOMATIC_WALK_DELAY_MS
+                await self.resyncer.queue_everything(due)
+                if self._retry_failing:
+                    self._retry_failing = False
+                    await self.resyncer.queue.retry_now(at_ms=due)
 
     def layout_changed(self, version: int) -> None:
-        """Check every block against a new layout version (fetch or offload)."""
+        """Check every block against a new layout version (fetch or offload).
+
+        Blocks backing off after failures are tried again too: what failed
+        (a holder that did not answer, a node that is no holder any more)
+        was judged against the older layout.
+        """
         if version != self._layout_version:
             self._layout_version = version
+            self._retry_failing = True
             self._walk_requested.set()
 
     async def repair_blocks(self) -> int:

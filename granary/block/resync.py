@@ -16,6 +16,7 @@ import asyncio
 import struct
 from collections.abc import Iterable, Iterator
 from enum import StrEnum
+from typing import NamedTuple
 
 import msgspec
 
@@ -54,6 +55,12 @@ def decide(*, should_hold: bool, refcount: int | None, present: bool) -> Action:
 
 def backoff_ms(base_ms: int, failures: int) -> int:
     return base_ms * 2 ** min(max(failures - 1, 0), MAX_BACKOFF_DOUBLINGS)
+
+
+class QueueEntry(NamedTuple):
+    due_ms: int
+    key: bytes
+    block_id: bytes
 
 
 class ResyncError(msgspec.Struct, array_like=True, frozen=True):
@@ -106,16 +113,17 @@ class ResyncQueue:
     def length(self) -> int:
         return self.queue.count()
 
-    def next_due(self, busy: set[bytes]) -> tuple[bytes, bytes] | None:
-        """The first (queue key, block id) due now whose block is not in `busy`."""
-        for key, _ in self.queue.range(None, _DUE.pack(now_ms() + 1)):
-            if key[_DUE.size :] not in busy:
-                return key, key[_DUE.size :]
-        return None
+    def first_free(self, busy: set[bytes]) -> QueueEntry | None:
+        """The earliest entry whose block is not in `busy`, due or not.
 
-    def next_due_ms(self) -> int | None:
+        The caller compares its due time with the clock once: looking for a
+        due entry and then, separately, for the time to sleep reads the clock
+        twice, and an entry falling due in between was slept past.
+        """
         for key, _ in self.queue.range():
-            return _DUE.unpack(key[: _DUE.size])[0]
+            block_id = key[_DUE.size :]
+            if block_id not in busy:
+                return QueueEntry(_DUE.unpack(key[: _DUE.size])[0], key, block_id)
         return None
 
     async def done(self, key: bytes) -> None:
@@ -164,12 +172,18 @@ class ResyncQueue:
         if self.errors.get(block_id) is not None:
             await self.db.transact(lambda tx: tx.delete(self.errors, block_id))
 
-    async def retry_now(self, block_ids: Iterable[bytes] | None = None) -> int:
-        """Try these blocks (every failing block when None) at once, backoff kept."""
+    async def retry_now(
+        self, block_ids: Iterable[bytes] | None = None, *, at_ms: int | None = None
+    ) -> int:
+        """Try these blocks (every failing block when None) now or at `at_ms`.
+
+        Their failure counts are kept, so a block that fails again backs off
+        as long as it would have.
+        """
         wanted = [key for key, _ in self.errors.range()] if block_ids is None else list(block_ids)
 
         def bring_forward(tx: Tx) -> None:
-            now = now_ms()
+            now = now_ms() if at_ms is None else at_ms
             for block_id in wanted:
                 raw = tx.get(self.errors, block_id)
                 if raw is not None:

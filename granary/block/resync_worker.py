@@ -78,14 +78,19 @@ class Resyncer:
                 if len(self._active) >= self.worker_count:
                     await sleep_until(stop, IDLE_POLL_SECS, self.queue.wakeup)
                     continue
-                item = self.queue.next_due(self._busy)
-                if item is None:
-                    await sleep_until(stop, self._idle_delay(), self.queue.wakeup)
+                entry = self.queue.first_free(self._busy)
+                if entry is None:
+                    # Nothing queued but the blocks being worked on: a new
+                    # entry or a finishing worker sets the wakeup.
+                    await sleep_until(stop, IDLE_POLL_SECS, self.queue.wakeup)
                     continue
-                key, block_id = item
-                self._busy.add(block_id)
+                wait = (entry.due_ms - now_ms()) / 1000
+                if wait > 0:
+                    await sleep_until(stop, min(wait, IDLE_POLL_SECS), self.queue.wakeup)
+                    continue
+                self._busy.add(entry.block_id)
                 self.status.state = WorkerState.RUNNING
-                task = asyncio.ensure_future(self._work(key, block_id, stop))
+                task = asyncio.ensure_future(self._work(entry.key, entry.block_id, stop))
                 self._active.add(task)
                 task.add_done_callback(self._finished)
         finally:
@@ -95,14 +100,6 @@ class Resyncer:
     def _finished(self, task: asyncio.Task) -> None:
         self._active.discard(task)
         self.queue.wakeup.set()
-
-    def _idle_delay(self) -> float:
-        due = self.queue.next_due_ms()
-        if due is None:
-            return IDLE_POLL_SECS
-        delay = (due - now_ms()) / 1000
-        # Every due entry is being worked on: wait for a worker to finish.
-        return IDLE_POLL_SECS if delay <= 0 else min(delay, IDLE_POLL_SECS)
 
     async def _work(self, key: bytes, block_id: bytes, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()

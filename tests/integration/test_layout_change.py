@@ -12,6 +12,7 @@ from conftest import (
     Cluster,
     GranaryServer,
     admin_call,
+    block_files,
     cluster_config,
     free_port,
     start_cluster,
@@ -162,6 +163,10 @@ def test_adding_then_removing_a_node_under_load_keeps_read_after_write(tmp_path)
 
         # The node that left handed its partitions over and forgot them.
         wait_until(lambda: rows(first, "object") == 0, timeout=60, what="the handover")
+        # ... and its blocks: offloaded to their holders (or collected), none left.
+        wait_until(
+            lambda: block_files(first.data_dir) == [], timeout=60, what="the blocks offloaded"
+        )
         for node in cluster.nodes:
             client = node.client()
             for key, bodies in workload.latest.items():

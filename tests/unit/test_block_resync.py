@@ -11,6 +11,7 @@ import pytest
 from granary.block.refcount import RefCounts
 from granary.block.resync import Action, ResyncQueue, backoff_ms, decide
 from granary.db import open_db
+from granary.util.time import now_ms
 
 A = b"\xaa" * 32
 B = b"\xbb" * 32
@@ -61,15 +62,18 @@ def test_queue_order_busy_blocks_and_done(db):
         await queue.push([B, A])
         await queue.push([A], due_ms=2**60)  # far in the future: not due
         assert queue.length() == 3
-        first = queue.next_due(set())
-        assert first is not None and first[1] == A  # same due time: id order
-        second = queue.next_due({A})
-        assert second is not None and second[1] == B
-        assert queue.next_due({A, B}) is None
-        await queue.done(first[0])
-        await queue.done(second[0])
+        first = queue.first_free(set())
+        assert first is not None and first.block_id == A  # same due time: id order
+        second = queue.first_free({A})
+        assert second is not None and second.block_id == B
+        assert second.due_ms == first.due_ms <= now_ms()
+        assert queue.first_free({A, B}) is None  # the later entry is A's too
+        await queue.done(first.key)
+        await queue.done(second.key)
         assert queue.length() == 1
         assert queue.queued_at(A) == [2**60]
+        later = queue.first_free(set())
+        assert later is not None and (later.block_id, later.due_ms) == (A, 2**60)
 
     asyncio.run(main())
 
@@ -82,12 +86,12 @@ def test_failures_back_off_and_retry_now_brings_them_forward(db):
         assert (first.failures, second.failures) == (1, 2)
         assert second.next_try_ms - second.last_try_ms == 120_000
         assert queue.postponed(A)
-        assert queue.next_due(set()) is None  # both retries are in the future
+        assert queue.first_free(set()).due_ms > now_ms()  # both retries are in the future
         assert [(b, e.message) for b, e in queue.list_errors()] == [(A, "still nothing")]
         assert await queue.retry_now() == 1
         assert not queue.postponed(A)
-        due = queue.next_due(set())
-        assert due is not None and due[1] == A
+        due = queue.first_free(set())
+        assert due is not None and due.block_id == A and due.due_ms <= now_ms()
         assert queue.error(A).failures == 2  # the backoff is kept
         await queue.succeeded(A)
         assert queue.error(A) is None

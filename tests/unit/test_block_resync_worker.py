@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 
 import pytest
 from block_fakes import FixedDistances, FixedReplication, block_managers
 
+from granary.block import resync, resync_worker
 from granary.block.codec import block_hash
+from granary.block.healing import AUTOMATIC_WALK_DELAY_MS, BlockHealing
 from granary.block.holders import BlockHolders
-from granary.block.resync import Action
+from granary.block.resync import Action, ResyncError
 from granary.block.resync_worker import OffloadIncomplete, Resyncer
 from granary.block.transfer import (
     GET_ENDPOINT,
@@ -21,7 +24,8 @@ from granary.block.transfer import (
     receive,
 )
 from granary.net.errors import PeerUnavailable
-from granary.util.background import WorkerStatus
+from granary.util.background import Workers, WorkerStatus
+from granary.util.time import now_ms
 
 ME, NEAR, FAR = b"m" * 32, b"n" * 32, b"f" * 32
 DATA = b"some block" * 1000
@@ -108,3 +112,68 @@ def test_a_file_nothing_counts_becomes_a_gc_candidate(resyncer):
     assert asyncio.run(worker.resync_block(ID)) is Action.FORGET
     count, deletable_at = worker.manager.refcounts.entry(ID)
     assert count == 0 and deletable_at > 0
+
+
+def test_an_entry_falling_due_while_the_dispatcher_looks_is_not_slept_past(resyncer, monkeypatch):
+    """The dispatcher decides from one reading of the clock.
+
+    It used to look for a due entry, then read the clock again for how long to
+    sleep; an entry that fell due in between counted as "being worked on" and
+    was slept past for a minute (a node that had left the layout kept its
+    blocks that long). Here every reading of the clock is 5 ms later than the
+    one before, and the entry falls due between the first two.
+    """
+    worker = resyncer(Peers({}), [ME, NEAR, FAR], counted=False, stored=True)
+    start = now_ms()
+    readings = itertools.count(start, 5)
+    for module in (resync, resync_worker):
+        monkeypatch.setattr(module, "now_ms", lambda: next(readings))
+
+    async def main() -> None:
+        await worker.queue.push([ID], due_ms=start + 3)
+        stop = asyncio.Event()
+        dispatcher = asyncio.ensure_future(worker.run(stop))
+        try:
+            async with asyncio.timeout(10):
+                while worker.queue.length():
+                    await asyncio.sleep(0.01)
+        finally:
+            stop.set()
+            await dispatcher
+
+    asyncio.run(main())
+    count, deletable_at = worker.manager.refcounts.entry(ID)
+    assert count == 0 and deletable_at > 0  # the entry was worked on: FORGET
+
+
+def test_a_layout_change_tries_the_failing_blocks_again(tmp_path):
+    """A backoff earned under the old layout (a holder down) does not outlast the change."""
+    with block_managers(tmp_path) as make:
+        manager = make(
+            Peers({}),
+            BlockHolders(FixedReplication([NEAR, FAR])),
+            FixedDistances([ME, NEAR, FAR]),
+            ME,
+            gc_grace_ms=60_000,
+        )
+        healing = BlockHealing(manager, Workers(), layout_version=1)
+
+        async def main() -> tuple[int, ResyncError]:
+            for _ in range(7):
+                backing_off = await manager.resync.failed(ID, "no answer from ffff")
+            stop = asyncio.Event()
+            walker = asyncio.ensure_future(healing._walk_when_asked(stop))
+            healing.layout_changed(2)
+            try:
+                async with asyncio.timeout(10):
+                    while manager.resync.error(ID) == backing_off:
+                        await asyncio.sleep(0.01)
+            finally:
+                stop.set()
+                await walker
+            return backing_off.next_try_ms, manager.resync.error(ID)
+
+        backed_off_until, error = asyncio.run(main())
+        assert error.failures == 7  # the count is kept: a new failure backs off as long
+        assert error.next_try_ms <= now_ms() + AUTOMATIC_WALK_DELAY_MS < backed_off_until
+        assert error.next_try_ms in manager.resync.queued_at(ID)
