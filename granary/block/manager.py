@@ -38,7 +38,7 @@ from granary.block.transfer import (
 from granary.db.base import Db, Tx
 from granary.net.errors import CallTimeout, PeerUnavailable, RpcError
 from granary.net.hedging import Hedging
-from granary.net.messages import NORMAL
+from granary.net.messages import BACKGROUND, NORMAL
 from granary.table.quorum import call_quorum
 from granary.util.locks import KeyedLocks
 from granary.util.time import now_ms
@@ -54,6 +54,10 @@ much later, once the write that added the reference has had time to finish."""
 
 class BlockUnavailable(Exception):
     """No node could return a valid copy of a block."""
+
+
+class OffloadIncomplete(Exception):
+    """Some holder could not be asked or sent the block; the local copy stays."""
 
 
 class Distances(Protocol):
@@ -189,6 +193,41 @@ class BlockManager:
             node, NEED_ENDPOINT, block_id, priority=priority, timeout=BLOCK_RW_TIMEOUT
         )
         return decode_need(reply)
+
+    async def hand_to_holders(self, block_id: bytes, *, needing_only: bool) -> None:
+        """Make sure the block's other holders have it, before the local copy goes.
+
+        Sends it to every holder that lacks it; with `needing_only`, only to
+        those that also count references to it (a block being collected is
+        not spread again, but a holder that took its references over gets
+        it). Raises OffloadIncomplete when a holder could not be asked or sent it.
+        """
+        holders = [n for n in self.holders.current(block_id) if n != self.local_node]
+        if not holders:
+            if needing_only:
+                return
+            raise OffloadIncomplete("the layout names no holder for this block")
+        replies = await asyncio.gather(
+            *(self.need(node, block_id, BACKGROUND) for node in holders), return_exceptions=True
+        )
+        if unanswered := _failed(holders, replies):
+            raise OffloadIncomplete(f"no answer from {unanswered}")
+        lacking = [
+            node
+            for node, reply in zip(holders, replies, strict=True)
+            if not reply.present and (reply.needed or not needing_only)
+        ]
+        if not lacking:
+            return
+        data = await self.in_thread(self.store.read, block_id)
+        if data is None:
+            return
+        sent = await asyncio.gather(
+            *(self.put_on(node, block_id, data, BACKGROUND) for node in lacking),
+            return_exceptions=True,
+        )
+        if unsent := _failed(lacking, sent):
+            raise OffloadIncomplete(f"could not send it to {unsent}")
 
     async def get(self, block_id: bytes, *, priority: int = NORMAL, local: bool = True) -> bytes:
         """The verified content of a block, from the nearest holder that answers in time.
@@ -328,6 +367,11 @@ class BlockManager:
         """
         deleted = 0
         for todo_key, block_id in self.refcounts.due_for_gc(GC_BATCH):
+            if not await self._handed_over_if_needed(block_id):
+                await self.db.transact(
+                    lambda tx, k=todo_key, b=block_id: self.refcounts.postpone(tx, k, b)
+                )
+                continue
             async with self.locks.hold(block_id):
                 if self.refcounts.is_deletable(block_id):
                     deleted += await self.in_thread(self.store.delete, block_id)
@@ -335,6 +379,24 @@ class BlockManager:
                     lambda tx, k=todo_key, b=block_id: self.refcounts.claim_for_deletion(tx, k, b)
                 )
         return deleted
+
+    async def _handed_over_if_needed(self, block_id: bytes) -> bool:
+        """False while a copy this node should not hold may still be needed by a holder.
+
+        A node that handed a partition over forgets its references, so the
+        count reaching 0 here does not mean the block is garbage: its new
+        holders may not have fetched it yet.
+        """
+        if self.should_hold(block_id) or not self.refcounts.is_deletable(block_id):
+            return True
+        if not await self.in_thread(self.store.contains, block_id):
+            return True
+        try:
+            await self.hand_to_holders(block_id, needing_only=True)
+        except Exception as error:
+            log.info("block %s kept: its holders may need it (%s)", block_id.hex(), error)
+            return False
+        return True
 
     async def run_gc_worker(self, stop: asyncio.Event, interval: float = 60.0) -> None:
         """Delete blocks as their grace delays expire."""
@@ -350,3 +412,10 @@ class BlockManager:
             if due is not None:
                 delay = min(interval, max(0.0, (due - now_ms()) / 1000) + 0.01)
             await sleep_until(stop, delay, self.refcounts.became_deletable)
+
+
+def _failed(nodes: list[bytes], results: list) -> str:
+    """The (short) ids of the nodes whose call raised, comma-separated; "" if none did."""
+    return ", ".join(
+        n.hex()[:16] for n, r in zip(nodes, results, strict=True) if isinstance(r, BaseException)
+    )

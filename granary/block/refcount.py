@@ -18,6 +18,7 @@ from granary.db.base import Db, Tx
 from granary.util.time import now_ms
 
 _VALUE = struct.Struct(">QQ")  # count, deletable-at (ms) when count is 0
+MIN_POSTPONE_MS = 10_000
 
 
 class RefCounts:
@@ -61,8 +62,8 @@ class RefCounts:
         if self.changed is not None:
             self.changed(tx, block_id)
 
-    def _mark_deletable(self, tx: Tx, block_id: bytes) -> None:
-        deletable_at = now_ms() + self.grace_ms
+    def _mark_deletable(self, tx: Tx, block_id: bytes, delay_ms: int | None = None) -> None:
+        deletable_at = now_ms() + (self.grace_ms if delay_ms is None else delay_ms)
         tx.put(self.counts, block_id, _VALUE.pack(0, deletable_at))
         tx.put(self.gc_todo, struct.pack(">Q", deletable_at) + block_id, b"")
         tx.on_commit(self.became_deletable.set)
@@ -79,6 +80,13 @@ class RefCounts:
         if raw is not None and _VALUE.unpack(raw)[0] > 0:
             return
         self._mark_deletable(tx, block_id)
+
+    def postpone(self, tx: Tx, todo_key: bytes, block_id: bytes) -> None:
+        """Put a due deletion off by another grace delay (at least `MIN_POSTPONE_MS`)."""
+        tx.delete(self.gc_todo, todo_key)
+        raw = tx.get(self.counts, block_id)
+        if raw is not None and _VALUE.unpack(raw)[0] == 0:
+            self._mark_deletable(tx, block_id, max(self.grace_ms, MIN_POSTPONE_MS))
 
     def due_for_gc(self, limit: int) -> list[tuple[bytes, bytes]]:
         """(todo key, block id) pairs whose grace delay has passed."""

@@ -28,10 +28,6 @@ WALK_BATCH = 1000
 IDLE_POLL_SECS = 60.0
 
 
-class OffloadIncomplete(Exception):
-    """Some holder could not be asked or sent the block; the local copy stays."""
-
-
 class Resyncer:
     def __init__(
         self,
@@ -62,6 +58,8 @@ class Resyncer:
             "busy": len(self._active),
             "tranquility": self.tranquility,
             "errors_listed": self.queue.errors.count(),
+            # Blocks with a reference count here, those at 0 awaiting the GC included.
+            "counted_blocks": self.manager.refcounts.counts.count(),
             "fetched_blocks": self.fetched_blocks,
             "fetched_bytes": self.fetched_bytes,
             "offloaded_blocks": self.offloaded_blocks,
@@ -144,29 +142,11 @@ class Resyncer:
     async def _offload(self, block_id: bytes) -> None:
         """Make sure every holder has the block, then delete the local copy."""
         manager = self.manager
-        holders = [n for n in manager.holders.current(block_id) if n != manager.local_node]
-        if not holders:
-            raise OffloadIncomplete("the layout names no holder for this block")
-        replies = await asyncio.gather(
-            *(manager.need(node, block_id, BACKGROUND) for node in holders),
-            return_exceptions=True,
-        )
-        if unanswered := _failed(holders, replies):
-            raise OffloadIncomplete(f"no answer from {unanswered}")
-        lacking = [n for n, r in zip(holders, replies, strict=True) if not r.present]
-        if lacking:
-            data = await manager.in_thread(manager.store.read, block_id)
-            if data is None:
-                return
-            sent = await asyncio.gather(
-                *(manager.put_on(node, block_id, data, BACKGROUND) for node in lacking),
-                return_exceptions=True,
-            )
-            if unsent := _failed(lacking, sent):
-                raise OffloadIncomplete(f"could not send it to {unsent}")
+        await manager.hand_to_holders(block_id, needing_only=False)
         async with manager.locks.hold(block_id):
-            if not manager.should_hold(block_id):
-                await manager.in_thread(manager.store.delete, block_id)
+            if not manager.should_hold(block_id) and await manager.in_thread(
+                manager.store.delete, block_id
+            ):
                 self.offloaded_blocks += 1
 
     # ---- queueing everything -------------------------------------------------
@@ -201,10 +181,3 @@ class Resyncer:
             after = stored[-1]
         log.info("queued %d blocks for resync", queued)
         return queued
-
-
-def _failed(nodes: list[bytes], results: list) -> str:
-    """The (short) ids of the nodes whose call raised, comma-separated; "" if none did."""
-    return ", ".join(
-        n.hex()[:16] for n, r in zip(nodes, results, strict=True) if isinstance(r, BaseException)
-    )

@@ -54,3 +54,10 @@ class BlockRefTable(TableSchema[BlockRef]):
             # The deletion overtook the reference: the block may already be
             # on disk with nobody counting it.
             self.refcounts.schedule_check(tx, new.block)
+
+    def forgotten(self, tx: Tx, entry: BlockRef) -> None:
+        # The reference now lives on the block's new holders only. Counting it
+        # here still would count it twice if the partition ever came back.
+        # The block GC hands the copy to a holder that needs it before deleting.
+        if not entry.deleted:
+            self.refcounts.decrement(tx, entry.block)

@@ -43,3 +43,10 @@ class TableSchema(Generic[E]):
         Called when the row changed, or when part of `incoming` was merged
         away. Used for cascades (object -> version -> block_ref -> refcount).
         """
+
+    def forgotten(self, tx: Tx, entry: E) -> None:
+        """Hook run inside the transaction that forgot a row handed over to its new holders.
+
+        The row lives on elsewhere, so nothing cascades; only state this node
+        derived from it (a block's reference count) is let go.
+        """

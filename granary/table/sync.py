@@ -184,6 +184,7 @@ class TableSync:
             if raw is not None and row_digest(key, raw) == digest:
                 tx.delete(self.table.tree, key)
                 self.table.merkle.update(tx, key, raw, None)
+                self.table.schema.forgotten(tx, self.table.decode(raw))
                 forgotten += 1
         return forgotten
 

@@ -94,6 +94,10 @@ def rows(node: GranaryServer, table: str) -> int:
     return admin_call(node, "GET", "/v1/tables")[table]["rows"]
 
 
+def counted_blocks(node: GranaryServer) -> int:
+    return admin_call(node, "GET", "/v1/workers/block-resync")["counted_blocks"]
+
+
 def progress_of(node: GranaryServer) -> tuple[list[int], int]:
     shown = layout_of(node)
     return shown["active_versions"], shown["read_version"]
@@ -163,9 +167,12 @@ def test_adding_then_removing_a_node_under_load_keeps_read_after_write(tmp_path)
 
         # The node that left handed its partitions over and forgot them.
         wait_until(lambda: rows(first, "object") == 0, timeout=60, what="the handover")
-        # ... and its blocks: offloaded to their holders (or collected), none left.
+        # ... and its blocks: offloaded to their holders (or collected), none left,
+        # nor any count of their references.
         wait_until(
-            lambda: block_files(first.data_dir) == [], timeout=60, what="the blocks offloaded"
+            lambda: block_files(first.data_dir) == [] and counted_blocks(first) == 0,
+            timeout=60,
+            what="the blocks offloaded",
         )
         for node in cluster.nodes:
             client = node.client()

@@ -13,8 +13,9 @@ from granary.block import resync, resync_worker
 from granary.block.codec import block_hash
 from granary.block.healing import AUTOMATIC_WALK_DELAY_MS, BlockHealing
 from granary.block.holders import BlockHolders
+from granary.block.manager import OffloadIncomplete
 from granary.block.resync import Action, ResyncError
-from granary.block.resync_worker import OffloadIncomplete, Resyncer
+from granary.block.resync_worker import Resyncer
 from granary.block.transfer import (
     GET_ENDPOINT,
     NEED_ENDPOINT,
@@ -33,11 +34,20 @@ ID = block_hash(DATA)
 
 
 class Peers:
-    """Peers that hold blocks in memory and answer get, need and put."""
+    """Peers that hold blocks in memory and answer get, need and put.
 
-    def __init__(self, holding: dict[bytes, set[bytes]], down: set[bytes] = frozenset()) -> None:
+    Every peer counts references to the block unless `counting` names those that do.
+    """
+
+    def __init__(
+        self,
+        holding: dict[bytes, set[bytes]],
+        down: set[bytes] = frozenset(),
+        counting: set[bytes] | None = None,
+    ) -> None:
         self.holding = holding
         self.down = down
+        self.counting = counting
         self.received: list[bytes] = []
 
     def endpoint(self, name, handler) -> None:
@@ -48,7 +58,8 @@ class Peers:
             raise PeerUnavailable("down")
         has = body in self.holding.get(node, set())
         if endpoint == NEED_ENDPOINT:
-            return encode_need(NeedReply(present=has, needed=True)), None
+            needed = self.counting is None or node in self.counting
+            return encode_need(NeedReply(present=has, needed=needed)), None
         if endpoint == PUT_ENDPOINT:
             assert await receive(stream) == DATA
             self.received.append(node)
@@ -177,3 +188,57 @@ def test_a_layout_change_tries_the_failing_blocks_again(tmp_path):
         assert error.failures == 7  # the count is kept: a new failure backs off as long
         assert error.next_try_ms <= now_ms() + AUTOMATIC_WALK_DELAY_MS < backed_off_until
         assert error.next_try_ms in manager.resync.queued_at(ID)
+
+
+@pytest.fixture
+def released(tmp_path: Path):
+    """A manager for a block stored here, counted once then released (due for GC at once)."""
+    with block_managers(tmp_path) as make:
+
+        def with_holders(peers: Peers, holders: list[bytes]):
+            manager = make(
+                peers,
+                BlockHolders(FixedReplication(holders)),
+                FixedDistances([ME, NEAR, FAR]),
+                ME,
+                gc_grace_ms=0,
+            )
+            manager.store.write(ID, DATA)
+            manager.db.transaction(lambda tx: manager.refcounts.increment(tx, ID))
+            manager.db.transaction(lambda tx: manager.refcounts.decrement(tx, ID))
+            return manager
+
+        yield with_holders
+
+
+def test_gc_hands_a_copy_it_should_not_hold_to_a_holder_that_needs_it_first(released):
+    """A node that handed a partition over lets its references go: count 0 is not garbage."""
+    peers = Peers({NEAR: {ID}}, counting={NEAR, FAR})
+    manager = released(peers, [NEAR, FAR])
+    assert asyncio.run(manager.collect_garbage()) == 1
+    assert peers.received == [FAR]
+    assert not manager.store.contains(ID)
+
+
+def test_gc_spreads_no_block_that_no_holder_counts(released):
+    peers = Peers({}, counting=set())
+    manager = released(peers, [NEAR, FAR])
+    assert asyncio.run(manager.collect_garbage()) == 1
+    assert peers.received == []
+    assert not manager.store.contains(ID)
+
+
+def test_gc_keeps_a_copy_it_should_not_hold_while_a_holder_cannot_be_asked(released):
+    manager = released(Peers({}, down={FAR}), [NEAR, FAR])
+    assert asyncio.run(manager.collect_garbage()) == 0
+    assert manager.store.contains(ID)
+    count, deletable_at = manager.refcounts.entry(ID)
+    assert count == 0 and deletable_at >= now_ms() + 9_000  # tried again later
+    assert manager.refcounts.next_due_ms() == deletable_at
+
+
+def test_gc_of_a_block_this_node_holds_asks_nobody(released):
+    peers = Peers({}, down={NEAR, FAR})
+    manager = released(peers, [ME, NEAR, FAR])
+    assert asyncio.run(manager.collect_garbage()) == 1
+    assert not manager.store.contains(ID)
