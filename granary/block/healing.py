@@ -120,7 +120,7 @@ class BlockHealing:
                 await self.resyncer.queue_everything(due)
                 if self._retry_failing:
                     self._retry_failing = False
-                    await self.resyncer.queue.retry_now(at_ms=due)
+                    await self.resyncer.queue.retry(at_ms=due)
 
     def layout_changed(self, version: int) -> None:
         """Check every block against a new layout version (fetch or offload).

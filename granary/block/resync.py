@@ -172,7 +172,7 @@ class ResyncQueue:
         if self.errors.get(block_id) is not None:
             await self.db.transact(lambda tx: tx.delete(self.errors, block_id))
 
-    async def retry_now(
+    async def retry(
         self, block_ids: Iterable[bytes] | None = None, *, at_ms: int | None = None
     ) -> int:
         """Try these blocks (every failing block when None) now or at `at_ms`.

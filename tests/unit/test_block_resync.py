@@ -78,7 +78,7 @@ def test_queue_order_busy_blocks_and_done(db):
     asyncio.run(main())
 
 
-def test_failures_back_off_and_retry_now_brings_them_forward(db):
+def test_failures_back_off_and_a_retry_brings_them_forward(db):
     async def main():
         queue = ResyncQueue(db, retry_base_ms=60_000)
         first = await queue.failed(A, "no holder answered")
@@ -88,7 +88,7 @@ def test_failures_back_off_and_retry_now_brings_them_forward(db):
         assert queue.postponed(A)
         assert queue.first_free(set()).due_ms > now_ms()  # both retries are in the future
         assert [(b, e.message) for b, e in queue.list_errors()] == [(A, "still nothing")]
-        assert await queue.retry_now() == 1
+        assert await queue.retry() == 1
         assert not queue.postponed(A)
         due = queue.first_free(set())
         assert due is not None and due.block_id == A and due.due_ms <= now_ms()

@@ -189,7 +189,7 @@ class BlockOps:
         if body.all == bool(body.blocks):
             raise ValueError("give either all or a list of blocks")
         wanted = None if body.all else [parse_block_id(b) for b in body.blocks]
-        return {"queued": await self.blocks.resync.retry_now(wanted)}
+        return {"queued": await self.blocks.resync.retry(wanted)}
 
     async def purge(self, request) -> dict:
         """Delete every object and version that uses the given (lost) blocks.
