@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 
 import msgspec
 from msgspec.structs import replace
@@ -170,7 +170,7 @@ class Objects:
 
     async def stream_blocks(
         self, blocks: list[VersionBlock], start: int, end: int
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """The bytes [start, end] (inclusive) of the concatenated `blocks`."""
         wanted = []
         position = 0

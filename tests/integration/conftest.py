@@ -61,6 +61,10 @@ class GranaryServer:
 
     @property
     def data_dir(self) -> Path:
+        """The block directory of a server started from a config (`node_config`).
+
+        Without one, `--data` names a folder for both metadata and blocks.
+        """
         return self.root / "data"
 
     def command(self) -> list[str]:

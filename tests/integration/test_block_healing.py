@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ResponseStreamingError
 from conftest import (
     Cluster,
     GranaryServer,
@@ -368,3 +368,35 @@ def test_worker_variables_set_by_an_operator_outlive_a_restart(own_server):
     assert variable(node, "resync-tranquility") == 0.5
     assert variable(node, "table-read-hedging") is False
     assert variable(node, "block-read-hedging") is True
+
+
+def test_a_get_whose_blocks_are_out_of_reach_fails_cleanly(own_server):
+    """A first block out of reach gets a 503 error; a later one cuts the body off.
+
+    Neither is a bug, so neither leaves a traceback in the log.
+    """
+    node = own_server
+    client = start_configured(node)
+    client.create_bucket(Bucket="gone")
+    data = {key: os.urandom(3 * MIB) for key in ("first", "second")}
+    for key, body in data.items():
+        client.put_object(Bucket="gone", Key=key, Body=body)
+    block_path(node, blocks_of(data["first"])[0]).unlink()
+    block_path(node, blocks_of(data["second"])[1]).unlink()
+
+    with pytest.raises(ClientError) as refused:
+        client.get_object(Bucket="gone", Key="first")
+    assert refused.value.response["Error"]["Code"] == "ServiceUnavailable"
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+
+    body = client.get_object(Bucket="gone", Key="second")["Body"]
+    with pytest.raises(ResponseStreamingError, match="IncompleteRead"):
+        body.read()  # the first block (1 MiB) came, then the connection closed
+
+    assert (
+        client.get_object(Bucket="gone", Key="first", Range="bytes=2097152-2097161")["Body"].read()
+        == data["first"][2 * MIB : 2 * MIB + 10]
+    )
+    node.stop()
+    assert "response body cut off: " in node.log()
+    assert "Traceback" not in node.log()

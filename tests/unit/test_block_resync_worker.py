@@ -1,4 +1,5 @@
-"""Resync of single blocks (fetch, offload, forget) against fake peers."""
+"""Resync of single blocks (fetch, offload, forget), its dispatcher, and the block GC's
+hand-over of copies this node should not hold, against fake peers."""
 
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ import httptools
 
 from granary.api.http.body import Body, BodyError
 from granary.api.http.types import (
+    BodyCutOff,
     ErrorRenderer,
     Handler,
     HandlerExceptionHook,
@@ -546,6 +547,10 @@ class HttpConnection(asyncio.Protocol):
                 pending_head = None
                 if self._write_paused and not await self._drain():
                     return False
+        except BodyCutOff as reason:
+            log.warning("response body cut off: %s", reason)
+            transport.abort()
+            return False
         except Exception:
             log.exception("response body iterator failed")
             transport.abort()

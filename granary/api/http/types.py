@@ -78,6 +78,15 @@ class Request:
     body: Body
 
 
+class BodyCutOff(Exception):
+    """Raised by a response body iterator that cannot go on for a reason it expected
+    (a storage node out of reach, not a bug).
+
+    The status line is already sent, so the connection is closed, as S3 does,
+    and the reason is logged in one line (a traceback is kept for bugs).
+    """
+
+
 @dataclass(slots=True)
 class Response:
     status: int

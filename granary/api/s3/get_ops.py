@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from granary.api.http.types import Response
+from collections.abc import AsyncGenerator, AsyncIterator
+
+from granary.api.http.types import BodyCutOff, Response
 from granary.api.s3.bucket_ops import xml_response
 from granary.api.s3.conditions import evaluate_preconditions, format_http_date, parse_range
 from granary.api.s3.context import S3Context
@@ -11,6 +13,7 @@ from granary.api.s3.headers import object_headers, storage_class
 from granary.api.s3.mpu_ops import parse_part_number
 from granary.api.s3.put_ops import checksum_response_headers
 from granary.api.s3.xml import document
+from granary.block.manager import BlockUnavailable
 from granary.model.object import INLINE, ObjectMeta, ObjectVersion
 from granary.model.version import VersionBlock
 from granary.util.checksums import checksum_element_name
@@ -116,7 +119,23 @@ async def get_object(ctx: S3Context) -> Response:
     if blocks is None:
         blocks = await version_blocks(ctx, version)
     body = ctx.services.objects.stream_blocks(blocks, start, end)
-    return Response(status, headers, body, content_length=length)
+    # The first block is read before answering: out of reach, it gets a 503.
+    first = await anext(body)
+    return Response(status, headers, _cut_off_if_unavailable(first, body), content_length=length)
+
+
+async def _cut_off_if_unavailable(
+    first: bytes, rest: AsyncGenerator[bytes, None]
+) -> AsyncIterator[bytes]:
+    """`first`, then `rest`; a later block out of reach cuts the body off."""
+    try:
+        yield first
+        async for chunk in rest:
+            yield chunk
+    except BlockUnavailable as error:
+        raise BodyCutOff(str(error)) from None
+    finally:
+        await rest.aclose()
 
 
 OBJECT_ATTRIBUTES = frozenset({"ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize"})
