@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from granary.cli.admin_client import AdminClient, AdminClientError
+from tests.ports import free_port
 
 from .netproxy import Network
 
@@ -39,32 +39,6 @@ SETTINGS = {
     "block_gc_delay_secs": 1,
     "block_size": str(BLOCK_SIZE),
 }
-
-
-LOWEST_PORT = 10_000
-_handed_out: set[int] = set()
-
-
-def free_port() -> int:
-    """A free port below the kernel's ephemeral range, never handed out twice.
-
-    A killed node is restarted on the same ports. An ephemeral port (what
-    binding to port 0 gives) may meanwhile be taken as the source port of
-    one of the many outgoing connections, and the restart would fail.
-    """
-    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    for _ in range(1000):
-        port = random.randrange(LOWEST_PORT, ephemeral_low)
-        if port in _handed_out:
-            continue
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _handed_out.add(port)
-        return port
-    raise RuntimeError("no free port below the ephemeral range")
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:

@@ -21,14 +21,10 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config as BotoConfig
 from botocore.credentials import Credentials
 
+from tests.ports import free_port
+
 ACCESS_KEY = "GK0123456789abcdef01234567"
 SECRET_KEY = "a" * 16 + "0123456789abcdef" * 3
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
