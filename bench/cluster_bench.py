@@ -34,6 +34,7 @@ import uvloop
 from cluster import Cluster, ClusterNode
 from loadgen import S3Client, Signer, keep_freed_memory
 from phases import PhaseResult, PhaseRunner
+from report import publish
 from server_process import ServerProcess, new_credentials
 
 from granary.block.codec import block_hash
@@ -238,9 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             results["paused (1 MiB GETs via a gateway, concurrency 4)"] = paused(root, args.seconds)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    print(render(results))
-    if args.out:
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
+    publish(render(results), results, args.out)
     return 0
 
 

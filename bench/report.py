@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 MB = 1_000_000
 CLIENT_BOUND = 80
@@ -21,6 +23,13 @@ LIMIT_NAMES = {
     "disk_read_cold": "disk read, evicted (cold)",
     "disk_read_cached": "disk read, page cache",
 }
+
+
+def publish(text: str, results: dict, out: Path | None) -> None:
+    """Print the rendered `text`; with `out`, also write the `results` there as JSON."""
+    print(text)
+    if out:
+        out.write_text(json.dumps(results, indent=2) + "\n")
 
 
 def size_label(size: int) -> str:

@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import dataclasses
 import hashlib
-import json
 import os
 import shutil
 import sys
@@ -24,7 +23,7 @@ import machine
 import uvloop
 from loadgen import S3Client, S3Failure, Signer, keep_freed_memory
 from phases import PhaseResult, PhaseRunner
-from report import render, size_label, targets
+from report import publish, render, size_label, targets
 from server_process import ServerProcess, new_credentials
 
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
@@ -231,9 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         results = run(args, root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    print(render(results))
-    if args.out:
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
+    publish(render(results), results, args.out)
     return 0
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from granary.block.codec import CorruptBlock, decode_block, maybe_compress
+from granary.util.files import fsync_dir
 
 MARKER_FILE = "granary-marker"
 QUARANTINE_SUFFIX = ".corrupted"
@@ -98,7 +99,7 @@ class BlockStore:
             temp.unlink(missing_ok=True)
             raise
         if self.fsync:
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
         return len(stored)
 
     def _make_dirs(self, root: Path, folder: Path) -> None:
@@ -112,7 +113,7 @@ class BlockStore:
                 created.append(level)
         if self.fsync:
             for level in created:
-                _fsync_dir(level.parent)
+                fsync_dir(level.parent)
 
     def read(self, block_id: bytes) -> bytes | None:
         """The verified plain content of a block, or None if absent.
@@ -242,7 +243,7 @@ class BlockStore:
                 raise
             source.unlink()
         if self.fsync:
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
         return target
 
 
@@ -261,14 +262,6 @@ def _cumulative(values: list[int]) -> list[int]:
         total += max(value, 1)
         bounds.append(total)
     return bounds
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _check_marker(directory: DataDirectory) -> bool:

@@ -21,6 +21,7 @@ import blake3
 from granary.db.base import Tx
 from granary.table.keys import partition_of
 from granary.table.quorum import QuorumError, call_quorum
+from granary.table.replication import distinct_nodes
 from granary.table.table import Table
 from granary.util.time import now_ms
 from granary.util.waits import sleep_until
@@ -75,8 +76,7 @@ class TombstoneGc:
         return settled
 
     async def _forget_everywhere(self, key: bytes, raw: bytes, digest: bytes) -> None:
-        sets = self.table.replication.write_sets(partition_of(key[0:16]))
-        nodes = list(dict.fromkeys(node for group in sets for node in group))
+        nodes = distinct_nodes(self.table.replication.write_sets(partition_of(key[0:16])))
         if not nodes:
             raise QuorumError(1, 0, [])
         await call_quorum(nodes, lambda node: self._push(node, raw), len(nodes))

@@ -14,7 +14,7 @@ current version only (`storage_nodes`). See granary/layout/progress.py.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from itertools import chain
 from typing import Protocol, TypeVar
@@ -127,6 +127,11 @@ class FullReplication(_Placement):
         return majority(nodes)
 
 
+def distinct_nodes(sets: Iterable[Iterable[bytes]]) -> list[bytes]:
+    """Every node of the sets once, in order of first appearance."""
+    return list(dict.fromkeys(chain.from_iterable(sets)))
+
+
 async def call_write_sets(
     sets: Sequence[Sequence[bytes]],
     call: Callable[[bytes], Awaitable[T]],
@@ -144,7 +149,7 @@ async def call_write_sets(
         await call_quorum(sets[0], call, quorum(len(sets[0])))
         return
     needs = [(nodes, quorum(len(nodes))) for nodes in sets]
-    tasks = {asyncio.ensure_future(call(node)): node for node in dict.fromkeys(chain(*sets))}
+    tasks = {asyncio.ensure_future(call(node)): node for node in distinct_nodes(sets)}
     succeeded: set[bytes] = set()
     failed: set[bytes] = set()
     errors: list[BaseException] = []

@@ -24,12 +24,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from itertools import chain
 from typing import Protocol
 
 from granary.db.base import Tx
 from granary.table.keys import PARTITIONS
 from granary.table.merkle import differing, row_digest
+from granary.table.replication import distinct_nodes
 from granary.table.rpc import BACKGROUND, TableRpc
 from granary.table.table import Table
 from granary.util.waits import sleep_until
@@ -81,7 +81,7 @@ class TableSync:
         local = self.table.local_node
         by_node: dict[bytes, list[int]] = {}
         for partition, sets in held.items():
-            for node in dict.fromkeys(chain(*sets)):
+            for node in distinct_nodes(sets):
                 if node != local:
                     by_node.setdefault(node, []).append(partition)
         results = await asyncio.gather(

@@ -75,18 +75,23 @@ class Peers:
         return b"", reply()
 
 
+def local_manager(make, peers: Peers, holders: list[bytes], gc_grace_ms: int = 60_000):
+    """This node's BlockManager, with `holders` for every block and `peers` for the others."""
+    return make(
+        peers,
+        BlockHolders(FixedReplication(holders)),
+        FixedDistances([ME, NEAR, FAR]),
+        ME,
+        gc_grace_ms=gc_grace_ms,
+    )
+
+
 @pytest.fixture
 def resyncer(tmp_path: Path):
     with block_managers(tmp_path) as make:
 
         def with_block(peers: Peers, holders: list[bytes], *, counted: bool, stored: bool):
-            manager = make(
-                peers,
-                BlockHolders(FixedReplication(holders)),
-                FixedDistances([ME, NEAR, FAR]),
-                ME,
-                gc_grace_ms=60_000,
-            )
+            manager = local_manager(make, peers, holders)
             if counted:
                 manager.db.transaction(lambda tx: manager.refcounts.increment(tx, ID))
             if stored:
@@ -161,13 +166,7 @@ def test_an_entry_falling_due_while_the_dispatcher_looks_is_not_slept_past(resyn
 def test_a_layout_change_tries_the_failing_blocks_again(tmp_path):
     """A backoff earned under the old layout (a holder down) does not outlast the change."""
     with block_managers(tmp_path) as make:
-        manager = make(
-            Peers({}),
-            BlockHolders(FixedReplication([NEAR, FAR])),
-            FixedDistances([ME, NEAR, FAR]),
-            ME,
-            gc_grace_ms=60_000,
-        )
+        manager = local_manager(make, Peers({}), [NEAR, FAR])
         healing = BlockHealing(manager, Workers(), layout_version=1)
 
         async def main() -> tuple[int, ResyncError]:
@@ -197,13 +196,7 @@ def released(tmp_path: Path):
     with block_managers(tmp_path) as make:
 
         def with_holders(peers: Peers, holders: list[bytes]):
-            manager = make(
-                peers,
-                BlockHolders(FixedReplication(holders)),
-                FixedDistances([ME, NEAR, FAR]),
-                ME,
-                gc_grace_ms=0,
-            )
+            manager = local_manager(make, peers, holders, gc_grace_ms=0)
             manager.store.write(ID, DATA)
             manager.db.transaction(lambda tx: manager.refcounts.increment(tx, ID))
             manager.db.transaction(lambda tx: manager.refcounts.decrement(tx, ID))
