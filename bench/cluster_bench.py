@@ -169,7 +169,7 @@ def set_hedging(gateway: ClusterNode, on: bool) -> None:
 
 def nearest_holder(cluster: Cluster, gateway: ClusterNode, block: bytes) -> ClusterNode:
     """The storage node the gateway would read `block` from first."""
-    first = json.loads(gateway.cli("block", "info", block.hex()))["read_order"][0]
+    first = json.loads(gateway.cli("block", "info", block.hex(), "--json"))["read_order"][0]
     return next(node for node in cluster.nodes if node.node_id() == first)
 
 

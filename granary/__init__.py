@@ -1,3 +1,8 @@
 """Granary: a self-hosted, geo-distributed, S3-compatible object store."""
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("granary")  # pyproject.toml's, as installed
+except PackageNotFoundError:  # run from a checkout that was never installed
+    __version__ = "0+unknown"

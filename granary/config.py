@@ -1,16 +1,28 @@
 """Configuration: one TOML file, validated by msgspec.
 
-Key names follow Garage's so that an operator's config reads the same; an
-unknown or invalid key is a `ConfigError` naming the key.
+Key names follow Garage's so that an operator's config reads the same. Every
+key Garage documents is accepted: the ones Granary does not implement yet are
+listed by `unsupported_keys` (the server logs one warning for each); a key
+Garage does not have either is a `ConfigError` naming it.
+
+Secrets (`rpc_secret`, `admin.admin_token`, `admin.metrics_token`) may also
+come from a file (`*_file`, which must not be readable by group or others,
+as Garage checks) or from the environment (`GARAGE_*` / `GRANARY_*`), which
+overrides the file, as in Garage.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import stat
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
+from msgspec.structs import replace
 
 from granary.util.sizes import parse_size
 
@@ -38,6 +50,62 @@ class S3ApiConfig(msgspec.Struct, forbid_unknown_fields=True):
 class AdminConfig(msgspec.Struct, forbid_unknown_fields=True):
     api_bind_addr: str | None = "127.0.0.1:3903"
     admin_token: str | None = None
+    admin_token_file: str | None = None
+    metrics_token: str | None = None  # accepted; there is no /metrics yet
+    metrics_token_file: str | None = None
+    trace_sink: str | None = None  # accepted; traces are not exported yet
+
+
+# Sections of Garage's that Granary accepts but does not implement yet: their
+# fields are Garage's, so a typo in them is still reported by name.
+class S3WebConfig(msgspec.Struct, forbid_unknown_fields=True):
+    bind_addr: Any = None
+    root_domain: Any = None
+    add_host_to_metrics: Any = None
+
+
+class K2vApiConfig(msgspec.Struct, forbid_unknown_fields=True):
+    api_bind_addr: Any = None
+
+
+class ConsulDiscoveryConfig(msgspec.Struct, forbid_unknown_fields=True):
+    api: Any = None
+    consul_http_addr: Any = None
+    service_name: Any = None
+    ca_cert: Any = None
+    client_cert: Any = None
+    client_key: Any = None
+    token: Any = None
+    tls_skip_verify: Any = None
+    tags: Any = None
+    meta: Any = None
+
+
+class KubernetesDiscoveryConfig(msgspec.Struct, forbid_unknown_fields=True):
+    namespace: Any = None
+    service_name: Any = None
+    skip_crd: Any = None
+
+
+# Garage's keys that are accepted and ignored, with what is missing.
+UNSUPPORTED = {
+    "metadata_snapshots_dir": "metadata snapshots are not implemented yet",
+    "metadata_auto_snapshot_interval": "metadata snapshots are not implemented yet",
+    "use_local_tz": "logs always use the system's local time zone",
+    "block_ram_buffer_max": "block writes are not buffered in RAM beyond the streaming window",
+    "rpc_bind_outgoing": "outgoing RPC connections are not bound to rpc_bind_addr",
+    "rpc_public_addr_subnet": "public address autodiscovery is not implemented yet",
+    "rpc_ping_timeout_msec": "the RPC ping timeout is not configurable yet",
+    "rpc_timeout_msec": "the RPC timeout is not configurable yet",
+    "allow_punycode": "bucket names are checked by S3's rules only",
+    "replication_mode": "Garage's old key: use replication_factor and consistency_mode",
+    "consul_discovery": "Consul discovery is not implemented yet; use bootstrap_peers",
+    "kubernetes_discovery": "Kubernetes discovery is not implemented yet; use bootstrap_peers",
+    "s3_web": "static website hosting is not implemented yet",
+    "k2v_api": "the K2V API is not implemented",
+    "admin.metrics_token": "there is no /metrics endpoint yet",
+    "admin.trace_sink": "traces are not exported yet",
+}
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True):
@@ -64,9 +132,26 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     rpc_bind_addr: str = "127.0.0.1:3901"
     rpc_public_addr: str | None = None
     rpc_secret: str | None = None
+    rpc_secret_file: str | None = None
+    allow_world_readable_secrets: bool = False
     bootstrap_peers: list[str] = msgspec.field(default_factory=list)
     s3_api: S3ApiConfig = msgspec.field(default_factory=S3ApiConfig)
     admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
+    # Garage's keys not implemented yet (see UNSUPPORTED).
+    metadata_snapshots_dir: Any = None
+    metadata_auto_snapshot_interval: Any = None
+    use_local_tz: Any = None
+    block_ram_buffer_max: Any = None
+    rpc_bind_outgoing: Any = None
+    rpc_public_addr_subnet: Any = None
+    rpc_ping_timeout_msec: Any = None
+    rpc_timeout_msec: Any = None
+    allow_punycode: Any = None
+    replication_mode: Any = None
+    consul_discovery: ConsulDiscoveryConfig | None = None
+    kubernetes_discovery: KubernetesDiscoveryConfig | None = None
+    s3_web: S3WebConfig | None = None
+    k2v_api: K2vApiConfig | None = None
 
     def __post_init__(self) -> None:
         if self.replication_factor < 1:
@@ -90,11 +175,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
         if isinstance(self.compression_level, int) and not -99 <= self.compression_level <= 22:
             raise ValueError("compression_level must be within -99..22 - at `$.compression_level`")
         if self.rpc_secret is not None:
-            try:
-                if len(bytes.fromhex(self.rpc_secret)) != 32:
-                    raise ValueError
-            except ValueError:
-                raise ValueError("rpc_secret must be 64 hex digits - at `$.rpc_secret`") from None
+            _check_rpc_secret(self.rpc_secret, "`$.rpc_secret`")
 
     @property
     def block_size_bytes(self) -> int:
@@ -107,15 +188,117 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
         return list(self.data_dir)
 
 
-def parse_config(data: dict) -> Config:
-    """Validate a decoded TOML document."""
+def _check_rpc_secret(value: str, where: str) -> None:
     try:
-        return msgspec.convert(data, Config)
+        if len(bytes.fromhex(value)) != 32:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"rpc_secret must be 64 hex digits - at {where}") from None
+
+
+def unsupported_keys(config: Config) -> list[tuple[str, str]]:
+    """The Garage keys set in `config` that Granary ignores, with what is missing."""
+    found = []
+    for name, why in UNSUPPORTED.items():
+        section, _, key = name.rpartition(".")
+        owner = getattr(config, section) if section else config
+        if getattr(owner, key) is not None:
+            found.append((name, why))
+    return found
+
+
+def warn_unsupported(config: Config, logger: logging.Logger) -> None:
+    """One warning per Garage key that is set but not supported yet."""
+    for name, why in unsupported_keys(config):
+        logger.warning("config key `%s` is accepted but not supported yet: %s", name, why)
+
+
+def _env_flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes")
+
+
+def read_secret_file(path: str, *, allow_world_readable: bool) -> str:
+    """A secret kept in a file, refused (as Garage does) if group or others may read it."""
+    try:
+        mode = os.stat(path).st_mode
+        if not allow_world_readable and mode & 0o077:
+            raise ConfigError(
+                f"secret file {path} is readable by group or others (mode "
+                f"{stat.S_IMODE(mode):04o}, expected 0600); refusing to start until it is "
+                "fixed or allow_world_readable_secrets (GARAGE_ALLOW_WORLD_READABLE_SECRETS) "
+                "is true"
+            )
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().rstrip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read secret file {path}: {exc.strerror}") from None
+
+
+def _env(environ: Mapping[str, str], suffix: str) -> str | None:
+    """`GRANARY_<suffix>`, else Garage's `GARAGE_<suffix>`."""
+    return environ.get(f"GRANARY_{suffix}") or environ.get(f"GARAGE_{suffix}") or None
+
+
+def _resolve(
+    name: str,
+    in_config: str | None,
+    file_in_config: str | None,
+    environ: Mapping[str, str],
+    allow_world_readable: bool,
+) -> str | None:
+    """One secret: the environment (value or file) first, else the config (value or file)."""
+    env_name = name.rpartition(".")[2].upper()
+    from_env, file_from_env = _env(environ, env_name), _env(environ, f"{env_name}_FILE")
+    if from_env and file_from_env:
+        raise ConfigError(f"only one of {env_name} and {env_name}_FILE can be set")
+    if from_env:
+        return from_env
+    if file_from_env:
+        return read_secret_file(file_from_env, allow_world_readable=allow_world_readable)
+    if in_config is not None and file_in_config is not None:
+        raise ConfigError(f"only one of `{name}` and `{name}_file` can be set")
+    if file_in_config is not None:
+        return read_secret_file(file_in_config, allow_world_readable=allow_world_readable)
+    return in_config
+
+
+def resolve_secrets(config: Config, environ: Mapping[str, str] | None = None) -> Config:
+    """`config` with its secrets read from the environment or their files."""
+    environ = os.environ if environ is None else environ
+    allow = config.allow_world_readable_secrets or _env_flag(
+        _env(environ, "ALLOW_WORLD_READABLE_SECRETS")
+    )
+    admin = config.admin
+    rpc_secret = _resolve("rpc_secret", config.rpc_secret, config.rpc_secret_file, environ, allow)
+    if rpc_secret is not None:
+        try:
+            _check_rpc_secret(rpc_secret, "rpc_secret (from its file or the environment)")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    admin = replace(
+        admin,
+        admin_token=_resolve(
+            "admin.admin_token", admin.admin_token, admin.admin_token_file, environ, allow
+        ),
+        metrics_token=_resolve(
+            "admin.metrics_token", admin.metrics_token, admin.metrics_token_file, environ, allow
+        ),
+        admin_token_file=None,
+        metrics_token_file=None,
+    )
+    return replace(config, rpc_secret=rpc_secret, rpc_secret_file=None, admin=admin)
+
+
+def parse_config(data: dict, environ: Mapping[str, str] | None = None) -> Config:
+    """Validate a decoded TOML document; secrets are read from files or the environment."""
+    try:
+        config = msgspec.convert(data, Config)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid configuration: {exc}") from None
+    return resolve_secrets(config, environ)
 
 
-def load_config(path: str | Path) -> Config:
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
     """Read and validate a TOML configuration file."""
     try:
         with open(path, "rb") as handle:
@@ -124,7 +307,7 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
-    return parse_config(data)
+    return parse_config(data, environ)
 
 
 def parse_host_port(value: str, *, what: str) -> tuple[str, int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import logging
 import os
 import secrets
@@ -32,11 +33,14 @@ from granary.config import (
     ConfigError,
     S3ApiConfig,
     parse_host_port,
+    resolve_secrets,
+    warn_unsupported,
 )
 from granary.db import open_db
 from granary.layout.manager import LayoutManager
 from granary.layout.roles import NodeRole
 from granary.model.access import Access, AccessError
+from granary.model.key_secrets import SecretSealer
 from granary.model.multipart import Multipart
 from granary.model.objects import InflightUpload, Objects
 from granary.model.store import Model
@@ -51,7 +55,7 @@ from granary.table.replication import FullReplication, ShardedReplication
 from granary.table.rpc import TableRpc
 from granary.table.sync import TableSync
 from granary.util.background import Workers
-from granary.util.files import write_atomic
+from granary.util.files import PRIVATE_UMASK, make_private, write_atomic, write_if_changed
 from granary.util.sizes import parse_size
 from granary.util.time import now_ms, set_clock_offset
 
@@ -74,14 +78,18 @@ def tune_malloc() -> None:
 
 
 def default_config(data: Path, s3_address: str, admin_address: str, rpc_address: str) -> Config:
-    """The single-node setup of `granary server` without a config file."""
-    return Config(
+    """The single-node setup of `granary server` without a config file.
+
+    Secrets may still come from the environment (e.g. GRANARY_RPC_SECRET).
+    """
+    config = Config(
         metadata_dir=str(data / "meta"),
         data_dir=str(data / "data"),
         rpc_bind_addr=rpc_address,
         s3_api=S3ApiConfig(api_bind_addr=s3_address),
         admin=AdminConfig(api_bind_addr=admin_address),
     )
+    return resolve_secrets(config)
 
 
 def write_private(path: Path, text: str) -> None:
@@ -105,6 +113,31 @@ def rpc_secret_for(config: Config) -> bytes:
     return bytes.fromhex(path.read_text().strip())
 
 
+def secret_sealer_for(config: Config) -> SecretSealer | None:
+    """What encrypts access keys' secrets at rest: the configured rpc_secret, if any.
+
+    A standalone node without one generates its rpc_secret into metadata_dir;
+    a key stored next to what it encrypts would hide nothing from whoever can
+    read that folder, so such a node keeps secrets in clear (in files only
+    its user can read) and says so.
+    """
+    if config.rpc_secret:
+        return SecretSealer(bytes.fromhex(config.rpc_secret))
+    log.warning(
+        "access keys' secrets are stored unencrypted in metadata_dir (readable by this "
+        "user only): set rpc_secret, rpc_secret_file or GRANARY_RPC_SECRET to encrypt them"
+    )
+    return None
+
+
+def protect_folders(config: Config) -> None:
+    """Whatever the server creates is its user's only; folders from older versions too."""
+    os.umask(PRIVATE_UMASK)
+    make_private(Path(config.metadata_dir), recursive=True)
+    for directory in config.data_dirs:
+        make_private(Path(directory.path), recursive=False)
+
+
 def admin_token_for(config: Config) -> str:
     """The configured admin token, else one generated once into metadata_dir."""
     if config.admin.admin_token:
@@ -119,8 +152,10 @@ def admin_token_for(config: Config) -> str:
 
 @dataclass
 class Credentials:
+    """The default key; `secret` only when this start created the key."""
+
     key_id: str
-    secret: str
+    secret: str | None
 
 
 class Node:
@@ -133,6 +168,8 @@ class Node:
         self.stop_event = asyncio.Event()
         self.credentials: Credentials | None = None
         metadata_dir = Path(config.metadata_dir)
+        warn_unsupported(config, log)
+        protect_folders(config)
         metadata_dir.mkdir(parents=True, exist_ok=True)
         self.identity = load_or_create_identity(metadata_dir)
         self.node_id = node_id(self.identity)
@@ -226,7 +263,7 @@ class Node:
         self.net_host = parse_host_port(config.rpc_bind_addr, what="rpc_bind_addr")[0]
         self.layout.on_change(self._layout_changed)
         self.net.add_listener(self._peer_up, lambda node: None)
-        self.access = Access(self.model)
+        self.access = Access(self.model, secret_sealer_for(config))
         self.objects = Objects(self.model)
         settings = S3Settings(
             region=config.s3_api.s3_region,
@@ -297,7 +334,7 @@ class Node:
         env_id = os.environ.get("GRANARY_ACCESS_KEY_ID")
         env_secret = os.environ.get("GRANARY_SECRET_ACCESS_KEY")
         if env_id and env_secret:
-            self.credentials = Credentials(env_id, env_secret)
+            self.credentials = Credentials(env_id, None)
         laid_out = asyncio.Event()
         if self.layout.current.version > 0:
             laid_out.set()
@@ -316,7 +353,10 @@ class Node:
         self._tasks.append(asyncio.ensure_future(create_later()))
 
     async def ensure_default_key(self) -> Credentials:
-        """The key printed at start: from the environment, or generated once."""
+        """The key announced at start: from the environment, or generated once.
+
+        Its secret is announced only by the start that creates the key.
+        """
         env_id = os.environ.get("GRANARY_ACCESS_KEY_ID")
         env_secret = os.environ.get("GRANARY_SECRET_ACCESS_KEY")
         path = Path(self.config.metadata_dir) / DEFAULT_KEY_FILE
@@ -327,24 +367,26 @@ class Node:
         else:
             key_id, secret = None, None
         key = self.access.get_key(key_id) if key_id else None
-        if key is None:
-            try:
-                key = await self.access.create_key(
-                    "default", key_id=key_id, secret=secret, allow_create_bucket=True
-                )
-            except AccessError:
-                raise SystemExit(f"access key {key_id} was deleted; choose another") from None
-        elif secret is not None and key.params.secret != secret:
-            raise SystemExit(f"access key {key_id} exists with a different secret")
+        if key is not None:
+            if secret is not None and self.access.reveal_secret(key) != secret:
+                raise SystemExit(f"access key {key_id} exists with a different secret")
+            return Credentials(key.key_id, None)
+        try:
+            key = await self.access.create_key(
+                "default", key_id=key_id, secret=secret, allow_create_bucket=True
+            )
+        except AccessError:
+            raise SystemExit(f"access key {key_id} was deleted; choose another") from None
         if not (env_id and env_secret):
             write_private(path, key.key_id)
-        return Credentials(key.key_id, key.params.secret)
+        return Credentials(key.key_id, self.access.reveal_secret(key))
 
     async def start(self) -> None:
         config = self.config
         await self.net.start()
         await self.peering.start()
         await self._standalone_layout()
+        await self._seal_clear_secrets()
         interrupted = self.objects.interrupted_uploads()  # before any new upload starts
         if runs_standalone(self.config):
             await self._recover_uploads(interrupted)
@@ -391,10 +433,33 @@ class Node:
             self.admin_server = HttpServer(admin.handle)
             host, port = parse_host_port(config.admin.api_bind_addr, what="admin.api_bind_addr")
             await self.admin_server.start(host, port)
-            write_private(
-                Path(config.metadata_dir) / ADMIN_ENDPOINT_FILE,
-                f"{_display_host(host)}:{self.admin_server.port}",
+            self._record_admin_endpoint(f"{_display_host(host)}:{self.admin_server.port}")
+
+    def _record_admin_endpoint(self, endpoint: str) -> None:
+        """Tell the CLI where the admin API listens; a full disk must not stop the node."""
+        path = Path(self.config.metadata_dir) / ADMIN_ENDPOINT_FILE
+        try:
+            write_if_changed(path, endpoint.encode(), private=True)
+        except OSError as error:
+            if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+                raise
+            log.warning("cannot record the admin endpoint %s in %s: %s", endpoint, path, error)
+
+    async def _seal_clear_secrets(self) -> None:
+        """Encrypt the secrets older versions stored in clear; refuse secrets it cannot open."""
+        unreadable = self.access.unreadable_secrets()
+        if unreadable:
+            raise ConfigError(
+                f"cannot decrypt the secret of {len(unreadable)} access key(s) "
+                f"({', '.join(unreadable[:3])}): set the rpc_secret they were stored under"
             )
+        try:
+            sealed = await self.access.seal_clear_secrets()
+        except OSError as error:
+            log.warning("secrets stored in clear not encrypted yet: %s", error)
+            return
+        if sealed:
+            log.info("encrypted the secret of %d access key(s) stored in clear", sealed)
 
     @property
     def s3_endpoint(self) -> str:

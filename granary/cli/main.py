@@ -3,7 +3,10 @@
 `granary server` runs a node. The other commands talk to a running node's
 admin API, found from the same config file the server uses (`-c FILE`) or,
 without one, from its data folder (`--data DIR`, default ./granary-data),
-where the server records its admin endpoint and token.
+where the server records its admin endpoint and token. Both options work
+before or after the command's name.
+
+Output is text for people; `--json` prints the admin API's JSON for scripts.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from pathlib import Path
 import click
 
 from granary import __version__
+from granary.cli import render
 from granary.cli.admin_client import AdminClient, AdminClientError
+from granary.cli.global_options import accept_global_options_everywhere
 from granary.config import ConfigError, load_config
 
 DEFAULT_DATA = "granary-data"
@@ -44,11 +49,15 @@ DEFAULT_DATA = "granary-data"
 @click.pass_context
 def main(ctx: click.Context, config_file: str | None, data_dir: str) -> None:
     """Granary: a self-hosted, geo-distributed S3-compatible object store."""
-    ctx.obj = {"config_file": config_file, "data_dir": Path(data_dir)}
+    ctx.obj = {"config_file": config_file, "data_dir": data_dir}
+
+
+def _data_dir(ctx: click.Context) -> Path:
+    return Path(ctx.find_root().obj["data_dir"])
 
 
 def _load(ctx: click.Context):
-    config_file = ctx.obj["config_file"]
+    config_file = ctx.find_root().obj["config_file"]
     if config_file is None:
         return None
     try:
@@ -89,28 +98,44 @@ def server(ctx: click.Context, s3_address: str, admin_address: str, rpc_address:
     )
     config = _load(ctx)
     default_key = config is None or bool(os.environ.get("GRANARY_ACCESS_KEY_ID"))
-    if config is None:
-        config = default_config(ctx.obj["data_dir"], s3_address, admin_address, rpc_address)
+    try:
+        if config is None:
+            config = default_config(_data_dir(ctx), s3_address, admin_address, rpc_address)
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
     tune_malloc()
     try:
-        uvloop.run(run_node(config, default_key=default_key, announce=_announce))
+        where = _location_options(ctx)
+        uvloop.run(
+            run_node(config, default_key=default_key, announce=lambda n: _announce(n, where))
+        )
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
     except OSError as error:
         raise click.ClickException(f"cannot start: {error}") from None
 
 
-def _announce(node) -> None:
+def _location_options(ctx: click.Context) -> str:
+    """The options that lead the CLI to this node, for the hints printed at start."""
+    config_file = ctx.find_root().obj["config_file"]
+    return f"-c {config_file}" if config_file else f"--data {_data_dir(ctx)}"
+
+
+def _announce(node, where: str) -> None:
     lines = [
         f"Granary {__version__} is running (node {node.node_id.hex()[:16]}).",
         f"  S3 endpoint:    {node.s3_endpoint}",
         f"  region:         {node.config.s3_api.s3_region}",
     ]
     if node.credentials is not None:
-        lines += [
-            f"  access key id:  {node.credentials.key_id}",
-            f"  secret key:     {node.credentials.secret}",
-        ]
+        lines.append(f"  access key id:  {node.credentials.key_id}")
+        if node.credentials.secret is not None:
+            lines.append(f"  secret key:     {node.credentials.secret}")
+        else:
+            show = f"granary {where} key info {node.credentials.key_id} --show-secret"
+            lines.append(
+                f"  secret key:     printed when the key was created; show it with\n    {show}"
+            )
     lines.append("Stop with Ctrl-C.")
     click.echo("\n".join(lines))
     sys.stdout.flush()
@@ -119,7 +144,7 @@ def _announce(node) -> None:
 def _client(ctx: click.Context) -> AdminClient:
     config = _load(ctx)
     try:
-        return AdminClient.locate(config, ctx.obj["data_dir"])
+        return AdminClient.locate(config, _data_dir(ctx))
     except AdminClientError as error:
         raise click.ClickException(str(error)) from None
 
@@ -135,6 +160,18 @@ def _show(value) -> None:
     click.echo(json.dumps(value, indent=2))
 
 
+def _print(lines: list[str]) -> None:
+    click.echo("\n".join(lines))
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the raw JSON.")
+yes_option = click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+
+
+def _show_key(key: dict, as_json: bool) -> None:
+    _show(key) if as_json else _print(render.key_info(key))
+
+
 @main.group()
 def key() -> None:
     """Manage access keys."""
@@ -145,59 +182,70 @@ def key() -> None:
 @click.option(
     "--create-bucket/--no-create-bucket", default=False, help="Allow the key to create buckets."
 )
+@json_option
 @click.pass_context
-def key_create(ctx: click.Context, name: str, create_bucket: bool) -> None:
+def key_create(ctx: click.Context, name: str, create_bucket: bool, as_json: bool) -> None:
     """Create a key; prints its id and secret."""
-    _show(_call(ctx, "POST", "/v1/keys", {"name": name, "allow_create_bucket": create_bucket}))
+    body = {"name": name, "allow_create_bucket": create_bucket}
+    _show_key(_call(ctx, "POST", "/v1/keys", body), as_json)
 
 
 @key.command("import")
 @click.argument("key_id")
 @click.argument("secret")
-@click.option("--name", default="")
+@click.option("-n", "--name", default="")
+@click.option("--yes", is_flag=True, help="Accepted for Garage's CLI; nothing is asked.")
+@json_option
 @click.pass_context
-def key_import(ctx: click.Context, key_id: str, secret: str, name: str) -> None:
+def key_import(
+    ctx: click.Context, key_id: str, secret: str, name: str, yes: bool, as_json: bool
+) -> None:
     """Create a key with given credentials."""
-    _show(_call(ctx, "POST", "/v1/keys", {"name": name, "key_id": key_id, "secret": secret}))
+    body = {"name": name, "key_id": key_id, "secret": secret}
+    _show_key(_call(ctx, "POST", "/v1/keys", body), as_json)
 
 
 @key.command("list")
+@json_option
 @click.pass_context
-def key_list(ctx: click.Context) -> None:
-    for item in _call(ctx, "GET", "/v1/keys"):
-        click.echo(f"{item['key_id']}  {item['name']}")
+def key_list(ctx: click.Context, as_json: bool) -> None:
+    keys = _call(ctx, "GET", "/v1/keys")
+    _show(keys) if as_json else _print(render.key_list(keys))
 
 
 @key.command("info")
 @click.argument("key_id")
 @click.option("--show-secret", is_flag=True)
+@json_option
 @click.pass_context
-def key_info(ctx: click.Context, key_id: str, show_secret: bool) -> None:
+def key_info(ctx: click.Context, key_id: str, show_secret: bool, as_json: bool) -> None:
     query = "?show_secret=true" if show_secret else ""
-    _show(_call(ctx, "GET", f"/v1/keys/{key_id}{query}"))
+    _show_key(_call(ctx, "GET", f"/v1/keys/{key_id}{query}"), as_json)
 
 
 @key.command("allow")
 @click.argument("key_id")
 @click.option("--create-bucket", is_flag=True, required=True)
+@json_option
 @click.pass_context
-def key_allow(ctx: click.Context, key_id: str, create_bucket: bool) -> None:
+def key_allow(ctx: click.Context, key_id: str, create_bucket: bool, as_json: bool) -> None:
     """Allow a key to create buckets."""
-    _show(_call(ctx, "POST", f"/v1/keys/{key_id}", {"allow_create_bucket": True}))
+    _show_key(_call(ctx, "POST", f"/v1/keys/{key_id}", {"allow_create_bucket": True}), as_json)
 
 
 @key.command("deny")
 @click.argument("key_id")
 @click.option("--create-bucket", is_flag=True, required=True)
+@json_option
 @click.pass_context
-def key_deny(ctx: click.Context, key_id: str, create_bucket: bool) -> None:
+def key_deny(ctx: click.Context, key_id: str, create_bucket: bool, as_json: bool) -> None:
     """Stop a key from creating buckets."""
-    _show(_call(ctx, "POST", f"/v1/keys/{key_id}", {"allow_create_bucket": False}))
+    _show_key(_call(ctx, "POST", f"/v1/keys/{key_id}", {"allow_create_bucket": False}), as_json)
 
 
 @key.command("delete")
 @click.argument("key_id")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@yes_option
 @click.pass_context
 def key_delete(ctx: click.Context, key_id: str, yes: bool) -> None:
     if not yes:
@@ -211,30 +259,43 @@ def bucket() -> None:
     """Manage buckets and who may use them."""
 
 
+def _show_bucket(ctx: click.Context, bucket: dict, as_json: bool) -> None:
+    if as_json:
+        _show(bucket)
+        return
+    names = (
+        {k["key_id"]: k["name"] for k in _call(ctx, "GET", "/v1/keys")} if bucket["keys"] else {}
+    )
+    _print(render.bucket_info(bucket, names))
+
+
 @bucket.command("create")
 @click.argument("name")
+@json_option
 @click.pass_context
-def bucket_create(ctx: click.Context, name: str) -> None:
-    _show(_call(ctx, "POST", "/v1/buckets", {"name": name}))
+def bucket_create(ctx: click.Context, name: str, as_json: bool) -> None:
+    _show_bucket(ctx, _call(ctx, "POST", "/v1/buckets", {"name": name}), as_json)
 
 
 @bucket.command("list")
+@json_option
 @click.pass_context
-def bucket_list(ctx: click.Context) -> None:
-    for item in _call(ctx, "GET", "/v1/buckets"):
-        click.echo(item["name"])
+def bucket_list(ctx: click.Context, as_json: bool) -> None:
+    buckets = _call(ctx, "GET", "/v1/buckets")
+    _show(buckets) if as_json else _print(render.bucket_list(buckets))
 
 
 @bucket.command("info")
 @click.argument("name")
+@json_option
 @click.pass_context
-def bucket_info(ctx: click.Context, name: str) -> None:
-    _show(_call(ctx, "GET", f"/v1/buckets/{name}"))
+def bucket_info(ctx: click.Context, name: str, as_json: bool) -> None:
+    _show_bucket(ctx, _call(ctx, "GET", f"/v1/buckets/{name}"), as_json)
 
 
 @bucket.command("delete")
 @click.argument("name")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@yes_option
 @click.pass_context
 def bucket_delete(ctx: click.Context, name: str, yes: bool) -> None:
     if not yes:
@@ -249,11 +310,12 @@ def _permission_command(grant: bool):
     @click.option("--read", is_flag=True)
     @click.option("--write", is_flag=True)
     @click.option("--owner", is_flag=True)
+    @json_option
     @click.pass_context
-    def command(ctx, name, key_id, read, write, owner):
+    def command(ctx, name, key_id, read, write, owner, as_json):
         action = "allow" if grant else "deny"
         body = {"key_id": key_id, "read": read, "write": write, "owner": owner}
-        _show(_call(ctx, "POST", f"/v1/buckets/{name}/{action}", body))
+        _show_bucket(ctx, _call(ctx, "POST", f"/v1/buckets/{name}/{action}", body), as_json)
 
     command.__doc__ = "Give a key rights on a bucket." if grant else "Take rights away."
     return command
@@ -308,23 +370,13 @@ def status(ctx: click.Context, as_json: bool) -> None:
         f"{'free':>9}  state"
     )
     for item in result["nodes"]:
-        capacity = "gateway" if item["gateway"] else _human(item["capacity"])
+        capacity = "gateway" if item["gateway"] else render.human_size(item["capacity"])
         click.echo(
             f"{item['id'][:16]:<16}  {(item['hostname'] or '?')[:16]:<16} "
             f"{(item['address'] or '?')[:22]:<22} {(item['zone'] or '-')[:8]:<8} "
-            f"{capacity:>9} {_human(item['data_free']):>9}  "
+            f"{capacity:>9} {render.human_size(item['data_free']):>9}  "
             f"{'up' if item['up'] else 'DOWN'}"
         )
-
-
-def _human(size: int | None) -> str:
-    if size is None:
-        return "-"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1000:
-            return f"{size:.0f}{unit}"
-        size /= 1000
-    return f"{size:.0f}PB"
 
 
 @main.group()
@@ -368,7 +420,7 @@ def _print_layout(result: dict) -> None:
                 f"{reached['sync_ack']:>8}"
             )
     for node, role in result["roles"].items():
-        capacity = "gateway" if role["capacity"] is None else _human(role["capacity"])
+        capacity = "gateway" if role["capacity"] is None else render.human_size(role["capacity"])
         partitions = result["partitions"].get(node, 0)
         click.echo(
             f"  {node[:16]}  zone={role['zone']:<10} capacity={capacity:<8} partitions={partitions}"
@@ -380,7 +432,7 @@ def _print_layout(result: dict) -> None:
                 "remove"
                 if role is None
                 else f"zone={role['zone']} capacity="
-                + ("gateway" if role["capacity"] is None else _human(role["capacity"]))
+                + ("gateway" if role["capacity"] is None else render.human_size(role["capacity"]))
             )
             click.echo(f"  {node[:16]}  {what}")
         if result["staged_zone_redundancy"] is not None:
@@ -480,7 +532,7 @@ def layout_history(ctx) -> None:
         click.echo(
             f"version {item['version']}: {item['storage_nodes']} storage node(s), "
             f"{item['gateways']} gateway(s), zone redundancy {item['zone_redundancy']}, "
-            f"partition size {_human(item['partition_size'])}"
+            f"partition size {render.human_size(item['partition_size'])}"
         )
 
 
@@ -503,9 +555,11 @@ def worker_list(ctx: click.Context) -> None:
 
 @worker.command("info")
 @click.argument("name")
+@json_option
 @click.pass_context
-def worker_info(ctx: click.Context, name: str) -> None:
-    _show(_call(ctx, "GET", f"/v1/workers/{name}"))
+def worker_info(ctx: click.Context, name: str, as_json: bool) -> None:
+    info = _call(ctx, "GET", f"/v1/workers/{name}")
+    _show(info) if as_json else _print(render.fields(info))
 
 
 @worker.command("get")
@@ -549,10 +603,12 @@ def block_list_errors(ctx: click.Context) -> None:
 
 @block.command("info")
 @click.argument("hash_", metavar="HASH")
+@json_option
 @click.pass_context
-def block_info(ctx: click.Context, hash_: str) -> None:
+def block_info(ctx: click.Context, hash_: str, as_json: bool) -> None:
     """A block's count, referencing versions, files and resync state (HASH or a prefix)."""
-    _show(_call(ctx, "GET", f"/v1/blocks/{hash_}"))
+    info = _call(ctx, "GET", f"/v1/blocks/{hash_}")
+    _show(info) if as_json else _print(render.fields(info))
 
 
 @block.command("retry-now")
@@ -569,17 +625,20 @@ def block_retry_now(ctx: click.Context, hashes: tuple[str, ...], all_: bool) -> 
 
 @block.command("purge")
 @click.argument("hashes", nargs=-1, required=True)
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@yes_option
+@json_option
 @click.pass_context
-def block_purge(ctx: click.Context, hashes: tuple[str, ...], yes: bool) -> None:
+def block_purge(ctx: click.Context, hashes: tuple[str, ...], yes: bool, as_json: bool) -> None:
     """Delete every object using these lost blocks (cannot be undone)."""
     if not yes:
         click.confirm(f"Delete every object that uses {len(hashes)} block(s)?", abort=True)
-    _show(_call(ctx, "POST", "/v1/blocks/purge", {"blocks": list(hashes)}))
+    result = _call(ctx, "POST", "/v1/blocks/purge", {"blocks": list(hashes)})
+    _show(result) if as_json else _print(render.fields(result))
 
 
 @main.group()
-def repair() -> None:
+@click.option("--yes", is_flag=True, help="Accepted for Garage's CLI; repairs start at once.")
+def repair(yes: bool) -> None:
     """Start repairs on this node."""
 
 
@@ -609,7 +668,12 @@ def repair_tables(ctx: click.Context) -> None:
 
 @repair.command("scrub")
 @click.argument("command", type=click.Choice(["start", "pause", "resume", "cancel"]))
+@json_option
 @click.pass_context
-def repair_scrub(ctx: click.Context, command: str) -> None:
+def repair_scrub(ctx: click.Context, command: str, as_json: bool) -> None:
     """Verify every local block now (start), or pause, resume or cancel the scrub."""
-    _show(_call(ctx, "POST", "/v1/repair/scrub", {"command": command}))
+    result = _call(ctx, "POST", "/v1/repair/scrub", {"command": command})
+    _show(result) if as_json else _print(render.fields(result))
+
+
+accept_global_options_everywhere(main)

@@ -6,6 +6,7 @@ their rows, so authorising a request costs no network round trip.
 
 from __future__ import annotations
 
+import logging
 import secrets
 
 from msgspec.structs import replace
@@ -19,10 +20,13 @@ from granary.model.buckets import (
     KeyParams,
     Permission,
 )
+from granary.model.key_secrets import SecretSealer, SecretUnreadable, is_sealed, open_secret
 from granary.model.store import Model
 from granary.table.table import Table
 from granary.util.crdt import Deletable, Lww, LwwMap
 from granary.util.time import now_ms
+
+log = logging.getLogger("granary.access")
 
 
 class AccessError(Exception):
@@ -42,8 +46,11 @@ def new_secret() -> str:
 
 
 class Access:
-    def __init__(self, model: Model) -> None:
+    """`sealer` encrypts keys' secrets at rest; without one they are stored in clear."""
+
+    def __init__(self, model: Model, sealer: SecretSealer | None = None) -> None:
         self.model = model
+        self.sealer = sealer
 
     async def _write(self, table: Table, entry: object) -> None:
         """Write to a full-copy table, and make sure this node's copy has it too.
@@ -67,9 +74,55 @@ class Access:
             await self.model.keys.local_merge([entry])
         return self.get_key(key_id)
 
+    def reveal_secret(self, key: AccessKey) -> str:
+        """The clear secret of a key row (stored sealed, or in clear before 0.4)."""
+        return open_secret(self.sealer, key.key_id, key.params.secret)
+
     def secret_of(self, key_id: str) -> str | None:
+        """The secret that signs a key's requests; None for an unknown or unreadable key."""
         key = self.get_key(key_id)
-        return None if key is None else key.params.secret
+        if key is None:
+            return None
+        try:
+            return self.reveal_secret(key)
+        except SecretUnreadable as error:
+            log.error("%s", error)
+            return None
+
+    def unreadable_secrets(self) -> list[str]:
+        """The keys whose secrets this node cannot open (checked at start)."""
+        unreadable = []
+        for key in self.list_keys():
+            try:
+                self.reveal_secret(key)
+            except SecretUnreadable:
+                unreadable.append(key.key_id)
+        return unreadable
+
+    async def seal_clear_secrets(self) -> int:
+        """Encrypt, in this node's copy, the secrets stored in clear (before 0.4).
+
+        Anti-entropy spreads the sealed rows; the merge keeps a sealed secret
+        over a clear one, so every node ends with one sealed value.
+        """
+        if self.sealer is None:
+            return 0
+        sealed = [
+            AccessKey(
+                key.key_id,
+                Deletable(
+                    deleted=False,
+                    value=replace(
+                        key.params, secret=self.sealer.seal(key.key_id, key.params.secret)
+                    ),
+                ),
+            )
+            for key in self.list_keys()
+            if not is_sealed(key.params.secret)
+        ]
+        if sealed:
+            await self.model.keys.local_merge(sealed)
+        return len(sealed)
 
     def list_keys(self) -> list[AccessKey]:
         return [k for k in self.model.keys.local_range(b"") if k.params is not None]
@@ -88,8 +141,9 @@ class Access:
             reason = "deleted" if existing.params is None else "exists"
             raise AccessError(reason, f"access key {key_id} already exists or was deleted")
         now = now_ms()
+        secret = secret or new_secret()
         params = KeyParams(
-            secret=secret or new_secret(),
+            secret=secret if self.sealer is None else self.sealer.seal(key_id, secret),
             name=Lww(now, name),
             allow_create_bucket=Lww(now, allow_create_bucket),
             authorized_buckets=LwwMap(),

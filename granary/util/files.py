@@ -32,3 +32,39 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+PRIVATE_UMASK = 0o077
+
+
+def make_private(root: Path, *, recursive: bool) -> None:
+    """Folders 0700 and files 0600 from `root` down (only `root` itself unless `recursive`).
+
+    For data written before the server set its umask: a folder of 0700 is
+    enough to hide everything below it, so big block trees need only their root.
+    """
+    if not root.exists():
+        return
+    root.chmod(0o700)
+    if not recursive:
+        return
+    for folder, folders, files in os.walk(root):
+        for names, mode in ((folders, 0o700), (files, 0o600)):
+            for name in names:
+                path = os.path.join(folder, name)
+                if not os.path.islink(path):
+                    os.chmod(path, mode)
+
+
+def write_if_changed(path: Path, data: bytes, *, private: bool = False) -> bool:
+    """`write_atomic` unless `path` holds `data` already, so an unchanged start writes nothing.
+
+    Returns whether it wrote.
+    """
+    try:
+        if path.read_bytes() == data:
+            return False
+    except OSError:
+        pass
+    write_atomic(path, data, private=private)
+    return True

@@ -480,7 +480,7 @@ def test_expect_continue_with_good_signature_invites_the_body(server, s3, bucket
 
 @pytest.fixture
 def other_key(server) -> dict:
-    return json.loads(server.cli("key", "create", "other").stdout)
+    return json.loads(server.cli("key", "create", "other", "--json").stdout)
 
 
 def expect_denied(call, **params) -> None:

@@ -130,7 +130,7 @@ def test_block_errors_while_its_holders_are_down(cluster):
         node.cli("repair", "blocks")
         wait_until(lambda: hexid in errors_of(node), what="the block in the resync errors")
         assert hexid in node.cli("block", "list-errors").stdout
-        info = json.loads(node.cli("block", "info", hexid[:12]).stdout)
+        info = json.loads(node.cli("block", "info", hexid[:12], "--json").stdout)
         assert info["hash"] == hexid
         assert info["refcount"] == 1 and info["should_hold"]
         assert [v["deleted"] for v in info["versions"]] == [False]
@@ -155,7 +155,7 @@ def test_purge_deletes_the_objects_using_a_lost_block(cluster):
     data = put_replicated(cluster, "doomed", MIB)
     client.put_object(Bucket="heal", Key="bystander", Body=b"x" * 10)
     (block_id,) = blocks_of(data)
-    result = json.loads(node.cli("block", "purge", "--yes", block_id.hex()).stdout)
+    result = json.loads(node.cli("block", "purge", "--yes", "--json", block_id.hex()).stdout)
     assert result["objects_deleted"] == ["heal/doomed"]
     assert len(result["versions_deleted"]) == 1
     with pytest.raises(ClientError) as caught:

@@ -30,7 +30,9 @@ def cluster3(tmp_path_factory) -> Cluster:
 
 
 def test_bucket_and_key_created_on_one_node_work_through_every_node(cluster3):
-    created = json.loads(cluster3.nodes[0].cli("key", "create", "alice", "--create-bucket").stdout)
+    created = json.loads(
+        cluster3.nodes[0].cli("key", "create", "alice", "--create-bucket", "--json").stdout
+    )
     alice = [
         node.client(access_key=created["key_id"], secret_key=created["secret"])
         for node in cluster3.nodes

@@ -295,7 +295,7 @@ def test_anonymous_form_is_denied(server, s3, bucket):
 
 
 def test_signer_needs_write_permission(server, s3, bucket):
-    other = json.loads(server.cli("key", "create", "post-other").stdout)
+    other = json.loads(server.cli("key", "create", "post-other", "--json").stdout)
     client = s3_client(
         server.endpoint,
         access_key=other["key_id"],

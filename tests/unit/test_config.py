@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+import os
+
 import pytest
 
-from granary.config import ConfigError, load_config, parse_config
+from granary.config import (
+    UNSUPPORTED,
+    ConfigError,
+    load_config,
+    parse_config,
+    unsupported_keys,
+    warn_unsupported,
+)
 from granary.util.sizes import parse_size
 
 MINIMAL = {"metadata_dir": "/m", "data_dir": "/d"}
@@ -45,6 +55,146 @@ admin_token = "secret"
     assert config.replication_factor == 3
 
 
+# Every key of Garage's configuration reference (and its older replication_mode).
+GARAGE_FULL_CONFIG = """
+replication_factor = 3
+replication_mode = "3"
+consistency_mode = "consistent"
+metadata_dir = "/var/lib/garage/meta"
+data_dir = "/var/lib/garage/data"
+metadata_snapshots_dir = "/var/lib/garage/snapshots"
+metadata_fsync = true
+data_fsync = false
+disable_scrub = false
+use_local_tz = false
+metadata_auto_snapshot_interval = "6h"
+db_engine = "lmdb"
+block_size = "1M"
+block_ram_buffer_max = "256MiB"
+lmdb_map_size = "1T"
+compression_level = 1
+rpc_secret_file = "%(secret_file)s"
+rpc_bind_addr = "[::]:3901"
+rpc_bind_outgoing = false
+rpc_public_addr = "[fc00:1::1]:3901"
+rpc_public_addr_subnet = "2001:0db8:f00:b00:/64"
+rpc_ping_timeout_msec = 10000
+rpc_timeout_msec = 30000
+allow_world_readable_secrets = false
+bootstrap_peers = ["%(peer)s@[fc00:1::1]:3901"]
+allow_punycode = false
+
+[consul_discovery]
+api = "catalog"
+consul_http_addr = "http://127.0.0.1:8500"
+service_name = "garage-daemon"
+ca_cert = "/etc/consul/consul-ca.crt"
+client_cert = "/etc/consul/consul-client.crt"
+client_key = "/etc/consul/consul-key.crt"
+token = "abcdef-01234-56789"
+tls_skip_verify = false
+tags = [ "dns-enabled" ]
+meta = { dns-acl = "allow trusted" }
+
+[kubernetes_discovery]
+namespace = "garage"
+service_name = "garage-daemon"
+skip_crd = false
+
+[s3_api]
+api_bind_addr = "[::]:3900"
+s3_region = "garage"
+root_domain = ".s3.garage"
+
+[s3_web]
+bind_addr = "[::]:3902"
+root_domain = ".web.garage"
+add_host_to_metrics = true
+
+[k2v_api]
+api_bind_addr = "[::]:3904"
+
+[admin]
+api_bind_addr = "0.0.0.0:3903"
+metrics_token_file = "%(metrics_file)s"
+admin_token_file = "%(admin_file)s"
+trace_sink = "http://localhost:4317"
+"""
+
+
+def _secret_file(path, text: str, mode: int = 0o600) -> str:
+    path.write_text(text + "\n")
+    os.chmod(path, mode)
+    return str(path)
+
+
+def _garage_config(tmp_path, mode: int = 0o600) -> str:
+    path = tmp_path / "garage.toml"
+    path.write_text(
+        GARAGE_FULL_CONFIG
+        % {
+            "secret_file": _secret_file(tmp_path / "rpc_secret", "cd" * 32, mode),
+            "metrics_file": _secret_file(tmp_path / "metrics_token", "metrics", mode),
+            "admin_file": _secret_file(tmp_path / "admin_token", "admin-from-file", mode),
+            "peer": "56" * 32,
+        }
+    )
+    return str(path)
+
+
+def test_every_garage_key_is_accepted_and_the_ignored_ones_named(tmp_path, caplog):
+    config = load_config(_garage_config(tmp_path), environ={})
+    assert config.rpc_secret == "cd" * 32
+    assert config.admin.admin_token == "admin-from-file"
+    ignored = {name for name, _ in unsupported_keys(config)}
+    assert ignored == set(UNSUPPORTED)
+    with caplog.at_level(logging.WARNING):
+        warn_unsupported(config, logging.getLogger("test"))
+    assert len(caplog.records) == len(UNSUPPORTED)
+    for name in UNSUPPORTED:
+        [record] = [r for r in caplog.records if f"`{name}`" in r.getMessage()]
+        assert "not supported yet" in record.getMessage()
+
+
+def test_implemented_keys_log_no_warning(caplog):
+    config = parse_config({**MINIMAL, "rpc_secret": "ab" * 32}, environ={})
+    with caplog.at_level(logging.WARNING):
+        warn_unsupported(config, logging.getLogger("test"))
+    assert caplog.records == []
+
+
+def test_readable_secret_file_is_refused_unless_allowed(tmp_path):
+    path = _garage_config(tmp_path, mode=0o644)
+    with pytest.raises(ConfigError, match="readable by group or others"):
+        load_config(path, environ={})
+    allowed = load_config(path, environ={"GARAGE_ALLOW_WORLD_READABLE_SECRETS": "true"})
+    assert allowed.rpc_secret == "cd" * 32
+
+
+@pytest.mark.parametrize("prefix", ["GARAGE", "GRANARY"])
+def test_secrets_from_the_environment_override_the_file(tmp_path, prefix):
+    token_file = _secret_file(tmp_path / "token", "from-env-file")
+    config = load_config(
+        _garage_config(tmp_path),
+        environ={f"{prefix}_RPC_SECRET": "ef" * 32, f"{prefix}_ADMIN_TOKEN_FILE": token_file},
+    )
+    assert config.rpc_secret == "ef" * 32
+    assert config.admin.admin_token == "from-env-file"
+
+
+def test_a_secret_and_its_file_together_are_refused(tmp_path):
+    secret_file = _secret_file(tmp_path / "rpc_secret", "cd" * 32)
+    data = {**MINIMAL, "rpc_secret": "ab" * 32, "rpc_secret_file": secret_file}
+    with pytest.raises(ConfigError, match="only one of `rpc_secret` and `rpc_secret_file`"):
+        parse_config(data, environ={})
+
+
+def test_a_malformed_secret_in_a_file_is_named(tmp_path):
+    secret_file = _secret_file(tmp_path / "rpc_secret", "not hex")
+    with pytest.raises(ConfigError, match="rpc_secret"):
+        parse_config({**MINIMAL, "rpc_secret_file": secret_file}, environ={})
+
+
 @pytest.mark.parametrize(
     ("extra", "named"),
     [
@@ -56,6 +206,9 @@ admin_token = "secret"
         ({"rpc_secret": "short"}, "rpc_secret"),
         ({"s3_api": {"api_bind_addr": "x", "typo": 1}}, "typo"),
         ({"compression_level": 99}, "compression_level"),
+        ({"s3_web": {"bind_addr": "[::]:3902", "root_domian": "x"}}, "root_domian"),
+        ({"consul_discovery": {"service": "x"}}, "service"),
+        ({"admin": {"metrics_tokn": "x"}}, "metrics_tokn"),
     ],
 )
 def test_invalid_config_names_the_key(extra, named):

@@ -107,7 +107,7 @@ def key_json(key: AccessKey, access: Access, *, secret: bool) -> dict:
     return {
         "key_id": key.key_id,
         "name": params.name.value,
-        "secret": params.secret if secret else None,
+        "secret": access.reveal_secret(key) if secret else None,
         "allow_create_bucket": params.allow_create_bucket.value,
         "buckets": [
             {"name": names.get(bucket_id, bucket_id.hex()), **permission_json(perm)}
