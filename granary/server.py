@@ -55,7 +55,13 @@ from granary.table.replication import FullReplication, ShardedReplication
 from granary.table.rpc import TableRpc
 from granary.table.sync import TableSync
 from granary.util.background import Workers
-from granary.util.files import PRIVATE_UMASK, make_private, write_atomic, write_if_changed
+from granary.util.files import (
+    PRIVATE_UMASK,
+    full_disk,
+    make_private,
+    write_atomic,
+    write_if_changed,
+)
 from granary.util.sizes import parse_size
 from granary.util.time import now_ms, set_clock_offset
 
@@ -270,8 +276,17 @@ class Node:
             root_domain=config.s3_api.root_domain,
             block_size=config.block_size_bytes,
         )
+        disks = {
+            "metadata disk": metadata_dir,
+            **{f"data disk {d.path}": Path(d.path) for d in config.data_dirs if not d.read_only},
+        }
         services = S3Services(
-            self.access, self.objects, Multipart(self.objects), self.executor, settings
+            self.access,
+            self.objects,
+            Multipart(self.objects),
+            self.executor,
+            settings,
+            full_disk=lambda: full_disk(disks),
         )
         self.s3 = S3App(services)
         self.s3_server = HttpServer(

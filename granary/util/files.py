@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
+
+# A filesystem with less free space than this cannot take a metadata commit.
+FULL_DISK_RESERVE = 1 << 20
 
 
 def write_atomic(path: Path, data: bytes, *, private: bool = False) -> None:
@@ -68,3 +72,14 @@ def write_if_changed(path: Path, data: bytes, *, private: bool = False) -> bool:
         pass
     write_atomic(path, data, private=private)
     return True
+
+
+def full_disk(paths: dict[str, Path]) -> str | None:
+    """The name of the first of `paths` whose filesystem is (nearly) full, if any."""
+    for name, path in paths.items():
+        try:
+            if shutil.disk_usage(path).free < FULL_DISK_RESERVE:
+                return name
+        except OSError:
+            continue
+    return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -58,6 +59,7 @@ OPERATIONS: dict[str, tuple[OperationHandler, str | None]] = {
     "AbortMultipartUpload": (mpu_ops.abort_multipart_upload, "write"),
     "ListParts": (mpu_ops.list_parts, "read"),
 }
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 COPY_HANDLERS = {"PutObject": copy_ops.copy_object, "UploadPart": copy_ops.upload_part_copy}
 
 
@@ -71,18 +73,28 @@ class S3App:
             response = await self._dispatch(request, request_id)
         except S3Error as error:
             response = self.error_response(request, error, request_id)
-        except (QuorumError, BlockUnavailable) as error:
+        except (QuorumError, BlockUnavailable, OSError) as error:
+            if isinstance(error, OSError) and error.errno not in NO_SPACE:
+                raise
             log.warning("%s %s: %s", request.method, request.path, error)
-            unavailable = S3Error(
-                "ServiceUnavailable", "Too few nodes answered; retry later.", status=503
-            )
-            response = self.error_response(request, unavailable, request_id)
+            response = self.error_response(request, self._unavailable(), request_id)
         except ChecksumRequestError as error:
             response = self.error_response(
                 request, S3Error("InvalidRequest", str(error)), request_id
             )
         response.headers.extend(_common_headers(request_id))
         return response
+
+    def _unavailable(self) -> S3Error:
+        """Why a write could not be done: this node's full disk, else too few nodes."""
+        full = self.services.full_disk()
+        if full is not None:
+            return S3Error(
+                "InsufficientStorage",
+                f"This node's {full} is full; free some space or add capacity.",
+                status=507,
+            )
+        return S3Error("ServiceUnavailable", "Too few nodes answered; retry later.", status=503)
 
     async def _dispatch(self, request: Request, request_id: str) -> Response:
         settings = self.services.settings

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
@@ -31,6 +32,8 @@ class S3Services:
     multipart: Multipart
     executor: Executor
     settings: S3Settings
+    # Names this node's full disk (metadata or data), if one is: asked when a write fails.
+    full_disk: Callable[[], str | None] = lambda: None
 
 
 @dataclass
