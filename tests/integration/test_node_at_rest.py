@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import subprocess
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
-from conftest import ACCESS_KEY, SECRET_KEY, node_config, s3_client
+from conftest import ACCESS_KEY, SECRET_KEY, admin_call, node_config, s3_client
 
 from tests.ports import free_port
 
@@ -30,12 +29,10 @@ def modes_under(root: Path) -> dict[Path, int]:
 
 def test_files_are_private_and_secrets_sealed(own_server):
     server = own_server
-    server.root.mkdir(parents=True)
-    rpc_secret_file = secret_file(server.root / "rpc_secret")
-    server.config_text = node_config(server, rpc_secret_file=str(rpc_secret_file))
+    server.config_text = node_config(server, rpc_secret=RPC_SECRET)
     server.start()
-    created = server.cli("key", "create", "carol", "--create-bucket", "--json")
-    carol = s3_client(server.endpoint, access_key=key_id(created), secret_key=secret(created))
+    created = admin_call(server, "POST", "/v1/keys", {"name": "carol", "allow_create_bucket": True})
+    carol = s3_client(server.endpoint, access_key=created["key_id"], secret_key=created["secret"])
     carol.create_bucket(Bucket="carols")
     carol.put_object(Bucket="carols", Key="big", Body=os.urandom(3 << 20))
     assert server.stop() == 0
@@ -47,7 +44,7 @@ def test_files_are_private_and_secrets_sealed(own_server):
             if mode != (0o700 if path.is_dir() else 0o600)
         }
         assert not wrong, f"not private: {wrong}"
-    for clear in (secret(created), SECRET_KEY):
+    for clear in (created["secret"], SECRET_KEY):
         holders = [
             path
             for path in (server.root / "meta").rglob("*")
@@ -56,10 +53,10 @@ def test_files_are_private_and_secrets_sealed(own_server):
         assert not holders, f"a secret in clear in {holders}"
 
     server.start()
-    carol = s3_client(server.endpoint, access_key=key_id(created), secret_key=secret(created))
+    carol = s3_client(server.endpoint, access_key=created["key_id"], secret_key=created["secret"])
     assert carol.head_object(Bucket="carols", Key="big")["ContentLength"] == 3 << 20
-    shown = server.cli("key", "info", key_id(created), "--show-secret", "--json")
-    assert secret(shown) == secret(created)
+    shown = admin_call(server, "GET", f"/v1/keys/{created['key_id']}?show_secret=true")
+    assert shown["secret"] == created["secret"]
 
 
 def test_older_folders_become_private_and_clear_secrets_keep_working(own_server):
@@ -162,15 +159,3 @@ def put_error(s3, key: str, body: bytes) -> tuple[int, str] | None:
         response = error.response
         return response["ResponseMetadata"]["HTTPStatusCode"], response["Error"]["Code"]
     return None
-
-
-def key_id(result: subprocess.CompletedProcess) -> str:
-    return _json(result)["key_id"]
-
-
-def secret(result: subprocess.CompletedProcess) -> str:
-    return _json(result)["secret"]
-
-
-def _json(result: subprocess.CompletedProcess) -> dict:
-    return json.loads(result.stdout)
