@@ -1,0 +1,61 @@
+"""The CLI's text for people: sizes, dates, tables, rights."""
+
+from __future__ import annotations
+
+import pytest
+
+from granary.cli import render
+
+
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [
+        (None, "-"),
+        (0, "0 B"),
+        (999, "999 B"),
+        (1500, "1.5 KB"),
+        (2 * 10**12, "2.0 TB"),
+        (123 * 10**9, "123 GB"),
+        (5 * 10**18, "5000 PB"),
+    ],
+)
+def test_human_size(size, text):
+    assert render.human_size(size) == text
+
+
+def test_human_time_is_utc_text():
+    assert render.human_time(1_764_892_800_123) == "2025-12-05 00:00:00 UTC"
+    assert render.human_time(None) == "-"
+
+
+def test_table_aligns_columns():
+    assert render.table(["ID", "Name"], [["GK1", "alice"], ["GK22", ""]]) == [
+        "ID    Name",
+        "GK1   alice",
+        "GK22",
+    ]
+
+
+def test_key_info_hides_the_secret_unless_given():
+    key = {
+        "key_id": "GK1",
+        "name": "alice",
+        "secret": None,
+        "allow_create_bucket": True,
+        "buckets": [{"name": "photos", "read": True, "write": False, "owner": True}],
+    }
+    lines = render.key_info(key)
+    assert "Can create buckets: yes" in lines
+    assert any("--show-secret" in line for line in lines)
+    assert lines[-1].split() == ["R", "O", "photos"]
+    assert "Secret key:         s3cr3t" in render.key_info({**key, "secret": "s3cr3t"})
+
+
+def test_fields_renders_nested_json():
+    assert render.fields({"a": 1, "b": {"c": None, "d": [True]}}) == [
+        "a: 1",
+        "b:",
+        "  c: -",
+        "  d:",
+        "    - yes",
+    ]
