@@ -470,8 +470,8 @@ class Node:
             )
         try:
             sealed = await self.access.seal_clear_secrets()
-        except OSError as error:
-            log.warning("secrets stored in clear not encrypted yet: %s", error)
+        except Exception as error:
+            log.warning("secrets stored in clear not encrypted yet (next start will): %s", error)
             return
         if sealed:
             log.info("encrypted the secret of %d access key(s) stored in clear", sealed)

@@ -159,3 +159,21 @@ def put_error(s3, key: str, body: bytes) -> tuple[int, str] | None:
         response = error.response
         return response["ResponseMetadata"]["HTTPStatusCode"], response["Error"]["Code"]
     return None
+
+
+def test_a_full_data_disk_refuses_writes_with_507_and_keeps_serving_reads(own_server, small_disk):
+    server = own_server
+    config = node_config(server, rpc_secret=RPC_SECRET)
+    server.config_text = config.replace(str(server.root / "data"), str(small_disk / "data"))
+    server.start()
+    s3 = server.client()
+    s3.create_bucket(Bucket="kept")
+    body = os.urandom(3 << 20)
+    s3.put_object(Bucket="kept", Key="large", Body=body)
+    fill(small_disk)
+    assert put_error(s3, "large-new", os.urandom(3 << 20)) == (507, "InsufficientStorage")
+    assert s3.get_object(Bucket="kept", Key="large")["Body"].read() == body
+    listed = s3.list_objects_v2(Bucket="kept")["Contents"]
+    assert [o["Key"] for o in listed] == ["large"]
+    assert server.stop() == 0
+    assert "ERROR granary.s3" not in server.log()
