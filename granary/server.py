@@ -470,7 +470,7 @@ class Node:
             )
         try:
             sealed = await self.access.seal_clear_secrets()
-        except Exception as error:
+        except Exception as error:  # the engine's own error (LMDB, SQLite), e.g. a full disk
             log.warning("secrets stored in clear not encrypted yet (next start will): %s", error)
             return
         if sealed:

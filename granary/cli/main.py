@@ -15,7 +15,9 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -164,12 +166,20 @@ def _print(lines: list[str]) -> None:
     click.echo("\n".join(lines))
 
 
+def _output(value, as_json: bool, as_text: Callable[[Any], list[str]]) -> None:
+    """The admin API's JSON with `--json`, else its text for people."""
+    if as_json:
+        _show(value)
+    else:
+        _print(as_text(value))
+
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the raw JSON.")
 yes_option = click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 
 
 def _show_key(key: dict, as_json: bool) -> None:
-    _show(key) if as_json else _print(render.key_info(key))
+    _output(key, as_json, render.key_info)
 
 
 @main.group()
@@ -210,7 +220,7 @@ def key_import(
 @click.pass_context
 def key_list(ctx: click.Context, as_json: bool) -> None:
     keys = _call(ctx, "GET", "/v1/keys")
-    _show(keys) if as_json else _print(render.key_list(keys))
+    _output(keys, as_json, render.key_list)
 
 
 @key.command("info")
@@ -282,7 +292,7 @@ def bucket_create(ctx: click.Context, name: str, as_json: bool) -> None:
 @click.pass_context
 def bucket_list(ctx: click.Context, as_json: bool) -> None:
     buckets = _call(ctx, "GET", "/v1/buckets")
-    _show(buckets) if as_json else _print(render.bucket_list(buckets))
+    _output(buckets, as_json, render.bucket_list)
 
 
 @bucket.command("info")
@@ -526,9 +536,14 @@ def layout_skip_dead_nodes(ctx, version, allow_missing_data) -> None:
 
 
 @layout.command("history")
+@json_option
 @click.pass_context
-def layout_history(ctx) -> None:
-    for item in _call(ctx, "GET", "/v1/layout/history"):
+def layout_history(ctx, as_json: bool) -> None:
+    history = _call(ctx, "GET", "/v1/layout/history")
+    if as_json:
+        _show(history)
+        return
+    for item in history:
         click.echo(
             f"version {item['version']}: {item['storage_nodes']} storage node(s), "
             f"{item['gateways']} gateway(s), zone redundancy {item['zone_redundancy']}, "
@@ -542,10 +557,15 @@ def worker() -> None:
 
 
 @worker.command("list")
+@json_option
 @click.pass_context
-def worker_list(ctx: click.Context) -> None:
+def worker_list(ctx: click.Context, as_json: bool) -> None:
+    workers = _call(ctx, "GET", "/v1/workers")
+    if as_json:
+        _show(workers)
+        return
     click.echo(f"{'name':<30} {'state':<8} {'queue':>7} {'errors':>6}  last error")
-    for item in _call(ctx, "GET", "/v1/workers"):
+    for item in workers:
         queue = "-" if item["queue_length"] is None else str(item["queue_length"])
         click.echo(
             f"{item['name']:<30} {item['state']:<8} {queue:>7} {item['errors']:>6}  "
@@ -559,7 +579,7 @@ def worker_list(ctx: click.Context) -> None:
 @click.pass_context
 def worker_info(ctx: click.Context, name: str, as_json: bool) -> None:
     info = _call(ctx, "GET", f"/v1/workers/{name}")
-    _show(info) if as_json else _print(render.fields(info))
+    _output(info, as_json, render.fields)
 
 
 @worker.command("get")
@@ -589,15 +609,19 @@ def block() -> None:
 
 
 @block.command("list-errors")
+@json_option
 @click.pass_context
-def block_list_errors(ctx: click.Context) -> None:
+def block_list_errors(ctx: click.Context, as_json: bool) -> None:
     """Blocks whose resync keeps failing."""
     errors = _call(ctx, "GET", "/v1/blocks/errors")
-    click.echo(f"{'hash':<64}  {'rc':>3} {'tries':>5}  next try (ms)  last error")
+    if as_json:
+        _show(errors)
+        return
+    click.echo(f"{'hash':<64}  {'rc':>3} {'tries':>5}  {'next try':<23}  last error")
     for item in errors:
         click.echo(
             f"{item['hash']}  {item['refcount']:>3} {item['failures']:>5}  "
-            f"{item['next_try_ms']:>13}  {item['last_error']}"
+            f"{render.human_time(item['next_try_ms']):<23}  {item['last_error']}"
         )
 
 
@@ -608,7 +632,7 @@ def block_list_errors(ctx: click.Context) -> None:
 def block_info(ctx: click.Context, hash_: str, as_json: bool) -> None:
     """A block's count, referencing versions, files and resync state (HASH or a prefix)."""
     info = _call(ctx, "GET", f"/v1/blocks/{hash_}")
-    _show(info) if as_json else _print(render.fields(info))
+    _output(info, as_json, render.fields)
 
 
 @block.command("retry-now")
@@ -633,7 +657,7 @@ def block_purge(ctx: click.Context, hashes: tuple[str, ...], yes: bool, as_json:
     if not yes:
         click.confirm(f"Delete every object that uses {len(hashes)} block(s)?", abort=True)
     result = _call(ctx, "POST", "/v1/blocks/purge", {"blocks": list(hashes)})
-    _show(result) if as_json else _print(render.fields(result))
+    _output(result, as_json, render.fields)
 
 
 @main.group()
@@ -673,7 +697,7 @@ def repair_tables(ctx: click.Context) -> None:
 def repair_scrub(ctx: click.Context, command: str, as_json: bool) -> None:
     """Verify every local block now (start), or pause, resume or cancel the scrub."""
     result = _call(ctx, "POST", "/v1/repair/scrub", {"command": command})
-    _show(result) if as_json else _print(render.fields(result))
+    _output(result, as_json, render.fields)
 
 
 accept_global_options_everywhere(main)

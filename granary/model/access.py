@@ -45,6 +45,13 @@ def new_secret() -> str:
     return secrets.token_hex(32)
 
 
+def _live(key: AccessKey) -> KeyParams:
+    """The params of a key that `get_key` or `list_keys` returned (never deleted)."""
+    if key.params is None:
+        raise AccessError("no-such-key", f"access key {key.key_id} was deleted")
+    return key.params
+
+
 class Access:
     """`sealer` encrypts keys' secrets at rest; without one they are stored in clear."""
 
@@ -75,8 +82,8 @@ class Access:
         return self.get_key(key_id)
 
     def reveal_secret(self, key: AccessKey) -> str:
-        """The clear secret of a key row (stored sealed, or in clear before 0.4)."""
-        return open_secret(self.sealer, key.key_id, key.params.secret)
+        """The clear secret of a live key row (stored sealed, or in clear before 0.4)."""
+        return open_secret(self.sealer, key.key_id, _live(key).secret)
 
     def secret_of(self, key_id: str) -> str | None:
         """The secret that signs a key's requests; None for an unknown or unreadable key."""
@@ -107,19 +114,13 @@ class Access:
         """
         if self.sealer is None:
             return 0
-        sealed = [
-            AccessKey(
-                key.key_id,
-                Deletable(
-                    deleted=False,
-                    value=replace(
-                        key.params, secret=self.sealer.seal(key.key_id, key.params.secret)
-                    ),
-                ),
-            )
-            for key in self.list_keys()
-            if not is_sealed(key.params.secret)
-        ]
+        sealed = []
+        for key in self.list_keys():
+            params = _live(key)
+            if not is_sealed(params.secret):
+                secret = self.sealer.seal(key.key_id, params.secret)
+                value = replace(params, secret=secret)
+                sealed.append(AccessKey(key.key_id, Deletable(deleted=False, value=value)))
         if sealed:
             await self.model.keys.local_merge(sealed)
         return len(sealed)
@@ -155,8 +156,7 @@ class Access:
     async def update_key(
         self, key_id: str, *, name: str | None = None, allow_create_bucket: bool | None = None
     ) -> AccessKey:
-        key = self._require_key(key_id)
-        params = key.params
+        params = _live(self._require_key(key_id))
         now = now_ms()
         if name is not None:
             params = replace(params, name=params.name.update(name, now))
@@ -170,8 +170,8 @@ class Access:
         return updated
 
     async def delete_key(self, key_id: str) -> None:
-        key = self._require_key(key_id)
-        for bucket_id, permission in key.params.authorized_buckets.items():
+        params = _live(self._require_key(key_id))
+        for bucket_id, permission in params.authorized_buckets.items():
             if permission is not None and permission.any:
                 await self.set_permission(bucket_id, key_id, NO_PERMISSION)
         await self._write(self.model.keys, AccessKey(key_id, Deletable(deleted=True, value=None)))
