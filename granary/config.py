@@ -87,6 +87,17 @@ class KubernetesDiscoveryConfig(msgspec.Struct, forbid_unknown_fields=True):
     skip_crd: Any = None
 
 
+# Garage's legacy `replication_mode`: its replication factor and consistency mode.
+REPLICATION_MODES = {
+    "none": (1, "consistent"),
+    "1": (1, "consistent"),
+    "2": (2, "consistent"),
+    "2-dangerous": (2, "dangerous"),
+    "3": (3, "consistent"),
+    "3-degraded": (3, "degraded"),
+    "3-dangerous": (3, "dangerous"),
+}
+
 # Garage's keys that are accepted and ignored, with what is missing.
 UNSUPPORTED = {
     "metadata_snapshots_dir": "metadata snapshots are not implemented yet",
@@ -98,7 +109,6 @@ UNSUPPORTED = {
     "rpc_ping_timeout_msec": "the RPC ping timeout is not configurable yet",
     "rpc_timeout_msec": "the RPC timeout is not configurable yet",
     "allow_punycode": "bucket names are checked by S3's rules only",
-    "replication_mode": "Garage's old key: use replication_factor and consistency_mode",
     "consul_discovery": "Consul discovery is not implemented yet; use bootstrap_peers",
     "kubernetes_discovery": "Kubernetes discovery is not implemented yet; use bootstrap_peers",
     "s3_web": "static website hosting is not implemented yet",
@@ -147,7 +157,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     rpc_ping_timeout_msec: Any = None
     rpc_timeout_msec: Any = None
     allow_punycode: Any = None
-    replication_mode: Any = None
+    replication_mode: str | None = None  # Garage's legacy key, read by parse_config
     consul_discovery: ConsulDiscoveryConfig | None = None
     kubernetes_discovery: KubernetesDiscoveryConfig | None = None
     s3_web: S3WebConfig | None = None
@@ -208,9 +218,35 @@ def unsupported_keys(config: Config) -> list[tuple[str, str]]:
 
 
 def warn_unsupported(config: Config, logger: logging.Logger) -> None:
-    """One warning per Garage key that is set but not supported yet."""
+    """One warning per Garage key that is set but not supported yet, or legacy."""
     for name, why in unsupported_keys(config):
         logger.warning("config key `%s` is accepted but not supported yet: %s", name, why)
+    if config.replication_mode is not None:
+        logger.warning(
+            "config key `replication_mode` is Garage's legacy option, read as "
+            "replication_factor = %d and consistency_mode = %r: please use those instead",
+            config.replication_factor,
+            config.consistency_mode,
+        )
+
+
+def _legacy_replication_mode(data: dict) -> dict:
+    """Garage's `replication_mode` as `replication_factor` and `consistency_mode`."""
+    mode = data.get("replication_mode")
+    if mode is None:
+        return data
+    if "replication_factor" in data or data.get("consistency_mode", "consistent") != "consistent":
+        raise ConfigError(
+            "invalid configuration: set either the legacy replication_mode or "
+            "replication_factor and consistency_mode, not both - at `$.replication_mode`"
+        )
+    if mode not in REPLICATION_MODES:
+        raise ConfigError(
+            f"invalid configuration: replication_mode must be one of "
+            f"{', '.join(REPLICATION_MODES)} - at `$.replication_mode`"
+        )
+    factor, consistency = REPLICATION_MODES[mode]
+    return {**data, "replication_factor": factor, "consistency_mode": consistency}
 
 
 def _env_flag(value: str | None) -> bool:
@@ -292,7 +328,7 @@ def resolve_secrets(config: Config, environ: Mapping[str, str] | None = None) ->
 def parse_config(data: dict, environ: Mapping[str, str] | None = None) -> Config:
     """Validate a decoded TOML document; secrets are read from files or the environment."""
     try:
-        config = msgspec.convert(data, Config)
+        config = msgspec.convert(_legacy_replication_mode(data), Config)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid configuration: {exc}") from None
     return resolve_secrets(config, environ)

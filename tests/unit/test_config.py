@@ -55,10 +55,9 @@ admin_token = "secret"
     assert config.replication_factor == 3
 
 
-# Every key of Garage's configuration reference (and its older replication_mode).
+# Every key of Garage's configuration reference.
 GARAGE_FULL_CONFIG = """
 replication_factor = 3
-replication_mode = "3"
 consistency_mode = "consistent"
 metadata_dir = "/var/lib/garage/meta"
 data_dir = "/var/lib/garage/data"
@@ -161,6 +160,27 @@ def test_implemented_keys_log_no_warning(caplog):
     with caplog.at_level(logging.WARNING):
         warn_unsupported(config, logging.getLogger("test"))
     assert caplog.records == []
+
+
+@pytest.mark.parametrize(
+    ("mode", "factor", "consistency"),
+    [("none", 1, "consistent"), ("3", 3, "consistent"), ("3-degraded", 3, "degraded")],
+)
+def test_garage_legacy_replication_mode_is_read_and_warned(mode, factor, consistency, caplog):
+    config = parse_config({**MINIMAL, "replication_mode": mode}, environ={})
+    assert (config.replication_factor, config.consistency_mode) == (factor, consistency)
+    with caplog.at_level(logging.WARNING):
+        warn_unsupported(config, logging.getLogger("test"))
+    [record] = caplog.records
+    assert "`replication_mode` is Garage's legacy option" in record.getMessage()
+
+
+@pytest.mark.parametrize(
+    "extra", [{"replication_mode": "4"}, {"replication_mode": "3", "replication_factor": 3}]
+)
+def test_bad_or_conflicting_replication_mode_is_named(extra):
+    with pytest.raises(ConfigError, match="replication_mode"):
+        parse_config({**MINIMAL, **extra}, environ={})
 
 
 def test_readable_secret_file_is_refused_unless_allowed(tmp_path):
