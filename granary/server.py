@@ -276,10 +276,10 @@ class Node:
             root_domain=config.s3_api.root_domain,
             block_size=config.block_size_bytes,
         )
-        disks = {
-            "metadata disk": metadata_dir,
-            **{f"data disk {d.path}": Path(d.path) for d in config.data_dirs if not d.read_only},
-        }
+        disks = [  # named for S3 clients: no path
+            ("metadata disk", metadata_dir),
+            *(("data disk", Path(d.path)) for d in config.data_dirs if not d.read_only),
+        ]
         services = S3Services(
             self.access,
             self.objects,

@@ -1,4 +1,5 @@
-"""Small files replaced whole: after a crash, the old content or the new, never a mix."""
+"""The node's own files: small files replaced whole (after a crash, the old content or the
+new, never a mix), kept private to the server's user, and the free space of their disks."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 
 # A filesystem with less free space than this cannot take a metadata commit.
 FULL_DISK_RESERVE = 1 << 20
+# What the server creates is readable by its user only (folders 0700, files 0600).
+PRIVATE_UMASK = 0o077
 
 
 def write_atomic(path: Path, data: bytes, *, private: bool = False) -> None:
@@ -38,9 +41,6 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-PRIVATE_UMASK = 0o077
-
-
 def make_private(root: Path, *, recursive: bool) -> None:
     """Folders 0700 and files 0600 from `root` down (only `root` itself unless `recursive`).
 
@@ -60,23 +60,19 @@ def make_private(root: Path, *, recursive: bool) -> None:
                     os.chmod(path, mode)
 
 
-def write_if_changed(path: Path, data: bytes, *, private: bool = False) -> bool:
-    """`write_atomic` unless `path` holds `data` already, so an unchanged start writes nothing.
-
-    Returns whether it wrote.
-    """
+def write_if_changed(path: Path, data: bytes, *, private: bool = False) -> None:
+    """`write_atomic` unless `path` holds `data` already, so an unchanged start writes nothing."""
     try:
         if path.read_bytes() == data:
-            return False
+            return
     except OSError:
         pass
     write_atomic(path, data, private=private)
-    return True
 
 
-def full_disk(paths: dict[str, Path]) -> str | None:
-    """The name of the first of `paths` whose filesystem is (nearly) full, if any."""
-    for name, path in paths.items():
+def full_disk(disks: list[tuple[str, Path]]) -> str | None:
+    """The name of the first of `disks` (name, folder) whose filesystem is (nearly) full."""
+    for name, path in disks:
         try:
             if shutil.disk_usage(path).free < FULL_DISK_RESERVE:
                 return name
