@@ -141,14 +141,26 @@ def test_output_is_text_for_people_and_json_on_request(server):
     assert not server.cli("key", "list").stdout.lstrip().startswith("[")
 
 
-def test_version_is_the_installed_package_version():
+def test_version_comes_from_the_package_metadata(tmp_path):
+    """`--version` says what is installed: here a distribution found first on the path."""
+    installed = importlib.metadata.version("granary")
+    assert granary_version() == f"granary, version {installed}"
+    dist_info = tmp_path / "granary-9.8.7.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: granary\nVersion: 9.8.7\n")
+    assert granary_version(PYTHONPATH=str(tmp_path)) == "granary, version 9.8.7"
+
+
+def granary_version(**env: str) -> str:
     result = subprocess.run(
         [sys.executable, "-m", "granary.cli", "--version"],
         capture_output=True,
         text=True,
         timeout=60,
+        env={**os.environ, **env},
+        check=True,
     )
-    assert result.stdout.strip() == f"granary, version {importlib.metadata.version('granary')}"
+    return result.stdout.strip()
 
 
 def test_garage_confirmations_are_accepted(server):
