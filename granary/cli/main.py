@@ -100,14 +100,11 @@ def server(ctx: click.Context, s3_address: str, admin_address: str, rpc_address:
     )
     config = _load(ctx)
     default_key = config is None or bool(os.environ.get("GRANARY_ACCESS_KEY_ID"))
+    where = _location_options(ctx)
     try:
         if config is None:
             config = default_config(_data_dir(ctx), s3_address, admin_address, rpc_address)
-    except ConfigError as error:
-        raise click.ClickException(str(error)) from None
-    tune_malloc()
-    try:
-        where = _location_options(ctx)
+        tune_malloc()
         uvloop.run(
             run_node(config, default_key=default_key, announce=lambda n: _announce(n, where))
         )
