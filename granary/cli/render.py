@@ -15,7 +15,7 @@ def human_size(size: int | None) -> str:
         return "-"
     value = float(size)
     for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
-        if value < 1000 or unit == "PB":
+        if value < 999.5 or unit == "PB":  # 999_999 B is '1.0 MB', not '1000 KB'
             return f"{value:.0f} {unit}" if unit == "B" or value >= 100 else f"{value:.1f} {unit}"
         value /= 1000
     raise AssertionError("unreachable")
