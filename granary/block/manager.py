@@ -17,6 +17,7 @@ import logging
 from collections.abc import Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 from granary.block.codec import CorruptBlock, block_hash
@@ -128,7 +129,7 @@ class BlockManager:
 
     # ---- writes ------------------------------------------------------------
 
-    async def put(self, block_id: bytes, data: bytes) -> None:
+    async def put(self, block_id: bytes, data: bytes | bytearray) -> None:
         """Store a block on its nodes; returns once the write quorum has it."""
         nodes = self.holders.current(block_id)
         await call_quorum(
@@ -138,7 +139,7 @@ class BlockManager:
         )
 
     async def put_on(
-        self, node: bytes, block_id: bytes, data: bytes, priority: int = NORMAL
+        self, node: bytes, block_id: bytes, data: bytes | bytearray, priority: int = NORMAL
     ) -> None:
         if node == self.local_node:
             await self.put_local(block_id, data)
@@ -152,7 +153,7 @@ class BlockManager:
                 timeout=BLOCK_RW_TIMEOUT,
             )
 
-    async def put_local(self, block_id: bytes, data: bytes) -> None:
+    async def put_local(self, block_id: bytes, data: bytes | bytearray) -> None:
         # The lock orders this write against a GC deletion of the same block.
         async with self.locks.hold(block_id):
             await self.in_thread(self.store.write, block_id, data)
@@ -219,7 +220,9 @@ class BlockManager:
         lacking = [
             node
             for node, reply in zip(holders, replies, strict=True)
-            if not reply.present and (reply.needed or not needing_only)
+            if isinstance(reply, NeedReply)  # every one is, once none failed
+            and not reply.present
+            and (reply.needed or not needing_only)
         ]
         if not lacking:
             return
@@ -316,14 +319,14 @@ class BlockManager:
         for todo_key, block_id in self.refcounts.due_for_gc(GC_BATCH):
             if not await self._handed_over_if_needed(block_id):
                 await self.db.transact(
-                    lambda tx, k=todo_key, b=block_id: self.refcounts.postpone(tx, k, b)
+                    partial(self.refcounts.postpone, todo_key=todo_key, block_id=block_id)
                 )
                 continue
             async with self.locks.hold(block_id):
                 if self.refcounts.is_deletable(block_id):
                     deleted += await self.in_thread(self.store.delete, block_id)
                 await self.db.transact(
-                    lambda tx, k=todo_key, b=block_id: self.refcounts.claim_for_deletion(tx, k, b)
+                    partial(self.refcounts.claim_for_deletion, todo_key=todo_key, block_id=block_id)
                 )
         return deleted
 

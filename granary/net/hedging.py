@@ -282,8 +282,8 @@ async def hedged_read(
                 return Answers(answers[:wanted], errors)
             top_up()
             if on_failure is not None:
-                for node, error in failed:
-                    await on_failure(node, error)
+                for node, failure in failed:
+                    await on_failure(node, failure)
     finally:
         for task in running:
             task.cancel()

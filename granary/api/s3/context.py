@@ -64,6 +64,17 @@ class S3Context:
             raise S3Error("NoSuchBucket", BucketName=self.bucket_name or "")
         return self.bucket
 
+    def require_bucket_name(self) -> str:
+        if self.bucket_name is None:
+            raise S3Error("InvalidRequest", "This operation needs a bucket name.")
+        return self.bucket_name
+
+    def require_access_key(self) -> AccessKey:
+        """The request's access key: an anonymous request may not do this."""
+        if self.access_key is None:
+            raise S3Error("AccessDenied")
+        return self.access_key
+
     def require_key(self) -> str:
         if self.key is None:
             raise S3Error("InvalidRequest", "This operation needs an object key.")
