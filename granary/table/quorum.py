@@ -44,10 +44,11 @@ async def call_quorum(
     while pending and len(results) < quorum:
         done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
-            if task.exception() is None:
+            failure = task.exception()
+            if failure is None:
                 results.append(task.result())
             else:
-                errors.append(task.exception())
+                errors.append(failure)
         if len(results) + len(pending) < quorum:
             break
     for task in pending:
