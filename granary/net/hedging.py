@@ -277,13 +277,16 @@ async def hedged_read(
                 answers.append(answer)
                 if hedging is not None:
                     hedging.latencies.record(call.node, loop.time() - call.started)
-            if len(answers) >= wanted:
+            done_reading = len(answers) >= wanted
+            if done_reading:
                 _count_losers(hedging, running.values())
-                return Answers(answers[:wanted], errors)
-            top_up()
+            else:
+                top_up()  # before on_failure: the next node is asked at once
             if on_failure is not None:
                 for node, failure in failed:
                     await on_failure(node, failure)
+            if done_reading:
+                return Answers(answers[:wanted], errors)
     finally:
         for task in running:
             task.cancel()
