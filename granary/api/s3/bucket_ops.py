@@ -69,7 +69,7 @@ async def create_bucket(ctx: S3Context) -> Response:
             "InvalidLocationConstraint",
             LocationConstraint=location,
         )
-    key = ctx.require_access_key()
+    key = ctx.access_key
     if key.params is None or not key.params.allow_create_bucket.value:
         existing = ctx.services.access.resolve_bucket(name)
         if existing is not None and existing.permission(key.key_id).owner:
