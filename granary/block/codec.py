@@ -22,7 +22,7 @@ class CorruptBlock(Exception):
     """A stored block does not match its id."""
 
 
-def block_hash(data: bytes | memoryview) -> bytes:
+def block_hash(data: bytes | bytearray | memoryview) -> bytes:
     return blake3.blake3(data).digest()
 
 
@@ -43,7 +43,7 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return decompressor
 
 
-def maybe_compress(data: bytes, level: int | None) -> tuple[bytes, bool]:
+def maybe_compress(data: bytes | bytearray, level: int | None) -> tuple[bytes | bytearray, bool]:
     """(stored bytes, compressed?) — compressed only if that saves space."""
     if level is None:
         return data, False

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 from granary.block.codec import CorruptBlock, block_hash
@@ -37,7 +38,7 @@ from granary.block.transfer import (
 )
 from granary.db.base import Db, Tx
 from granary.net.errors import CallTimeout, PeerUnavailable, RpcError
-from granary.net.hedging import Hedging
+from granary.net.hedging import Hedging, hedged_read
 from granary.net.messages import BACKGROUND, NORMAL
 from granary.table.quorum import call_quorum
 from granary.util.locks import KeyedLocks
@@ -54,6 +55,10 @@ much later, once the write that added the reference has had time to finish."""
 
 class BlockUnavailable(Exception):
     """No node could return a valid copy of a block."""
+
+
+class MissingCopy(Exception):
+    """This node, asked as one of the block's holders, has no copy of it."""
 
 
 class OffloadIncomplete(Exception):
@@ -124,7 +129,7 @@ class BlockManager:
 
     # ---- writes ------------------------------------------------------------
 
-    async def put(self, block_id: bytes, data: bytes) -> None:
+    async def put(self, block_id: bytes, data: bytes | bytearray) -> None:
         """Store a block on its nodes; returns once the write quorum has it."""
         nodes = self.holders.current(block_id)
         await call_quorum(
@@ -134,7 +139,7 @@ class BlockManager:
         )
 
     async def put_on(
-        self, node: bytes, block_id: bytes, data: bytes, priority: int = NORMAL
+        self, node: bytes, block_id: bytes, data: bytes | bytearray, priority: int = NORMAL
     ) -> None:
         if node == self.local_node:
             await self.put_local(block_id, data)
@@ -148,7 +153,7 @@ class BlockManager:
                 timeout=BLOCK_RW_TIMEOUT,
             )
 
-    async def put_local(self, block_id: bytes, data: bytes) -> None:
+    async def put_local(self, block_id: bytes, data: bytes | bytearray) -> None:
         # The lock orders this write against a GC deletion of the same block.
         async with self.locks.hold(block_id):
             await self.in_thread(self.store.write, block_id, data)
@@ -215,7 +220,9 @@ class BlockManager:
         lacking = [
             node
             for node, reply in zip(holders, replies, strict=True)
-            if not reply.present and (reply.needed or not needing_only)
+            if isinstance(reply, NeedReply)  # every one is, once none failed
+            and not reply.present
+            and (reply.needed or not needing_only)
         ]
         if not lacking:
             return
@@ -236,8 +243,22 @@ class BlockManager:
         """
         first, fallback = self.read_order(block_id, local=local)
         self.stats.reads += 1
-        self.hedging.budget.read()
-        return await self._hedged_read(block_id, first, fallback, priority)
+        errors: list[str] = []
+
+        async def failed(node: bytes, error: BaseException) -> None:
+            await self._read_failed(node, block_id, error, errors)
+
+        got = await hedged_read(
+            first,
+            lambda node: self._read_from(node, block_id, priority),
+            self.hedging,
+            fallback=fallback,
+            failures=(CorruptBlock, RpcError, TimeoutError, MissingCopy),
+            on_failure=failed,
+        )
+        if not got.answers:
+            raise BlockUnavailable(f"block {block_id.hex()}: {', '.join(errors) or 'no holder'}")
+        return got.answers[0]
 
     def read_order(self, block_id: bytes, *, local: bool = True) -> tuple[list[bytes], list[bytes]]:
         """The current holders in the order a read asks them, and the fallback.
@@ -254,99 +275,28 @@ class BlockManager:
         first = self.hedging.latencies.order(self.distances.by_distance(current))
         return first, self.distances.by_distance(older)
 
-    async def _hedged_read(
-        self, block_id: bytes, first: list[bytes], fallback: list[bytes], priority: int
-    ) -> bytes:
-        loop = asyncio.get_running_loop()
-        hedging = self.hedging
-        waiting = list(first)
-        # task -> (node, start time, whether it was a hedge)
-        running: dict[asyncio.Future, tuple[bytes, float, bool]] = {}
-        errors: list[str] = []
-        newest = b""
-        hedge_at = 0.0
-        rationed = True
-
-        def launch(node: bytes, hedge: bool) -> None:
-            nonlocal newest, hedge_at, rationed
-            task = asyncio.ensure_future(self._read_from(node, block_id, priority))
-            running[task] = (node, loop.time(), hedge)
-            newest, rationed = node, True
-            hedge_at = loop.time() + hedge_delay()
-
-        def hedge_delay() -> float:
-            return hedging.delay(newest, waiting[0] if waiting else None)
-
-        try:
-            while True:
-                if not running:
-                    if not waiting and fallback:
-                        waiting.append(fallback.pop(0))
-                    if not waiting:
-                        break
-                    launch(waiting.pop(0), hedge=False)
-                timeout = max(0.0, hedge_at - loop.time()) if hedging.enabled and waiting else None
-                done, _ = await asyncio.wait(
-                    running, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                )
-                if not done:
-                    # Late: hedge within the budget. A node another read caught
-                    # stalling, or one still silent after twice its delay, is
-                    # hedged whatever the budget: it is stalled, not just slow.
-                    slow = hedging.latencies.is_slow(newest)
-                    if not rationed or slow or hedging.budget.take():
-                        hedging.started += 1
-                        launch(waiting.pop(0), hedge=True)
-                    else:
-                        rationed = False
-                        hedge_at = loop.time() + hedge_delay()
-                    continue
-                for task in done:
-                    node, started, hedge = running.pop(task)
-                    try:
-                        data = task.result()
-                    except (CorruptBlock, RpcError, TimeoutError) as exc:
-                        data, error = None, exc
-                    else:
-                        error = None
-                    if data is None:
-                        # A failure is no slowness: the next holder is asked at once.
-                        if waiting:
-                            launch(waiting.pop(0), hedge=False)
-                        await self._read_failed(node, block_id, error, errors)
-                        continue
-                    hedging.latencies.record(node, loop.time() - started)
-                    if hedge:
-                        hedging.won += 1
-                        for loser, _, _ in running.values():
-                            hedging.latencies.mark_slow(loser)
-                    return data
-        finally:
-            for task in running:
-                if task.done():
-                    task.cancelled() or task.exception()  # seen, so never reported as lost
-                else:
-                    task.cancel()
-        raise BlockUnavailable(f"block {block_id.hex()}: {', '.join(errors) or 'no holder'}")
-
     async def _read_failed(
-        self, node: bytes, block_id: bytes, error: BaseException | None, errors: list[str]
+        self, node: bytes, block_id: bytes, error: BaseException, errors: list[str]
     ) -> None:
         who = "this node" if node == self.local_node else f"node {node.hex()[:16]}"
-        errors.append(f"{who}: {error or 'missing'}")
+        errors.append(f"{who}: {error}")
         if isinstance(error, CorruptBlock):
             self.stats.corrupt_copies += 1
         if node == self.local_node:
             await self._local_problem(block_id)
-        if error is not None:
+        if not isinstance(error, MissingCopy):
             # A node known to be down is no news; anything else is worth a warning.
             down = isinstance(error, PeerUnavailable) and not isinstance(error, CallTimeout)
             level = logging.DEBUG if down else logging.WARNING
             log.log(level, "block %s not read from %s: %s", block_id.hex(), who, error)
 
-    async def _read_from(self, node: bytes, block_id: bytes, priority: int) -> bytes | None:
+    async def _read_from(self, node: bytes, block_id: bytes, priority: int) -> bytes:
+        """The block's verified content from `node` (a corrupt local copy is quarantined)."""
         if node == self.local_node:
-            return await self.in_thread(self.store.read, block_id)
+            data = await self.in_thread(self.store.read, block_id)
+            if data is None:
+                raise MissingCopy("missing")
+            return data
         async with asyncio.timeout(BLOCK_RW_TIMEOUT):
             _, stream = await self.net.call(
                 node, GET_ENDPOINT, block_id, priority=priority, timeout=BLOCK_RW_TIMEOUT
@@ -369,14 +319,14 @@ class BlockManager:
         for todo_key, block_id in self.refcounts.due_for_gc(GC_BATCH):
             if not await self._handed_over_if_needed(block_id):
                 await self.db.transact(
-                    lambda tx, k=todo_key, b=block_id: self.refcounts.postpone(tx, k, b)
+                    partial(self.refcounts.postpone, todo_key=todo_key, block_id=block_id)
                 )
                 continue
             async with self.locks.hold(block_id):
                 if self.refcounts.is_deletable(block_id):
                     deleted += await self.in_thread(self.store.delete, block_id)
                 await self.db.transact(
-                    lambda tx, k=todo_key, b=block_id: self.refcounts.claim_for_deletion(tx, k, b)
+                    partial(self.refcounts.claim_for_deletion, todo_key=todo_key, block_id=block_id)
                 )
         return deleted
 

@@ -78,7 +78,7 @@ class BlockStore:
     def contains(self, block_id: bytes) -> bool:
         return self.find(block_id) is not None
 
-    def write(self, block_id: bytes, data: bytes) -> int:
+    def write(self, block_id: bytes, data: bytes | bytearray) -> int:
         """Store a block unless already present; return the bytes written."""
         if self.contains(block_id):
             return 0

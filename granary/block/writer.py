@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +34,7 @@ class StreamDigests:
     sha256: Any | None = None
     checksum: Checksum | None = None
 
-    def update(self, data: bytes) -> None:
+    def update(self, data: bytes | bytearray) -> None:
         self.md5.update(data)
         if self.sha256 is not None:
             self.sha256.update(data)
@@ -61,7 +61,7 @@ def _digest_block(digests: StreamDigests, data: bytes | bytearray) -> bytes:
 
 
 async def write_blocks(
-    chunks: AsyncIterator[bytes],
+    chunks: AsyncIterable[bytes],
     *,
     block_size: int,
     executor: Executor,
@@ -75,26 +75,25 @@ async def write_blocks(
     in_flight: list[asyncio.Task] = []
     blocks: list[StoredBlock] = []
     offset = 0
-    hashing: asyncio.Future | None = None
-    hashing_block: tuple[int, bytes] | None = None
+    hashing: tuple[asyncio.Future[bytes], int, bytearray] | None = None
+    """The block being hashed: (its hash to come, its offset, its content)."""
 
     async def finish_hashing() -> None:
-        nonlocal hashing, hashing_block
+        nonlocal hashing
         if hashing is None:
             return
-        block_id = await hashing
-        block_offset, data = hashing_block
-        hashing = hashing_block = None
+        block_id = await hashing[0]
+        _, block_offset, data = hashing
+        hashing = None
         blocks.append(StoredBlock(block_offset, block_id, len(data)))
         while len(in_flight) >= max_in_flight:
             await in_flight.pop(0)
         in_flight.append(asyncio.ensure_future(store(block_offset, block_id, data)))
 
     async def submit(data: bytearray) -> None:
-        nonlocal hashing, hashing_block, offset
+        nonlocal hashing, offset
         await finish_hashing()
-        hashing = loop.run_in_executor(executor, _digest_block, digests, data)
-        hashing_block = (offset, data)
+        hashing = (loop.run_in_executor(executor, _digest_block, digests, data), offset, data)
         offset += len(data)
 
     block = bytearray(block_size)
@@ -125,6 +124,6 @@ async def write_blocks(
         # its metadata rows would leave a reference nothing releases.
         await asyncio.gather(*in_flight, return_exceptions=True)
         if hashing is not None:
-            await asyncio.gather(hashing, return_exceptions=True)
+            await asyncio.gather(hashing[0], return_exceptions=True)
         raise
     return StreamResult(offset, blocks)

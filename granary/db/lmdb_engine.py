@@ -70,7 +70,7 @@ class LmdbDb(Db):
 
 
 class LmdbTree(Tree):
-    def __init__(self, db: Db, name: str, env: lmdb.Environment, dbi: object) -> None:
+    def __init__(self, db: Db, name: str, env: lmdb.Environment, dbi: lmdb._Database) -> None:
         super().__init__(db, name)
         self._env = env
         self.dbi = dbi
@@ -89,7 +89,7 @@ class LmdbTree(Tree):
 
 
 class LmdbTx(Tx):
-    def __init__(self, db: Db, txn: lmdb.Transaction) -> None:
+    def __init__(self, db: Db, txn: lmdb.Transaction[bytes]) -> None:
         super().__init__(db)
         self.txn = txn
 
@@ -116,7 +116,7 @@ class LmdbTx(Tx):
 
 
 def _scan(
-    cursor: lmdb.Cursor, start: bytes | None, end: bytes | None, reverse: bool
+    cursor: lmdb.Cursor[bytes], start: bytes | None, end: bytes | None, reverse: bool
 ) -> Iterator[Item]:
     """Walk [start, end) with an LMDB cursor.
 

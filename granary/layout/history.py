@@ -139,7 +139,7 @@ class LayoutHistory(msgspec.Struct, frozen=True, array_like=True):
     min_active: int = 0
 
     @classmethod
-    def initial(cls, replication_factor: int) -> Self:
+    def initial(cls, replication_factor: int) -> LayoutHistory:
         return cls(ClusterLayout.initial(replication_factor))
 
     def version(self, number: int) -> ClusterLayout | None:
@@ -161,14 +161,14 @@ class LayoutHistory(msgspec.Struct, frozen=True, array_like=True):
         that may be writing or reading under one of them."""
         return sorted({node for layout in self.active() for node in layout.roles})
 
-    def update(self, layout: ClusterLayout) -> Self:
+    def update(self, layout: ClusterLayout) -> LayoutHistory:
         """This history with `layout` merged in: a newer version, or new staged changes."""
         return self.merge(type(self)(layout))
 
-    def with_trackers(self, trackers: UpdateTrackers) -> Self:
+    def with_trackers(self, trackers: UpdateTrackers) -> LayoutHistory:
         return msgspec.structs.replace(self, trackers=trackers)
 
-    def merge(self, other: Self) -> Self:
+    def merge(self, other: LayoutHistory) -> LayoutHistory:
         """Both histories' versions, trackers and staged changes merged.
 
         The higher current version wins, and with it its view of the older
@@ -198,7 +198,7 @@ class LayoutHistory(msgspec.Struct, frozen=True, array_like=True):
             max(self.min_active, other.min_active),
         )
 
-    def retire_before(self, version: int) -> Self:
+    def retire_before(self, version: int) -> LayoutHistory:
         """This history with every version below `version` retired (never the current one)."""
         floor = min(max(self.min_active, version), self.current.version)
         if floor == self.min_active:
@@ -206,7 +206,7 @@ class LayoutHistory(msgspec.Struct, frozen=True, array_like=True):
         by_number = {layout.version: layout for layout in self._committed()}
         return _assemble(by_number, self.current.staging, self.trackers, floor)
 
-    def retire_unread(self) -> Self:
+    def retire_unread(self) -> LayoutHistory:
         """Retire the oldest active versions that no node reads any more.
 
         The oldest active version retires once every node of the active

@@ -27,11 +27,13 @@ from them stays true on every node that merges them.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from functools import partial
 
 from granary.layout.assignment import PARTITIONS
 from granary.layout.history import ClusterLayout, LayoutHistory
 from granary.layout.quorums import majority
 from granary.layout.roles import LayoutError
+from granary.layout.trackers import TrackerName
 
 
 def sharded_nodes(layout: ClusterLayout, partition: int) -> tuple[str, ...]:
@@ -69,7 +71,7 @@ def read_version(history: LayoutHistory, write_quorum: int) -> int:
             break
         version = min(
             version,
-            readable(lambda layout, p=partition: sharded_nodes(layout, p), full_copy=False),
+            readable(partial(sharded_nodes, partition=partition), full_copy=False),
         )
     return version
 
@@ -132,7 +134,9 @@ def skip_dead_nodes(
     dead = [node for node in dead if node in history.active_nodes()]
     if not dead:
         raise LayoutError("no node of the active layout versions is down")
-    names = ("ack", "sync_ack", "sync") if allow_missing_data else ("ack", "sync_ack")
+    names: tuple[TrackerName, ...] = ("ack", "sync_ack")
+    if allow_missing_data:
+        names += ("sync",)
     trackers = history.trackers
     for name in names:
         trackers = trackers.raised(name, dead, version)

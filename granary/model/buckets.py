@@ -51,9 +51,10 @@ class Bucket(msgspec.Struct, array_like=True, frozen=True):
     def params(self) -> BucketParams | None:
         return None if self.state.deleted else self.state.value
 
-    def permission(self, key_id: str) -> Permission:
+    def permission(self, key_id: str | None) -> Permission:
+        """What the key `key_id` may do here (an anonymous request, None: nothing)."""
         params = self.params
-        if params is None:
+        if params is None or key_id is None:
             return NO_PERMISSION
         return params.authorized_keys.get(key_id) or NO_PERMISSION
 

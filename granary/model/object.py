@@ -75,6 +75,13 @@ class ObjectVersion(msgspec.Struct, array_like=True, frozen=True):
     def is_uploading(self) -> bool:
         return self.state == UPLOADING
 
+    @property
+    def data_meta(self) -> ObjectMeta:
+        """`meta` of a version holding data (`is_data`), which always has it."""
+        if self.meta is None:
+            raise ValueError(f"version {self.uuid.hex()} has no metadata: it holds no data")
+        return self.meta
+
     def merge(self, other: ObjectVersion) -> ObjectVersion:
         if self.state != other.state:
             return self if self.state > other.state else other
@@ -123,9 +130,8 @@ class ObjectTable(TableSchema[Object]):
     name = "object"
     entry_type = Object
     filters = {"data": _exists, "uploads": _has_multipart_upload}
-
-    def __init__(self) -> None:
-        self.versions: Table[VersionRow] | None = None
+    versions: Table[VersionRow]
+    """The version table, set by ModelStore once it is built."""
 
     def partition_key(self, entry: Object) -> bytes:
         return entry.bucket_id

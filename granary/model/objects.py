@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 
 import msgspec
 from msgspec.structs import replace
@@ -45,6 +45,10 @@ class InflightUpload(msgspec.Struct, array_like=True):
     timestamp: int
     is_part: bool
     upload_id: bytes = b""
+
+
+InterruptedUploads = list[tuple[bytes, InflightUpload]]
+"""(version uuid, upload) of the uploads in flight when this node last stopped."""
 
 
 def _newest_other(row: Object | None, uuid: bytes) -> int | None:
@@ -82,7 +86,7 @@ class Upload:
         self._completion: asyncio.Future | None = None
 
     async def store_block(
-        self, part_number: int, offset: int, block_id: bytes, data: bytes
+        self, part_number: int, offset: int, block_id: bytes, data: bytes | bytearray
     ) -> None:
         """Record the block in the version, count the reference, then store it.
 
@@ -156,7 +160,7 @@ class Objects:
         start = b"\x00"
         while True:
             page = await self.model.versions.get_range(uuid, start, filter="blocks", limit=1000)
-            blocks.extend(page)
+            blocks.extend(row for row in page if isinstance(row, VersionBlock))
             if len(page) < 1000:
                 return blocks
             start = self.model.versions.schema.sort_key(page[-1]) + b"\x00"
@@ -169,7 +173,7 @@ class Objects:
         return await self.model.objects.get_range(bucket_id, start, filter=filter_name, limit=limit)
 
     async def stream_blocks(
-        self, blocks: list[VersionBlock], start: int, end: int
+        self, blocks: Sequence[VersionBlock], start: int, end: int
     ) -> AsyncGenerator[bytes, None]:
         """The bytes [start, end] (inclusive) of the concatenated `blocks`."""
         wanted = []
@@ -280,7 +284,7 @@ class Objects:
                 ),
             )
         blocks = await self.blocks_of(source.uuid)
-        if sum(b.size for b in blocks) != source.meta.size:
+        if sum(b.size for b in blocks) != source.data_meta.size:
             raise LookupError("the source object's data is gone")
         upload = await self.begin_copy(bucket_id, key)
         try:
@@ -290,7 +294,7 @@ class Objects:
             await upload.abort()
             raise
 
-    async def link_blocks(self, upload: Upload, blocks: list[VersionBlock]) -> None:
+    async def link_blocks(self, upload: Upload, blocks: Sequence[VersionBlock]) -> None:
         """Reference existing blocks (at their positions) from `upload`'s version."""
         await self.model.versions.insert_many([replace(b, uuid=upload.uuid) for b in blocks])
         await self.model.block_refs.insert_many(
@@ -317,7 +321,7 @@ class Objects:
         await self.model.versions.insert(tombstone(uuid))
         await self.forget_inflight(uuid)
 
-    def interrupted_uploads(self) -> list[tuple[bytes, InflightUpload]]:
+    def interrupted_uploads(self) -> InterruptedUploads:
         """The uploads in flight when this node last stopped.
 
         Read before the node serves again: once it does, the tree also holds
@@ -325,7 +329,7 @@ class Objects:
         """
         return [(uuid, self._inflight_decoder.decode(raw)) for uuid, raw in self.inflight.range()]
 
-    async def recover_interrupted(self, interrupted: list[tuple[bytes, InflightUpload]]) -> int:
+    async def recover_interrupted(self, interrupted: InterruptedUploads) -> int:
         """Abort the `interrupted` uploads (see `interrupted_uploads`) left unfinished."""
         for uuid, record in interrupted:
             if await self._was_finished(uuid, record):

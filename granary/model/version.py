@@ -63,10 +63,9 @@ class VersionTable(TableSchema[VersionRow]):
     # A deleted version's header must outlive its block rows: a block row
     # arriving late looks at it to release its block.
     collect_tombstones = False
-
-    def __init__(self) -> None:
-        self.table: Table[VersionRow] | None = None
-        self.block_refs: Table[BlockRef] | None = None
+    table: Table[VersionRow]
+    """This table itself, and the block_ref table: set by ModelStore once they are built."""
+    block_refs: Table[BlockRef]
 
     def partition_key(self, entry: VersionRow) -> bytes:
         return entry.uuid
@@ -83,13 +82,13 @@ class VersionTable(TableSchema[VersionRow]):
         self, tx: Tx, old: VersionRow | None, new: VersionRow, incoming: VersionRow
     ) -> None:
         if isinstance(new, VersionHeader):
-            if new.deleted and not (old is not None and old.deleted):
+            if new.deleted and not (isinstance(old, VersionHeader) and old.deleted):
                 for row in self.table.tx_rows(tx, new.uuid):
                     if isinstance(row, VersionBlock):
                         self._release(tx, row)
         elif old is None:
             header = self.table.tx_get(tx, new.uuid, b"")
-            if header is not None and header.deleted:
+            if isinstance(header, VersionHeader) and header.deleted:
                 self._release(tx, new)
 
     def _release(self, tx: Tx, block: VersionBlock) -> None:

@@ -14,6 +14,7 @@ import logging
 import ssl
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import cast
 
 import msgspec
 
@@ -176,7 +177,9 @@ class Connection:
                 for start in range(0, len(view), CHUNK_SIZE):
                     piece = view[start : start + CHUNK_SIZE]
                     await gate.take(len(piece))
-                    self._send(Chunk(call_id, reply, piece), priority)
+                    # msgspec encodes any buffer as bytes: sent as a view, the
+                    # piece is not copied (received, it is bytes).
+                    self._send(Chunk(call_id, reply, cast(bytes, piece)), priority)
         except Exception as exc:
             self._send(End(call_id, reply, f"{type(exc).__name__}: {exc}"), priority)
         else:

@@ -1,7 +1,7 @@
-"""When to hedge a read: each node's recent read times, and a slow-node penalty.
+"""Hedged reads: the one read loop of tables and blocks, and when it hedges.
 
-Block reads and metadata (table) reads both use this, each with its own
-numbers. A read goes to the nearest holder first. If that holder has not answered
+Block reads and metadata (table) reads both run `hedged_read`, each with its
+own numbers (`Hedging`). A read goes to the nearest holder first. If that holder has not answered
 within `delay(node)`, the next holder is asked too and the first valid answer
 wins (a hedged request). The delay adapts to the node: the 90th percentile
 of its recent reads or, until enough of them are known, a few round
@@ -16,13 +16,18 @@ load that slows them down.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import statistics
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from granary.util.background import Workers, bool_setter
+
+T = TypeVar("T")
 
 MIN_SAMPLES = 8
 """Reads of a node needed before its own percentile is trusted."""
@@ -156,6 +161,153 @@ class Hedging:
         if backup is None:
             return self.latencies.delay(node, self.rtt(node))
         return self.latencies.hedge_delay(node, self.rtt(node), backup, self.rtt(backup))
+
+
+@dataclass
+class Answers(Generic[T]):
+    """What a hedged read got: up to `wanted` answers (fewer if too many nodes failed)."""
+
+    answers: list[T]
+    errors: list[BaseException]
+
+
+@dataclass
+class _Call:
+    """One node's call in a hedged read."""
+
+    node: bytes
+    started: float
+    deadline: float
+    """When to hedge it (infinity: never, e.g. once it has been hedged)."""
+    from_fallback: bool = False
+    rationed: bool = True
+    """Its next hedge needs the budget; False once it waited a second delay for one."""
+    hedged: bool = False
+    """A hedge was started because this call was late."""
+
+
+async def hedged_read(
+    nodes: Sequence[bytes],
+    read: Callable[[bytes], Awaitable[T]],
+    hedging: Hedging | None,
+    *,
+    wanted: int = 1,
+    fallback: Sequence[bytes] = (),
+    failures: tuple[type[BaseException], ...] = (Exception,),
+    on_failure: Callable[[bytes, BaseException], Awaitable[None]] | None = None,
+) -> Answers[T]:
+    """`read` from the `wanted` nearest of `nodes`, hedged; the first `wanted` answers win.
+
+    `nodes` come nearest first; those that recently lost to a hedge are moved
+    last. The `wanted` first are asked at once, the others only when needed:
+
+    - a failure (an exception in `failures`; `on_failure` hears of it) brings
+      in the next node at once: a failure is no slowness;
+    - with `hedging` on, a call still unanswered after its hedge delay brings
+      in the next node too, if the budget has a hedge to spend; a call still
+      silent after a second delay, or one from a node another read caught
+      stalling, is hedged regardless: it is stalled, not just slow;
+    - the `fallback` nodes (an older layout's holders, say) are asked one by
+      one once every node of `nodes` was asked and none is still running.
+      They are never hedged.
+
+    Once `wanted` answers are in, the calls still running are cancelled. Those
+    a hedge was started for lost to it: their nodes are marked slow (asked
+    last for a while) and the read counts as a hedge won. Any other exception
+    than `failures` is raised, after the calls still running are cancelled.
+    """
+    loop = asyncio.get_running_loop()
+    hedges = hedging is not None and hedging.enabled
+    waiting = hedging.latencies.order(nodes) if hedging is not None else list(nodes)
+    spare = list(fallback)
+    if hedging is not None:
+        hedging.budget.read()
+    running: dict[asyncio.Future[T], _Call] = {}
+    answers: list[T] = []
+    errors: list[BaseException] = []
+
+    def launch(node: bytes, from_fallback: bool = False) -> None:
+        deadline = math.inf
+        if hedges and waiting:
+            assert hedging is not None
+            deadline = loop.time() + hedging.delay(node, waiting[0])
+        call = _Call(node, loop.time(), deadline, from_fallback)
+        running[asyncio.ensure_future(read(node))] = call
+
+    def top_up() -> None:
+        """Keep enough calls going to get `wanted` answers, hedged calls aside."""
+        going = sum(1 for call in running.values() if not call.hedged)
+        for _ in range(wanted - len(answers) - going):
+            if waiting:
+                launch(waiting.pop(0))
+            elif spare and all(call.from_fallback for call in running.values()):
+                launch(spare.pop(0), from_fallback=True)
+            else:
+                return
+
+    try:
+        top_up()
+        while running:
+            deadline = min(c.deadline for c in running.values()) if waiting else math.inf
+            timeout = None if deadline == math.inf else max(0.0, deadline - loop.time())
+            done, _ = await asyncio.wait(
+                running, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                assert hedging is not None  # only hedged reads have a deadline
+                late = min(running.values(), key=lambda c: c.deadline)
+                stalled = not late.rationed or hedging.latencies.is_slow(late.node)
+                if stalled or hedging.budget.take():
+                    hedging.started += 1
+                    late.hedged, late.deadline = True, math.inf
+                    launch(waiting.pop(0))
+                else:
+                    late.rationed = False
+                    late.deadline = loop.time() + hedging.delay(late.node, waiting[0])
+                continue
+            failed: list[tuple[bytes, BaseException]] = []
+            for task in done:
+                call = running.pop(task)
+                try:
+                    answer = task.result()
+                except failures as error:
+                    errors.append(error)
+                    failed.append((call.node, error))
+                    continue
+                answers.append(answer)
+                if hedging is not None:
+                    hedging.latencies.record(call.node, loop.time() - call.started)
+            done_reading = len(answers) >= wanted
+            if done_reading:
+                _count_losers(hedging, running.values())
+            else:
+                top_up()  # before on_failure: the next node is asked at once
+            if on_failure is not None:
+                for node, failure in failed:
+                    await on_failure(node, failure)
+            if done_reading:
+                return Answers(answers[:wanted], errors)
+    finally:
+        for task in running:
+            task.cancel()
+            task.add_done_callback(_retrieve_exception)
+    return Answers(answers, errors)
+
+
+def _count_losers(hedging: Hedging | None, unfinished: Iterable[_Call]) -> None:
+    """The calls a hedge was started for and that are still running lost to it."""
+    losers = [call.node for call in unfinished if call.hedged]
+    if hedging is None or not losers:
+        return
+    hedging.won += 1
+    for node in losers:
+        hedging.latencies.mark_slow(node)
+
+
+def _retrieve_exception(task: asyncio.Future) -> None:
+    """Mark a cancelled call's failure as seen, so it is never reported as lost."""
+    if not task.cancelled():
+        task.exception()
 
 
 def expose_hedging(workers: Workers, reads: str, hedging: Hedging) -> None:

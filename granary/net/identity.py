@@ -19,7 +19,10 @@ def load_or_create_identity(metadata_dir: Path) -> Ed25519PrivateKey:
     """Read the node key, creating it (readable by the owner only) on first start."""
     path = metadata_dir / KEY_FILE
     if path.exists():
-        return serialization.load_pem_private_key(path.read_bytes(), password=None)
+        stored = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(stored, Ed25519PrivateKey):
+            raise ValueError(f"{path} holds no Ed25519 key")
+        return stored
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM,

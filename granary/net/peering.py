@@ -100,9 +100,9 @@ class Peering:
         if self._path is not None:
             for node, addr in load_peer_list(self._path).items():
                 self._remember(node, addr, persist=False)
-        for node, addr in self._bootstrap:
-            if node is not None:
-                self._remember(node, addr, persist=False)
+        for maybe_node, addr in self._bootstrap:
+            if maybe_node is not None:
+                self._remember(maybe_node, addr, persist=False)
             elif all(peer.addr != addr for peer in self._peers.values()):
                 self._anonymous[addr] = _Backoff()
         self._persist()

@@ -71,9 +71,12 @@ class TombstoneGc:
                 except (QuorumError, OSError) as error:
                     log.info("tombstone of %s not collected yet: %s", self.table.name, error)
                     continue
-            await self.table.db.transact(lambda tx, k=todo_key: tx.delete(self.todo, k))
+            await self._drop_todo(todo_key)
             settled += 1
         return settled
+
+    async def _drop_todo(self, todo_key: bytes) -> None:
+        await self.table.db.transact(lambda tx: tx.delete(self.todo, todo_key))
 
     async def _forget_everywhere(self, key: bytes, raw: bytes, digest: bytes) -> None:
         nodes = distinct_nodes(self.table.replication.write_sets(partition_of(key[0:16])))

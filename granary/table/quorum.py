@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import TypeVar
 
-from granary.net.hedging import Hedging
+from granary.net.hedging import Hedging, hedged_read
 
 T = TypeVar("T")
 
@@ -46,10 +44,11 @@ async def call_quorum(
     while pending and len(results) < quorum:
         done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
-            if task.exception() is None:
+            failure = task.exception()
+            if failure is None:
                 results.append(task.result())
             else:
-                errors.append(task.exception())
+                errors.append(failure)
         if len(results) + len(pending) < quorum:
             break
     for task in pending:
@@ -74,82 +73,14 @@ async def call_nearest(
     """Call the `quorum` first nodes (nearest first); each failure brings in the next.
 
     Reads need no more answers than the quorum, so the farther replicas are
-    asked only when a nearer one fails or, with `hedging` on, is late: once a
-    node has not answered within its hedge delay, the next node is asked too
-    (within the hedge budget; a node still silent after a second delay is
-    hedged regardless, it is stalled). The nodes that lose to a hedge are
-    asked last by the next reads for a while.
+    asked only when a nearer one fails or, with `hedging` on, is late (see
+    `hedged_read`).
     """
     if quorum > len(nodes):
         raise QuorumError(quorum, 0, [])
     if len(nodes) == 1:
         return await call_quorum(nodes, call, quorum)
-    loop = asyncio.get_running_loop()
-    hedges = hedging is not None and hedging.enabled
-    waiting = hedging.latencies.order(nodes) if hedging is not None else list(nodes)
-    if hedging is not None:
-        hedging.budget.read()
-    running: dict[asyncio.Future, _Call] = {}
-    results: list[T] = []
-    errors: list[BaseException] = []
-    hedged = False
-
-    def launch(node: bytes) -> None:
-        deadline = math.inf
-        if hedges and waiting:
-            deadline = loop.time() + hedging.delay(node, waiting[0])
-        running[asyncio.ensure_future(call(node))] = _Call(node, loop.time(), deadline)
-
-    first, waiting = waiting[:quorum], waiting[quorum:]
-    for node in first:
-        launch(node)
-    try:
-        while running:
-            deadline = min(c.deadline for c in running.values()) if waiting else math.inf
-            timeout = None if deadline == math.inf else max(0.0, deadline - loop.time())
-            done, _ = await asyncio.wait(
-                running, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-            if not done:
-                late = min(running.values(), key=lambda c: c.deadline)
-                stalled = not late.rationed or hedging.latencies.is_slow(late.node)
-                if stalled or hedging.budget.take():
-                    hedging.started += 1
-                    hedged = True
-                    late.deadline = math.inf
-                    launch(waiting.pop(0))
-                else:
-                    late.rationed = False
-                    late.deadline = loop.time() + hedging.delay(late.node, waiting[0])
-                continue
-            for task in done:
-                answered = running.pop(task)
-                if task.exception() is None:
-                    results.append(task.result())
-                    if hedging is not None:
-                        hedging.latencies.record(answered.node, loop.time() - answered.started)
-                else:
-                    errors.append(task.exception())
-                    if waiting:
-                        launch(waiting.pop(0))
-            if len(results) >= quorum:
-                if hedged and running:
-                    hedging.won += 1
-                    for late in running.values():
-                        hedging.latencies.mark_slow(late.node)
-                return results[:quorum]
-    finally:
-        for task in running:
-            task.cancel()
-            task.add_done_callback(_retrieve_exception)
-    raise QuorumError(quorum, len(results), errors)
-
-
-@dataclass
-class _Call:
-    """One node's call in `call_nearest`: when it started, when to hedge it."""
-
-    node: bytes
-    started: float
-    deadline: float
-    rationed: bool = True
+    got = await hedged_read(nodes, call, hedging, wanted=quorum)
+    if len(got.answers) < quorum:
+        raise QuorumError(quorum, len(got.answers), got.errors)
+    return got.answers

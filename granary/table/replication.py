@@ -164,11 +164,12 @@ async def call_write_sets(
     while not reached() and not hopeless():
         done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
-            if task.exception() is None:
+            error = task.exception()
+            if error is None:
                 succeeded.add(tasks[task])
             else:
                 failed.add(tasks[task])
-                errors.append(task.exception())
+                errors.append(error)
     for task in pending:
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
     if not reached():

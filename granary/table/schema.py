@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import UnionType
 from typing import Generic, Protocol, Self, TypeVar
 
 from granary.db.base import Tx
@@ -21,7 +22,8 @@ class TableSchema(Generic[E]):
     """Describes one table. Subclasses set `name` and `entry_type`."""
 
     name: str
-    entry_type: type[E]
+    entry_type: type[E] | UnionType
+    """The entry class, or a union of tagged classes (msgspec decodes either)."""
     filters: dict[str, Callable[[E], bool]] = {}
     """Named row filters for range reads; named so other nodes can apply them too."""
     collect_tombstones: bool = True

@@ -114,7 +114,7 @@ class TableSync:
         mine = self.table.merkle.partition_digests()
         exchanged = 0
         for partition in differing(
-            {p: mine.get(p) for p in partitions if p in mine},
+            {p: mine[p] for p in partitions if p in mine},
             {p: theirs[p] for p in partitions if p in theirs},
         ):
             exchanged += await self.sync_partition(node, partition)

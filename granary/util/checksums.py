@@ -40,7 +40,7 @@ class Checksum:
     def __init__(self, algorithm: str) -> None:
         self.algorithm = algorithm
 
-    def update(self, data: bytes) -> None:
+    def update(self, data: bytes | bytearray) -> None:
         raise NotImplementedError
 
     def digest(self) -> bytes:
@@ -54,13 +54,15 @@ class Checksum:
 class _CrcChecksum(Checksum):
     __slots__ = ("_crc", "_function", "_width")
 
-    def __init__(self, algorithm: str, function: Callable[[bytes, int], int], width: int) -> None:
+    def __init__(
+        self, algorithm: str, function: Callable[[bytes | bytearray, int], int], width: int
+    ) -> None:
         super().__init__(algorithm)
         self._function = function
         self._width = width
         self._crc = 0
 
-    def update(self, data: bytes) -> None:
+    def update(self, data: bytes | bytearray) -> None:
         self._crc = self._function(data, self._crc)
 
     def digest(self) -> bytes:
@@ -74,7 +76,7 @@ class _HashlibChecksum(Checksum):
         super().__init__(algorithm)
         self._hash = hashlib.new(algorithm)
 
-    def update(self, data: bytes) -> None:
+    def update(self, data: bytes | bytearray) -> None:
         self._hash.update(data)
 
     def digest(self) -> bytes:

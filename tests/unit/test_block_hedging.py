@@ -202,3 +202,18 @@ def test_a_holder_missing_locally_is_queued_for_resync_and_read_elsewhere(make_m
             await manager.get(ID)
 
     asyncio.run(main())
+
+
+def test_a_stalled_holder_loses_even_when_its_hedge_failed_and_a_third_holder_answered(
+    make_manager,
+):
+    net = FakeNet({NEAR: (30.0, DATA), FAR: (0.0, RpcError("missing", "no")), OLD: (0.0, DATA)})
+    manager = make_manager(net, [NEAR, FAR, OLD])
+
+    async def main():
+        assert await manager.get(ID) == DATA
+        assert net.asked == [NEAR, FAR, OLD]  # FAR's failure brought OLD in at once
+
+    asyncio.run(main())
+    assert (manager.hedging.started, manager.hedging.won) == (1, 1)
+    assert manager.read_order(ID)[0] == [FAR, OLD, NEAR]  # NEAR is asked last for a while

@@ -101,3 +101,13 @@ def test_call_quorum_returns_at_the_quorum_and_lets_the_rest_finish():
         assert sorted(nodes.asked) == [A, B, C]
 
     asyncio.run(main())
+
+
+def test_a_hedge_that_loses_the_race_is_neither_counted_as_won_nor_marked_slow():
+    nodes = Nodes({A: 0.15, B: 0.0, C: 1.0})
+    policy = hedging()
+    answers = asyncio.run(call_nearest([A, B, C], nodes.call, 2, policy))
+    assert sorted(answers) == [b"a", b"b"]
+    assert nodes.asked == [A, B, C]  # A was late, so C was asked too, but A answered first
+    assert (policy.started, policy.won) == (1, 0)
+    assert policy.latencies.order([A, B, C]) == [A, B, C]

@@ -24,7 +24,7 @@ from granary.api.admin.cluster_ops import ClusterAdmin
 from granary.api.http.types import Request, Response
 from granary.api.s3.errors import S3Error
 from granary.api.s3.names import validate_bucket_name
-from granary.layout.roles import LayoutError
+from granary.layout.roles import LayoutError, ZoneRedundancy
 from granary.model.access import Access, AccessError
 from granary.model.buckets import AccessKey, Bucket, Permission
 from granary.net.errors import RpcError
@@ -103,6 +103,8 @@ def permission_json(permission: Permission) -> dict[str, bool]:
 
 def key_json(key: AccessKey, access: Access, *, secret: bool) -> dict:
     params = key.params
+    if params is None:
+        raise AdminError(404, f"access key {key.key_id} was deleted")
     names = access.bucket_names()
     return {
         "key_id": key.key_id,
@@ -118,13 +120,16 @@ def key_json(key: AccessKey, access: Access, *, secret: bool) -> dict:
 
 
 def bucket_json(name: str, bucket: Bucket) -> dict:
+    params = bucket.params
+    if params is None:
+        raise AdminError(404, f"bucket {name} was deleted")
     return {
         "name": name,
         "id": bucket.id.hex(),
-        "created": bucket.params.created,
+        "created": params.created,
         "keys": [
             {"key_id": key_id, **permission_json(perm)}
-            for key_id, perm in bucket.params.authorized_keys.items()
+            for key_id, perm in params.authorized_keys.items()
             if perm is not None and perm.any
         ],
     }
@@ -251,12 +256,7 @@ class AdminApp:
 
     async def layout_config(self, request: Request) -> dict:
         body: LayoutConfig = await self._body(request, LayoutConfig)
-        redundancy = body.zone_redundancy
-        if isinstance(redundancy, str) and redundancy != "max":
-            if not redundancy.isdigit():
-                raise AdminError(400, "zone redundancy must be a number or 'max'")
-            redundancy = int(redundancy)
-        return await self.cluster.configure(redundancy)
+        return await self.cluster.configure(_zone_redundancy(body.zone_redundancy))
 
     async def layout_apply(self, request: Request) -> dict:
         body: LayoutApply = await self._body(request, LayoutApply)
@@ -270,7 +270,11 @@ class AdminApp:
         return await self.cluster.skip_dead_nodes(body.version, body.allow_missing_data)
 
     async def list_keys(self, request: Request) -> list:
-        return [{"key_id": k.key_id, "name": k.params.name.value} for k in self.access.list_keys()]
+        return [
+            {"key_id": k.key_id, "name": k.params.name.value}
+            for k in self.access.list_keys()
+            if k.params is not None
+        ]
 
     async def create_key(self, request: Request) -> dict:
         body: KeyCreate = await self._body(request, KeyCreate)
@@ -332,13 +336,26 @@ class AdminApp:
                 current.owner and not body.owner,
             )
         await self.access.set_permission(bucket.id, body.key_id, wanted)
-        return bucket_json(name, self.access.get_bucket(bucket.id))
+        updated = self.access.get_bucket(bucket.id)
+        if updated is None:
+            raise AdminError(404, f"no bucket {name}")
+        return bucket_json(name, updated)
 
     async def allow(self, request: Request, name: str) -> dict:
         return await self._change(request, name, grant=True)
 
     async def deny(self, request: Request, name: str) -> dict:
         return await self._change(request, name, grant=False)
+
+
+def _zone_redundancy(value: int | str) -> ZoneRedundancy:
+    if isinstance(value, int):
+        return value
+    if value == "max":
+        return "max"
+    if not value.isdigit():
+        raise AdminError(400, "zone redundancy must be a number or 'max'")
+    return int(value)
 
 
 def _json(status: int, value: object) -> Response:

@@ -90,6 +90,10 @@ class BlockOps:
         self.syncs = syncs
         self._read_body: ReadBody | None = None
 
+    async def _body(self, request: Any, kind: type) -> Any:
+        assert self._read_body is not None  # set by routes(), before any route runs
+        return await self._read_body(request, kind)
+
     def routes(self, read_body: ReadBody) -> list[Route]:
         """The routes, reading JSON bodies with the admin app's `read_body`."""
         self._read_body = read_body
@@ -127,7 +131,7 @@ class BlockOps:
             raise AdminError(404, exc.args[0]) from None
 
     async def worker_set(self, request) -> dict:
-        body: VariableSet = await self._read_body(request, VariableSet)
+        body: VariableSet = await self._body(request, VariableSet)
         try:
             return self.workers.set(body.name, body.value)
         except KeyError as exc:
@@ -185,7 +189,7 @@ class BlockOps:
         }
 
     async def retry_now(self, request) -> dict:
-        body: BlockList = await self._read_body(request, BlockList)
+        body: BlockList = await self._body(request, BlockList)
         if body.all == bool(body.blocks):
             raise ValueError("give either all or a list of blocks")
         wanted = None if body.all else [parse_block_id(b) for b in body.blocks]
@@ -202,7 +206,7 @@ class BlockOps:
         and multipart parts that use the block are deleted the same way.
         This cannot be undone; older versions of the objects are not restored.
         """
-        body: BlockList = await self._read_body(request, BlockList)
+        body: BlockList = await self._body(request, BlockList)
         block_ids = [parse_block_id(b) for b in body.blocks]
         uuids: set[bytes] = set()
         for block_id in block_ids:
@@ -260,5 +264,5 @@ class BlockOps:
         return {"tables": [sync.table.name for sync in self.syncs]}
 
     async def repair_scrub(self, request) -> dict:
-        body: ScrubCommand = await self._read_body(request, ScrubCommand)
+        body: ScrubCommand = await self._body(request, ScrubCommand)
         return await self.healing.scrub.command(body.command)

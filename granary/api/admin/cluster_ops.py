@@ -7,7 +7,7 @@ import asyncio
 from granary.layout.health import Health, cluster_health
 from granary.layout.history import ClusterLayout, LayoutHistory
 from granary.layout.manager import LayoutManager
-from granary.layout.roles import LayoutError, LayoutParameters, NodeRole
+from granary.layout.roles import LayoutError, LayoutParameters, NodeRole, ZoneRedundancy
 from granary.layout.trackers import TRACKER_NAMES
 from granary.net.node_info import NodeInfoService, local_info
 from granary.net.peering import Peering
@@ -194,7 +194,7 @@ class ClusterAdmin:
     ) -> dict:
         if gateway == (capacity is not None):
             raise LayoutError("give either a capacity or --gateway")
-        role = NodeRole(zone, None if gateway else parse_size(capacity), tuple(tags))
+        role = NodeRole(zone, None if capacity is None else parse_size(capacity), tuple(tags))
         ids = [self.resolve(node) for node in nodes]
 
         def stage(layout: ClusterLayout) -> ClusterLayout:
@@ -214,7 +214,7 @@ class ClusterAdmin:
 
         return await self._stage(stage)
 
-    async def configure(self, zone_redundancy: int | str) -> dict:
+    async def configure(self, zone_redundancy: ZoneRedundancy) -> dict:
         parameters = LayoutParameters(zone_redundancy)
         return await self._stage(lambda layout: layout.stage_parameters(parameters, now_ms()))
 

@@ -37,14 +37,17 @@ async def list_buckets(ctx: S3Context) -> Response:
             ArgumentValue=limit_text,
         )
     visible = [
-        (name, bucket)
+        (name, bucket.params)
         for name, bucket in ctx.services.access.list_buckets()
-        if bucket.permission(key_id).any and name.startswith(prefix) and name > after
+        if bucket.params is not None
+        and bucket.permission(key_id).any
+        and name.startswith(prefix)
+        and name > after
     ]
     page = visible[: int(limit_text)]
     buckets = [
-        ("Bucket", [("Name", name), ("CreationDate", format_iso8601(bucket.params.created))])
-        for name, bucket in page
+        ("Bucket", [("Name", name), ("CreationDate", format_iso8601(params.created))])
+        for name, params in page
     ]
     children = [
         owner_node(ctx),
@@ -56,7 +59,7 @@ async def list_buckets(ctx: S3Context) -> Response:
 
 
 async def create_bucket(ctx: S3Context) -> Response:
-    name = ctx.bucket_name
+    name = ctx.require_bucket_name()
     validate_bucket_name(name)
     body = await ctx.payload().read_all(MAX_CREATE_BUCKET_BODY)
     location = parse_create_bucket(body)
@@ -67,7 +70,7 @@ async def create_bucket(ctx: S3Context) -> Response:
             LocationConstraint=location,
         )
     key = ctx.access_key
-    if not key.params.allow_create_bucket.value:
+    if key.params is None or not key.params.allow_create_bucket.value:
         existing = ctx.services.access.resolve_bucket(name)
         if existing is not None and existing.permission(key.key_id).owner:
             raise S3Error("BucketAlreadyOwnedByYou", BucketName=name)
@@ -85,12 +88,13 @@ async def head_bucket(ctx: S3Context) -> Response:
 
 
 async def delete_bucket(ctx: S3Context) -> Response:
+    name = ctx.require_bucket_name()
     try:
-        await ctx.services.access.delete_bucket(ctx.bucket_name)
+        await ctx.services.access.delete_bucket(name)
     except AccessError as error:
         if error.reason == "not-empty":
-            raise S3Error("BucketNotEmpty", BucketName=ctx.bucket_name) from None
-        raise S3Error("NoSuchBucket", BucketName=ctx.bucket_name) from None
+            raise S3Error("BucketNotEmpty", BucketName=name) from None
+        raise S3Error("NoSuchBucket", BucketName=name) from None
     return Response(204)
 
 

@@ -46,15 +46,16 @@ class S3Context:
     bucket_name: str | None
     key: str | None
     query: dict[str, str]
-    auth: AuthContext | None
-    access_key: AccessKey | None
+    auth: AuthContext
+    access_key: AccessKey
+    """The signer's key: an anonymous request never gets this far."""
     request_id: str
     bucket: Bucket | None = None
     response_headers: list[tuple[str, str]] = field(default_factory=list)
 
     @property
-    def key_id(self) -> str | None:
-        return None if self.access_key is None else self.access_key.key_id
+    def key_id(self) -> str:
+        return self.access_key.key_id
 
     def header(self, name: str) -> str | None:
         return self.http.headers.get(name)
@@ -66,6 +67,11 @@ class S3Context:
         if self.bucket is None:
             raise S3Error("NoSuchBucket", BucketName=self.bucket_name or "")
         return self.bucket
+
+    def require_bucket_name(self) -> str:
+        if self.bucket_name is None:
+            raise S3Error("InvalidRequest", "This operation needs a bucket name.")
+        return self.bucket_name
 
     def require_key(self) -> str:
         if self.key is None:

@@ -49,7 +49,7 @@ def parse_copy_source(value: str) -> tuple[str, str]:
 
 
 async def load_source(ctx: S3Context) -> tuple[str, str, ObjectVersion]:
-    bucket_name, key = parse_copy_source(ctx.header("x-amz-copy-source"))
+    bucket_name, key = parse_copy_source(ctx.header("x-amz-copy-source") or "")
     access = ctx.services.access
     bucket = access.resolve_bucket(bucket_name)
     if bucket is None:
@@ -60,10 +60,10 @@ async def load_source(ctx: S3Context) -> tuple[str, str, ObjectVersion]:
     if version is None:
         raise S3Error("NoSuchKey", Key=key)
     conditions = {
-        plain: ctx.header(header) for header, plain in COPY_CONDITIONS.items() if ctx.header(header)
+        plain: value for header, plain in COPY_CONDITIONS.items() if (value := ctx.header(header))
     }
     if conditions and evaluate_preconditions(
-        conditions, etag=version.meta.etag, last_modified_ms=version.timestamp, method="PUT"
+        conditions, etag=version.data_meta.etag, last_modified_ms=version.timestamp, method="PUT"
     ):
         raise S3Error("PreconditionFailed")
     return bucket_name, key, version
@@ -76,9 +76,10 @@ async def copy_object(ctx: S3Context) -> Response:
     source_bucket, source_key, source = await load_source(ctx)
     headers = ctx.http.headers.as_dict()
     directive = headers.get("x-amz-metadata-directive")
-    stored = replace_metadata(source.meta, headers, directive)
+    source_meta = source.data_meta
+    stored = replace_metadata(source_meta, headers, directive)
     if (source_bucket, source_key) == (ctx.bucket_name, key) and (
-        (directive or "COPY").upper() == "COPY" and stored == source.meta.headers
+        (directive or "COPY").upper() == "COPY" and stored == source_meta.headers
     ):
         raise S3Error(
             "InvalidRequest",
@@ -86,7 +87,7 @@ async def copy_object(ctx: S3Context) -> Response:
             "without changing the object's metadata, storage class, website redirect location "
             "or encryption attributes.",
         )
-    meta = replace(source.meta, headers=stored)
+    meta = replace(source_meta, headers=stored)
     try:
         copied = await ctx.services.objects.copy(source, bucket.id, key, meta)
     except LookupError:
@@ -103,7 +104,7 @@ async def upload_part_copy(ctx: S3Context) -> Response:
     part_number = parse_part_number(ctx)
     upload = await load_upload(ctx)
     _, _, source = await load_source(ctx)
-    size = source.meta.size
+    size = source.data_meta.size
     range_header = ctx.header("x-amz-copy-source-range")
     if range_header is not None:
         start, end = parse_copy_source_range(range_header, size)
@@ -138,7 +139,7 @@ async def upload_part_copy(ctx: S3Context) -> Response:
         await part.abort()
         raise
     children = [("LastModified", format_iso8601(part.timestamp)), ("ETag", f'"{etag}"')]
-    if checksum is not None:
+    if algorithm is not None and checksum is not None:
         children.append((checksum_element_name(algorithm), checksum))
     return xml_response(document("CopyPartResult", children))
 

@@ -124,6 +124,7 @@ class FormParser:
             state = self._state
             if state == _DONE:
                 return None
+            event: Event | None = None
             if state == _FILE:
                 event = self._file_data()
             elif state == _FIELD:
@@ -133,7 +134,7 @@ class FormParser:
             elif state == _AFTER_BOUNDARY:
                 event = self._after_boundary()
             else:
-                event = self._preamble()
+                self._preamble()
             if event is not None:
                 return event
             if self._state == state:

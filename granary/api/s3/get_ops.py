@@ -28,11 +28,12 @@ async def load_current(ctx: S3Context, key: str) -> ObjectVersion:
 
 async def version_blocks(ctx: S3Context, version: ObjectVersion) -> list[VersionBlock]:
     """The block list of a version; one-block objects need no version lookup."""
-    meta = version.meta
+    meta = version.data_meta
     if meta.parts == 0 and meta.size <= ctx.services.settings.block_size:
         if meta.size == 0:
             return []
-        return [VersionBlock(version.uuid, 0, 0, version.first_block, meta.size)]
+        if version.first_block is not None:
+            return [VersionBlock(version.uuid, 0, 0, version.first_block, meta.size)]
     blocks = await ctx.services.objects.blocks_of(version.uuid)
     if sum(b.size for b in blocks) != meta.size:
         raise S3Error("InternalError", "The object's block list is incomplete.")
@@ -67,7 +68,7 @@ def _part_checksum_headers(
 async def get_object(ctx: S3Context) -> Response:
     key = ctx.require_key()
     version = await load_current(ctx, key)
-    meta = version.meta
+    meta = version.data_meta
     head = ctx.http.method == "HEAD"
     status = evaluate_preconditions(
         ctx.http.headers.as_dict(),
@@ -113,6 +114,7 @@ async def get_object(ctx: S3Context) -> Response:
     if head:
         return Response(status, headers, b"", content_length=length)
     if version.kind == INLINE:
+        assert version.inline is not None  # an inline version carries its data
         return Response(status, headers, version.inline[start : end + 1])
     if length == 0:
         return Response(status, headers, b"")
@@ -153,7 +155,9 @@ def _attribute_parts(ctx: S3Context, meta: ObjectMeta, blocks: list[VersionBlock
     numbers = sorted(sizes)
     remaining = [n for n in numbers if n > marker]
     shown = remaining[:max_parts]
-    element = checksum_element_name(meta.checksum[0]) if meta.part_checksums else None
+    element = None
+    if meta.part_checksums and meta.checksum is not None:
+        element = checksum_element_name(meta.checksum[0])
     parts = [
         (
             "Part",
@@ -187,7 +191,7 @@ async def get_object_attributes(ctx: S3Context) -> Response:
             ArgumentName="x-amz-object-attributes",
         )
     version = await load_current(ctx, key)
-    meta = version.meta
+    meta = version.data_meta
     children: list = [("ETag", meta.etag) if "ETag" in wanted else None]
     if "Checksum" in wanted and meta.checksum is not None:
         children.append(

@@ -177,6 +177,7 @@ async def post_object(services: S3Services, request: Request, bucket_name: str) 
     )
     meta = ObjectMeta(received.size, received.etag, stored, received.checksum)
     if upload is None:
+        assert received.inline is not None  # no upload: the body was kept inline
         check_length(policy, received.size)
         await objects.put_inline(bucket.id, key, meta, received.inline)
     else:

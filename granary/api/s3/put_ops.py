@@ -69,9 +69,14 @@ class _Prefetched:
 class BodyStream(Protocol):
     """A body to store: a Payload, or the file part of a POST form."""
 
-    length: int | None
-    expected_sha256: str | None
-    trailers: dict[str, str]
+    @property
+    def length(self) -> int | None: ...
+
+    @property
+    def expected_sha256(self) -> str | None: ...
+
+    @property
+    def trailers(self) -> Mapping[str, str]: ...
 
     def chunks(self) -> AsyncIterator[bytes]: ...
 
@@ -184,7 +189,7 @@ def verify_digests(
     ):
         raise S3Error("XAmzContentSHA256Mismatch")
     checksum = None
-    if requested is not None:
+    if requested is not None and digests.checksum is not None:  # one comes with the other
         algorithm, claimed = requested
         if claimed is None:
             claimed = payload.trailers.get(checksum_header_name(algorithm))
@@ -222,13 +227,13 @@ async def check_write_conditions(ctx: S3Context, bucket_id: bytes, key: str) -> 
     current = await ctx.services.objects.current(bucket_id, key)
     if if_none_match is not None and current is not None:
         refused = _etags(if_none_match)
-        if "*" in refused or current.meta.etag in refused:
+        if "*" in refused or current.data_meta.etag in refused:
             raise S3Error("PreconditionFailed", Condition="If-None-Match")
     if if_match is not None:
         if current is None:
             raise S3Error("NoSuchKey", Key=key)
         wanted = _etags(if_match)
-        if "*" not in wanted and current.meta.etag not in wanted:
+        if "*" not in wanted and current.data_meta.etag not in wanted:
             raise S3Error("PreconditionFailed", Condition="If-Match")
 
 
@@ -249,6 +254,7 @@ async def put_object(ctx: S3Context) -> Response:
     )
     meta = ObjectMeta(received.size, received.etag, stored, received.checksum)
     if upload is None:
+        assert received.inline is not None  # no upload: the body was kept inline
         await objects.put_inline(bucket.id, key, meta, received.inline)
     else:
         try:

@@ -383,25 +383,30 @@ def _check_header_time(request: _SignedRequest, now: datetime) -> None:
 def _check_presigned_time(request: _SignedRequest, expires: int, now: datetime) -> None:
     expiry = request.moment + timedelta(seconds=expires)
     if request.moment - now > MAX_CLOCK_SKEW:
-        raise S3Error(
-            "AccessDenied",
+        raise _access_denied(
             "Request is not yet valid",
-            **{
+            {
                 "X-Amz-Date": request.timestamp,
                 "Expires": expiry.strftime(SERVER_TIME_FORMAT),
                 "ServerTime": now.strftime(SERVER_TIME_FORMAT),
             },
         )
     if now > expiry:
-        raise S3Error(
-            "AccessDenied",
+        raise _access_denied(
             "Request has expired",
-            **{
+            {
                 "X-Amz-Expires": str(expires),
                 "Expires": expiry.strftime(SERVER_TIME_FORMAT),
                 "ServerTime": now.strftime(SERVER_TIME_FORMAT),
             },
         )
+
+
+def _access_denied(message: str, fields: dict[str, str]) -> S3Error:
+    """AccessDenied with `fields`, whose names no keyword argument can spell."""
+    error = S3Error("AccessDenied", message)
+    error.extra.update(fields)
+    return error
 
 
 def _header_payload_hash(headers: Mapping[str, str]) -> str:

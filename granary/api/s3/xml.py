@@ -68,16 +68,17 @@ def _render_children(children: Iterable[Node | None], out: list[str]) -> None:
         if child is None:
             continue
         name, value = child
-        kind = type(value)
-        if kind is str:
+        if type(value) is str:
             append(f"<{name}>{escape(value)}</{name}>")
-        elif kind is int:
+        elif type(value) is int:
             append(f"<{name}>{value}</{name}>")
         elif value is not None:
             _render_other(name, value, out)
 
 
-def _render_other(name: str, value: Value, out: list[str]) -> None:
+def _render_other(
+    name: str, value: str | int | bool | Iterable[Node | None], out: list[str]
+) -> None:
     if isinstance(value, bool):
         out.append(f"<{name}>{'true' if value else 'false'}</{name}>")
     elif isinstance(value, str):
