@@ -47,17 +47,31 @@ registers of these tables make.
 
 **CreateBucket of one name on several nodes.** Exactly one winner needs
 agreement (a per-key consensus for conditional writes, planned for 0.7).
-Until then the same write-then-read scheme gives *at most one* winner: a
+Until then the same write-then-read scheme gives *at most one* winner. A
 creator writes a claim on the alias row (its node's slot of
-`BucketAlias.claims`), then reads the row at quorum; if the name already
-leads to a live bucket it answers BucketAlreadyExists, if another node's
-claim is under way it answers OperationAborted (409, "try again"), and in
-both cases withdraws its claim; otherwise it creates the bucket and points
-the name at it in one write that also withdraws its claim. Of two racing
-creators at least one sees the other's claim (or, later, its settled name),
-so they never both win, and one that loses never answers 200; both may
-back off and retry. On one node, creates of a name run one at a time, so
-there exactly one of two racing creators wins.
+`BucketAlias.claims`), then reads the row at quorum. If the name leads to a
+live bucket, it answers BucketAlreadyExists. If another node's claim is
+under way, it waits for it when that node's id is larger (`_settle_name`:
+the rival gives way on seeing this claim, or wins if it did not see it),
+and otherwise gives way at once: it withdraws its claim, waits a little to
+answer BucketAlreadyExists if the rival wins, and else answers
+OperationAborted (409, "try again"). With no other claim under way, it
+creates the bucket and points the name at it, in one write that also
+withdraws its claim.
+
+Why at most one wins: a creator goes ahead only after a read, made once its
+own claim was acknowledged, that shows no other claim under way and no
+live bucket under the name. Of two creators that both went ahead, by the
+intersection argument above one's read came after the other's claim was
+acknowledged, and saw it: under way (so it did not go ahead), or withdrawn,
+which happens only when giving way or in the write that settles the name
+(after the bucket is written: so it answered BucketAlreadyExists). Hence
+a loser never answers 200. Waiting changes who wins, not how many, and as
+a creator waits only on larger ids, no two wait on each other. Not
+guaranteed: that someone wins (both may give way), nor that a crashed
+node's claim does not block the name until its deadline. On one node,
+creates of a name run one at a time, so exactly one of two racing
+creators wins there.
 """
 
 from __future__ import annotations
@@ -94,7 +108,9 @@ INTENT_LEASE_MS = 30_000
 ACT_WITHIN_SECS = INTENT_LEASE_MS / 2000
 """How long after announcing its intent a node may still act on it."""
 POLL_SECS = (0.005, 0.1)
-"""First and longest pause between two reads of a bucket that is closing."""
+"""First and longest pause between two reads of a row while another node's intent binds."""
+CLAIM_WAIT_SECS = 2.0
+"""How long a CreateBucket waits for a rival claim to be settled or withdrawn."""
 
 
 class AccessError(Exception):
@@ -294,11 +310,13 @@ class Access:
             claim = await self._claim_name(name, Intent(now_ms() + INTENT_LEASE_MS))
             try:
                 bucket = await self._settle_name(name, claim, owner_key_id, started)
-            except BaseException:
+            except BaseException as error:
                 withdrawn = replace(claim, target=Lww(0, None), claims=_withdrawn(claim.claims))
                 await finish_anyway(
                     self._write(self.model.aliases, withdrawn), f"withdraw the claim on {name}"
                 )
+                if isinstance(error, AccessError) and error.reason == "conflict":
+                    await self._refuse_if_rival_wins(name, owner_key_id)
                 raise
         if owner_key_id is not None:
             await self._grant_on_key(owner_key_id, bucket.id, Permission(True, True, True))
@@ -323,15 +341,26 @@ class Access:
     async def _settle_name(
         self, name: str, claim: BucketAlias, owner_key_id: str | None, started: float
     ) -> Bucket:
-        """With this claim written: create the bucket unless the name is taken or contested."""
-        alias = await self.model.aliases.get(b"", name.encode())
-        alias = claim if alias is None else alias.merge(claim)
-        self._refuse_taken(name, await self._live_target(alias), owner_key_id)
-        if (
-            binding_intents(alias.claims, now_ms(), besides=self.node)
-            or time.monotonic() - started > ACT_WITHIN_SECS
-        ):
-            raise AccessError("conflict", f"bucket {name} is being created by another request")
+        """With this claim written: create the bucket unless the name is taken or contested.
+
+        A rival claim from a node with a smaller id makes this one give way
+        at once; rivals with larger ids are waited for, `CLAIM_WAIT_SECS` at
+        most (module docstring).
+        """
+        pause = POLL_SECS[0]
+        while True:
+            alias = await self.model.aliases.get(b"", name.encode())
+            alias = claim if alias is None else alias.merge(claim)
+            self._refuse_taken(name, await self._live_target(alias), owner_key_id)
+            rivals = binding_intents(alias.claims, now_ms(), besides=self.node)
+            if not rivals:
+                break
+            if min(rivals) < self.node or time.monotonic() - started > CLAIM_WAIT_SECS:
+                raise AccessError("conflict", f"bucket {name} is being created by another request")
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, POLL_SECS[1])
+        if time.monotonic() - started > ACT_WITHIN_SECS:
+            raise AccessError("conflict", f"creating bucket {name} took too long")
         now = now_ms()
         grants: LwwMap[str, Permission] = LwwMap()
         if owner_key_id is not None:
@@ -343,6 +372,20 @@ class Access:
         )
         await self._write(self.model.aliases, settled)
         return bucket
+
+    async def _refuse_if_rival_wins(self, name: str, owner_key_id: str | None) -> None:
+        """Having given way to a rival claim, answer BucketAlreadyExists if it wins soon."""
+        waiting_since = time.monotonic()
+        pause = POLL_SECS[0]
+        while time.monotonic() - waiting_since < CLAIM_WAIT_SECS:
+            alias = await self.model.aliases.get(b"", name.encode())
+            if alias is None:
+                return
+            self._refuse_taken(name, await self._live_target(alias), owner_key_id)
+            if not binding_intents(alias.claims, now_ms(), besides=self.node):
+                return
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, POLL_SECS[1])
 
     async def _live_target(self, alias: BucketAlias) -> Bucket | None:
         """The bucket a name leads to, read at quorum; None if the name is free."""

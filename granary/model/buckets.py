@@ -50,9 +50,11 @@ class Intent(msgspec.Struct, array_like=True, frozen=True):
         return self.active and now_ms < self.deadline
 
 
-def binding_intents(intents: LwwMap[bytes, Intent], now_ms: int, *, besides: bytes = b"") -> int:
-    """How many nodes (other than `besides`) have an intent under way in `intents`."""
-    return sum(1 for node, intent in intents.items() if node != besides and intent.binds(now_ms))
+def binding_intents(
+    intents: LwwMap[bytes, Intent], now_ms: int, *, besides: bytes = b""
+) -> list[bytes]:
+    """The nodes (other than `besides`) that have an intent under way in `intents`."""
+    return [node for node, intent in intents.items() if node != besides and intent.binds(now_ms)]
 
 
 class BucketParams(msgspec.Struct, array_like=True, frozen=True):

@@ -88,14 +88,14 @@ def test_an_intent_binds_while_active_and_before_its_deadline():
         .set(NODES[1], Intent(deadline=100, active=False), 1)
         .set(NODES[2], Intent(deadline=50), 1)
     )
-    assert binding_intents(intents, 40) == 2
-    assert binding_intents(intents, 40, besides=NODES[0]) == 1
-    assert binding_intents(intents, 60) == 1
-    assert binding_intents(intents, 100) == 0
+    assert binding_intents(intents, 40) == [NODES[0], NODES[2]]
+    assert binding_intents(intents, 40, besides=NODES[0]) == [NODES[2]]
+    assert binding_intents(intents, 60) == [NODES[0]]
+    assert binding_intents(intents, 100) == []
 
 
 def test_a_withdrawn_intent_overrides_the_active_one_it_follows():
     active = LwwMap().set(NODES[0], Intent(100), 5)
     withdrawn = active.set(NODES[0], Intent(100, active=False), 5)
-    assert binding_intents(active.merge(withdrawn), 0) == 0
-    assert binding_intents(withdrawn.merge(active), 0) == 0
+    assert binding_intents(active.merge(withdrawn), 0) == []
+    assert binding_intents(withdrawn.merge(active), 0) == []
