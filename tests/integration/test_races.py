@@ -222,6 +222,28 @@ def test_delete_bucket_during_a_put_never_loses_the_acknowledged_object(own_serv
     wait_until(lambda: not leftover_blocks([own_server]), what="every block to be collected")
 
 
+def test_delete_bucket_during_a_complete_never_loses_the_object(own_server):
+    s3 = start_configured(own_server, block_gc_delay_secs=0)
+    s3.create_bucket(Bucket="mpu")
+    upload_id, bodies, etags = multipart_with_parts(s3, "mpu", "big", {1: 5 * MIB, 2: MIB})
+    head, body = raw_request(
+        own_server, "POST", f"/mpu/big?uploadId={upload_id}", complete_xml(etags, (1, 2))
+    )
+    with socket.create_connection(("127.0.0.1", own_server.s3_port)) as sock:
+        sock.sendall(head + body[:10])
+        time.sleep(0.3)
+        deleted = error_code(lambda: s3.delete_bucket(Bucket="mpu"))
+        sock.sendall(body[10:])
+        completed = status_of(sock)
+    if completed == 200:
+        assert deleted == "BucketNotEmpty"
+        assert s3.get_object(Bucket="mpu", Key="big")["Body"].read() == bodies[1] + bodies[2]
+        empty_and_delete(s3, "mpu")
+    else:
+        assert (completed, deleted) == (404, "OK")
+    wait_until(lambda: not leftover_blocks([own_server]), what="every block to be collected")
+
+
 @pytest.fixture(scope="module")
 def cluster3(tmp_path_factory) -> Iterator[Cluster]:
     cluster = start_cluster(
