@@ -94,6 +94,7 @@ from granary.model.buckets import (
     KeyParams,
     Permission,
     binding_intents,
+    own_slot,
 )
 from granary.model.store import Model
 from granary.table.table import Table
@@ -307,11 +308,13 @@ class Access:
         async with self._creating.hold(name):
             self._refuse_taken(name, self.resolve_bucket(name), owner_key_id)
             started = time.monotonic()
-            claim = await self._claim_name(name, Intent(now_ms() + INTENT_LEASE_MS))
+            intent = Intent(now_ms() + INTENT_LEASE_MS)
+            claim = await self._claim_name(name, intent)
+            withdrawal = own_slot(claim.claims, self.node, replace(intent, active=False), now_ms())
             try:
-                bucket = await self._settle_name(name, claim, owner_key_id, started)
+                bucket = await self._settle_name(name, claim, withdrawal, owner_key_id, started)
             except BaseException as error:
-                withdrawn = replace(claim, target=Lww(0, None), claims=_withdrawn(claim.claims))
+                withdrawn = replace(claim, claims=withdrawal)
                 await finish_anyway(
                     self._write(self.model.aliases, withdrawn), f"withdraw the claim on {name}"
                 )
@@ -333,19 +336,25 @@ class Access:
     async def _claim_name(self, name: str, intent: Intent) -> BucketAlias:
         """Write this node's claim on a name; returns the row written (only that slot)."""
         known = self.model.aliases.local_get(b"", name.encode())
-        claims = (known.claims if known is not None else LwwMap()).set(self.node, intent, now_ms())
-        claim = BucketAlias(name, Lww(0, None), LwwMap((claims.entry(self.node),)))
+        claims = known.claims if known is not None else LwwMap()
+        claim = BucketAlias(name, Lww(0, None), own_slot(claims, self.node, intent, now_ms()))
         await self._write(self.model.aliases, claim)
         return claim
 
     async def _settle_name(
-        self, name: str, claim: BucketAlias, owner_key_id: str | None, started: float
+        self,
+        name: str,
+        claim: BucketAlias,
+        withdrawal: LwwMap[bytes, Intent],
+        owner_key_id: str | None,
+        started: float,
     ) -> Bucket:
         """With this claim written: create the bucket unless the name is taken or contested.
 
         A rival claim from a node with a smaller id makes this one give way
         at once; rivals with larger ids are waited for, `CLAIM_WAIT_SECS` at
-        most (module docstring).
+        most (module docstring). The name is settled in one write with
+        `withdrawal`, this node's claim no longer active.
         """
         pause = POLL_SECS[0]
         while True:
@@ -367,9 +376,7 @@ class Access:
             grants = grants.set(owner_key_id, Permission(True, True, True), now)
         bucket = Bucket(secrets.token_bytes(16), Deletable.present(BucketParams(now, grants)))
         await self._write(self.model.buckets, bucket)
-        settled = BucketAlias(
-            name, alias.target.update(bucket.id, now), _withdrawn(claim.claims, now)
-        )
+        settled = BucketAlias(name, alias.target.update(bucket.id, now), withdrawal)
         await self._write(self.model.aliases, settled)
         return bucket
 
@@ -432,11 +439,11 @@ class Access:
     async def _announce_closing(self, bucket_id: bytes, intent: Intent) -> None:
         """Write this node's slot of a bucket's `closing` intents."""
         bucket = self.get_bucket(bucket_id)
-        if bucket is None:
+        params = None if bucket is None else bucket.params
+        if params is None:
             raise AccessError("no-such-bucket", "no such bucket")
-        params = bucket.params
-        closing = params.closing.set(self.node, intent, now_ms())
-        announced = replace(params, closing=LwwMap((closing.entry(self.node),)))
+        closing = own_slot(params.closing, self.node, intent, now_ms())
+        announced = replace(params, closing=closing)
         await self._write(self.model.buckets, Bucket(bucket_id, Deletable.present(announced)))
 
     async def _release_name(self, name: str, bucket_id: bytes) -> None:
@@ -496,17 +503,9 @@ class Access:
     async def _grant_on_key(self, key_id: str, bucket_id: bytes, permission: Permission) -> None:
         """Record a key's rights on a bucket on the key's row only."""
         key = self.get_key(key_id)
-        if key is None:
+        params = None if key is None else key.params
+        if params is None:
             return
-        params = key.params
         granted = params.authorized_buckets.set(bucket_id, permission, now_ms())
         updated = replace(params, authorized_buckets=granted)
         await self._write(self.model.keys, AccessKey(key_id, Deletable.present(updated)))
-
-
-def _withdrawn(claims: LwwMap[bytes, Intent], now: int | None = None) -> LwwMap[bytes, Intent]:
-    """The same claims, no longer active."""
-    stamp = now_ms() if now is None else now
-    for node, intent in claims.items():
-        claims = claims.set(node, replace(intent, active=False), stamp)
-    return claims

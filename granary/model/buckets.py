@@ -16,7 +16,7 @@ from __future__ import annotations
 import msgspec
 
 from granary.table.schema import TableSchema
-from granary.util.crdt import Deletable, Lww, LwwMap
+from granary.util.crdt import Deletable, Lww, LwwMap, LwwMapEntry
 
 
 class Permission(msgspec.Struct, array_like=True, frozen=True):
@@ -55,6 +55,15 @@ def binding_intents(
 ) -> list[bytes]:
     """The nodes (other than `besides`) that have an intent under way in `intents`."""
     return [node for node, intent in intents.items() if node != besides and intent.binds(now_ms)]
+
+
+def own_slot(
+    intents: LwwMap[bytes, Intent], node: bytes, intent: Intent, now_ms: int
+) -> LwwMap[bytes, Intent]:
+    """Only `node`'s slot of `intents`, set to `intent` (stamped after its value there)."""
+    previous = intents.entry(node)
+    ts = now_ms if previous is None else max(now_ms, previous.ts + 1)
+    return LwwMap((LwwMapEntry(node, ts, intent),))
 
 
 class BucketParams(msgspec.Struct, array_like=True, frozen=True):

@@ -13,6 +13,7 @@ from granary.model.buckets import (
     Intent,
     Permission,
     binding_intents,
+    own_slot,
 )
 from granary.util.crdt import Deletable, Lww, LwwMap
 
@@ -99,3 +100,12 @@ def test_a_withdrawn_intent_overrides_the_active_one_it_follows():
     withdrawn = active.set(NODES[0], Intent(100, active=False), 5)
     assert binding_intents(active.merge(withdrawn), 0) == []
     assert binding_intents(withdrawn.merge(active), 0) == []
+
+
+def test_a_slot_written_again_is_stamped_after_its_previous_value():
+    others = LwwMap().set(NODES[1], Intent(100), 50)
+    first = own_slot(others, NODES[0], Intent(100), 50)
+    assert [node for node, _ in first.items()] == [NODES[0]]
+    again = own_slot(others.merge(first), NODES[0], Intent(100, active=False), 10)
+    assert binding_intents(first.merge(again), 0) == []
+    assert again.entry(NODES[0]).ts == 51

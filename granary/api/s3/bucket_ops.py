@@ -93,7 +93,7 @@ async def delete_bucket(ctx: S3Context) -> Response:
         if error.reason == "not-empty":
             raise S3Error("BucketNotEmpty", BucketName=ctx.bucket_name) from None
         if error.reason == "conflict":
-            raise S3Error("OperationAborted", BucketName=ctx.bucket_name) from None
+            raise S3Error("OperationAborted", BucketName=ctx.bucket_name or "") from None
         raise S3Error("NoSuchBucket", BucketName=ctx.bucket_name) from None
     return Response(204)
 
