@@ -1,13 +1,86 @@
 """Operations on buckets, bucket names and access keys.
 
 Full-copy tables are read from the local replica: every node holds all of
-their rows, so authorising a request costs no network round trip.
+their rows, so authorising a request costs no network round trip. The two
+bucket operations that race other writers read at quorum instead, as below.
+
+**DeleteBucket against the writes that make an object exist.** There is no
+consensus protocol, so both sides write first and read second (as in
+Dekker's mutual exclusion), on quorums that intersect:
+
+- DeleteBucket writes a *closing* intent on the bucket row (its node's slot
+  of `BucketParams.closing`, at the write quorum), then reads the bucket's
+  objects at the read quorum (`bucket_is_empty`). Not empty: it withdraws
+  the intent and answers BucketNotEmpty. Empty: it writes the bucket's
+  tombstone.
+- A write that makes an object exist (PutObject, CopyObject,
+  CompleteMultipartUpload, POST Object) first writes its version at the write
+  quorum, then reads the bucket row at the read quorum (`bucket_outlives_write`,
+  never the local copy). A bucket gone: it writes a delete marker over its
+  version (which releases its blocks) and answers NoSuchBucket. A closing
+  intent: it waits for that DeleteBucket's outcome (polling the row) and
+  then acts as above. Otherwise it answers success.
+
+Why no acknowledged object is lost: suppose DeleteBucket D deletes the
+bucket while a write P succeeds. P's bucket read saw neither D's intent nor
+D's tombstone (or it would have waited for D's outcome, the tombstone, and
+undone itself). A read quorum of the bucket row (a majority of the nodes)
+meets the majority that acknowledged D's intent, so P's read ran before D's
+intent was written, hence before D's emptiness read began; and P's version
+was acknowledged before P's read began. So D's emptiness read began after
+P's version was on a write quorum of the object's partition, and a read
+quorum of that partition meets it (R + W > N): D saw the object and
+answered BucketNotEmpty, a contradiction. A DeleteBucket that answered
+BucketNotEmpty deleted nothing, and a write that answered NoSuchBucket
+left only a delete marker. Two DeleteBuckets on two nodes use two slots, so
+one withdrawing its intent never hides the other's; on one node they run
+one at a time.
+
+An intent binds for `INTENT_LEASE_MS` after it is written (its `deadline`),
+so a node that crashes mid-operation blocks writers for that long at most,
+and a waiting writer never waits longer than that. The node acts on its
+intent (writes the tombstone, or settles a name) only within half of it.
+The argument above therefore assumes that the clocks of two nodes differ,
+plus the time a tombstone write takes to reach its quorum, by less than
+half the lease (15 s): the same kind of assumption the last-writer-wins
+registers of these tables make.
+
+**CreateBucket of one name on several nodes.** Exactly one winner needs
+agreement (a per-key consensus for conditional writes, planned for 0.7).
+Until then the same write-then-read scheme gives *at most one* winner. A
+creator writes a claim on the alias row (its node's slot of
+`BucketAlias.claims`), then reads the row at quorum. If the name leads to a
+live bucket, it answers BucketAlreadyExists. If another node's claim is
+under way, it waits for it when that node's id is larger (`_settle_name`:
+the rival gives way on seeing this claim, or wins if it did not see it),
+and otherwise gives way at once: it withdraws its claim, waits a little to
+answer BucketAlreadyExists if the rival wins, and else answers
+OperationAborted (409, "try again"). With no other claim under way, it
+creates the bucket and points the name at it, in one write that also
+withdraws its claim.
+
+Why at most one wins: a creator goes ahead only after a read, made once its
+own claim was acknowledged, that shows no other claim under way and no
+live bucket under the name. Of two creators that both went ahead, by the
+intersection argument above one's read came after the other's claim was
+acknowledged, and saw it: under way (so it did not go ahead), or withdrawn,
+which happens only when giving way or in the write that settles the name
+(after the bucket is written: so it answered BucketAlreadyExists). Hence
+a loser never answers 200. Waiting changes who wins, not how many, and as
+a creator waits only on larger ids, no two wait on each other. Not
+guaranteed: that someone wins (both may give way), nor that a crashed
+node's claim does not block the name until its deadline. On one node,
+creates of a name run one at a time, so exactly one of two racing
+creators wins there.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
+import time
+from collections.abc import Awaitable
 
 from msgspec.structs import replace
 
@@ -17,16 +90,29 @@ from granary.model.buckets import (
     Bucket,
     BucketAlias,
     BucketParams,
+    Intent,
     KeyParams,
     Permission,
+    binding_intents,
+    own_slot,
 )
 from granary.model.key_secrets import SecretSealer, SecretUnreadable, is_sealed, open_secret
 from granary.model.store import Model
 from granary.table.table import Table
 from granary.util.crdt import Deletable, Lww, LwwMap
+from granary.util.locks import KeyedLocks
 from granary.util.time import now_ms
 
 log = logging.getLogger("granary.access")
+
+INTENT_LEASE_MS = 30_000
+"""How long a DeleteBucket's or a CreateBucket's intent binds the writers it races."""
+ACT_WITHIN_SECS = INTENT_LEASE_MS / 2000
+"""How long after announcing its intent a node may still act on it."""
+POLL_SECS = (0.005, 0.1)
+"""First and longest pause between two reads of a row while another node's intent binds."""
+CLAIM_WAIT_SECS = 2.0
+"""How long a CreateBucket waits for a rival claim to be settled or withdrawn."""
 
 
 class AccessError(Exception):
@@ -35,6 +121,46 @@ class AccessError(Exception):
     def __init__(self, reason: str, message: str) -> None:
         self.reason = reason
         super().__init__(message)
+
+
+class BucketGone(Exception):
+    """The bucket an object was just written into was deleted meanwhile (and the write undone)."""
+
+
+async def bucket_outlives_write(model: Model, bucket_id: bytes) -> bool:
+    """Whether a bucket exists once a write into it was acknowledged (see the module docstring).
+
+    Reads the bucket row at the read quorum, and while a DeleteBucket is
+    under way on it, reads again until that one is over.
+    """
+    waiting_since = time.monotonic()
+    pause = POLL_SECS[0]
+    while True:
+        entry = await model.buckets.get(b"", bucket_id)
+        params = None if entry is None else entry.params
+        if params is None:
+            return False
+        closing = binding_intents(params.closing, now_ms())
+        if not closing or time.monotonic() - waiting_since > INTENT_LEASE_MS / 1000:
+            return True
+        await asyncio.sleep(pause)
+        pause = min(2 * pause, POLL_SECS[1])
+
+
+async def finish_anyway(operation: Awaitable[None], what: str) -> None:
+    """Run `operation` to its end even if the caller is cancelled; log its failure.
+
+    For withdrawing an intent on the way out of a failed operation: if it
+    fails too, the intent lapses at its deadline.
+    """
+    task = asyncio.ensure_future(operation)
+
+    def report(done: asyncio.Future) -> None:
+        if not done.cancelled() and done.exception() is not None:
+            log.warning("could not %s: %s", what, done.exception())
+
+    task.add_done_callback(report)
+    await asyncio.gather(asyncio.shield(task), return_exceptions=True)
 
 
 def new_key_id() -> str:
@@ -58,6 +184,9 @@ class Access:
     def __init__(self, model: Model, sealer: SecretSealer | None = None) -> None:
         self.model = model
         self.sealer = sealer
+        self.node = model.buckets.local_node
+        self._creating = KeyedLocks()
+        self._deleting = KeyedLocks()
 
     async def _write(self, table: Table, entry: object) -> None:
         """Write to a full-copy table, and make sure this node's copy has it too.
@@ -222,44 +351,165 @@ class Access:
         return sorted(found, key=lambda item: item[0])
 
     async def create_bucket(self, name: str, owner_key_id: str | None) -> Bucket:
-        existing = self.resolve_bucket(name)
-        if existing is not None:
-            if owner_key_id is not None and existing.permission(owner_key_id).owner:
-                raise AccessError("owned", f"bucket {name} already exists and is yours")
-            raise AccessError("exists", f"bucket {name} already exists")
-        now = now_ms()
-        bucket = Bucket(
-            id=secrets.token_bytes(16),
-            state=Deletable(deleted=False, value=BucketParams(now, LwwMap())),
-        )
-        await self._write(self.model.buckets, bucket)
-        previous = self.model.aliases.local_get(b"", name.encode())
-        target = Lww(now, bucket.id) if previous is None else previous.target.update(bucket.id, now)
-        await self._write(self.model.aliases, BucketAlias(name, target))
+        """Create a bucket under a new name, claiming the name first (module docstring).
+
+        Raises AccessError: "owned" or "exists" when the name leads to a
+        bucket, "conflict" when another node is creating it at this moment.
+        """
+        async with self._creating.hold(name):
+            self._refuse_taken(name, self.resolve_bucket(name), owner_key_id)
+            started = time.monotonic()
+            intent = Intent(now_ms() + INTENT_LEASE_MS)
+            claim = await self._claim_name(name, intent)
+            withdrawal = own_slot(claim.claims, self.node, replace(intent, active=False), now_ms())
+            try:
+                bucket = await self._settle_name(name, claim, withdrawal, owner_key_id, started)
+            except BaseException as error:
+                withdrawn = replace(claim, claims=withdrawal)
+                await finish_anyway(
+                    self._write(self.model.aliases, withdrawn), f"withdraw the claim on {name}"
+                )
+                if isinstance(error, AccessError) and error.reason == "conflict":
+                    await self._refuse_if_rival_wins(name, owner_key_id)
+                raise
         if owner_key_id is not None:
-            await self.set_permission(bucket.id, owner_key_id, Permission(True, True, True))
-        return self.get_bucket(bucket.id)
+            await self._grant_on_key(owner_key_id, bucket.id, Permission(True, True, True))
+        return self.get_bucket(bucket.id) or bucket
+
+    @staticmethod
+    def _refuse_taken(name: str, bucket: Bucket | None, key_id: str | None) -> None:
+        if bucket is None:
+            return
+        if key_id is not None and bucket.permission(key_id).owner:
+            raise AccessError("owned", f"bucket {name} already exists and is yours")
+        raise AccessError("exists", f"bucket {name} already exists")
+
+    async def _claim_name(self, name: str, intent: Intent) -> BucketAlias:
+        """Write this node's claim on a name; returns the row written (only that slot)."""
+        known = self.model.aliases.local_get(b"", name.encode())
+        claims = known.claims if known is not None else LwwMap()
+        claim = BucketAlias(name, Lww(0, None), own_slot(claims, self.node, intent, now_ms()))
+        await self._write(self.model.aliases, claim)
+        return claim
+
+    async def _settle_name(
+        self,
+        name: str,
+        claim: BucketAlias,
+        withdrawal: LwwMap[bytes, Intent],
+        owner_key_id: str | None,
+        started: float,
+    ) -> Bucket:
+        """With this claim written: create the bucket unless the name is taken or contested.
+
+        A rival claim from a node with a smaller id makes this one give way
+        at once; rivals with larger ids are waited for, `CLAIM_WAIT_SECS` at
+        most (module docstring). The name is settled in one write with
+        `withdrawal`, this node's claim no longer active.
+        """
+        pause = POLL_SECS[0]
+        while True:
+            alias = await self.model.aliases.get(b"", name.encode())
+            alias = claim if alias is None else alias.merge(claim)
+            self._refuse_taken(name, await self._live_target(alias), owner_key_id)
+            rivals = binding_intents(alias.claims, now_ms(), besides=self.node)
+            if not rivals:
+                break
+            if min(rivals) < self.node or time.monotonic() - started > CLAIM_WAIT_SECS:
+                raise AccessError("conflict", f"bucket {name} is being created by another request")
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, POLL_SECS[1])
+        if time.monotonic() - started > ACT_WITHIN_SECS:
+            raise AccessError("conflict", f"creating bucket {name} took too long")
+        now = now_ms()
+        grants: LwwMap[str, Permission] = LwwMap()
+        if owner_key_id is not None:
+            grants = grants.set(owner_key_id, Permission(True, True, True), now)
+        bucket = Bucket(secrets.token_bytes(16), Deletable.present(BucketParams(now, grants)))
+        await self._write(self.model.buckets, bucket)
+        settled = BucketAlias(name, alias.target.update(bucket.id, now), withdrawal)
+        await self._write(self.model.aliases, settled)
+        return bucket
+
+    async def _refuse_if_rival_wins(self, name: str, owner_key_id: str | None) -> None:
+        """Having given way to a rival claim, answer BucketAlreadyExists if it wins soon."""
+        waiting_since = time.monotonic()
+        pause = POLL_SECS[0]
+        while time.monotonic() - waiting_since < CLAIM_WAIT_SECS:
+            alias = await self.model.aliases.get(b"", name.encode())
+            if alias is None:
+                return
+            self._refuse_taken(name, await self._live_target(alias), owner_key_id)
+            if not binding_intents(alias.claims, now_ms(), besides=self.node):
+                return
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, POLL_SECS[1])
+
+    async def _live_target(self, alias: BucketAlias) -> Bucket | None:
+        """The bucket a name leads to, read at quorum; None if the name is free."""
+        if alias.target.value is None:
+            return None
+        entry = await self.model.buckets.get(b"", alias.target.value)
+        return entry if entry is not None and entry.params is not None else None
 
     async def bucket_is_empty(self, bucket_id: bytes) -> bool:
         found = await self.model.objects.get_range(bucket_id, filter="data", limit=1)
         return not found
 
     async def delete_bucket(self, name: str) -> None:
+        """Delete an empty bucket, never one a racing write put an object into.
+
+        Announces the deletion, checks emptiness at quorum, then deletes or
+        withdraws (module docstring). Raises AccessError: "no-such-bucket",
+        "not-empty", or "conflict" if the check took too long to act on.
+        """
         bucket = self.resolve_bucket(name)
         if bucket is None:
             raise AccessError("no-such-bucket", f"no bucket {name}")
-        if not await self.bucket_is_empty(bucket.id):
-            raise AccessError("not-empty", f"bucket {name} is not empty")
+        async with self._deleting.hold(bucket.id):
+            started = time.monotonic()
+            deadline = now_ms() + INTENT_LEASE_MS
+            await self._announce_closing(bucket.id, Intent(deadline))
+            try:
+                if not await self.bucket_is_empty(bucket.id):
+                    raise AccessError("not-empty", f"bucket {name} is not empty")
+                if time.monotonic() - started > ACT_WITHIN_SECS:
+                    raise AccessError("conflict", f"deleting bucket {name} took too long")
+            except BaseException:
+                await finish_anyway(
+                    self._announce_closing(bucket.id, Intent(deadline, active=False)),
+                    f"withdraw the deletion of {name}",
+                )
+                raise
+            await self._write(self.model.buckets, Bucket(bucket.id, Deletable.tombstone()))
+        await self._release_name(name, bucket.id)
         for key_id, permission in bucket.params.authorized_keys.items():
             if permission is not None and permission.any:
-                await self.set_permission(bucket.id, key_id, NO_PERMISSION)
+                await self._grant_on_key(key_id, bucket.id, NO_PERMISSION)
+
+    async def _announce_closing(self, bucket_id: bytes, intent: Intent) -> None:
+        """Write this node's slot of a bucket's `closing` intents."""
+        bucket = self.get_bucket(bucket_id)
+        params = None if bucket is None else bucket.params
+        if params is None:
+            raise AccessError("no-such-bucket", "no such bucket")
+        closing = own_slot(params.closing, self.node, intent, now_ms())
+        announced = replace(params, closing=closing)
+        await self._write(self.model.buckets, Bucket(bucket_id, Deletable.present(announced)))
+
+    async def _release_name(self, name: str, bucket_id: bytes) -> None:
+        """Free a name that leads to a deleted bucket.
+
+        The release is stamped just after the target it replaces, not with
+        the clock: a creator that found the bucket deleted may already have
+        pointed the name at its new bucket, with a fresher stamp, and that
+        must win whatever order the two writes land in.
+        """
         alias = self.model.aliases.local_get(b"", name.encode())
-        await self._write(
-            self.model.aliases, BucketAlias(name, alias.target.update(None, now_ms()))
-        )
-        await self._write(
-            self.model.buckets, Bucket(bucket.id, Deletable(deleted=True, value=None))
-        )
+        if alias is None or alias.target.value != bucket_id:
+            return
+        released = BucketAlias(name, Lww(alias.target.ts + 1, None))
+        await self._write(self.model.aliases, released)
 
     async def set_permission(self, bucket_id: bytes, key_id: str, permission: Permission) -> None:
         """Record a key's rights on a bucket, on both rows."""
@@ -300,3 +550,13 @@ class Access:
                 ),
             ),
         )
+
+    async def _grant_on_key(self, key_id: str, bucket_id: bytes, permission: Permission) -> None:
+        """Record a key's rights on a bucket on the key's row only."""
+        key = self.get_key(key_id)
+        params = None if key is None else key.params
+        if params is None:
+            return
+        granted = params.authorized_buckets.set(bucket_id, permission, now_ms())
+        updated = replace(params, authorized_buckets=granted)
+        await self._write(self.model.keys, AccessKey(key_id, Deletable.present(updated)))

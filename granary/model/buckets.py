@@ -3,6 +3,12 @@
 Permissions are recorded on both sides (bucket -> keys and key -> buckets)
 so that authorising a request and listing a key's buckets are both one
 lookup. Each side is a last-writer-wins map, written together.
+
+A bucket row announces a DeleteBucket under way (`closing`) and an alias row
+the CreateBucket calls under way for its name (`claims`), one slot per node,
+so that racing writers see each other (granary/model/access.py says how).
+These fields were appended to array-like rows: rows written before them
+decode with the fields empty.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 import msgspec
 
 from granary.table.schema import TableSchema
-from granary.util.crdt import Deletable, Lww, LwwMap
+from granary.util.crdt import Deletable, Lww, LwwMap, LwwMapEntry
 
 
 class Permission(msgspec.Struct, array_like=True, frozen=True):
@@ -29,14 +35,48 @@ class Permission(msgspec.Struct, array_like=True, frozen=True):
 NO_PERMISSION = Permission()
 
 
+class Intent(msgspec.Struct, array_like=True, frozen=True):
+    """An operation a node has under way on a row, shown to the writers it races.
+
+    It binds only while `active` and until `deadline` (ms, on the announcing
+    node's clock): a node that crashed mid-operation cannot block the row for
+    longer than that. The node that wrote it stops acting on it well before.
+    """
+
+    deadline: int
+    active: bool = True
+
+    def binds(self, now_ms: int) -> bool:
+        return self.active and now_ms < self.deadline
+
+
+def binding_intents(
+    intents: LwwMap[bytes, Intent], now_ms: int, *, besides: bytes = b""
+) -> list[bytes]:
+    """The nodes (other than `besides`) that have an intent under way in `intents`."""
+    return [node for node, intent in intents.items() if node != besides and intent.binds(now_ms)]
+
+
+def own_slot(
+    intents: LwwMap[bytes, Intent], node: bytes, intent: Intent, now_ms: int
+) -> LwwMap[bytes, Intent]:
+    """Only `node`'s slot of `intents`, set to `intent` (stamped after its value there)."""
+    previous = intents.entry(node)
+    ts = now_ms if previous is None else max(now_ms, previous.ts + 1)
+    return LwwMap((LwwMapEntry(node, ts, intent),))
+
+
 class BucketParams(msgspec.Struct, array_like=True, frozen=True):
     created: int
     authorized_keys: LwwMap[str, Permission]
+    closing: LwwMap[bytes, Intent] = LwwMap()
+    """node id -> the DeleteBucket that node has under way, if any."""
 
     def merge(self, other: BucketParams) -> BucketParams:
         return BucketParams(
             created=min(self.created, other.created),
             authorized_keys=self.authorized_keys.merge(other.authorized_keys),
+            closing=self.closing.merge(other.closing),
         )
 
 
@@ -64,9 +104,13 @@ class BucketAlias(msgspec.Struct, array_like=True, frozen=True):
 
     name: str
     target: Lww[bytes | None]
+    claims: LwwMap[bytes, Intent] = LwwMap()
+    """node id -> the CreateBucket of this name that node has under way, if any."""
 
     def merge(self, other: BucketAlias) -> BucketAlias:
-        return BucketAlias(self.name, self.target.merge(other.target))
+        return BucketAlias(
+            self.name, self.target.merge(other.target), self.claims.merge(other.claims)
+        )
 
 
 class KeyParams(msgspec.Struct, array_like=True, frozen=True):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from msgspec.structs import replace
 
+from granary.model.access import BucketGone
 from granary.model.mpu import MpuPart, MultipartUpload
 from granary.model.object import (
     ABORTED,
@@ -98,6 +99,9 @@ class Multipart:
                     replace(meta, upload_id=upload.upload_id),
                     blocks[0].hash if blocks else None,
                 )
+            except BucketGone:
+                await self.model.uploads.insert(self._deleted(upload))  # it went with its bucket
+                raise
             except BaseException:
                 await final.abort()
                 raise

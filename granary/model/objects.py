@@ -5,6 +5,10 @@ for: the version row first, then for each block its block_ref (which counts
 the reference) before the block itself. An upload that fails is aborted, and
 one interrupted by a crash is found in the local `inflight` tree at the next
 start and aborted then, so its blocks are released and collected.
+
+A version that makes an object exist is kept only if its bucket outlives
+the write (`confirm_bucket`): DeleteBucket may be racing it
+(granary/model/access.py explains the protocol).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 import msgspec
 from msgspec.structs import replace
 
+from granary.model.access import BucketGone, bucket_outlives_write
 from granary.model.block_ref import BlockRef
 from granary.model.object import (
     ABORTED,
@@ -104,8 +109,9 @@ class Upload:
         """Make this version the object's current one (not for parts).
 
         It takes a fresh timestamp: the write that finishes last wins. Once
-        started, the commit finishes even if the request is cancelled, so an
-        abort can never undo an object a client may already have been told of.
+        started, the commit (and the check that the bucket outlived it)
+        finishes even if the request is cancelled, so an abort can never undo
+        an object a client may already have been told of.
         """
         self._completion = asyncio.ensure_future(self._commit(meta, first_block))
         return await asyncio.shield(self._completion)
@@ -120,6 +126,7 @@ class Upload:
         )
         self.completed = True
         await self.objects.forget_inflight(self.uuid)
+        await self.objects.confirm_bucket(self.bucket_id, self.key)
         return version
 
     async def finish_part(self) -> None:
@@ -233,9 +240,29 @@ class Objects:
             await self.model.objects.insert(Object(bucket_id, key, [version]))
         return version
 
+    async def publish_version(
+        self, bucket_id: bytes, key: str, build: Callable[[int], ObjectVersion]
+    ) -> ObjectVersion:
+        """Write a version that makes the object exist, and keep it only if its bucket does."""
+        version = await self.write_version(bucket_id, key, build)
+        await self.confirm_bucket(bucket_id, key)
+        return version
+
+    async def confirm_bucket(self, bucket_id: bytes, key: str) -> None:
+        """Call once a version that makes `key` exist is written: undo it if its bucket is gone.
+
+        If the bucket was deleted while the version was written, a delete
+        marker goes over it (releasing its blocks) and BucketGone is raised.
+        An error reading the bucket leaves the version in place: the
+        request fails without saying whether the write took effect.
+        """
+        if not await bucket_outlives_write(self.model, bucket_id):
+            await self.delete(bucket_id, key)
+            raise BucketGone(bucket_id.hex())
+
     async def put_inline(self, bucket_id: bytes, key: str, meta: ObjectMeta, data: bytes) -> None:
         uuid = new_uuid()
-        await self.write_version(
+        await self.publish_version(
             bucket_id,
             key,
             lambda ts: ObjectVersion(uuid, ts, COMPLETE, kind=INLINE, meta=meta, inline=data),
@@ -276,7 +303,7 @@ class Objects:
         """A new version sharing the source's blocks (no data is copied)."""
         if source.kind == INLINE:
             uuid = new_uuid()
-            return await self.write_version(
+            return await self.publish_version(
                 bucket_id,
                 key,
                 lambda ts: ObjectVersion(

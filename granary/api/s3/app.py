@@ -26,6 +26,7 @@ from granary.api.s3.router import decode_path, parse_query, route, split_bucket_
 from granary.api.s3.sigv4 import authenticate
 from granary.api.s3.xml import error_document
 from granary.block.manager import BlockUnavailable
+from granary.model.access import BucketGone
 from granary.table.quorum import QuorumError
 from granary.util.checksums import ChecksumRequestError
 from granary.util.time import now_ms
@@ -73,6 +74,10 @@ class S3App:
             response = await self._dispatch(request, request_id)
         except S3Error as error:
             response = self.error_response(request, error, request_id)
+        except BucketGone:
+            # Deleted while the object was written into it; the write was undone.
+            gone = S3Error("NoSuchBucket", BucketName=self._bucket_name(request))
+            response = self.error_response(request, gone, request_id)
         except (QuorumError, BlockUnavailable, OSError) as error:
             if isinstance(error, OSError) and error.errno not in NO_SPACE:
                 raise
@@ -95,6 +100,14 @@ class S3App:
                 status=507,
             )
         return S3Error("ServiceUnavailable", "Too few nodes answered; retry later.", status=503)
+
+    def _bucket_name(self, request: Request) -> str:
+        name, _ = split_bucket_key(
+            decode_path(request.path),
+            request.headers.get("host"),
+            self.services.settings.root_domain,
+        )
+        return name or ""
 
     async def _dispatch(self, request: Request, request_id: str) -> Response:
         settings = self.services.settings

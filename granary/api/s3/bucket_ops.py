@@ -78,7 +78,9 @@ async def create_bucket(ctx: S3Context) -> Response:
     try:
         await ctx.services.access.create_bucket(name, key.key_id)
     except AccessError as error:
-        code = "BucketAlreadyOwnedByYou" if error.reason == "owned" else "BucketAlreadyExists"
+        code = {"owned": "BucketAlreadyOwnedByYou", "conflict": "OperationAborted"}.get(
+            error.reason, "BucketAlreadyExists"
+        )
         raise S3Error(code, BucketName=name) from None
     return Response(200, [("location", f"/{name}")])
 
@@ -94,6 +96,8 @@ async def delete_bucket(ctx: S3Context) -> Response:
     except AccessError as error:
         if error.reason == "not-empty":
             raise S3Error("BucketNotEmpty", BucketName=name) from None
+        if error.reason == "conflict":
+            raise S3Error("OperationAborted", BucketName=name) from None
         raise S3Error("NoSuchBucket", BucketName=name) from None
     return Response(204)
 

@@ -80,6 +80,11 @@ ERROR_TABLE: dict[str, tuple[int, str]] = {
         501,
         "A header or query you provided implies functionality that is not implemented.",
     ),
+    "OperationAborted": (
+        409,
+        "A conflicting conditional operation is currently in progress against this resource. "
+        "Please try again.",
+    ),
     "PreconditionFailed": (412, "At least one of the preconditions you specified did not hold."),
     "RequestTimeout": (
         400,
