@@ -493,24 +493,6 @@ def test_malformed_authorization_header(authorization):
     )
 
 
-def test_sigv2_is_refused():
-    error = raises(
-        "InvalidRequest", call_doc_get, {"host": DOC_HOST, "authorization": "AWS AKID:c2lnbmF0dXJl"}
-    )
-    assert "AWS4-HMAC-SHA256" in error.message
-    raises(
-        "InvalidRequest",
-        authenticate,
-        "GET",
-        "/test.txt",
-        [("AWSAccessKeyId", "AKID"), ("Expires", "1700000000"), ("Signature", "abc")],
-        {"host": DOC_HOST},
-        doc_secret,
-        DOC_NOW,
-        "us-east-1",
-    )
-
-
 def test_other_authorization_schemes_are_invalid():
     raises("InvalidArgument", call_doc_get, {"host": DOC_HOST, "authorization": "Bearer abc"})
 

@@ -17,12 +17,13 @@ from granary.api.s3 import (
     mpu_ops,
     post_ops,
     put_ops,
+    sigv2,
 )
 from granary.api.s3.conditions import format_http_date
 from granary.api.s3.context import S3Context, S3Services
 from granary.api.s3.errors import S3Error
 from granary.api.s3.router import decode_path, parse_query, route, split_bucket_key
-from granary.api.s3.sigv4 import authenticate
+from granary.api.s3.sigv4 import AuthContext, authenticate
 from granary.api.s3.xml import error_document
 from granary.block.manager import BlockUnavailable
 from granary.table.quorum import QuorumError
@@ -91,9 +92,8 @@ class S3App:
         except UnicodeDecodeError:
             raise S3Error("InvalidArgument", "The query string is not valid UTF-8.") from None
         headers = request.headers
-        bucket_name, key = split_bucket_key(
-            decode_path(request.path), headers.get("host"), settings.root_domain
-        )
+        path = decode_path(request.path)
+        bucket_name, key = split_bucket_key(path, headers.get("host"), settings.root_domain)
         if request.method == "OPTIONS":
             raise S3Error(
                 "BadRequest", "Insufficient information. Origin request header needed.", status=400
@@ -103,8 +103,23 @@ class S3App:
             return await post_ops.post_object(self.services, request, bucket_name)
         signed_headers = _utf8_values(headers.as_dict())
         access = self.services.access
+        params = dict(reversed(query_pairs))  # the first value of each parameter
+        use_sigv2 = sigv2.is_sigv2(signed_headers, params)
+        virtual_host = (bucket_name, key) != split_bucket_key(path, None, None)
 
-        def check_signature():
+        def check_signature() -> AuthContext | None:
+            if use_sigv2:
+                return sigv2.authenticate(
+                    request.method,
+                    request.path,
+                    request.query_string,
+                    params,
+                    signed_headers,
+                    access.secret_of,
+                    datetime.now(UTC),
+                    settings.region,
+                    bucket_prefix=f"/{bucket_name}" if virtual_host else "",
+                )
             return authenticate(
                 request.method,
                 request.path,

@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping
 
 from granary.api.s3.errors import S3Error
+from granary.api.s3.numbers import parse_capped_decimal
 
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -88,6 +89,13 @@ def parse_http_date(value: str) -> int | None:
     return None
 
 
+def _position(digits: str) -> int:
+    """A byte position the range pattern matched (ASCII digits, any length)."""
+    position = parse_capped_decimal(digits)
+    assert position is not None
+    return position
+
+
 def _unsatisfiable_range(value: str, size: int) -> S3Error:
     return S3Error(
         "InvalidRange",
@@ -113,20 +121,17 @@ def parse_range(value: str | None, size: int) -> tuple[int, int] | None:
     if match is None:
         return None
     first, last = match.groups()
-    try:
-        if first:
-            start = int(first)
-            end = int(last) if last else size - 1
-            if end < start and last:
-                return None
-            if start >= size:
-                raise _unsatisfiable_range(value, size)
-            return start, min(end, size - 1)
-        if not last:
+    if first:
+        start = _position(first)
+        end = _position(last) if last else size - 1
+        if end < start and last:
             return None
-        suffix = int(last)
-    except ValueError:
+        if start >= size:
+            raise _unsatisfiable_range(value, size)
+        return start, min(end, size - 1)
+    if not last:
         return None
+    suffix = _position(last)
     if suffix == 0 or size == 0:
         raise _unsatisfiable_range(value, size)
     return max(size - suffix, 0), size - 1
@@ -149,7 +154,7 @@ def parse_copy_source_range(value: str, size: int) -> tuple[int, int]:
             ArgumentName="x-amz-copy-source-range",
             ArgumentValue=value,
         )
-    first, last = int(match.group(1)), int(match.group(2))
+    first, last = _position(match.group(1)), _position(match.group(2))
     if first > last:
         raise S3Error(
             "InvalidArgument",

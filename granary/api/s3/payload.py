@@ -12,6 +12,7 @@ from granary.api.http.body import Body, BodyError
 from granary.api.http.types import Headers
 from granary.api.s3.chunked import decoder_for
 from granary.api.s3.errors import S3Error
+from granary.api.s3.numbers import integer_argument
 from granary.api.s3.sigv4 import (
     STREAMING_PAYLOAD,
     STREAMING_PAYLOAD_TRAILER,
@@ -103,6 +104,8 @@ class Payload:
 
 
 def _parse_length(value: str) -> int:
-    if not value.isdigit():
-        raise S3Error("InvalidArgument", "x-amz-decoded-content-length must be an integer")
-    return int(value)
+    return integer_argument(
+        value,
+        "x-amz-decoded-content-length",
+        message="x-amz-decoded-content-length must be an integer",
+    )
