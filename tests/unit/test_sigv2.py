@@ -166,6 +166,11 @@ def test_unsigned_query_parameters_may_change_signed_ones_may_not():
     raises("SignatureDoesNotMatch", verify, "GET", f"http://{HOST}/bucket?acl", headers)
 
 
+def test_path_style_bucket_request_signed_with_a_trailing_slash():
+    request = header_signed("GET", f"http://{HOST}/bucket?prefix=a", {}, auth_path="/bucket/")
+    verify("GET", request.url, dict(request.headers.items()))
+
+
 def test_virtual_hosted_request_signs_the_bucket_in_the_resource():
     url = "http://bucket.s3.example.com/key.txt"
     request = header_signed("GET", url, {}, auth_path="/bucket/key.txt")
@@ -251,16 +256,11 @@ def test_tampered_presigned_url_is_refused():
 
 @pytest.mark.parametrize(
     "expires",
-    ["soon", "²", "-5", "1e9", ""],
+    ["soon", "²", "-5", "1e9", "", "9" * 5000],
 )
 def test_unreadable_expires_is_access_denied(expires):
     url = f"http://{HOST}/bucket/key?AWSAccessKeyId={KEY_ID}&Signature=abc&Expires={expires}"
     raises("AccessDenied", verify, "GET", url, {})
-
-
-def test_huge_expires_is_just_a_late_expiry():
-    url = f"http://{HOST}/bucket/key?AWSAccessKeyId={KEY_ID}&Signature=abc&Expires={'9' * 5000}"
-    raises("SignatureDoesNotMatch", verify, "GET", url, {})
 
 
 def test_unknown_key_is_invalid_access_key_id():

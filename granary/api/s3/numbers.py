@@ -23,25 +23,6 @@ def parse_decimal(text: str, *, max_digits: int = MAX_DIGITS) -> int | None:
     return int(text)
 
 
-def is_ascii_digits(text: str) -> bool:
-    """True for a non-empty run of ASCII digits, however long."""
-    return text.isascii() and text.isdigit()
-
-
-def parse_capped_decimal(text: str) -> int | None:
-    """ASCII digits of any length; a value of more than MAX_DIGITS digits is capped at 10**19.
-
-    For a byte position or a number of seconds, any value that large means the
-    same (past any object's end, beyond any expiry limit) whatever its digits,
-    so it needs no exact value, which `int` would refuse past 4,300 digits.
-    """
-    if not is_ascii_digits(text):
-        return None
-    if len(text.lstrip("0")) > MAX_DIGITS:
-        return 10**MAX_DIGITS
-    return int(text)
-
-
 def integer_argument(
     text: str,
     name: str,

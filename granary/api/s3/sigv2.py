@@ -24,7 +24,7 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import unquote
 
 from granary.api.s3.errors import S3Error
-from granary.api.s3.numbers import parse_capped_decimal
+from granary.api.s3.numbers import parse_decimal
 from granary.api.s3.sigv4 import (
     MAX_CLOCK_SKEW,
     SERVER_TIME_FORMAT,
@@ -200,11 +200,16 @@ def authenticate(
 
 
 def _candidate_paths(raw_path: str) -> Iterator[str]:
-    """The path as sent, then its strictly re-encoded form (clients escape differently)."""
+    """The path as sent, then its strictly re-encoded form (clients escape differently).
+
+    A path-style bucket request (`/bucket`) is signed as `/bucket/` by botocore.
+    """
     yield raw_path
     rebuilt = canonical_uri(raw_path)
     if rebuilt != raw_path:
         yield rebuilt
+    if raw_path.count("/") == 1 and raw_path != "/":
+        yield raw_path + "/"
 
 
 def _parse_authorization(value: str) -> tuple[str, str]:
@@ -262,7 +267,7 @@ def _parse_presigned(params: Mapping[str, str], now: datetime) -> tuple[str, str
             "AWSAccessKeyId parameters",
         )
     expires = params["Expires"]
-    expiry = parse_capped_decimal(expires)
+    expiry = parse_decimal(expires)
     if expiry is None:
         raise S3Error("AccessDenied", f"Invalid date (should be seconds since epoch): {expires}")
     if now.timestamp() > expiry:

@@ -24,7 +24,7 @@ from functools import lru_cache
 from urllib.parse import quote, unquote_to_bytes
 
 from granary.api.s3.errors import S3Error
-from granary.api.s3.numbers import parse_capped_decimal
+from granary.api.s3.numbers import parse_decimal
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 TERMINATOR = "aws4_request"
@@ -332,7 +332,7 @@ def _parse_presigned(params: Mapping[str, str]) -> tuple[_SignedRequest, int]:
         )
     expires_text = params["X-Amz-Expires"]
     negative = expires_text.startswith("-")
-    expires = parse_capped_decimal(expires_text.removeprefix("-"))
+    expires = parse_decimal(expires_text.removeprefix("-"))
     if expires is None:
         raise _query_error("X-Amz-Expires should be a number")
     if negative and expires:
