@@ -51,6 +51,7 @@ OPERATIONS: dict[str, tuple[OperationHandler, str | None]] = {
     "GetObject": (get_ops.get_object, "read"),
     "HeadObject": (get_ops.get_object, "read"),
     "GetObjectAttributes": (get_ops.get_object_attributes, "read"),
+    "GetObjectTorrent": (get_ops.get_object_torrent, "read"),
     "PutObject": (put_ops.put_object, "write"),
     "DeleteObject": (delete_ops.delete_object, "write"),
     "CreateMultipartUpload": (mpu_ops.create_multipart_upload, "write"),

@@ -138,6 +138,17 @@ async def _cut_off_if_unavailable(
         await rest.aclose()
 
 
+async def get_object_torrent(ctx: S3Context) -> Response:
+    """GetObjectTorrent: Granary seeds no torrents, so every object is one without a torrent.
+
+    S3 answers NoSuchKey for a missing object; the same code tells a client
+    that has an object that no torrent of it can be had.
+    """
+    key = ctx.require_key()
+    await load_current(ctx, key)
+    raise S3Error("NoSuchKey", "No torrent is available for this object.", Key=key)
+
+
 OBJECT_ATTRIBUTES = frozenset({"ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize"})
 
 
