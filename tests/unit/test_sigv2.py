@@ -235,6 +235,10 @@ def test_missing_or_unreadable_date_is_access_denied():
     raises("AccessDenied", verify, "GET", f"http://{HOST}/bucket/key", headers)
     headers["date"] = "yesterday"
     raises("AccessDenied", verify, "GET", f"http://{HOST}/bucket/key", headers)
+    headers["date"] = "Tue, 07 Jul 1950 21:53:04 GMT"  # before the epoch
+    raises("AccessDenied", verify, "GET", f"http://{HOST}/bucket/key", headers)
+    headers["x-amz-date"] = "Tue, 07 Jul 2010 21:53:04 GMT"
+    raises("RequestTimeTooSkewed", verify, "GET", f"http://{HOST}/bucket/key", headers)
 
 
 def test_expired_url_is_access_denied():

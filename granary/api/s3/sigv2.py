@@ -79,6 +79,7 @@ SIGNED_SUBRESOURCES = frozenset(
 )
 
 _INVALID_DATE = "AWS authentication requires a valid Date or x-amz-date header"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def is_sigv2(headers: Mapping[str, str], params: Mapping[str, str]) -> bool:
@@ -248,6 +249,7 @@ def _header_date_lines(headers: Mapping[str, str], now: datetime) -> tuple[str, 
 
 
 def _http_date(value: str | None) -> datetime | None:
+    """An HTTP date; None when unreadable or before the Unix epoch (S3 refuses those)."""
     if value is None:
         return None
     try:
@@ -256,7 +258,8 @@ def _http_date(value: str | None) -> datetime | None:
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    moment = moment.astimezone(UTC)
+    return moment if moment >= _EPOCH else None
 
 
 def _parse_presigned(params: Mapping[str, str], now: datetime) -> tuple[str, str, str]:
