@@ -46,7 +46,8 @@ def _split(data: bytes, parts: int) -> list[bytes]:
 
 def _request(data: bytes) -> tuple[str, str, str, dict[str, str]]:
     """A request head in HTTP form (`METHOD target` line, then header lines), as the
-    HTTP layer hands it over: header names lower-case, values latin-1, repeats joined."""
+    S3 app hands it to the signature check: header names lower-case, values the
+    UTF-8 text the client wrote (undecodable bytes as surrogate escapes), repeats joined."""
     lines = data.decode("latin-1").split("\n")
     method, _, target = lines[0].strip().partition(" ")
     path, _, query = target.partition("?")
@@ -55,7 +56,7 @@ def _request(data: bytes) -> tuple[str, str, str, dict[str, str]]:
         name, sep, value = line.partition(":")
         if sep:
             name = name.strip().lower()
-            value = value.strip()
+            value = value.strip().encode("latin-1").decode("utf-8", "surrogateescape")
             headers[name] = f"{headers[name]},{value}" if name in headers else value
     return method, path, query, headers
 

@@ -8,6 +8,8 @@ error XML (400), never a 500, and the server keeps serving.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from email.utils import format_datetime
 from urllib.parse import quote
 
 import pytest
@@ -142,3 +144,23 @@ def test_copy_source_range(server, s3, stored, value):
         headers={"x-amz-copy-source": f"/{stored}/k", "x-amz-copy-source-range": value},
     )
     assert_s3_error(exchange(server.s3_port, data), 400, "InvalidArgument")
+
+
+@pytest.mark.parametrize("version", ["sigv2", "sigv4"])
+def test_access_key_id_of_invalid_utf8(server, stored, version):
+    now = datetime.now(UTC)
+    if version == "sigv2":
+        dated = f"Date: {format_datetime(now, usegmt=True)}\r\n".encode()
+        authorization = b"AWS \xff\xfe:signature"
+    else:
+        amz_date = now.strftime("%Y%m%dT%H%M%SZ")
+        dated = f"x-amz-date: {amz_date}\r\nx-amz-content-sha256: UNSIGNED-PAYLOAD\r\n".encode()
+        authorization = (
+            f"AWS4-HMAC-SHA256 Credential=\xff/{amz_date[:8]}/us-east-1/s3/aws4_request, "
+            f"SignedHeaders=host, Signature={'0' * 64}"
+        ).encode("latin-1")
+    head = f"GET /{stored}/k HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n".encode()
+    reply = exchange(
+        server.s3_port, head + dated + b"Authorization: " + authorization + b"\r\n\r\n"
+    )
+    assert_s3_error(reply, 403, "InvalidAccessKeyId")

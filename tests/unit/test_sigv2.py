@@ -211,6 +211,14 @@ def test_wrong_secret_is_signature_does_not_match():
     assert error.extra["StringToSign"].endswith("/bucket/key")
 
 
+def test_signature_of_undecodable_bytes_is_signature_does_not_match():
+    request = header_signed("GET", f"http://{HOST}/bucket/key", {})
+    headers = dict(request.headers.items())
+    # Header bytes that are not UTF-8 reach the check as surrogate escapes.
+    headers["Authorization"] = headers["Authorization"][:-2] + "\udcbd="
+    raises("SignatureDoesNotMatch", verify, "GET", request.url, headers)
+
+
 def test_tampered_header_is_signature_does_not_match():
     request = header_signed("PUT", f"http://{HOST}/bucket/key", {"x-amz-meta-a": "1"})
     headers = dict(request.headers.items())

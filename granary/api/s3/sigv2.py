@@ -32,6 +32,7 @@ from granary.api.s3.sigv4 import (
     AuthContext,
     canonical_uri,
     several_mechanisms,
+    signatures_equal,
 )
 
 PRESIGNED_PARAMETERS = ("AWSAccessKeyId", "Signature", "Expires")
@@ -178,7 +179,7 @@ def authenticate(
             text = string_to_sign(
                 method, signed_headers, date_line, bucket_prefix + path + subresources
             )
-            if hmac.compare_digest(sign(secret, text).encode(), signature.encode("utf-8")):
+            if signatures_equal(sign(secret, text), signature):
                 return AuthContext(
                     access_key_id=access_key_id,
                     region=region,
