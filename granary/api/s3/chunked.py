@@ -10,6 +10,10 @@ Three framings share one decoder:
 - unsigned chunks plus trailers (STREAMING-UNSIGNED-PAYLOAD-TRAILER):
   `hex-size CRLF data CRLF`, the 0-size chunk, trailer lines, an empty line.
 
+The trailers must be exactly those the request's `x-amz-trailer` header
+announced, as S3 requires (MalformedTrailerError otherwise): a declared
+checksum that never comes, or comes under another algorithm's name, is refused.
+
 Each chunk signature chains on the previous one, starting from the request's
 seed signature. A signed chunk is handed back only once its signature has
 been checked, so at most one chunk is held in memory; unsigned data is
