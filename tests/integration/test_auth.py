@@ -23,7 +23,8 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
-from conftest import ACCESS_KEY, SECRET_KEY, s3_client
+from conftest import ACCESS_KEY, SECRET_KEY, node_config, s3_client
+from test_clients import client_env, find_tool, run, write_file
 
 REGION = "us-east-1"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -209,13 +210,180 @@ def test_tampered_presigned_url_is_refused(s3, presigner, bucket, tamper):
     assert b"secret" not in reply.body
 
 
-def test_sigv2_presigned_url_is_refused(s3, bucket):
+# --- SigV2 -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def sigv2_client(server):
+    """A client that signs every request with SigV2 (`Authorization: AWS key:signature`)."""
+    return server.client(signature_version="s3")
+
+
+@pytest.mark.parametrize("signature_version", [None, "s3"], ids=["default", "s3"])
+def test_sigv2_presigned_get_and_put(server, s3, bucket, signature_version):
+    presigner = server.client(signature_version=signature_version) if signature_version else s3
+    put_url = presigner.generate_presigned_url(
+        "put_object", Params={"Bucket": bucket, "Key": "v2 url/ü+"}, ExpiresIn=300
+    )
+    assert "AWSAccessKeyId=" in put_url
+    # Sent without a Content-Type (urllib would add one, which SigV2 signs).
+    split = urlsplit(put_url)
+    reply = send(server.s3_port, "PUT", f"{split.path}?{split.query}", body=b"v2 body")
+    assert reply.status == 200, reply.body
+    assert s3.get_object(Bucket=bucket, Key="v2 url/ü+")["Body"].read() == b"v2 body"
+    get_url = presigner.generate_presigned_url(
+        "get_object",
+        Params={"Bucket": bucket, "Key": "v2 url/ü+", "ResponseContentType": "text/x-v2"},
+        ExpiresIn=300,
+    )
+    assert "AWSAccessKeyId=" in get_url
+    reply = url_open(get_url)
+    assert (reply.status, reply.body) == (200, b"v2 body")
+    assert reply.headers["content-type"] == "text/x-v2"
+
+
+def test_expired_sigv2_presigned_url_is_refused(s3, bucket):
     s3.put_object(Bucket=bucket, Key="k", Body=b"private")
-    url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "k"})
-    assert "AWSAccessKeyId=" in url
+    url = s3.generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": "k"}, ExpiresIn=-60
+    )
     reply = url_open(url)
-    assert (reply.status, reply.code) == (400, "InvalidRequest")
+    assert (reply.status, reply.code, reply.message) == (403, "AccessDenied", "Request has expired")
     assert b"private" not in reply.body
+
+
+@pytest.mark.parametrize("tamper", ["key", "signature", "expires"])
+def test_tampered_sigv2_presigned_url_is_refused(s3, bucket, tamper):
+    s3.put_object(Bucket=bucket, Key="k", Body=b"private")
+    s3.put_object(Bucket=bucket, Key="other", Body=b"second secret")
+    url = s3.generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": "k"}, ExpiresIn=300
+    )
+    if tamper == "key":
+        url = url.replace(f"/{bucket}/k?", f"/{bucket}/other?")
+    elif tamper == "signature":
+        url = _replace_param(
+            url, "Signature", "AAAA" + parse_qs(urlsplit(url).query)["Signature"][0][4:]
+        )
+    else:
+        expires = int(parse_qs(urlsplit(url).query)["Expires"][0])
+        url = _replace_param(url, "Expires", str(expires + 3600))
+    reply = url_open(url)
+    assert (reply.status, reply.code) == (403, "SignatureDoesNotMatch")
+    assert b"private" not in reply.body and b"second secret" not in reply.body
+
+
+def test_sigv2_signed_requests(sigv2_client, s3, bucket):
+    client = sigv2_client
+    client.put_object(Bucket=bucket, Key="dir/a b", Body=b"one", Metadata={"colour": "blue"})
+    head = client.head_object(Bucket=bucket, Key="dir/a b")
+    assert head["Metadata"] == {"colour": "blue"}
+    assert client.get_object(Bucket=bucket, Key="dir/a b", Range="bytes=1-")["Body"].read() == b"ne"
+    listed = client.list_objects(Bucket=bucket, Prefix="dir/")
+    assert [item["Key"] for item in listed["Contents"]] == ["dir/a b"]
+    upload = client.create_multipart_upload(Bucket=bucket, Key="mpu")["UploadId"]
+    etag = client.upload_part(
+        Bucket=bucket, Key="mpu", UploadId=upload, PartNumber=1, Body=b"p" * 100
+    )["ETag"]
+    client.complete_multipart_upload(
+        Bucket=bucket,
+        Key="mpu",
+        UploadId=upload,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]},
+    )
+    assert s3.get_object(Bucket=bucket, Key="mpu")["Body"].read() == b"p" * 100
+    client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "mpu"}]})
+    client.delete_object(Bucket=bucket, Key="dir/a b")
+    assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
+
+
+def test_sigv2_wrong_secret_and_unknown_key(server, bucket):
+    wrong = s3_client(server.endpoint, secret_key="x" * 40, signature_version="s3")
+    with pytest.raises(ClientError) as caught:
+        wrong.put_object(Bucket=bucket, Key="k", Body=b"x")
+    assert client_error(caught.value) == (403, "SignatureDoesNotMatch")
+    unknown = s3_client(server.endpoint, access_key="GKunknown", signature_version="s3")
+    with pytest.raises(ClientError) as caught:
+        unknown.list_objects(Bucket=bucket)
+    assert client_error(caught.value) == (403, "InvalidAccessKeyId")
+    assert not object_exists(server.client(), bucket, "k")
+
+
+def sigv2_headers(
+    method: str, resource: str, *, minutes: int = 0, extra: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Date and Authorization of a SigV2 request for `resource` (the signed bucket/key path)."""
+    date = datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=minutes)
+    http_date = date.strftime("%a, %d %b %Y %H:%M:%S GMT")
+    content_type = (extra or {}).get("Content-Type", "")
+    text = f"{method}\n\n{content_type}\n{http_date}\n{resource}"
+    signature = base64.b64encode(
+        hmac.new(SECRET_KEY.encode(), text.encode(), hashlib.sha1).digest()
+    ).decode()
+    return {"Date": http_date, "Authorization": f"AWS {ACCESS_KEY}:{signature}", **(extra or {})}
+
+
+@pytest.mark.parametrize("minutes", [-20, 20])
+def test_sigv2_clock_skew_is_refused(server, bucket, minutes):
+    headers = sigv2_headers("GET", f"/{bucket}/k", minutes=minutes)
+    reply = send(server.s3_port, "GET", f"/{bucket}/k", headers=headers)
+    assert (reply.status, reply.code) == (403, "RequestTimeTooSkewed")
+
+
+def test_sigv2_virtual_host_style(own_server):
+    own_server.config_text = node_config(own_server).replace(
+        "[s3_api]\n", '[s3_api]\nroot_domain = ".s3.granary.test"\n'
+    )
+    own_server.start()
+    own_server.client().create_bucket(Bucket="vhost")
+    host = {"Host": f"vhost.s3.granary.test:{own_server.s3_port}"}
+    put = sigv2_headers("PUT", "/vhost/dir/key.txt", extra={**host, "Content-Type": "text/x"})
+    reply = send(own_server.s3_port, "PUT", "/dir/key.txt", body=b"hello", headers=put)
+    assert reply.status == 200, reply.body
+    get = sigv2_headers("GET", "/vhost/dir/key.txt", extra=host)
+    reply = send(own_server.s3_port, "GET", "/dir/key.txt", headers=get)
+    assert (reply.status, reply.body, reply.headers["content-type"]) == (200, b"hello", "text/x")
+    listing = sigv2_headers("GET", "/vhost/", extra=host)
+    reply = send(own_server.s3_port, "GET", "/?prefix=dir", headers=listing)
+    assert reply.status == 200 and b"<Key>dir/key.txt</Key>" in reply.body
+    # Signed for the key alone, without its bucket: not the resource S3 signs.
+    wrong = sigv2_headers("GET", "/dir/key.txt", extra=host)
+    reply = send(own_server.s3_port, "GET", "/dir/key.txt", headers=wrong)
+    assert (reply.status, reply.code) == (403, "SignatureDoesNotMatch")
+
+
+def test_s3cmd_with_signature_v2(server, s3, bucket, tmp_path):
+    executable = find_tool("s3cmd")
+    assert executable is not None, "s3cmd is a test dependency"
+    home = tmp_path / "s3cmd-home"
+    host = server.endpoint.removeprefix("http://")
+    config = write_file(
+        home / "s3cfg",
+        (
+            "[default]\n"
+            f"access_key = {ACCESS_KEY}\n"
+            f"secret_key = {SECRET_KEY}\n"
+            "bucket_location = us-east-1\n"
+            "signature_v2 = True\n"
+        ).encode(),
+    )
+    base = [executable, "--config", str(config), "--host", host, "--host-bucket", host, "--no-ssl"]
+    env = client_env(home)
+    source = write_file(tmp_path / "up load.txt", b"from s3cmd v2\n")
+    run([*base, "--no-progress", "put", str(source), f"s3://{bucket}/s3cmd/up load.txt"], env)
+    assert (
+        s3.get_object(Bucket=bucket, Key="s3cmd/up load.txt")["Body"].read() == source.read_bytes()
+    )
+    listing = run([*base, "ls", f"s3://{bucket}/s3cmd/"], env).stdout
+    assert f"s3://{bucket}/s3cmd/up load.txt" in listing
+    target = tmp_path / "down.txt"
+    run([*base, "--no-progress", "get", f"s3://{bucket}/s3cmd/up load.txt", str(target)], env)
+    assert target.read_bytes() == source.read_bytes()
+    signed_url = run([*base, "signurl", f"s3://{bucket}/s3cmd/up load.txt", "+300"], env).stdout
+    reply = url_open(signed_url.strip())
+    assert (reply.status, reply.body) == (200, source.read_bytes())
+    run([*base, "del", f"s3://{bucket}/s3cmd/up load.txt"], env)
+    assert not object_exists(s3, bucket, "s3cmd/up load.txt")
 
 
 def test_presigned_url_for_missing_key(presigner, bucket):
@@ -381,20 +549,19 @@ def test_bad_chunk_signature_stores_nothing(server, s3, bucket):
     assert not object_exists(s3, bucket, "streamed")
 
 
-def trailer_body(data: bytes, trailer_value: str) -> bytes:
-    return b"%x\r\n%s\r\n0\r\nx-amz-checksum-crc32:%s\r\n\r\n" % (
-        len(data),
-        data,
-        trailer_value.encode(),
-    )
+def trailer_body(data: bytes, trailer_value: str, name: str = "x-amz-checksum-crc32") -> bytes:
+    trailer = f"{name}:{trailer_value}\r\n" if name else ""
+    return b"%x\r\n%s\r\n0\r\n%s\r\n" % (len(data), data, trailer.encode())
 
 
 def crc32_b64(data: bytes) -> str:
     return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
 
 
-def put_with_trailer(server, bucket: str, data: bytes, trailer_value: str) -> Reply:
-    body = trailer_body(data, trailer_value)
+def put_with_trailer(
+    server, bucket: str, data: bytes, trailer_value: str, name: str = "x-amz-checksum-crc32"
+) -> Reply:
+    body = trailer_body(data, trailer_value, name)
     return send_signed(
         server,
         "PUT",
@@ -424,6 +591,17 @@ def test_wrong_trailer_checksum_stores_nothing(server, s3, bucket, size):
     data = b"trailer data " * (size // 13)
     reply = put_with_trailer(server, bucket, data, crc32_b64(data + b"!"))
     assert (reply.status, reply.code) == (400, "BadDigest")
+    assert not object_exists(s3, bucket, "trailed")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("", ""), ("x-amz-checksum-sha256", base64.b64encode(hashlib.sha256(b"x").digest()).decode())],
+    ids=["missing", "other-algorithm"],
+)
+def test_trailer_other_than_declared_is_refused(server, s3, bucket, name, value):
+    reply = put_with_trailer(server, bucket, b"trailer data", value, name)
+    assert (reply.status, reply.code) == (400, "MalformedTrailerError")
     assert not object_exists(s3, bucket, "trailed")
 
 

@@ -14,7 +14,7 @@ from botocore.httpchecksum import AwsChunkedWrapper, Crc32Checksum
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from granary.api.s3.chunked import ChunkedDecoder, decoder_for
+from granary.api.s3.chunked import ChunkedDecoder, decoder_for, parse_declared_trailers
 from granary.api.s3.errors import S3Error
 from granary.api.s3.sigv4 import (
     STREAMING_PAYLOAD,
@@ -37,6 +37,7 @@ DOC_CHUNK_SIGNATURES = (
 )
 # aws-c-auth's trailing-headers vector, chained on the doc example above.
 CRT_TRAILERS = {"first": "1st", "second": "2nd", "third": "3rd"}
+CRC32_TRAILER = frozenset({"x-amz-checksum-crc32"})
 CRT_TRAILER_SIGNATURE = "df5735bd9f3295cd9386572292562fefc93ba94e80a0a1ddcbd652c4e0a75e6c"
 
 AUTH = AuthContext(
@@ -194,7 +195,12 @@ def test_aws_signed_trailer_vector():
         b"first:1st\r\nsecond:2nd\r\nthird:3rd\r\n"
         + f"x-amz-trailer-signature:{CRT_TRAILER_SIGNATURE}\r\n\r\n".encode()
     )
-    decoder = ChunkedDecoder(doc_auth(STREAMING_PAYLOAD_TRAILER), signed=True, trailer=True)
+    decoder = ChunkedDecoder(
+        doc_auth(STREAMING_PAYLOAD_TRAILER),
+        signed=True,
+        trailer=True,
+        declared_trailers=frozenset(CRT_TRAILERS),
+    )
     assert decode_all(decoder, body) == b"a" * 66560
     assert decoder.trailers == CRT_TRAILERS
 
@@ -204,7 +210,12 @@ def test_aws_signed_trailer_vector_rejects_a_changed_trailer():
         b"first:1st\r\nsecond:2nd\r\nthird:4th\r\n"
         + f"x-amz-trailer-signature:{CRT_TRAILER_SIGNATURE}\r\n\r\n".encode()
     )
-    decoder = ChunkedDecoder(doc_auth(STREAMING_PAYLOAD_TRAILER), signed=True, trailer=True)
+    decoder = ChunkedDecoder(
+        doc_auth(STREAMING_PAYLOAD_TRAILER),
+        signed=True,
+        trailer=True,
+        declared_trailers=frozenset(CRT_TRAILERS),
+    )
     decoder.feed(body[:-2])
     raises("SignatureDoesNotMatch", decoder.feed, body[-2:])
 
@@ -242,7 +253,12 @@ def test_random_splits_decode_to_the_payload(payload, sizes, mode, cut_seeds, ne
         split(payload, sizes), auth=AUTH if signed else None, trailers=trailers, newline=newline
     )
     cuts = [int(seed * len(stream)) for seed in cut_seeds]
-    decoder = ChunkedDecoder(AUTH if signed else None, signed=signed, trailer=trailer)
+    decoder = ChunkedDecoder(
+        AUTH if signed else None,
+        signed=signed,
+        trailer=trailer,
+        declared_trailers=frozenset(trailers or {}),
+    )
     assert decode_all(decoder, stream, cuts) == payload
     assert decoder.trailers == (trailers or {})
     assert decoder.decoded_length == len(payload)
@@ -256,17 +272,22 @@ def test_every_truncation_is_incomplete(payload, mode):
     stream = encode(split(payload, [100]), auth=AUTH if signed else None, trailers=trailers)
     last_chunk_end = stream.index(b"\n", stream.rindex(b"\n0") + 1) + 1
     for cut in range(len(stream)):
-        decoder = ChunkedDecoder(AUTH if signed else None, signed=signed, trailer=trailer)
+        decoder = ChunkedDecoder(
+            AUTH if signed else None,
+            signed=signed,
+            trailer=trailer,
+            declared_trailers=frozenset(trailers or {}),
+        )
         decoded = b"".join(decoder.feed(stream[:cut]))
         if cut < last_chunk_end:
             raises("IncompleteBody", decoder.finish)
             continue
-        # Past the last chunk only whole trailer lines can be missing: the
-        # handler checks that the trailers x-amz-trailer announced are there.
+        # Past the last chunk only whole trailer lines can be missing, and a
+        # trailer x-amz-trailer announced must be there.
         try:
             decoder.finish()
         except S3Error as error:
-            assert error.code == "IncompleteBody"
+            assert error.code in ("IncompleteBody", "MalformedTrailerError")
         else:
             assert decoded == payload
 
@@ -319,14 +340,15 @@ def test_missing_chunk_signature_in_signed_stream():
 def test_missing_trailer_signature():
     stream = encode([b"hello"], auth=AUTH, trailers={"x-amz-checksum-crc32": "AAAAAA=="})
     stream = stream.replace(stream[stream.index(b"x-amz-trailer-signature") :], b"\r\n")
-    decoder = ChunkedDecoder(AUTH, signed=True, trailer=True)
+    decoder = ChunkedDecoder(AUTH, signed=True, trailer=True, declared_trailers=CRC32_TRAILER)
     raises("SignatureDoesNotMatch", decoder.feed, stream)
 
 
 def test_bad_trailer_signature():
     stream = encode([b"hello"], auth=AUTH, trailers={"x-amz-checksum-crc32": "AAAAAA=="})
     stream = stream.replace(b"AAAAAA==", b"AAAAAB==")
-    raises("SignatureDoesNotMatch", ChunkedDecoder(AUTH, signed=True, trailer=True).feed, stream)
+    decoder = ChunkedDecoder(AUTH, signed=True, trailer=True, declared_trailers=CRC32_TRAILER)
+    raises("SignatureDoesNotMatch", decoder.feed, stream)
 
 
 @pytest.mark.parametrize(
@@ -341,12 +363,46 @@ def test_bad_trailer_signature():
         b"12345678901234567\r\n",
         b"5\r\nhello world\r\n",
         b"5" * 5000,
-        b"0\r\nnot a trailer\r\n",
-        b"0\r\n:value\r\n",
     ],
 )
 def test_garbage_framing(stream):
     raises("InvalidArgument", ChunkedDecoder(None, signed=False, trailer=True).feed, stream)
+
+
+@pytest.mark.parametrize("stream", [b"0\r\nnot a trailer\r\n", b"0\r\n:value\r\n"])
+def test_garbage_trailer_lines(stream):
+    decoder = ChunkedDecoder(None, signed=False, trailer=True, declared_trailers=CRC32_TRAILER)
+    raises("MalformedTrailerError", decoder.feed, stream)
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        b"0\r\n\r\n",  # nothing after the last chunk
+        b"0\r\nx-amz-checksum-sha256:abc=\r\n\r\n",  # another algorithm
+        b"0\r\nx-amz-checksum-crc32:AAAAAA==\r\nx-amz-checksum-sha1:abc=\r\n\r\n",  # one more
+    ],
+    ids=["missing", "other-algorithm", "undeclared-extra"],
+)
+def test_trailers_must_be_the_declared_ones(tail):
+    decoder = ChunkedDecoder(None, signed=False, trailer=True, declared_trailers=CRC32_TRAILER)
+    with pytest.raises(S3Error) as caught:
+        decoder.feed(b"1\r\na\r\n" + tail)
+        decoder.finish()
+    assert (caught.value.code, caught.value.status) == ("MalformedTrailerError", 400)
+
+
+def test_declared_trailer_with_a_framing_that_has_none():
+    decoder = ChunkedDecoder(AUTH, signed=True, trailer=False, declared_trailers=CRC32_TRAILER)
+    raises("MalformedTrailerError", decode_all, decoder, encode([b"abc"], auth=AUTH))
+
+
+def test_parse_declared_trailers():
+    assert parse_declared_trailers(None) == frozenset()
+    assert parse_declared_trailers(" X-Amz-Checksum-CRC32 , x-amz-meta-a,") == {
+        "x-amz-checksum-crc32",
+        "x-amz-meta-a",
+    }
 
 
 def test_chunk_bigger_than_the_limit():
@@ -357,7 +413,7 @@ def test_chunk_bigger_than_the_limit():
 
 def test_trailers_refused_when_not_declared():
     stream = encode([b"hi"], auth=AUTH).replace(b"\r\n\r\n", b"\r\nx-amz-meta:1\r\n\r\n")
-    raises("InvalidArgument", ChunkedDecoder(AUTH, signed=True, trailer=False).feed, stream)
+    raises("MalformedTrailerError", ChunkedDecoder(AUTH, signed=True, trailer=False).feed, stream)
 
 
 def test_data_after_the_end():
@@ -386,7 +442,7 @@ def test_botocore_flexible_checksum_stream(size):
         chunk_size=16 * 1024,
     )
     stream = wrapper.read()
-    decoder = decoder_for(STREAMING_UNSIGNED_PAYLOAD_TRAILER, None)
+    decoder = decoder_for(STREAMING_UNSIGNED_PAYLOAD_TRAILER, None, declared_trailers=CRC32_TRAILER)
     assert decoder is not None
     assert decode_all(decoder, stream, [7, 100, len(stream) - 3]) == payload
     expected = base64.b64encode(zlib.crc32(payload).to_bytes(4, "big")).decode()
@@ -406,7 +462,9 @@ def test_botocore_flexible_checksum_stream(size):
     ],
 )
 def test_tolerated_endings_of_unsigned_trailer_streams(tail, trailers):
-    decoder = ChunkedDecoder(None, signed=False, trailer=True)
+    decoder = ChunkedDecoder(
+        None, signed=False, trailer=True, declared_trailers=frozenset(trailers)
+    )
     assert decode_all(decoder, b"1;ext=1\r\na\r\n" + tail) == b"a"
     assert decoder.trailers == trailers
 
@@ -422,7 +480,7 @@ def test_decoder_for_picks_the_framing():
     signed = decoder_for(STREAMING_PAYLOAD, AUTH)
     assert signed is not None
     assert decode_all(signed, encode([b"abc"], auth=AUTH)) == b"abc"
-    with_trailer = decoder_for(STREAMING_PAYLOAD_TRAILER, AUTH)
+    with_trailer = decoder_for(STREAMING_PAYLOAD_TRAILER, AUTH, declared_trailers=CRC32_TRAILER)
     assert with_trailer is not None
     stream = encode([b"abc"], auth=AUTH, trailers={"x-amz-checksum-crc32": "AAAAAA=="})
     assert decode_all(with_trailer, stream) == b"abc"

@@ -243,3 +243,12 @@ def test_if_none_match_true_overrides_if_modified_since_false():
 def test_precondition_failure_before_not_modified():
     assert evaluate(if_match='"x"', if_none_match=ETAG) == 412
     assert evaluate(if_unmodified_since=BEFORE, if_modified_since=AFTER) == 412
+
+
+@pytest.mark.parametrize(
+    "value", ["bytes=0-" + "9" * 5000, "bytes=" + "9" * 5000 + "-1", "bytes=\u00b2-3"]
+)
+def test_copy_source_range_of_unreadable_numbers_is_invalid_argument(value):
+    with pytest.raises(S3Error) as caught:
+        parse_copy_source_range(value, 100)
+    assert (caught.value.code, caught.value.status) == ("InvalidArgument", 400)

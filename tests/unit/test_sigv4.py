@@ -305,9 +305,9 @@ def test_presigned_within_clock_skew_of_the_future_is_accepted():
     )
 
 
-@pytest.mark.parametrize("expires", ["604801", "abc", "1e3", ""])
-def test_presigned_expires_must_be_a_number_up_to_a_week(expires):
-    raises(
+@pytest.mark.parametrize("expires", ["abc", "1e3", "", "\u00b2", "-", "9" * 5000, "-" + "9" * 5000])
+def test_presigned_expires_must_be_a_number(expires):
+    error = raises(
         "AuthorizationQueryParametersError",
         authenticate,
         "GET",
@@ -318,6 +318,24 @@ def test_presigned_expires_must_be_a_number_up_to_a_week(expires):
         DOC_NOW,
         "us-east-1",
     )
+    assert (error.status, error.message) == (400, "X-Amz-Expires should be a number")
+
+
+@pytest.mark.parametrize("expires", ["604801", "99999999999"])
+def test_presigned_expires_beyond_a_week_is_403(expires):
+    error = raises(
+        "AuthorizationQueryParametersError",
+        authenticate,
+        "GET",
+        "/test.txt",
+        with_param("X-Amz-Expires", expires),
+        {"host": DOC_HOST},
+        doc_secret,
+        DOC_NOW,
+        "us-east-1",
+    )
+    assert error.status == 403
+    assert error.message == ("X-Amz-Expires must be less than a week (in seconds) that is; 604800")
 
 
 def test_presigned_negative_expiry_is_an_expired_request():
@@ -490,24 +508,6 @@ def test_malformed_authorization_header(authorization):
         "AuthorizationHeaderMalformed",
         call_doc_get,
         doc_get_object_headers() | {"authorization": authorization},
-    )
-
-
-def test_sigv2_is_refused():
-    error = raises(
-        "InvalidRequest", call_doc_get, {"host": DOC_HOST, "authorization": "AWS AKID:c2lnbmF0dXJl"}
-    )
-    assert "AWS4-HMAC-SHA256" in error.message
-    raises(
-        "InvalidRequest",
-        authenticate,
-        "GET",
-        "/test.txt",
-        [("AWSAccessKeyId", "AKID"), ("Expires", "1700000000"), ("Signature", "abc")],
-        {"host": DOC_HOST},
-        doc_secret,
-        DOC_NOW,
-        "us-east-1",
     )
 
 

@@ -18,15 +18,16 @@ from granary.api.s3 import (
     mpu_ops,
     post_ops,
     put_ops,
+    sigv2,
 )
 from granary.api.s3.conditions import format_http_date
 from granary.api.s3.context import S3Context, S3Services
 from granary.api.s3.errors import S3Error
 from granary.api.s3.router import decode_path, parse_query, route, split_bucket_key
-from granary.api.s3.sigv4 import authenticate
+from granary.api.s3.sigv4 import AuthContext, authenticate
 from granary.api.s3.xml import error_document
 from granary.block.manager import BlockUnavailable
-from granary.model.access import BucketGone
+from granary.model.access import Access, BucketGone
 from granary.table.quorum import QuorumError
 from granary.util.checksums import ChecksumRequestError
 from granary.util.time import now_ms
@@ -52,6 +53,7 @@ OPERATIONS: dict[str, tuple[OperationHandler, str | None]] = {
     "GetObject": (get_ops.get_object, "read"),
     "HeadObject": (get_ops.get_object, "read"),
     "GetObjectAttributes": (get_ops.get_object_attributes, "read"),
+    "GetObjectTorrent": (get_ops.get_object_torrent, "read"),
     "PutObject": (put_ops.put_object, "write"),
     "DeleteObject": (delete_ops.delete_object, "write"),
     "CreateMultipartUpload": (mpu_ops.create_multipart_upload, "write"),
@@ -116,9 +118,8 @@ class S3App:
         except UnicodeDecodeError:
             raise S3Error("InvalidArgument", "The query string is not valid UTF-8.") from None
         headers = request.headers
-        bucket_name, key = split_bucket_key(
-            decode_path(request.path), headers.get("host"), settings.root_domain
-        )
+        path = decode_path(request.path)
+        bucket_name, key = split_bucket_key(path, headers.get("host"), settings.root_domain)
         if request.method == "OPTIONS":
             raise S3Error(
                 "BadRequest", "Insufficient information. Origin request header needed.", status=400
@@ -128,28 +129,44 @@ class S3App:
             return await post_ops.post_object(self.services, request, bucket_name)
         signed_headers = _utf8_values(headers.as_dict())
         access = self.services.access
+        params = dict(reversed(query_pairs))  # the first value of each parameter
+        use_sigv2 = sigv2.is_sigv2(signed_headers, params)
+        virtual_host = (bucket_name, key) != split_bucket_key(path, None, None)
 
-        def check_signature():
+        def secret_of(key_id: str) -> str | None:
+            # Key ids are ASCII: one that is not (invalid UTF-8 included) is unknown.
+            return access.secret_of(key_id) if key_id.isascii() else None
+
+        def check_signature() -> AuthContext | None:
+            if use_sigv2:
+                return sigv2.authenticate(
+                    request.method,
+                    request.path,
+                    request.query_string,
+                    params,
+                    signed_headers,
+                    secret_of,
+                    datetime.now(UTC),
+                    settings.region,
+                    bucket_prefix=f"/{bucket_name}" if virtual_host else "",
+                )
             return authenticate(
                 request.method,
                 request.path,
                 query_pairs,
                 signed_headers,
-                access.secret_of,
+                secret_of,
                 datetime.now(UTC),
                 settings.region,
             )
 
         try:
-            auth = check_signature()
+            auth = await _verify_with_fresh_key(check_signature, access)
         except S3Error as error:
-            # A key created on another node moments ago may not be here yet.
-            key_id = error.extra.get("AWSAccessKeyId")
-            if error.code != "InvalidAccessKeyId" or not key_id:
-                raise
-            if await access.refresh_key(key_id) is None:
-                raise
-            auth = check_signature()
+            # The request text it echoes (key id, signature, string to sign) may hold
+            # bytes that are not UTF-8: U+FFFD stands for them, so the XML stays well-formed.
+            error.extra = {name: _readable(value) for name, value in error.extra.items()}
+            raise
         if auth is None:
             if bucket_name is not None and self.services.access.resolve_bucket(bucket_name) is None:
                 raise S3Error("NoSuchBucket", BucketName=bucket_name)
@@ -214,6 +231,27 @@ class S3App:
         return Response(
             status, [("content-type", "application/xml"), *_common_headers(request_id)], body
         )
+
+
+async def _verify_with_fresh_key(
+    check_signature: Callable[[], AuthContext | None], access: Access
+) -> AuthContext | None:
+    """Check a signature; for an unknown key, once more after fetching the key."""
+    try:
+        return check_signature()
+    except S3Error as error:
+        # A key created on another node moments ago may not be here yet.
+        key_id = error.extra.get("AWSAccessKeyId")
+        if error.code != "InvalidAccessKeyId" or not key_id or not key_id.isascii():
+            raise
+        if await access.refresh_key(key_id) is None:
+            raise
+        return check_signature()
+
+
+def _readable(text: str) -> str:
+    """Text from the request with its undecodable bytes (surrogate escapes) as U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _utf8_values(headers: dict[str, str]) -> dict[str, str]:

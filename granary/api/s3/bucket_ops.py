@@ -8,6 +8,7 @@ from granary.api.s3.conditions import format_iso8601
 from granary.api.s3.context import S3Context
 from granary.api.s3.errors import S3Error
 from granary.api.s3.names import validate_bucket_name
+from granary.api.s3.numbers import integer_argument
 from granary.api.s3.xml import S3_XMLNS, XML_DECLARATION, document, escape
 from granary.model.access import AccessError
 
@@ -28,14 +29,13 @@ async def list_buckets(ctx: S3Context) -> Response:
     key_id = ctx.key_id
     prefix = ctx.query.get("prefix", "")
     after = ctx.query.get("continuation-token", "")
-    limit_text = ctx.query.get("max-buckets", "10000")
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 10000:
-        raise S3Error(
-            "InvalidArgument",
-            "max-buckets must be between 1 and 10000",
-            ArgumentName="max-buckets",
-            ArgumentValue=limit_text,
-        )
+    limit = integer_argument(
+        ctx.query.get("max-buckets", "10000"),
+        "max-buckets",
+        minimum=1,
+        maximum=10000,
+        message="max-buckets must be between 1 and 10000",
+    )
     visible = [
         (name, bucket.params)
         for name, bucket in ctx.services.access.list_buckets()
@@ -44,7 +44,7 @@ async def list_buckets(ctx: S3Context) -> Response:
         and name.startswith(prefix)
         and name > after
     ]
-    page = visible[: int(limit_text)]
+    page = visible[:limit]
     buckets = [
         ("Bucket", [("Name", name), ("CreationDate", format_iso8601(params.created))])
         for name, params in page

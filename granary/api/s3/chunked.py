@@ -10,6 +10,10 @@ Three framings share one decoder:
 - unsigned chunks plus trailers (STREAMING-UNSIGNED-PAYLOAD-TRAILER):
   `hex-size CRLF data CRLF`, the 0-size chunk, trailer lines, an empty line.
 
+The trailers must be exactly those the request's `x-amz-trailer` header
+announced, as S3 requires (MalformedTrailerError otherwise): a declared
+checksum that never comes, or comes under another algorithm's name, is refused.
+
 Each chunk signature chains on the previous one, starting from the request's
 seed signature. A signed chunk is handed back only once its signature has
 been checked, so at most one chunk is held in memory; unsigned data is
@@ -53,6 +57,22 @@ class _State(Enum):
     DATA_END = auto()
     TRAILER = auto()
     DONE = auto()
+
+
+def _malformed_trailer() -> S3Error:
+    return S3Error(
+        "MalformedTrailerError",
+        "The request contained trailing data that was not well-formed or did not conform "
+        "to our published schema.",
+        status=400,
+    )
+
+
+def parse_declared_trailers(value: str | None) -> frozenset[str]:
+    """The trailer names an `x-amz-trailer` header announces (lower-case)."""
+    if value is None:
+        return frozenset()
+    return frozenset(name.strip().lower() for name in value.split(",") if name.strip())
 
 
 def _framing_error(message: str) -> S3Error:
@@ -111,6 +131,7 @@ class ChunkedDecoder:
         *,
         signed: bool,
         trailer: bool,
+        declared_trailers: frozenset[str] = frozenset(),
         max_chunk_size: int = 16 * 1024 * 1024,
     ) -> None:
         if signed and auth is None:
@@ -118,6 +139,7 @@ class ChunkedDecoder:
         self._auth = auth
         self._signed = signed
         self._trailer = trailer
+        self._declared_trailers = declared_trailers
         self._max_chunk_size = max_chunk_size
         self._state = _State.HEADER
         self._line = bytearray()
@@ -246,14 +268,14 @@ class ChunkedDecoder:
             self._end_of_trailers()
             return
         if not self._trailer:
-            raise _framing_error("trailers sent for a body declared without them")
+            raise _malformed_trailer()
         self._trailer_bytes += len(line)
         if self._trailer_bytes > MAX_TRAILER_BYTES:
             raise _framing_error("trailers too large")
         name, sep, value = line.partition(":")
         name = name.strip().lower()
         if not sep or not name:
-            raise _framing_error("invalid trailer line")
+            raise _malformed_trailer()
         value = canonical_header_value(value)
         if name == TRAILER_SIGNATURE:
             if self._trailer_signature is not None:
@@ -265,6 +287,9 @@ class ChunkedDecoder:
             self._trailers[name] = value
 
     def _end_of_trailers(self) -> None:
+        # S3 wants exactly the trailers x-amz-trailer announced: none missing, none other.
+        if set(self._trailers) != self._declared_trailers:
+            raise _malformed_trailer()
         if self._trailer and self._signed:
             self._verify_trailers()
         self._state = _State.DONE
@@ -293,11 +318,24 @@ class ChunkedDecoder:
 
 
 def decoder_for(
-    content_sha256: str, auth: AuthContext | None, *, max_chunk_size: int = 16 * 1024 * 1024
+    content_sha256: str,
+    auth: AuthContext | None,
+    *,
+    declared_trailers: frozenset[str] = frozenset(),
+    max_chunk_size: int = 16 * 1024 * 1024,
 ) -> ChunkedDecoder | None:
-    """The decoder a request body needs given its x-amz-content-sha256, or None if not chunked."""
+    """The decoder a request body needs given its x-amz-content-sha256, or None if not chunked.
+
+    `declared_trailers` are the names x-amz-trailer announced: the body must end with them.
+    """
     if content_sha256 == STREAMING_UNSIGNED_PAYLOAD_TRAILER:
-        return ChunkedDecoder(auth, signed=False, trailer=True, max_chunk_size=max_chunk_size)
+        return ChunkedDecoder(
+            auth,
+            signed=False,
+            trailer=True,
+            declared_trailers=declared_trailers,
+            max_chunk_size=max_chunk_size,
+        )
     if content_sha256 not in (STREAMING_PAYLOAD, STREAMING_PAYLOAD_TRAILER):
         return None
     if auth is None:
@@ -306,5 +344,6 @@ def decoder_for(
         auth,
         signed=True,
         trailer=content_sha256 == STREAMING_PAYLOAD_TRAILER,
+        declared_trailers=declared_trailers,
         max_chunk_size=max_chunk_size,
     )

@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping
 
 from granary.api.s3.errors import S3Error
+from granary.api.s3.numbers import parse_decimal
 
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -28,6 +29,8 @@ _RFC850_DATE = re.compile(rf"{_LONG_DAY}, (\d\d)-{_MONTH}-(\d\d) {_CLOCK} GMT", 
 # Sun Nov  6 08:49:37 1994
 _ASCTIME_DATE = re.compile(rf"{_DAY} {_MONTH} ([ \d]\d) {_CLOCK} (\d{{4}})", re.ASCII)
 
+# A Range end past the object is clamped, so long positions are read (up to a bound).
+MAX_RANGE_DIGITS = 1000
 _BYTE_RANGE = re.compile(r"bytes=(\d*)-(\d*)", re.ASCII | re.IGNORECASE)
 _COPY_SOURCE_RANGE = re.compile(r"bytes=(\d+)-(\d+)", re.ASCII)
 
@@ -113,20 +116,20 @@ def parse_range(value: str | None, size: int) -> tuple[int, int] | None:
     if match is None:
         return None
     first, last = match.groups()
-    try:
-        if first:
-            start = int(first)
-            end = int(last) if last else size - 1
-            if end < start and last:
-                return None
-            if start >= size:
-                raise _unsatisfiable_range(value, size)
-            return start, min(end, size - 1)
-        if not last:
-            return None
-        suffix = int(last)
-    except ValueError:
+    start = parse_decimal(first, max_digits=MAX_RANGE_DIGITS) if first else None
+    end = parse_decimal(last, max_digits=MAX_RANGE_DIGITS) if last else None
+    if (first and start is None) or (last and end is None):
         return None
+    if start is not None:
+        end = end if end is not None else size - 1
+        if end < start and last:
+            return None
+        if start >= size:
+            raise _unsatisfiable_range(value, size)
+        return start, min(end, size - 1)
+    if end is None:
+        return None
+    suffix = end
     if suffix == 0 or size == 0:
         raise _unsatisfiable_range(value, size)
     return max(size - suffix, 0), size - 1
@@ -140,7 +143,9 @@ def parse_copy_source_range(value: str, size: int) -> tuple[int, int]:
     object (InvalidRange otherwise); it is never clamped.
     """
     match = _COPY_SOURCE_RANGE.fullmatch(value.strip())
-    if match is None:
+    first = parse_decimal(match.group(1)) if match else None
+    last = parse_decimal(match.group(2)) if match else None
+    if first is None or last is None:
         raise S3Error(
             "InvalidArgument",
             "The x-amz-copy-source-range value must be of the form bytes=first-last "
@@ -149,7 +154,6 @@ def parse_copy_source_range(value: str, size: int) -> tuple[int, int]:
             ArgumentName="x-amz-copy-source-range",
             ArgumentValue=value,
         )
-    first, last = int(match.group(1)), int(match.group(2))
     if first > last:
         raise S3Error(
             "InvalidArgument",

@@ -10,7 +10,7 @@ from granary.api.s3.conditions import evaluate_preconditions, format_http_date, 
 from granary.api.s3.context import S3Context
 from granary.api.s3.errors import S3Error
 from granary.api.s3.headers import object_headers, storage_class
-from granary.api.s3.mpu_ops import parse_part_number
+from granary.api.s3.numbers import integer_argument, part_number_argument
 from granary.api.s3.put_ops import checksum_response_headers
 from granary.api.s3.xml import document
 from granary.block.manager import BlockUnavailable
@@ -88,7 +88,7 @@ async def get_object(ctx: S3Context) -> Response:
     if part_number is not None:
         if "range" in ctx.http.headers:
             raise S3Error("InvalidRequest", "Cannot specify both Range header and partNumber.")
-        number = parse_part_number(ctx)
+        number = part_number_argument(part_number)
         if meta.parts == 0:
             if number != 1:
                 raise S3Error("InvalidPartNumber")
@@ -140,15 +140,34 @@ async def _cut_off_if_unavailable(
         await rest.aclose()
 
 
+async def get_object_torrent(ctx: S3Context) -> Response:
+    """GetObjectTorrent: Granary seeds no torrents, so every object is one without a torrent.
+
+    S3 answers NoSuchKey for a missing object; the same code tells a client
+    that has an object that no torrent of it can be had.
+    """
+    key = ctx.require_key()
+    await load_current(ctx, key)
+    raise S3Error("NoSuchKey", "No torrent is available for this object.", Key=key)
+
+
 OBJECT_ATTRIBUTES = frozenset({"ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize"})
 
 
 def _attribute_parts(ctx: S3Context, meta: ObjectMeta, blocks: list[VersionBlock]) -> list:
-    marker_text = ctx.header("x-amz-part-number-marker") or "0"
-    max_text = ctx.header("x-amz-max-parts") or "1000"
-    if not marker_text.isdigit() or not max_text.isdigit():
-        raise S3Error("InvalidArgument", "Part number marker and max parts must be integers.")
-    marker, max_parts = int(marker_text), min(int(max_text), 1000)
+    marker = integer_argument(
+        ctx.header("x-amz-part-number-marker") or "0",
+        "x-amz-part-number-marker",
+        message="Part number marker and max parts must be integers.",
+    )
+    max_parts = min(
+        integer_argument(
+            ctx.header("x-amz-max-parts") or "1000",
+            "x-amz-max-parts",
+            message="Part number marker and max parts must be integers.",
+        ),
+        1000,
+    )
     sizes: dict[int, int] = {}
     for block in blocks:
         sizes[block.part_number] = sizes.get(block.part_number, 0) + block.size

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from granary.api.s3.conditions import format_http_date
@@ -34,6 +35,8 @@ STORAGE_CLASSES = frozenset(
         "EXPRESS_ONEZONE",
     }
 )
+# Visible Latin-1 characters, spaces and tabs: what a header value may hold.
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e\xa0-\xff]*")
 # response-* query parameters that override a GET's headers.
 RESPONSE_OVERRIDES = {
     "response-content-type": "content-type",
@@ -110,9 +113,23 @@ def object_headers(
         (name, _as_header(value)) for name, value in meta.headers if name not in overridden
     )
     headers.extend(
-        (header, query[name]) for name, header in RESPONSE_OVERRIDES.items() if name in query
+        (header, _override_value(name, query[name]))
+        for name, header in RESPONSE_OVERRIDES.items()
+        if name in query
     )
     return headers
+
+
+def _override_value(name: str, value: str) -> str:
+    """A response-* value fit for a header line: Latin-1 text without control characters."""
+    if not _HEADER_VALUE.fullmatch(value):
+        raise S3Error(
+            "InvalidArgument",
+            f"The {name} parameter is not a valid header value.",
+            ArgumentName=name,
+            ArgumentValue=value.encode("unicode_escape").decode("ascii"),
+        )
+    return value
 
 
 def replace_metadata(

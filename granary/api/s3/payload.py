@@ -10,8 +10,9 @@ from concurrent.futures import Executor
 
 from granary.api.http.body import Body, BodyError
 from granary.api.http.types import Headers
-from granary.api.s3.chunked import decoder_for
+from granary.api.s3.chunked import decoder_for, parse_declared_trailers
 from granary.api.s3.errors import S3Error
+from granary.api.s3.numbers import integer_argument
 from granary.api.s3.sigv4 import (
     STREAMING_PAYLOAD,
     STREAMING_PAYLOAD_TRAILER,
@@ -34,7 +35,11 @@ class Payload:
         self.content_sha256 = headers.get("x-amz-content-sha256") or (
             auth.content_sha256 if auth is not None else UNSIGNED_PAYLOAD
         )
-        self._decoder = decoder_for(self.content_sha256, auth)
+        self._decoder = decoder_for(
+            self.content_sha256,
+            auth,
+            declared_trailers=parse_declared_trailers(headers.get("x-amz-trailer")),
+        )
         if self._decoder is not None:
             declared = headers.get("x-amz-decoded-content-length")
             self.length = _parse_length(declared) if declared is not None else None
@@ -103,6 +108,8 @@ class Payload:
 
 
 def _parse_length(value: str) -> int:
-    if not value.isdigit():
-        raise S3Error("InvalidArgument", "x-amz-decoded-content-length must be an integer")
-    return int(value)
+    return integer_argument(
+        value,
+        "x-amz-decoded-content-length",
+        message="x-amz-decoded-content-length must be an integer",
+    )

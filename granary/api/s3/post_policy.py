@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from granary.api.s3.errors import S3Error
+from granary.api.s3.numbers import parse_decimal
 from granary.api.s3.sigv4 import (
     ALGORITHM,
     AMZ_DATE_FORMAT,
@@ -36,9 +37,10 @@ SERVICE = "s3"
 EXEMPT_FIELDS = frozenset({"policy", "x-amz-signature", "signature", "awsaccesskeyid"})
 EXEMPT_PREFIXES = ("x-ignore-", "x-amz-checksum-")
 
-_EXPIRATION = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?Z")
-_SCOPE_DATE = re.compile(r"\d{8}")
-_LENGTH = re.compile(r"\d{1,19}")
+_EXPIRATION = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?Z", re.ASCII
+)
+_SCOPE_DATE = re.compile(r"\d{8}", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,8 +257,8 @@ def _parse_length_range(raw: list[object]) -> tuple[int, int]:
 def _length(bound: object) -> int:
     if isinstance(bound, int) and not isinstance(bound, bool) and bound >= 0:
         return bound
-    if isinstance(bound, str) and _LENGTH.fullmatch(bound):
-        return int(bound)
+    if isinstance(bound, str) and (length := parse_decimal(bound)) is not None:
+        return length
     raise _invalid_policy(f"Invalid content-length-range: invalid bound {json.dumps(bound)}.")
 
 

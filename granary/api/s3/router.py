@@ -34,12 +34,13 @@ UNSUPPORTED_SUBRESOURCES = frozenset(
         "retention",
         "select",
         "tagging",
-        "torrent",
         "website",
     }
 )
 
 _MALFORMED_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+# C1 control characters: S3 cannot parse a URI holding one (InvalidURI).
+_C1_CONTROL = re.compile("[\x80-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -66,13 +67,16 @@ def parse_query(query_string: str) -> list[tuple[str, str]]:
 
 def decode_path(raw_path: str) -> str:
     """Percent-decode a request path; every `%` must start an escape and the
-    result must be valid UTF-8."""
+    result must be valid UTF-8 without C1 control characters (U+0080-U+009F)."""
     if _MALFORMED_ESCAPE.search(raw_path):
         raise S3Error("InvalidURI")
     try:
-        return unquote_to_bytes(raw_path).decode("utf-8")
+        path = unquote_to_bytes(raw_path).decode("utf-8")
     except UnicodeDecodeError:
         raise S3Error("InvalidURI") from None
+    if _C1_CONTROL.search(path):
+        raise S3Error("InvalidURI")
+    return path
 
 
 def split_bucket_key(
@@ -99,7 +103,9 @@ def route(method: str, bucket: str | None, key: str | None, query: dict[str, str
             return Route("ListBuckets", None, None)
         raise S3Error("MethodNotAllowed")
     for name in query:
-        if name in UNSUPPORTED_SUBRESOURCES:
+        # GET ?torrent of an object is GetObjectTorrent; any other use is not implemented.
+        torrent_elsewhere = name == "torrent" and (method != "GET" or key is None)
+        if name in UNSUPPORTED_SUBRESOURCES or torrent_elsewhere:
             raise S3Error("NotImplemented", f"The '{name}' sub-resource is not implemented.")
     operation = (
         _object_operation(method, query) if key is not None else _bucket_operation(method, query)
@@ -137,6 +143,8 @@ def _object_operation(method: str, query: dict[str, str]) -> str:
     if method == "GET":
         if "attributes" in query:
             return "GetObjectAttributes"
+        if "torrent" in query:
+            return "GetObjectTorrent"
         return "ListParts" if "uploadId" in query else "GetObject"
     if method == "HEAD":
         return "HeadObject"

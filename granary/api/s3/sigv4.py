@@ -24,6 +24,7 @@ from functools import lru_cache
 from urllib.parse import quote, unquote_to_bytes
 
 from granary.api.s3.errors import S3Error
+from granary.api.s3.numbers import parse_decimal
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 TERMINATOR = "aws4_request"
@@ -58,7 +59,6 @@ PRESIGNED_PARAMETERS = (
 
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 _SCOPE_DATE = re.compile(r"[0-9]{8}")
-_INTEGER = re.compile(r"-?[0-9]{1,12}")
 _UNSUPPORTED_MECHANISM = (
     "The authorization mechanism you have provided is not supported. Please use AWS4-HMAC-SHA256."
 )
@@ -274,7 +274,7 @@ def _request_time(headers: Mapping[str, str]) -> tuple[str, datetime]:
 def _parse_authorization(value: str, headers: Mapping[str, str]) -> _SignedRequest:
     algorithm, _, rest = value.strip().partition(" ")
     if algorithm != ALGORITHM:
-        if algorithm in ("AWS", "AWS4-ECDSA-P256-SHA256"):
+        if algorithm == "AWS4-ECDSA-P256-SHA256":
             raise S3Error("InvalidRequest", _UNSUPPORTED_MECHANISM)
         raise S3Error(
             "InvalidArgument",
@@ -331,21 +331,35 @@ def _parse_presigned(params: Mapping[str, str]) -> tuple[_SignedRequest, int]:
             "Error parsing the X-Amz-Credential parameter; the date is not the same as X-Amz-Date."
         )
     expires_text = params["X-Amz-Expires"]
-    if not _INTEGER.fullmatch(expires_text):
+    negative = expires_text.startswith("-")
+    expires = parse_decimal(expires_text.removeprefix("-"))
+    if expires is None:
         raise _query_error("X-Amz-Expires should be a number")
-    expires = int(expires_text)
-    if expires < 0:
+    if negative and expires:
         # A URL that expired before it was made: answered as any expired URL.
         raise S3Error("AccessDenied", "Request has expired")
     if expires > MAX_PRESIGNED_EXPIRES:
-        raise _query_error(
-            f"X-Amz-Expires must be less than a week (in seconds) that is {MAX_PRESIGNED_EXPIRES}"
+        raise S3Error(
+            "AuthorizationQueryParametersError",
+            f"X-Amz-Expires must be less than a week (in seconds) that is; {MAX_PRESIGNED_EXPIRES}",
+            status=403,
         )
     signed_headers = _parse_signed_headers(params["X-Amz-SignedHeaders"], _query_error)
     request = _SignedRequest(
         credential, signed_headers, params["X-Amz-Signature"], timestamp, moment, presigned=True
     )
     return request, expires
+
+
+def several_mechanisms(authorization: str) -> S3Error:
+    """The error for a request with both an Authorization header and query authentication."""
+    return S3Error(
+        "InvalidArgument",
+        "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, "
+        "Signature query string parameter or the Authorization header should be specified",
+        ArgumentName="Authorization",
+        ArgumentValue=authorization,
+    )
 
 
 def _check_scope(credential: _Credential, region: str, service: str, presigned: bool) -> None:
@@ -474,6 +488,8 @@ def authenticate(
 ) -> AuthContext | None:
     """Verify a SigV4 request; None for an anonymous one, S3Error when it fails.
 
+    SigV2 requests (`sigv2.is_sigv2`) are verified by `sigv2.authenticate` instead.
+
     `query` holds percent-decoded (name, value) pairs in the order sent and
     `headers` lower-case names (repeated headers joined with ",").
     """
@@ -481,17 +497,9 @@ def authenticate(
     authorization = headers.get("authorization")
     query_auth = "X-Amz-Algorithm" in params or "X-Amz-Signature" in params
     if authorization is None and not query_auth:
-        if "AWSAccessKeyId" in params and "Signature" in params:
-            raise S3Error("InvalidRequest", _UNSUPPORTED_MECHANISM)
         return None
     if authorization is not None and query_auth:
-        raise S3Error(
-            "InvalidArgument",
-            "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, "
-            "Signature query string parameter or the Authorization header should be specified",
-            ArgumentName="Authorization",
-            ArgumentValue=authorization,
-        )
+        raise several_mechanisms(authorization)
 
     if authorization is not None:
         request = _parse_authorization(authorization, headers)
