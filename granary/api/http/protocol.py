@@ -86,6 +86,7 @@ class ConnectionSettings:
         "limits",
         "on_handler_exception",
         "render_error",
+        "requests_started",
         "unproven_idle",
     )
 
@@ -104,6 +105,7 @@ class ConnectionSettings:
         self.unproven_idle: dict[HttpConnection, None] = {}
         """Connections serving no request that never had a successful response,
         oldest first: the ones replaced when the connection limit is reached."""
+        self.requests_started = 0
         self.closing = False
         self.all_closed: asyncio.Event | None = None
 
@@ -341,6 +343,7 @@ class HttpConnection(asyncio.Protocol):
         )
         body = Body(self, expected_length, expect_continue, self._limits.max_buffered_body)
         self._body_target = body
+        self._settings.requests_started += 1
         keep_alive = parser.should_keep_alive()
         self._message_keep_alive = keep_alive
         request = Request(

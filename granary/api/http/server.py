@@ -85,6 +85,11 @@ class HttpServer:
         return len(self._settings.connections)
 
     @property
+    def requests_started(self) -> int:
+        """Requests whose head was received since the server was created."""
+        return self._settings.requests_started
+
+    @property
     def requests_in_progress(self) -> int:
         """Connections whose request is being answered (or its body drained)."""
         return sum(
