@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from granary.api.http.types import Response
 from granary.api.s3.bodies import MAX_DELETE_OBJECTS_BYTES, parse_delete_objects
 from granary.api.s3.bucket_ops import xml_response
@@ -31,7 +33,7 @@ async def delete_objects(ctx: S3Context) -> Response:
         raise S3Error("InvalidRequest", "Missing required header for this request: Content-MD5")
     payload = ctx.payload()
     body = await payload.read_all(MAX_DELETE_OBJECTS_BYTES)
-    _check_body_digest(ctx, payload, body)
+    await _check_body_digest(ctx, payload, body)
     request = parse_delete_objects(body)
     results = []
     for item in request.objects:
@@ -58,12 +60,13 @@ async def delete_objects(ctx: S3Context) -> Response:
     return xml_response(document("DeleteResult", results))
 
 
-def _check_body_digest(ctx: S3Context, payload: Payload, body: bytes) -> None:
-    """Content-MD5 or an x-amz-checksum header, over the small XML body."""
+async def _check_body_digest(ctx: S3Context, payload: Payload, body: bytes) -> None:
+    """Content-MD5 or an x-amz-checksum header, over the XML body (up to 8 MiB:
+    hashed on the thread pool, off the event loop)."""
     headers = ctx.http.headers
     requested = requested_checksum(headers.as_dict())
     digests = StreamDigests(checksum=new_checksum(requested[0]) if requested else None)
-    digests.update(body)
+    await asyncio.get_running_loop().run_in_executor(ctx.services.executor, digests.update, body)
     verify_digests(
         payload, digests, parse_content_md5(headers.get("content-md5")), requested, len(body)
     )

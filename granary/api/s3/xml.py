@@ -2,8 +2,8 @@
 
 Responses are built as strings rather than through `xml.etree`, which is an
 order of magnitude slower and silently turns `\\r` into `\\n`. Requests are
-parsed by expat only after any DTD has been refused, so neither entity
-expansion nor external entities can ever be reached, and the parse is bounded:
+parsed by expat, which refuses a document as soon as a DTD starts, so neither
+entity expansion nor external entities can ever be reached, and the parse is bounded:
 it stops at the first element over the caller's budget, so a body of millions
 of elements costs no more than one within the budget (see `parse_xml`).
 """
@@ -141,8 +141,13 @@ def error_document(
     return document("Error", children, xmlns=None)
 
 
-class _OverBudget(Exception):
-    """Raised inside an expat callback to stop the parse of a body over its limits."""
+class _Refused(Exception):
+    """Raised inside an expat callback to stop the parse of a body: it is over its
+    limits or declares a DTD."""
+
+
+def _refuse_dtd(*_: object) -> None:
+    raise _Refused
 
 
 class _BoundedTreeBuilder:
@@ -161,7 +166,7 @@ class _BoundedTreeBuilder:
         self.events += 1
         self._elements_left -= 1
         if self._elements_left < 0 or len(attributes) > MAX_ATTRIBUTES:
-            raise _OverBudget
+            raise _Refused
         self._builder.start(name.rpartition("}")[2], attributes)
 
     def end(self, name: str) -> None:
@@ -186,13 +191,13 @@ def parse_xml(
 
     Raises `S3Error("MalformedXML")` for a body over `max_bytes` or holding
     more than `max_elements` elements, one that is not UTF-8, one that
-    declares a DTD or entity, or one that does not parse. The parse stops as
-    soon as a limit is passed: expat is fed FEED_CHARS at a time, the element
-    count is checked as each element starts, and a token that spans more than
-    MAX_SILENT_FEEDS feeds ends it too, so the work is bounded by the budget
-    and not by what the body holds. The body is decoded first and handed to
-    expat as text: expat then treats it as UTF-8 whatever encoding it
-    declares, so the DTD check sees exactly the characters the parser sees.
+    declares a DTD (hence any entity), or one that does not parse. The parse
+    stops as soon as a limit is passed: expat is fed FEED_CHARS at a time, the
+    element count is checked as each element starts, a DTD is refused where it
+    starts, and a token that spans more than MAX_SILENT_FEEDS feeds ends it
+    too, so the work is bounded by the budget and not by what the body holds.
+    The body is decoded first and handed to expat as text, which expat then
+    reads as UTF-8 whatever encoding it declares.
     """
     if len(body) > max_bytes:
         raise S3Error("MalformedXML")
@@ -200,14 +205,14 @@ def parse_xml(
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise S3Error("MalformedXML") from None
-    if "<!DOCTYPE" in text or "<!ENTITY" in text:
-        raise S3Error("MalformedXML")
     builder = _BoundedTreeBuilder(max_elements)
     parser = xml.parsers.expat.ParserCreate(namespace_separator="}")
     parser.buffer_text = True
     parser.StartElementHandler = builder.start
     parser.EndElementHandler = builder.end
     parser.CharacterDataHandler = builder.data
+    parser.StartDoctypeDeclHandler = _refuse_dtd
+    parser.EntityDeclHandler = _refuse_dtd
     silent_feeds = 0
     try:
         for offset in range(0, len(text), FEED_CHARS):
@@ -218,5 +223,5 @@ def parse_xml(
                 raise S3Error("MalformedXML")
         parser.Parse("", True)
         return builder.close()
-    except (_OverBudget, xml.parsers.expat.ExpatError):
+    except (_Refused, xml.parsers.expat.ExpatError):
         raise S3Error("MalformedXML") from None
