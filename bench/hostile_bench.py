@@ -250,8 +250,9 @@ def render(results: dict) -> str:
         [
             f"granary from {results['repo']}, RLIMIT_NOFILE {results['nofile']},"
             f" load average {results['load_before']:.1f} before, {results['load_after']:.1f} after",
-            f"{STALLED_READERS} stalled presigned GETs of 8 MiB: RSS {stalled['rss_before_mb']:.0f} MB"
-            f" -> {stalled['rss_stalled_mb']:.0f} MB, {stalled['rss_after_close_mb']:.0f} MB"
+            f"{STALLED_READERS} stalled presigned GETs of 8 MiB:"
+            f" RSS {stalled['rss_before_mb']:.0f} MB -> {stalled['rss_stalled_mb']:.0f} MB,"
+            f" {stalled['rss_after_close_mb']:.0f} MB"
             " 5 s after they closed",
             f"{IDLE_SOCKETS} idle sockets: RSS {idle['rss_before_mb']:.0f} ->"
             f" {idle['rss_idle_sockets_mb']:.0f} MB; a GET meanwhile:"
