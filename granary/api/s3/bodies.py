@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
 from granary.api.s3.errors import S3Error
-from granary.api.s3.xml import parse_xml
+from granary.api.s3.xml import XmlParser, parse_xml
 from granary.util.checksums import ALGORITHMS, checksum_element_name
 
 MAX_PART_NUMBER = 10_000
@@ -57,7 +57,10 @@ class DeleteRequest:
 
 
 def _root(body: bytes, name: str, max_bytes: int, max_elements: int) -> ET.Element:
-    root = parse_xml(body, max_bytes=max_bytes, max_elements=max_elements)
+    return _checked_root(parse_xml(body, max_bytes=max_bytes, max_elements=max_elements), name)
+
+
+def _checked_root(root: ET.Element, name: str) -> ET.Element:
     if root.tag != name:
         raise S3Error("MalformedXML")
     return root
@@ -130,14 +133,26 @@ def _parse_quiet(root: ET.Element) -> bool:
     return value == "true"
 
 
+def delete_objects_parser() -> XmlParser:
+    """A parser for a DeleteObjects body, fed as it arrives (see `delete_request`)."""
+    return XmlParser(max_bytes=MAX_DELETE_OBJECTS_BYTES, max_elements=MAX_DELETE_OBJECTS_ELEMENTS)
+
+
 def parse_delete_objects(body: bytes) -> DeleteRequest:
-    """The keys (and versions) listed in a DeleteObjects body.
+    """The keys (and versions) listed in a whole DeleteObjects body."""
+    parser = delete_objects_parser()
+    parser.feed(body)
+    return delete_request(parser.close())
+
+
+def delete_request(root: ET.Element) -> DeleteRequest:
+    """The keys (and versions) listed in a parsed DeleteObjects body.
 
     Keys are kept exactly as sent, whitespace included; an empty `<Key/>`
     is returned as "" for the handler to report per key. Between 1 and
     1,000 objects are allowed, as in S3; otherwise MalformedXML.
     """
-    root = _root(body, "Delete", MAX_DELETE_OBJECTS_BYTES, MAX_DELETE_OBJECTS_ELEMENTS)
+    root = _checked_root(root, "Delete")
     nodes = root.findall("Object")
     if not nodes or len(nodes) > MAX_DELETE_OBJECTS:
         raise S3Error("MalformedXML")

@@ -10,6 +10,7 @@ of elements costs no more than one within the budget (see `parse_xml`).
 
 from __future__ import annotations
 
+import codecs
 import re
 import xml.etree.ElementTree as ET
 import xml.parsers.expat
@@ -181,47 +182,79 @@ class _BoundedTreeBuilder:
         return self._builder.close()
 
 
+class XmlParser:
+    """A request body parsed as it arrives, in bounded work (sans-IO: fed bytes).
+
+    `feed` raises `S3Error("MalformedXML")` as soon as the bytes so far are
+    over `max_bytes`, hold more than `max_elements` elements, start a DTD
+    (hence any entity), are not UTF-8 or do not parse; `close` returns the
+    element tree, tags stripped of their namespace. Expat is fed FEED_CHARS at
+    a time, the element count is checked as each element starts, and a token
+    that spans more than MAX_SILENT_FEEDS feeds is refused too, so the work is
+    bounded by the budget and not by what the body holds. The bytes are
+    decoded first and handed to expat as text, which expat then reads as UTF-8
+    whatever encoding the document declares.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_bytes: int = DEFAULT_MAX_XML_BYTES,
+        max_elements: int = DEFAULT_MAX_XML_ELEMENTS,
+    ) -> None:
+        self._bytes_left = max_bytes
+        self._decoder = codecs.getincrementaldecoder("utf-8-sig")()
+        self._builder = _BoundedTreeBuilder(max_elements)
+        parser = xml.parsers.expat.ParserCreate(namespace_separator="}")
+        parser.buffer_text = True
+        parser.StartElementHandler = self._builder.start
+        parser.EndElementHandler = self._builder.end
+        parser.CharacterDataHandler = self._builder.data
+        parser.StartDoctypeDeclHandler = _refuse_dtd
+        parser.EntityDeclHandler = _refuse_dtd
+        self._parser = parser
+        self._pending = ""
+        self._silent_feeds = 0
+
+    def feed(self, data: bytes) -> None:
+        self._bytes_left -= len(data)
+        if self._bytes_left < 0:
+            raise S3Error("MalformedXML")
+        self._parse(data, final=False)
+
+    def close(self) -> ET.Element:
+        self._parse(b"", final=True)
+        return self._builder.close()
+
+    def _parse(self, data: bytes, *, final: bool) -> None:
+        try:
+            text = self._pending + self._decoder.decode(data, final)
+            # Whole FEED_CHARS pieces only (but the last): fed in small pieces,
+            # expat would parse an unfinished token again for each of them.
+            whole = len(text) if final else len(text) - len(text) % FEED_CHARS
+            self._pending = text[whole:]
+            for offset in range(0, whole, FEED_CHARS):
+                events_before = self._builder.events
+                self._parser.Parse(text[offset : offset + FEED_CHARS], False)
+                if self._builder.events != events_before:
+                    self._silent_feeds = 0
+                else:
+                    self._silent_feeds += 1
+                    if self._silent_feeds > MAX_SILENT_FEEDS:
+                        raise _Refused
+            if final:
+                self._parser.Parse("", True)
+        except (_Refused, UnicodeDecodeError, xml.parsers.expat.ExpatError):
+            raise S3Error("MalformedXML") from None
+
+
 def parse_xml(
     body: bytes,
     *,
     max_bytes: int = DEFAULT_MAX_XML_BYTES,
     max_elements: int = DEFAULT_MAX_XML_ELEMENTS,
 ) -> ET.Element:
-    """Parse a request body into an element tree with namespaces stripped from tags.
-
-    Raises `S3Error("MalformedXML")` for a body over `max_bytes` or holding
-    more than `max_elements` elements, one that is not UTF-8, one that
-    declares a DTD (hence any entity), or one that does not parse. The parse
-    stops as soon as a limit is passed: expat is fed FEED_CHARS at a time, the
-    element count is checked as each element starts, a DTD is refused where it
-    starts, and a token that spans more than MAX_SILENT_FEEDS feeds ends it
-    too, so the work is bounded by the budget and not by what the body holds.
-    The body is decoded first and handed to expat as text, which expat then
-    reads as UTF-8 whatever encoding it declares.
-    """
-    if len(body) > max_bytes:
-        raise S3Error("MalformedXML")
-    try:
-        text = body.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise S3Error("MalformedXML") from None
-    builder = _BoundedTreeBuilder(max_elements)
-    parser = xml.parsers.expat.ParserCreate(namespace_separator="}")
-    parser.buffer_text = True
-    parser.StartElementHandler = builder.start
-    parser.EndElementHandler = builder.end
-    parser.CharacterDataHandler = builder.data
-    parser.StartDoctypeDeclHandler = _refuse_dtd
-    parser.EntityDeclHandler = _refuse_dtd
-    silent_feeds = 0
-    try:
-        for offset in range(0, len(text), FEED_CHARS):
-            events_before = builder.events
-            parser.Parse(text[offset : offset + FEED_CHARS], False)
-            silent_feeds = 0 if builder.events != events_before else silent_feeds + 1
-            if silent_feeds > MAX_SILENT_FEEDS:
-                raise S3Error("MalformedXML")
-        parser.Parse("", True)
-        return builder.close()
-    except (_Refused, xml.parsers.expat.ExpatError):
-        raise S3Error("MalformedXML") from None
+    """Parse a whole request body (see `XmlParser` for the limits and errors)."""
+    parser = XmlParser(max_bytes=max_bytes, max_elements=max_elements)
+    parser.feed(body)
+    return parser.close()
