@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from granary.api.s3.errors import S3Error
 from granary.api.s3.xml import (
     S3_XMLNS,
+    XmlParser,
     document,
     element,
     error_document,
@@ -261,3 +262,28 @@ def test_parse_xml_refuses_attributes_beyond_a_few():
         "a": "1",
         "v}b": "2",
     }
+
+
+def test_xml_parser_refuses_a_bomb_from_its_first_pieces():
+    """Fed as the body arrives, a bomb is refused long before its end."""
+    bomb = b"<Delete>" + b"<a/>" * (2 << 20) + b"</Delete>"
+    parser = XmlParser(max_bytes=len(bomb), max_elements=10_000)
+    fed = 0
+    with pytest.raises(S3Error) as raised:
+        for offset in range(0, len(bomb), 4096):
+            fed += 4096
+            parser.feed(bomb[offset : offset + 4096])
+    assert raised.value.code == "MalformedXML"
+    assert fed <= 256 * 1024
+
+
+def test_xml_parser_fed_in_small_pieces():
+    body = (
+        "<Delete>" + "".join(f"<Object><Key>é{i}</Key></Object>" for i in range(500)) + "</Delete>"
+    )
+    data = body.encode()
+    parser = XmlParser(max_elements=1_001)
+    for offset in range(0, len(data), 7):  # splits multi-byte characters too
+        parser.feed(data[offset : offset + 7])
+    root = parser.close()
+    assert [node.findtext("Key") for node in root][-1] == "é499"
