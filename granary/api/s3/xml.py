@@ -3,9 +3,9 @@
 Responses are built as strings rather than through `xml.etree`, which is an
 order of magnitude slower and silently turns `\\r` into `\\n`. Requests are
 parsed by expat, which refuses a document as soon as a DTD starts, so neither
-entity expansion nor external entities can ever be reached, and the parse is bounded:
-it stops at the first element over the caller's budget, so a body of millions
-of elements costs no more than one within the budget (see `parse_xml`).
+entity expansion nor external entities can ever be reached, and the parse is
+bounded: it stops at the first element over the caller's budget, so a body of
+millions of elements costs no more than one within the budget (see `XmlParser`).
 """
 
 from __future__ import annotations
@@ -210,8 +210,7 @@ class XmlParser:
         parser.StartElementHandler = self._builder.start
         parser.EndElementHandler = self._builder.end
         parser.CharacterDataHandler = self._builder.data
-        parser.StartDoctypeDeclHandler = _refuse_dtd
-        parser.EntityDeclHandler = _refuse_dtd
+        parser.StartDoctypeDeclHandler = _refuse_dtd  # entities are declared in a DTD only
         self._parser = parser
         self._pending = ""
         self._silent_feeds = 0
