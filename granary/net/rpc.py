@@ -194,6 +194,9 @@ class NetApp:
             handshake = asyncio.ensure_future(self._handshake(sock))
             self._handshaking[handshake] = None
             handshake.add_done_callback(self._handshake_done)
+            # An accept that is ready does not yield: let the handshake start (it then
+            # owns the socket, closed if it is cancelled) and the other tasks run.
+            await asyncio.sleep(0)
 
     def _make_room(self) -> bool:
         """Whether one more incoming connection fits, once the oldest one still in its
