@@ -421,17 +421,22 @@ class Node:
         """Give memory back once a burst of S3 requests is over.
 
         M_TRIM_THRESHOLD (see `tune_malloc`) keeps freed buffers for reuse while
-        requests run; once none is running and much is free, the heap is trimmed.
+        requests run; after a whole interval without any request (buffers of
+        the last ones may be freed late, e.g. by reads still on the thread
+        pool), the heap is trimmed if much of it is free.
         """
         started = self.s3_server.requests_started
+        quiet_intervals = 2  # since the last request; 0 and 1: a burst not trimmed yet
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), HEAP_TRIM_INTERVAL_SECS)
-            if started == self.s3_server.requests_started or self.s3_server.requests_in_progress:
+            now_started = self.s3_server.requests_started
+            if now_started != started or self.s3_server.requests_in_progress:
+                started, quiet_intervals = now_started, 0
                 continue
-            started = self.s3_server.requests_started
+            quiet_intervals += 1
             free = free_heap_bytes()
-            if free is None or free >= HEAP_TRIM_MIN_FREE:
+            if quiet_intervals == 2 and (free is None or free >= HEAP_TRIM_MIN_FREE):
                 trim_heap()
 
     @property
