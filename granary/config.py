@@ -45,6 +45,17 @@ class S3ApiConfig(msgspec.Struct, forbid_unknown_fields=True):
     api_bind_addr: str = "127.0.0.1:3900"
     s3_region: str = "us-east-1"
     root_domain: str | None = None
+    max_connections: int | None = None
+    """Open S3 connections at most; None: derived from the open-file limit."""
+    unauthenticated_timeout_secs: float = 5.0
+    """How long a connection with no successful answer yet may sit idle or take
+    to send a request head (an error answer keeps it no longer)."""
+
+    def __post_init__(self) -> None:
+        if self.max_connections is not None and self.max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        if self.unauthenticated_timeout_secs <= 0:
+            raise ValueError("unauthenticated_timeout_secs must be positive")
 
 
 class AdminConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -162,6 +173,10 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     kubernetes_discovery: KubernetesDiscoveryConfig | None = None
     s3_web: S3WebConfig | None = None
     k2v_api: K2vApiConfig | None = None
+    rpc_max_connections: int = 512
+    """Incoming RPC connections at most, handshakes in progress included."""
+    rpc_handshake_timeout_secs: float = 10.0
+    """Time for an RPC connection to complete TLS and the Hello swap."""
 
     def __post_init__(self) -> None:
         if self.replication_factor < 1:
@@ -184,6 +199,12 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
             raise ValueError("block_size must be at least 4K - at `$.block_size`")
         if isinstance(self.compression_level, int) and not -99 <= self.compression_level <= 22:
             raise ValueError("compression_level must be within -99..22 - at `$.compression_level`")
+        if self.rpc_max_connections < 1:
+            raise ValueError("rpc_max_connections must be at least 1 - at `$.rpc_max_connections`")
+        if self.rpc_handshake_timeout_secs <= 0:
+            raise ValueError(
+                "rpc_handshake_timeout_secs must be positive - at `$.rpc_handshake_timeout_secs`"
+            )
         if self.rpc_secret is not None:
             _check_rpc_secret(self.rpc_secret, "`$.rpc_secret`")
 

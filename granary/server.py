@@ -19,6 +19,7 @@ from granary.api.admin.app import AdminApp
 from granary.api.admin.block_ops import BlockOps
 from granary.api.admin.cluster_ops import ClusterAdmin
 from granary.api.http.server import HttpServer
+from granary.api.http.types import HttpLimits
 from granary.api.s3.app import S3App
 from granary.api.s3.context import S3Services, S3Settings
 from granary.block.healing import BlockHealing
@@ -62,6 +63,7 @@ from granary.util.files import (
     write_atomic,
     write_if_changed,
 )
+from granary.util.resources import free_heap_bytes, raise_open_file_limit, trim_heap
 from granary.util.sizes import parse_size
 from granary.util.time import now_ms, set_clock_offset
 
@@ -73,6 +75,8 @@ WORKER_VARIABLES_FILE = "worker_variables.json"
 FULL_COPY_SYNC_SECS = 10
 TOMBSTONE_GC_INTERVAL_SECS = 60
 BLOCK_GC_GRACE_MS = 10 * 60 * 1000
+HEAP_TRIM_INTERVAL_SECS = 2.0
+HEAP_TRIM_MIN_FREE = 64 << 20
 
 
 def tune_malloc() -> None:
@@ -81,6 +85,19 @@ def tune_malloc() -> None:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(-3, 16 << 20)  # M_MMAP_THRESHOLD
         libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD
+
+
+def s3_http_limits(s3_api: S3ApiConfig) -> HttpLimits:
+    """The S3 port's limits. The open-file limit is raised to its maximum first;
+    without a configured connection limit, a quarter of it (at least 256) is
+    kept for the node's own files and RPC links and the rest is the limit."""
+    open_files = raise_open_file_limit()
+    max_connections = s3_api.max_connections
+    if max_connections is None:
+        max_connections = max(64, open_files - max(256, open_files // 4))
+    return HttpLimits(
+        max_connections=max_connections, unproven_timeout=s3_api.unauthenticated_timeout_secs
+    )
 
 
 def default_config(data: Path, s3_address: str, admin_address: str, rpc_address: str) -> Config:
@@ -193,6 +210,8 @@ class Node:
             rpc_secret_for(config),
             bind=parse_host_port(config.rpc_bind_addr, what="rpc_bind_addr"),
             public_addr=config.rpc_public_addr,
+            handshake_timeout=config.rpc_handshake_timeout_secs,
+            max_connections=config.rpc_max_connections,
         )
         self.peering = Peering(
             self.net,
@@ -291,6 +310,7 @@ class Node:
         self.s3 = S3App(services)
         self.s3_server = HttpServer(
             self.s3.handle,
+            limits=s3_http_limits(config.s3_api),
             render_error=self.s3.protocol_error,
             on_handler_exception=self.s3.unexpected_error,
         )
@@ -426,6 +446,7 @@ class Node:
                 for g in self.tombstone_gcs
             ),
             *self.healing.start(stop),
+            asyncio.ensure_future(self._trim_heap_after_bursts(stop)),
         ]
         if not runs_standalone(self.config):
             self._tasks.append(asyncio.ensure_future(self._recover_uploads(interrupted)))
@@ -475,6 +496,28 @@ class Node:
             return
         if sealed:
             log.info("encrypted the secret of %d access key(s) stored in clear", sealed)
+
+    async def _trim_heap_after_bursts(self, stop: asyncio.Event) -> None:
+        """Give memory back once a burst of S3 requests is over.
+
+        M_TRIM_THRESHOLD (see `tune_malloc`) keeps freed buffers for reuse while
+        requests run; after a whole interval without any request (buffers of
+        the last ones may be freed late, e.g. by reads still on the thread
+        pool), the heap is trimmed if much of it is free.
+        """
+        started = self.s3_server.requests_started
+        quiet_intervals = 2  # since the last request; 0 and 1: a burst not trimmed yet
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), HEAP_TRIM_INTERVAL_SECS)
+            now_started = self.s3_server.requests_started
+            if now_started != started or self.s3_server.requests_in_progress:
+                started, quiet_intervals = now_started, 0
+                continue
+            quiet_intervals += 1
+            free = free_heap_bytes()
+            if quiet_intervals == 2 and (free is None or free >= HEAP_TRIM_MIN_FREE):
+                trim_heap()
 
     @property
     def s3_endpoint(self) -> str:

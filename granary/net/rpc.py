@@ -30,6 +30,8 @@ log = logging.getLogger("granary.net")
 
 DEFAULT_TIMEOUT = 300.0
 HANDSHAKE_TIMEOUT = 10.0
+MAX_CONNECTIONS = 512
+BACKLOG = 128
 READ_BUFFER = 256 * 1024
 # Half-open links (a peer machine gone without a FIN) die within about two minutes.
 KEEPALIVE = {"TCP_KEEPIDLE": 60, "TCP_KEEPINTVL": 15, "TCP_KEEPCNT": 4}
@@ -51,25 +53,30 @@ class NetApp:
         bind: tuple[str, int],
         public_addr: str | None,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.node_id = node_id_of(node_key)
         self.public_addr = public_addr
         self._bind = bind
         self._handshake_timeout = handshake_timeout
+        self._max_connections = max_connections
+        # Incoming connections still in TLS or the Hello swap, oldest first.
+        self._handshaking: dict[asyncio.Task[None], None] = {}
         self._tls = cluster_tls(node_key, rpc_secret)
         self._handlers: dict[str, Handler] = {}
         # Open connections per peer, oldest first; calls use the newest.
         self._conns: dict[bytes, list[Connection]] = {}
         self._up_listeners: list[PeerUp] = []
         self._down_listeners: list[PeerDown] = []
-        self._server: asyncio.Server | None = None
+        self._listener: socket.socket | None = None
+        self._accepting: asyncio.Task[None] | None = None
         self._stopped = False
 
     @property
     def port(self) -> int:
         """The RPC port, the one actually bound once started (bind port 0 picks one)."""
-        if self._server is not None:
-            return self._server.sockets[0].getsockname()[1]
+        if self._listener is not None:
+            return self._listener.getsockname()[1]
         return self._bind[1]
 
     def endpoint(self, name: str, handler: Handler) -> None:
@@ -84,24 +91,25 @@ class NetApp:
 
     async def start(self) -> None:
         host, port = self._bind
-        self._server = await asyncio.start_server(
-            self._accept,
-            host,
-            port,
-            ssl=self._tls.server,
-            ssl_handshake_timeout=self._handshake_timeout,
-            limit=READ_BUFFER,
-        )
+        # Sockets are accepted here and TLS started on them in `_handshake`, so that
+        # handshakes in progress are counted, bounded in time and replaced.
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listener = socket.create_server((host, port), family=family, backlog=BACKLOG)
+        listener.setblocking(False)
+        self._listener = listener
+        self._accepting = asyncio.ensure_future(self._accept_loop(listener))
         log.info("RPC listening on %s as node %s", format_addr(host, self.port), self.node_id.hex())
 
     async def stop(self) -> None:
         self._stopped = True
-        if self._server is not None:
-            self._server.close()
+        if self._accepting is not None:
+            self._accepting.cancel()
+        for handshake in list(self._handshaking):
+            handshake.cancel()
         conns = [conn for conns in self._conns.values() for conn in conns]
         await asyncio.gather(*(conn.aclose() for conn in conns))
-        if self._server is not None:
-            await self._server.wait_closed()
+        if self._listener is not None:
+            self._listener.close()
 
     async def connect(self, node_id: bytes | None, host: str, port: int) -> bytes:
         """Dial a peer and return its node id; refuse it if it is not `node_id`."""
@@ -170,14 +178,66 @@ class NetApp:
     def _hello(self) -> Hello:
         return Hello(PROTOCOL_VERSION, self.node_id, self.public_addr, self.port)
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _accept_loop(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, _ = await loop.sock_accept(listener)
+            except OSError as exc:  # e.g. out of file descriptors: wait, do not spin
+                log.warning("accepting an RPC connection failed: %s", exc)
+                await asyncio.sleep(1)
+                continue
+            if not self._make_room():
+                log.warning("refused an incoming RPC connection: %d open", self._max_connections)
+                sock.close()
+                continue
+            handshake = asyncio.ensure_future(self._handshake(sock))
+            self._handshaking[handshake] = None
+            handshake.add_done_callback(self._handshake_done)
+            # An accept that is ready does not yield: let the handshake start (it then
+            # owns the socket, closed if it is cancelled) and the other tasks run.
+            await asyncio.sleep(0)
+
+    def _make_room(self) -> bool:
+        """Whether one more incoming connection fits, once the oldest one still in its
+        handshake is dropped if needed; False if every connection is established."""
+        established = sum(len(conns) for conns in self._conns.values())
+        if established + len(self._handshaking) < self._max_connections:
+            return True
+        if not self._handshaking:
+            return False
+        oldest = next(iter(self._handshaking))
+        del self._handshaking[oldest]
+        oldest.cancel()
+        return True
+
+    def _handshake_done(self, handshake: asyncio.Task[None]) -> None:
+        self._handshaking.pop(handshake, None)
+        if not handshake.cancelled() and handshake.exception() is not None:
+            log.error("an incoming RPC connection failed", exc_info=handshake.exception())
+
+    async def _handshake(self, sock: socket.socket) -> None:
+        """TLS, then the Hello swap, within the handshake timeout; then serve the peer."""
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=READ_BUFFER)
+        protocol = asyncio.StreamReaderProtocol(reader)
         try:
-            peer, hello = await exchange_hello(
-                reader, writer, self._tls, self._hello(), self._handshake_timeout
-            )
-        except HandshakeError as exc:
-            log.warning("refused an incoming RPC connection: %s", exc)
-            writer.close()
+            async with asyncio.timeout(self._handshake_timeout):
+                # uvloop returns its TLS protocol here, not ours.
+                transport, _ = await loop.connect_accepted_socket(
+                    lambda: protocol, sock, ssl=self._tls.server
+                )
+                writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+                try:
+                    peer, hello = await exchange_hello(
+                        reader, writer, self._tls, self._hello(), self._handshake_timeout
+                    )
+                except BaseException:
+                    transport.abort()
+                    raise
+        except (HandshakeError, TimeoutError, OSError) as exc:
+            log.warning("refused an incoming RPC connection: %s", str(exc) or repr(exc))
+            sock.close()
             return
         addr = format_addr(writer.get_extra_info("peername")[0], hello.port)
         if hello.public_addr is not None:

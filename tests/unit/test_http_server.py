@@ -838,6 +838,79 @@ def test_keepalive_timeout_closes_an_idle_connection(run) -> None:
     run(test)
 
 
+# Connection limit and unproven connections
+
+
+async def closed_by_server(client: Client) -> bool:
+    """Whether the server closed the connection (cleanly or with a reset) without a byte."""
+    try:
+        return await client.at_eof() == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_connection_limit_replaces_the_oldest_idle_unproven_connection(run) -> None:
+    async def test() -> None:
+        async with serving(echo, limits=HttpLimits(max_connections=3)) as server:
+            silent = [await Client.connect(server) for _ in range(3)]
+            while server.connection_count < 3:
+                await asyncio.sleep(0.01)
+            client = await Client.connect(server)
+            assert (await client.request("GET", "/served")).status == 200
+            assert await closed_by_server(silent[0])
+            assert server.connection_count == 3
+            newer = await Client.connect(server)
+            assert (await newer.request("GET", "/also-served")).status == 200
+            assert await closed_by_server(silent[1])
+            for other in (client, newer, silent[2]):
+                await other.close()
+
+    run(test)
+
+
+def test_connection_limit_closes_a_new_connection_when_none_is_idle(run) -> None:
+    async def test() -> None:
+        release = asyncio.Event()
+
+        async def handler(request: Request) -> Response:
+            await release.wait()
+            return Response(200, body=b"done")
+
+        async with serving(handler, limits=HttpLimits(max_connections=2)) as server:
+            busy = [await Client.connect(server) for _ in range(2)]
+            for client in busy:
+                await client.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            while server.requests_in_progress < 2:
+                await asyncio.sleep(0.01)
+            refused = await Client.connect(server)
+            assert await closed_by_server(refused)
+            release.set()
+            for client in busy:
+                assert (await client.response()).body == b"done"
+                await client.close()
+
+    run(test)
+
+
+def test_an_error_answer_keeps_an_unproven_connection_only_briefly(run) -> None:
+    async def test() -> None:
+        async def handler(request: Request) -> Response:
+            return Response(403 if request.path == "/denied" else 200, body=b"x")
+
+        limits = HttpLimits(unproven_timeout=0.2, keepalive_timeout=75)
+        async with serving(handler, limits=limits) as server:
+            denied = await Client.connect(server)
+            assert (await denied.request("GET", "/denied")).status == 403
+            assert await closed_by_server(denied)
+            allowed = await Client.connect(server)
+            assert (await allowed.request("GET", "/ok")).status == 200
+            await asyncio.sleep(0.5)  # past the unproven timeout: a proven connection stays
+            assert (await allowed.request("GET", "/denied")).status == 403
+            await allowed.close()
+
+    run(test)
+
+
 # Response bodies
 
 

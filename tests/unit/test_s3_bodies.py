@@ -218,3 +218,11 @@ def test_bodies_as_botocore_serialises_them():
         {"Bucket": "b", "CreateBucketConfiguration": {"LocationConstraint": "eu-west-1"}},
     )
     assert parse_create_bucket(body) == "eu-west-1"
+
+
+def test_complete_multipart_at_most_ten_thousand_parts():
+    parts = [part(n) for n in range(1, 10_001)]
+    assert len(parse_complete_multipart(complete_body(*parts))) == 10_000
+    assert error_code(parse_complete_multipart, complete_body(*parts, part(10_000))) == (
+        "MalformedXML"
+    )

@@ -1,3 +1,4 @@
+import tracemalloc
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -7,6 +8,7 @@ from hypothesis import strategies as st
 from granary.api.s3.errors import S3Error
 from granary.api.s3.xml import (
     S3_XMLNS,
+    XmlParser,
     document,
     element,
     error_document,
@@ -206,3 +208,82 @@ def test_parse_xml_fails_only_with_malformed_xml(body):
         parse_xml(body)
     except S3Error as error:
         assert error.code == "MalformedXML"
+
+
+def _malformed(body: bytes, **limits: int) -> bool:
+    with pytest.raises(S3Error) as raised:
+        parse_xml(body, **limits)
+    return raised.value.code == "MalformedXML"
+
+
+def test_parse_xml_element_budget():
+    body = b"<Delete>" + b"<Object/>" * 9 + b"</Delete>"
+    assert len(parse_xml(body, max_elements=10)) == 9
+    assert _malformed(body, max_elements=9)
+
+
+def test_parse_xml_stops_a_bomb_at_its_budget():
+    """An 8 MiB body of 2 M elements is refused without building them: the
+    parse holds far less memory than the body's full tree would take."""
+    bomb = b"<Delete>" + b"<a/>" * (2 << 20) + b"</Delete>"
+    tracemalloc.start()
+    try:
+        assert _malformed(bomb, max_bytes=len(bomb), max_elements=10_000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # The decoded text (a copy of the body) plus a bounded parse; the whole
+    # tree of 2 M elements would take well over 100 MB.
+    assert peak < 3 * len(bomb)
+
+
+def test_parse_xml_stops_a_deep_nesting_bomb():
+    assert _malformed(b"<a>" * 1_000_000, max_bytes=1 << 22, max_elements=10_000)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # One start tag of 1 MiB: expat re-parses an unfinished token on each feed.
+        b"<Delete " + b" ".join(b'a%d="x"' % i for i in range(100_000)) + b"/>",
+        b"<Delete><!--" + b"x" * (1 << 20) + b"--></Delete>",
+        b"<Delete>" + b"<?p?>" * 200_000 + b"</Delete>",
+    ],
+    ids=["huge-start-tag", "huge-comment", "processing-instructions"],
+)
+def test_parse_xml_refuses_long_tokens_without_elements(body):
+    assert _malformed(body, max_bytes=len(body))
+
+
+def test_parse_xml_refuses_attributes_beyond_a_few():
+    attributes = " ".join(f'a{i}="x"' for i in range(9))
+    assert _malformed(f"<Delete {attributes}/>".encode())
+    assert parse_xml(b'<Delete a="1" xmlns="u" xmlns:x="v" x:b="2"/>').attrib == {
+        "a": "1",
+        "v}b": "2",
+    }
+
+
+def test_xml_parser_refuses_a_bomb_from_its_first_pieces():
+    """Fed as the body arrives, a bomb is refused long before its end."""
+    bomb = b"<Delete>" + b"<a/>" * (2 << 20) + b"</Delete>"
+    parser = XmlParser(max_bytes=len(bomb), max_elements=10_000)
+    fed = 0
+    with pytest.raises(S3Error) as raised:
+        for offset in range(0, len(bomb), 4096):
+            fed += 4096
+            parser.feed(bomb[offset : offset + 4096])
+    assert raised.value.code == "MalformedXML"
+    assert fed <= 256 * 1024
+
+
+def test_xml_parser_fed_in_small_pieces():
+    body = (
+        "<Delete>" + "".join(f"<Object><Key>é{i}</Key></Object>" for i in range(500)) + "</Delete>"
+    )
+    data = body.encode()
+    parser = XmlParser(max_elements=1_001)
+    for offset in range(0, len(data), 7):  # splits multi-byte characters too
+        parser.feed(data[offset : offset + 7])
+    root = parser.close()
+    assert [node.findtext("Key") for node in root][-1] == "é499"

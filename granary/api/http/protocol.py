@@ -86,6 +86,8 @@ class ConnectionSettings:
         "limits",
         "on_handler_exception",
         "render_error",
+        "requests_started",
+        "unproven_idle",
     )
 
     def __init__(
@@ -100,11 +102,29 @@ class ConnectionSettings:
         self.render_error = render_error or default_error_response
         self.on_handler_exception = on_handler_exception or default_exception_response
         self.connections: set[HttpConnection] = set()
+        self.unproven_idle: dict[HttpConnection, None] = {}
+        """Connections serving no request that never had a successful response,
+        oldest first: the ones replaced when the connection limit is reached."""
+        self.requests_started = 0
         self.closing = False
         self.all_closed: asyncio.Event | None = None
 
+    def admit(self, connection: HttpConnection) -> bool:
+        """Count a new connection in; False if it must be closed (the limit is reached)."""
+        limit = self.limits.max_connections
+        if limit is not None and len(self.connections) >= limit:
+            if not self.unproven_idle:
+                return False
+            oldest = next(iter(self.unproven_idle))
+            self.forget(oldest)
+            oldest.abort()
+        self.connections.add(connection)
+        self.unproven_idle[connection] = None
+        return True
+
     def forget(self, connection: HttpConnection) -> None:
         self.connections.discard(connection)
+        self.unproven_idle.pop(connection, None)
         if not self.connections and self.all_closed is not None:
             self.all_closed.set()
 
@@ -175,6 +195,7 @@ class HttpConnection(asyncio.Protocol):
         self._drain_waiter: asyncio.Future[None] | None = None
         self._eof = False
         self._closed = False
+        self._proven = False
         # Timeouts, checked by the server's periodic sweep.
         self._deadline = _INF
         self._timeout_kind = _NO_TIMEOUT
@@ -191,16 +212,20 @@ class HttpConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self._client = (peer[0], peer[1])
+        if not self._settings.admit(self):
+            self._closed = True
+            self._parsing_stopped = True
+            transport.abort()
+            return
         transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
-        self._settings.connections.add(self)
-        self._arm(_IDLE, self._limits.header_timeout)
+        self._arm(_IDLE, self._head_timeout())
         if self._settings.closing:
             transport.close()
 
     def data_received(self, data: bytes) -> None:
         if self._timeout_kind == _IDLE:
             self._timeout_kind = _HEAD
-            self._deadline = self._loop.time() + self._limits.header_timeout
+            self._deadline = self._loop.time() + self._head_timeout()
         if self._parsing_stopped:
             return
         was_in_head = self._in_head
@@ -318,6 +343,7 @@ class HttpConnection(asyncio.Protocol):
         )
         body = Body(self, expected_length, expect_continue, self._limits.max_buffered_body)
         self._body_target = body
+        self._settings.requests_started += 1
         keep_alive = parser.should_keep_alive()
         self._message_keep_alive = keep_alive
         request = Request(
@@ -334,6 +360,7 @@ class HttpConnection(asyncio.Protocol):
             self._queue.append((request, keep_alive))
         else:
             self._active = True
+            self._settings.unproven_idle.pop(self, None)
             self._timeout_kind = _NO_TIMEOUT
             self._deadline = _INF
             self._task = self._loop.create_task(self._serve(request, keep_alive))
@@ -437,10 +464,13 @@ class HttpConnection(asyncio.Protocol):
                 self._pipeline_paused = False
                 self._update_reading()
             if self._in_head:
-                self._arm(_HEAD, self._limits.header_timeout)
+                self._arm(_HEAD, self._head_timeout())
             else:
                 self._timeout_kind = _IDLE
-                self._deadline = self._loop.time() + self._limits.keepalive_timeout
+                idle_timeout = self._limits.keepalive_timeout
+                if not self._proven:
+                    idle_timeout = min(idle_timeout, self._limits.unproven_timeout)
+                self._deadline = self._loop.time() + idle_timeout
             if self._settings.closing:
                 self._close()  # the server began closing while this body was drained
         except Exception:
@@ -448,6 +478,8 @@ class HttpConnection(asyncio.Protocol):
             self._transport.abort()
         finally:
             self._active = False
+            if not self._proven and not self._closed:
+                self._settings.unproven_idle[self] = None
 
     def _exception_response(self, request: Request, exc: Exception) -> Response:
         if isinstance(exc, BodyError):
@@ -482,6 +514,8 @@ class HttpConnection(asyncio.Protocol):
         if self._closed:
             await _close_iterator(payload)
             return False
+        if response.status < 400:
+            self._proven = True
         transport = self._transport
         if isinstance(payload, (bytes, bytearray, memoryview)):
             if not send_body or not payload:
@@ -680,6 +714,12 @@ class HttpConnection(asyncio.Protocol):
                 self._transport.pause_reading()
             else:
                 self._transport.resume_reading()
+
+    def _head_timeout(self) -> float:
+        limits = self._limits
+        if self._proven:
+            return limits.header_timeout
+        return min(limits.header_timeout, limits.unproven_timeout)
 
     def _arm(self, kind: int, delay: float | None = None) -> None:
         self._timeout_kind = kind

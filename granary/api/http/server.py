@@ -84,6 +84,20 @@ class HttpServer:
     def connection_count(self) -> int:
         return len(self._settings.connections)
 
+    @property
+    def requests_started(self) -> int:
+        """Requests whose head was received since the server was created."""
+        return self._settings.requests_started
+
+    @property
+    def requests_in_progress(self) -> int:
+        """Connections whose request is being answered (or its body drained)."""
+        return sum(
+            1
+            for connection in self._settings.connections
+            if connection.task is not None and not connection.task.done()
+        )
+
     async def close(self, grace_period: float = 10.0) -> None:
         """Stop accepting, close idle connections, and give requests in progress
         `grace_period` seconds to finish before cutting them off."""

@@ -114,6 +114,14 @@ class HttpLimits:
     linger_timeout: float = 2.0
     """After a final response, how long to discard input before closing, so that the
     client is not reset before it could read that response."""
+    unproven_timeout: float = 5.0
+    """The idle and head timeouts of a connection that has had no successful (below
+    400) response yet, e.g. an unauthenticated client's: it must send each request
+    head within this, from the connection or from its last (error) response."""
+    max_connections: int | None = None
+    """Open connections at most (None: no limit). At the limit a new connection
+    replaces the oldest one that is idle without a successful response yet, or is
+    closed at once if there is none."""
 
 
 Handler = Callable[[Request], Awaitable[Response]]

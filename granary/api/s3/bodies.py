@@ -14,16 +14,24 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
 from granary.api.s3.errors import S3Error
-from granary.api.s3.xml import parse_xml
+from granary.api.s3.xml import XmlParser, parse_xml
 from granary.util.checksums import ALGORITHMS, checksum_element_name
 
 MAX_PART_NUMBER = 10_000
+MAX_COMPLETED_PARTS = 10_000
 MAX_DELETE_OBJECTS = 1_000
 # 10,000 parts with ETags and checksums, or 1,000 keys of up to 1,024 bytes
 # each, do not fit the default 1 MiB cap.
 MAX_COMPLETE_MULTIPART_BYTES = 8 << 20
 MAX_DELETE_OBJECTS_BYTES = 8 << 20
 MAX_CREATE_BUCKET_BYTES = 64 << 10
+# Element budgets: the root and its few fields, plus per listed item the item
+# and its fields (Part: PartNumber, ETag, up to five checksums; Object: Key,
+# VersionId, ETag, LastModifiedTime, Size), with room for a few more that a
+# newer client may add. A body over its budget stops parsing there.
+MAX_COMPLETE_MULTIPART_ELEMENTS = 4 + MAX_COMPLETED_PARTS * 10
+MAX_DELETE_OBJECTS_ELEMENTS = 4 + MAX_DELETE_OBJECTS * 8
+MAX_CREATE_BUCKET_ELEMENTS = 16
 
 _INTEGER = re.compile(r"[-+]?[0-9]{1,12}")
 _CHECKSUM_ELEMENTS = tuple((checksum_element_name(a), a) for a in ALGORITHMS)
@@ -48,8 +56,11 @@ class DeleteRequest:
     objects: list[ObjectToDelete]
 
 
-def _root(body: bytes, name: str, max_bytes: int) -> ET.Element:
-    root = parse_xml(body, max_bytes=max_bytes)
+def _root(body: bytes, name: str, max_bytes: int, max_elements: int) -> ET.Element:
+    return _checked_root(parse_xml(body, max_bytes=max_bytes, max_elements=max_elements), name)
+
+
+def _checked_root(root: ET.Element, name: str) -> ET.Element:
     if root.tag != name:
         raise S3Error("MalformedXML")
     return root
@@ -91,14 +102,21 @@ def _completed_part(part: ET.Element) -> CompletedPart:
 def parse_complete_multipart(body: bytes) -> list[CompletedPart]:
     """The parts listed in a CompleteMultipartUpload body.
 
-    Raises MalformedXML for a bad or empty list, InvalidArgument for a part
-    number below 1, InvalidPart above 10,000 and InvalidPartOrder unless the
-    numbers strictly ascend (a repeated number is out of order too).
+    Raises MalformedXML for a bad or empty list or one of more than 10,000
+    parts, InvalidArgument for a part number below 1, InvalidPart above
+    10,000 and InvalidPartOrder unless the numbers strictly ascend (a
+    repeated number is out of order too).
     """
-    root = _root(body, "CompleteMultipartUpload", MAX_COMPLETE_MULTIPART_BYTES)
-    parts = [_completed_part(node) for node in root.iterfind("Part")]
-    if not parts:
+    root = _root(
+        body,
+        "CompleteMultipartUpload",
+        MAX_COMPLETE_MULTIPART_BYTES,
+        MAX_COMPLETE_MULTIPART_ELEMENTS,
+    )
+    nodes = root.findall("Part")
+    if not nodes or len(nodes) > MAX_COMPLETED_PARTS:
         raise S3Error("MalformedXML")
+    parts = [_completed_part(node) for node in nodes]
     for previous, current in itertools.pairwise(parts):
         if current.part_number <= previous.part_number:
             raise S3Error("InvalidPartOrder")
@@ -115,20 +133,33 @@ def _parse_quiet(root: ET.Element) -> bool:
     return value == "true"
 
 
+def delete_objects_parser() -> XmlParser:
+    """A parser for a DeleteObjects body, fed as it arrives (see `delete_request`)."""
+    return XmlParser(max_bytes=MAX_DELETE_OBJECTS_BYTES, max_elements=MAX_DELETE_OBJECTS_ELEMENTS)
+
+
 def parse_delete_objects(body: bytes) -> DeleteRequest:
-    """The keys (and versions) listed in a DeleteObjects body.
+    """The keys (and versions) listed in a whole DeleteObjects body."""
+    parser = delete_objects_parser()
+    parser.feed(body)
+    return delete_request(parser.close())
+
+
+def delete_request(root: ET.Element) -> DeleteRequest:
+    """The keys (and versions) listed in a parsed DeleteObjects body.
 
     Keys are kept exactly as sent, whitespace included; an empty `<Key/>`
     is returned as "" for the handler to report per key. Between 1 and
     1,000 objects are allowed, as in S3; otherwise MalformedXML.
     """
-    root = _root(body, "Delete", MAX_DELETE_OBJECTS_BYTES)
+    root = _checked_root(root, "Delete")
+    nodes = root.findall("Object")
+    if not nodes or len(nodes) > MAX_DELETE_OBJECTS:
+        raise S3Error("MalformedXML")
     objects = [
         ObjectToDelete(_required_text(node, "Key"), _optional_text(node, "VersionId"))
-        for node in root.iterfind("Object")
+        for node in nodes
     ]
-    if not objects or len(objects) > MAX_DELETE_OBJECTS:
-        raise S3Error("MalformedXML")
     return DeleteRequest(_parse_quiet(root), objects)
 
 
@@ -137,7 +168,9 @@ def parse_create_bucket(body: bytes) -> str | None:
     constraint is empty or absent."""
     if not body.strip():
         return None
-    root = _root(body, "CreateBucketConfiguration", MAX_CREATE_BUCKET_BYTES)
+    root = _root(
+        body, "CreateBucketConfiguration", MAX_CREATE_BUCKET_BYTES, MAX_CREATE_BUCKET_ELEMENTS
+    )
     constraint = _optional_text(root, "LocationConstraint")
     if constraint is None:
         return None

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import hmac
+import xml.etree.ElementTree as ET
+
 from granary.api.http.types import Response
-from granary.api.s3.bodies import MAX_DELETE_OBJECTS_BYTES, parse_delete_objects
+from granary.api.s3.bodies import (
+    MAX_DELETE_OBJECTS_BYTES,
+    delete_objects_parser,
+    delete_request,
+)
 from granary.api.s3.bucket_ops import xml_response
 from granary.api.s3.context import S3Context
 from granary.api.s3.errors import S3Error
@@ -30,9 +39,9 @@ async def delete_objects(ctx: S3Context) -> Response:
     ):
         raise S3Error("InvalidRequest", "Missing required header for this request: Content-MD5")
     payload = ctx.payload()
-    body = await payload.read_all(MAX_DELETE_OBJECTS_BYTES)
-    _check_body_digest(ctx, payload, body)
-    request = parse_delete_objects(body)
+    body, root = await _read_and_parse(ctx, payload)
+    await _check_body_digest(ctx, payload, body)
+    request = delete_request(root)
     results = []
     for item in request.objects:
         try:
@@ -58,12 +67,39 @@ async def delete_objects(ctx: S3Context) -> Response:
     return xml_response(document("DeleteResult", results))
 
 
-def _check_body_digest(ctx: S3Context, payload: Payload, body: bytes) -> None:
-    """Content-MD5 or an x-amz-checksum header, over the small XML body."""
+async def _read_and_parse(ctx: S3Context, payload: Payload) -> tuple[bytes, ET.Element]:
+    """The body, parsed as it arrives: one over its XML budget is refused (MalformedXML)
+    as soon as the budget is passed, before the rest of it is read."""
+    if payload.length is not None and payload.length > MAX_DELETE_OBJECTS_BYTES:
+        raise S3Error("MaxMessageLengthExceeded")
+    parser = delete_objects_parser()
+    pieces = []
+    size = 0
+    async for piece in payload.chunks():
+        size += len(piece)
+        if size > MAX_DELETE_OBJECTS_BYTES:
+            raise S3Error("MaxMessageLengthExceeded")
+        parser.feed(piece)
+        pieces.append(piece)
+    root = parser.close()
+    body = b"".join(pieces)
+    expected = payload.expected_sha256
+    if expected is not None:
+        digest = await asyncio.get_running_loop().run_in_executor(
+            ctx.services.executor, hashlib.sha256, body
+        )
+        if not hmac.compare_digest(digest.hexdigest(), expected):
+            raise S3Error("XAmzContentSHA256Mismatch")
+    return body, root
+
+
+async def _check_body_digest(ctx: S3Context, payload: Payload, body: bytes) -> None:
+    """Content-MD5 or an x-amz-checksum header, over the XML body (up to 8 MiB:
+    hashed on the thread pool, off the event loop)."""
     headers = ctx.http.headers
     requested = requested_checksum(headers.as_dict())
     digests = StreamDigests(checksum=new_checksum(requested[0]) if requested else None)
-    digests.update(body)
+    await asyncio.get_running_loop().run_in_executor(ctx.services.executor, digests.update, body)
     verify_digests(
         payload, digests, parse_content_md5(headers.get("content-md5")), requested, len(body)
     )

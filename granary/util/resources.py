@@ -1,0 +1,70 @@
+"""The process's own resources: open-file limit and the C heap (glibc)."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import resource
+
+# When the hard limit is unlimited, the soft one is raised this far (the kernel's
+# default fs.nr_open): RLIM_INFINITY itself is refused for RLIMIT_NOFILE.
+_OPEN_FILES_CEILING = 1 << 20
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
+def raise_open_file_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard one; return the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = _OPEN_FILES_CEILING if hard == resource.RLIM_INFINITY else hard
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return soft if soft != resource.RLIM_INFINITY else _OPEN_FILES_CEILING
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        return target
+    return soft
+
+
+def free_heap_bytes() -> int | None:
+    """Bytes malloc holds free in its arenas (glibc's mallinfo2), None if unknown."""
+    libc = _libc()
+    mallinfo2 = getattr(libc, "mallinfo2", None)
+    if mallinfo2 is None:
+        return None
+    mallinfo2.restype = _MallInfo2
+    return int(mallinfo2().fordblks)
+
+
+def trim_heap() -> None:
+    """Give the free pages of every malloc arena back to the system (malloc_trim(0)).
+
+    The server sets M_TRIM_THRESHOLD high so that a busy node does not trim on
+    every freed buffer; this is the trim it runs once a burst is over.
+    """
+    libc = _libc()
+    trim = getattr(libc, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
