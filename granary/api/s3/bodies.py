@@ -92,15 +92,16 @@ def parse_complete_multipart(body: bytes) -> list[CompletedPart]:
     """The parts listed in a CompleteMultipartUpload body.
 
     Raises MalformedXML for a bad or empty list, InvalidArgument for a part
-    number below 1, InvalidPart above 10,000 and InvalidPartOrder unless the
-    numbers strictly ascend (a repeated number is out of order too).
+    number below 1, InvalidPart above 10,000 and InvalidPartOrder if a
+    number goes down. A number may repeat: a client that re-sent a part
+    lists each answer it got (see `choose_parts` in mpu_ops.py).
     """
     root = _root(body, "CompleteMultipartUpload", MAX_COMPLETE_MULTIPART_BYTES)
     parts = [_completed_part(node) for node in root.iterfind("Part")]
     if not parts:
         raise S3Error("MalformedXML")
     for previous, current in itertools.pairwise(parts):
-        if current.part_number <= previous.part_number:
+        if current.part_number < previous.part_number:
             raise S3Error("InvalidPartOrder")
     return parts
 

@@ -139,17 +139,22 @@ async def upload_part(ctx: S3Context) -> Response:
 
 
 def choose_parts(upload: MultipartUpload, requested: list) -> list[MpuPart]:
-    """Check the client's part list against the uploaded parts, as S3 does."""
+    """Check the client's part list against the uploaded parts, as S3 does.
+
+    `requested` is in part order (parse_complete_multipart checks it), but a
+    number may repeat: a client that re-sent a part lists each upload it was
+    answered for, and the last entry of a number stands for it. Its ETag must be that of the
+    part's winning upload, the one that finished last (see
+    `Multipart.record_part`); ceph's s3-tests
+    test_multipart_resend_first_finishes_last checks exactly that.
+    """
     latest = upload.latest_parts()
+    etags = {item.part_number: item.etag for item in requested}
     chosen: list[MpuPart] = []
-    previous = 0
-    for item in requested:
-        if item.part_number <= previous:
-            raise S3Error("InvalidPartOrder")
-        previous = item.part_number
-        part = latest.get(item.part_number)
-        if part is None or part.etag != item.etag.strip('"'):
-            raise S3Error("InvalidPart", PartNumber=str(item.part_number), ETag=item.etag)
+    for number, etag in etags.items():
+        part = latest.get(number)
+        if part is None or part.etag != etag.strip('"'):
+            raise S3Error("InvalidPart", PartNumber=str(number), ETag=etag)
         chosen.append(part)
     for part in chosen[:-1]:
         if part.size < MIN_PART_SIZE:
