@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
 
+import msgspec
 import pytest
 from block_fakes import FixedDistances, FixedReplication, block_managers
 
@@ -21,7 +22,7 @@ from granary.block.holders import BlockHolders
 from granary.model.mpu import MpuPart, MultipartUpload
 from granary.model.mpu_index import index_sort_key
 from granary.model.multipart import Multipart
-from granary.model.object import ObjectMeta
+from granary.model.object import ABORTED, UPLOADING, Object, ObjectMeta, ObjectVersion
 from granary.model.objects import Objects
 from granary.model.store import Model
 from granary.model.version import VersionHeader
@@ -149,3 +150,30 @@ def test_the_part_recorded_last_wins_whatever_arrives_first() -> None:
     other_way = upload.merge(MultipartUpload(b"u" * 16, 1, BUCKET, KEY, parts=[resent]))
     other_way = other_way.merge(MultipartUpload(b"u" * 16, 1, BUCKET, KEY, parts=[first]))
     assert one_way.parts == other_way.parts == [resent]
+
+
+def test_uploads_of_0_3_are_indexed_and_abort_as_before(model: Model) -> None:
+    """A 0.3 upload: an upload row without the index-era field, an Uploading version
+    in the object row, and no index entry (a later write of the key hid it)."""
+    objects = Objects(model)
+    multipart = Multipart(objects)
+    upload_id = b"\x7f" * 16
+    row_0_3 = msgspec.msgpack.encode([upload_id, 5, BUCKET, KEY, False, [], []])
+    upload = msgspec.msgpack.decode(row_0_3, type=MultipartUpload)
+
+    async def scenario() -> tuple[list[bytes], list[bytes], Object | None]:
+        await model.uploads.insert(upload)
+        await model.objects.insert(
+            Object(BUCKET, KEY, [ObjectVersion(upload_id, 5, UPLOADING, multipart=True)])
+        )
+        assert await multipart.list(BUCKET, None, 10) == []
+        assert await multipart.index_legacy_uploads() == 1
+        listed = [entry.upload_id for entry in await multipart.list(BUCKET, None, 10)]
+        await multipart.abort(await multipart.get(upload_id))
+        after = [entry.upload_id for entry in await multipart.list(BUCKET, None, 10)]
+        return listed, after, await objects.get(BUCKET, KEY)
+
+    listed, after, row = asyncio.run(scenario())
+    assert listed == [upload_id]
+    assert after == []
+    assert [v.state for v in row.versions] == [ABORTED]
