@@ -58,7 +58,7 @@ class Multipart:
         upload = await self.model.uploads.get(upload_id, b"")
         return None if upload is None or upload.deleted else upload
 
-    async def list(
+    async def list_uploads(
         self, bucket_id: bytes, start: bytes | None, limit: int
     ) -> list[UploadIndexEntry]:
         """The uploads in progress in a bucket from index sort key `start` on, in S3's order."""
@@ -130,17 +130,7 @@ class Multipart:
                 return
             await self._end(upload)
             if upload.listed_in_object_row:
-                await self.model.objects.insert(
-                    Object(
-                        upload.bucket_id,
-                        upload.key,
-                        [
-                            ObjectVersion(
-                                upload.upload_id, upload.timestamp, ABORTED, multipart=True
-                            )
-                        ],
-                    )
-                )
+                await self._unlist_from_object_row(upload)
 
     async def _end(self, upload: MultipartUpload) -> None:
         """Delete the upload's row (releasing its parts), then unlist it.
@@ -153,6 +143,11 @@ class Multipart:
         await self.model.upload_index.insert(
             index_tombstone(upload.bucket_id, upload.key, upload.upload_id)
         )
+
+    async def _unlist_from_object_row(self, upload: MultipartUpload) -> None:
+        """Mark a 0.3 upload's Uploading version Aborted, so its object row lets it go."""
+        aborted = ObjectVersion(upload.upload_id, upload.timestamp, ABORTED, multipart=True)
+        await self.model.objects.insert(Object(upload.bucket_id, upload.key, [aborted]))
 
     async def index_legacy_uploads(self) -> int:
         """List the open uploads this node holds that were created before the index.

@@ -212,7 +212,7 @@ async def list_multipart_uploads(ctx: S3Context) -> Response:
     max_uploads = _max_keys(ctx, "max-uploads")
     multipart = ctx.services.multipart
     page = await upload_page(
-        lambda start, limit: multipart.list(bucket_id, start, limit),
+        lambda start, limit: multipart.list_uploads(bucket_id, start, limit),
         prefix=ctx.query.get("prefix", ""),
         delimiter=ctx.query.get("delimiter") or None,
         key_marker=key_marker,

@@ -143,9 +143,9 @@ def choose_parts(upload: MultipartUpload, requested: list) -> list[MpuPart]:
 
     `requested` is in part order (parse_complete_multipart checks it), but a
     number may repeat: a client that re-sent a part lists each upload it was
-    answered for, and the last entry of a number stands for it. Its ETag must be that of the
-    part's winning upload, the one that finished last (see
-    `Multipart.record_part`); ceph's s3-tests
+    answered for, and the last entry of a number stands for it. Its ETag
+    must be that of the part's winning upload, the one that finished last
+    (see `Multipart.record_part`); ceph's s3-tests
     test_multipart_resend_first_finishes_last checks exactly that.
     """
     latest = upload.latest_parts()
