@@ -11,7 +11,13 @@ from collections.abc import Callable
 
 import pytest
 from botocore.exceptions import ClientError
-from conftest import block_files, signed_request_headers, start_configured, wait_until
+from conftest import (
+    block_files,
+    signed_request_headers,
+    start_cluster,
+    start_configured,
+    wait_until,
+)
 
 MIB = 1 << 20
 PART_SIZES = [5 * MIB, 5 * MIB, MIB + 3]
@@ -900,3 +906,23 @@ def test_uploads_of_one_key_page_by_upload_id_marker(client, bucket, key):
     assert [u["UploadId"] for u in after_key["Uploads"]] == [other]
     for upload_key, upload_id in listed:
         client.abort_multipart_upload(Bucket=bucket, Key=upload_key, UploadId=upload_id)
+
+
+def test_uploads_are_listed_and_block_bucket_deletion_on_every_node(tmp_path):
+    """The upload index is a replicated table like the others."""
+    cluster = start_cluster(tmp_path, 3, ["dc1", "dc2", "dc3"])
+    try:
+        clients = [node.client() for node in cluster.nodes]
+        clients[0].create_bucket(Bucket="shared")
+        upload_id = create(clients[0], "shared", "k")
+        clients[1].put_object(Bucket="shared", Key="k", Body=b"plain")
+        for client in clients:
+            uploads = client.list_multipart_uploads(Bucket="shared")["Uploads"]
+            assert [u["UploadId"] for u in uploads] == [upload_id]
+        clients[1].delete_object(Bucket="shared", Key="k")
+        assert error_of(clients[2].delete_bucket, Bucket="shared") == (409, "BucketNotEmpty")
+        clients[2].abort_multipart_upload(Bucket="shared", Key="k", UploadId=upload_id)
+        assert "Uploads" not in clients[0].list_multipart_uploads(Bucket="shared")
+        clients[1].delete_bucket(Bucket="shared")
+    finally:
+        cluster.stop()
