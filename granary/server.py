@@ -299,10 +299,11 @@ class Node:
             ("metadata disk", metadata_dir),
             *(("data disk", Path(d.path)) for d in config.data_dirs if not d.read_only),
         ]
+        self.multipart = Multipart(self.objects)
         services = S3Services(
             self.access,
             self.objects,
-            Multipart(self.objects),
+            self.multipart,
             self.executor,
             settings,
             full_disk=lambda: full_disk(disks),
@@ -356,6 +357,21 @@ class Node:
                 log.info("aborted %d upload(s) interrupted by the last stop", recovered)
             return
         log.error("interrupted uploads not recovered: too few nodes answered")
+
+    async def _index_legacy_uploads(self) -> None:
+        """List the uploads created before the upload index, once a quorum can be reached."""
+        for attempt in range(60):
+            if self.layout.current.version == 0:
+                return
+            try:
+                indexed = await self.multipart.index_legacy_uploads()
+            except QuorumError:
+                await asyncio.sleep(min(0.5 * (attempt + 1), 5.0))
+                continue
+            if indexed:
+                log.info("indexed %d multipart upload(s) created before the upload index", indexed)
+            return
+        log.error("multipart uploads created before the upload index not indexed: no quorum")
 
     async def _default_key_when_laid_out(self) -> None:
         """Create the default key now if a standalone node can, else in the background.
@@ -450,6 +466,7 @@ class Node:
         ]
         if not runs_standalone(self.config):
             self._tasks.append(asyncio.ensure_future(self._recover_uploads(interrupted)))
+        self._tasks.append(asyncio.ensure_future(self._index_legacy_uploads()))
         if self.default_key:
             await self._default_key_when_laid_out()
         host, port = parse_host_port(config.s3_api.api_bind_addr, what="s3_api.api_bind_addr")

@@ -453,8 +453,10 @@ class Access:
         return entry if entry is not None and entry.params is not None else None
 
     async def bucket_is_empty(self, bucket_id: bytes) -> bool:
+        """No object, and no multipart upload in progress (S3 refuses to delete either)."""
         found = await self.model.objects.get_range(bucket_id, filter="data", limit=1)
-        return not found
+        uploads = await self.model.upload_index.get_range(bucket_id, filter="in_progress", limit=1)
+        return not found and not uploads
 
     async def delete_bucket(self, name: str) -> None:
         """Delete an empty bucket, never one a racing write put an object into.

@@ -1,13 +1,20 @@
 """The multipart-upload table: the parts uploaded so far for one upload id.
 
 The row also keeps the headers given at creation (content type, user
-metadata, checksum algorithm): the object row's Uploading version is not a
-safe home for them, as a newer version of the key may replace it.
+metadata, checksum algorithm).
 
-Each uploaded part is its own version (its own block list). A part number
-uploaded twice keeps both entries, ordered by timestamp; completion uses the
-newest. Deleting the upload (complete or abort) releases every part version;
-a completed object keeps its blocks through its own block_ref rows.
+Each uploaded part is its own version (its own block list). The row keeps
+one upload per part number: the one recorded last, as S3 does ("the
+previously uploaded part is overwritten"), even if it started first (a
+resent part whose first upload finishes last). `MpuPart.timestamp` is
+therefore the time the part was recorded, not the time it started. The
+upload that loses a merge is released (its version tombstoned), so a part
+uploaded a thousand times costs one entry and keeps one copy of its data.
+
+Deleting the upload (complete or abort) releases every part version; a
+completed object keeps its blocks through its own block_ref rows. The
+deletion also ends the upload's listing in the upload index (a queued
+insert, so it survives a crash between the two writes).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from granary.model.mpu_index import UploadIndexEntry, index_tombstone
 from granary.model.version import VersionRow, tombstone
 from granary.table.schema import TableSchema
 
@@ -32,6 +40,15 @@ class MpuPart(msgspec.Struct, array_like=True, frozen=True):
     size: int
     checksum: str | None = None
 
+    @property
+    def precedence(self) -> tuple[int, bytes, bytes]:
+        """Of two uploads of a part number the greater wins: recorded last, then a fixed order."""
+        return (self.timestamp, self.version, msgspec.msgpack.encode(self))
+
+
+def _winner(a: MpuPart, b: MpuPart) -> MpuPart:
+    return a if a.precedence >= b.precedence else b
+
 
 class MultipartUpload(msgspec.Struct, array_like=True, frozen=True):
     upload_id: bytes
@@ -41,30 +58,44 @@ class MultipartUpload(msgspec.Struct, array_like=True, frozen=True):
     deleted: bool = False
     parts: list[MpuPart] = []
     headers: list[tuple[str, str]] = []
+    listed_in_object_row: bool = True
+    """Whether the object row carries an Uploading version for this upload.
+
+    Rows written before the upload index (which lack the field) do: aborting
+    such an upload marks that version Aborted so the row lets it go. Uploads
+    created since are only listed in the index and leave the object row alone.
+    """
 
     def merge(self, other: MultipartUpload) -> MultipartUpload:
-        by_position = {(p.part_number, p.timestamp, p.version): p for p in self.parts}
+        latest = self.latest_parts()
         for part in other.parts:
-            position = (part.part_number, part.timestamp, part.version)
-            mine = by_position.get(position)
-            if mine is None or msgspec.msgpack.encode(part) > msgspec.msgpack.encode(mine):
-                by_position[position] = part
+            mine = latest.get(part.part_number)
+            latest[part.part_number] = part if mine is None else _winner(mine, part)
         return MultipartUpload(
             upload_id=self.upload_id,
             timestamp=max(self.timestamp, other.timestamp),
             bucket_id=max(self.bucket_id, other.bucket_id),
             key=max(self.key, other.key),
             deleted=self.deleted or other.deleted,
-            parts=[by_position[p] for p in sorted(by_position)],
+            parts=[latest[number] for number in sorted(latest)],
             headers=max(self.headers, other.headers),
+            listed_in_object_row=self.listed_in_object_row and other.listed_in_object_row,
         )
 
     def latest_parts(self) -> dict[int, MpuPart]:
-        """The newest upload of each part number."""
+        """The winning upload of each part number.
+
+        A row written before parts were replaced in the merge may still hold
+        several uploads of one number; the next merge drops the losers.
+        """
         latest: dict[int, MpuPart] = {}
         for part in self.parts:
-            latest[part.part_number] = part
+            mine = latest.get(part.part_number)
+            latest[part.part_number] = part if mine is None else _winner(mine, part)
         return latest
+
+    def index_entry(self) -> UploadIndexEntry:
+        return UploadIndexEntry(self.bucket_id, self.key, self.upload_id, self.timestamp)
 
 
 class MpuTable(TableSchema[MultipartUpload]):
@@ -73,6 +104,7 @@ class MpuTable(TableSchema[MultipartUpload]):
 
     def __init__(self) -> None:
         self.versions: Table[VersionRow] | None = None
+        self.index: Table[UploadIndexEntry] | None = None
 
     def partition_key(self, entry: MultipartUpload) -> bytes:
         return entry.upload_id
@@ -90,10 +122,21 @@ class MpuTable(TableSchema[MultipartUpload]):
         new: MultipartUpload,
         incoming: MultipartUpload,
     ) -> None:
-        if not new.deleted:
-            return
-        released = {p.version for p in new.parts}
-        if old is not None and old.deleted:
-            released -= {p.version for p in old.parts}
+        """Release the part uploads this merge replaced, or all of them on deletion.
+
+        The candidates include `incoming`'s parts: an upload that lost the
+        merge at once (recorded after a newer one) is released too.
+        """
+        was_deleted = old is not None and old.deleted
+        before = {p.version for p in old.parts} if old is not None else set()
+        seen = before | {p.version for p in incoming.parts}
+        if was_deleted:
+            released = seen - before
+        elif new.deleted:
+            released = seen
+        else:
+            released = seen - {p.version for p in new.parts}
         for version in released:
             self.versions.queue_insert(tx, tombstone(version))
+        if new.deleted and not was_deleted:
+            self.index.queue_insert(tx, index_tombstone(new.bucket_id, new.key, new.upload_id))

@@ -1,9 +1,14 @@
 """Multipart uploads: create, add parts, complete and abort.
 
-While the upload runs, the object row carries an Uploading version under the
-upload id so ListMultipartUploads can find it by key. Completing writes a
-new version (with a fresh uuid) whose blocks are the chosen parts' blocks;
-the object's metadata remembers the upload id.
+While the upload runs, the upload index (model/mpu_index.py) lists it; the
+object row does not know about it, so any number of open uploads of a key
+costs nothing to reads and writes of that key. Completing writes a new
+version (with a fresh uuid) whose blocks are the chosen parts' blocks; the
+object's metadata remembers the upload id.
+
+Uploads created by earlier versions were listed through an Uploading
+version in the object row instead; `index_legacy_uploads` indexes those
+that are still open, and aborting one still marks that version Aborted.
 """
 
 from __future__ import annotations
@@ -12,17 +17,12 @@ from msgspec.structs import replace
 
 from granary.model.access import BucketGone
 from granary.model.mpu import MpuPart, MultipartUpload
-from granary.model.object import (
-    ABORTED,
-    UPLOADING,
-    Object,
-    ObjectMeta,
-    ObjectVersion,
-)
-from granary.model.objects import Objects, Upload, new_uuid
+from granary.model.mpu_index import UploadIndexEntry, index_tombstone, new_upload_id
+from granary.model.object import ABORTED, Object, ObjectMeta, ObjectVersion
+from granary.model.objects import Objects, Upload
 from granary.model.version import VersionBlock
 from granary.util.locks import KeyedLocks
-from granary.util.time import now_ms
+from granary.util.time import next_timestamp, now_ms
 
 
 class Multipart:
@@ -30,27 +30,42 @@ class Multipart:
         self.objects = objects
         self.model = objects.model
         self._locks = KeyedLocks()
+        self._last_created: int | None = None
+        """Creation times only go up on a node, so its uploads list in creation order."""
 
     async def create(
         self, bucket_id: bytes, key: str, headers: list[tuple[str, str]]
     ) -> MultipartUpload:
-        upload_id = new_uuid()
-        listed = await self.objects.write_version(
-            bucket_id, key, lambda ts: ObjectVersion(upload_id, ts, UPLOADING, multipart=True)
-        )
+        """Write the upload's row, then list it.
+
+        In that order a listed upload always has a row to abort; a crash
+        between the two leaves an unlisted row without parts (the client
+        never learnt its id, so no part can be added to it).
+        """
+        timestamp = self._last_created = next_timestamp(self._last_created)
         upload = MultipartUpload(
-            upload_id=upload_id,
-            timestamp=listed.timestamp,
+            upload_id=new_upload_id(timestamp),
+            timestamp=timestamp,
             bucket_id=bucket_id,
             key=key,
             headers=headers,
+            listed_in_object_row=False,
         )
         await self.model.uploads.insert(upload)
+        await self.model.upload_index.insert(upload.index_entry())
         return upload
 
     async def get(self, upload_id: bytes) -> MultipartUpload | None:
         upload = await self.model.uploads.get(upload_id, b"")
         return None if upload is None or upload.deleted else upload
+
+    async def list_uploads(
+        self, bucket_id: bytes, start: bytes | None, limit: int
+    ) -> list[UploadIndexEntry]:
+        """The uploads in progress in a bucket from index sort key `start` on, in S3's order."""
+        return await self.model.upload_index.get_range(
+            bucket_id, start, filter="in_progress", limit=limit
+        )
 
     async def begin_part(self, upload: MultipartUpload) -> Upload:
         return await self.objects.begin_part(
@@ -66,12 +81,17 @@ class Multipart:
         size: int,
         checksum: str | None,
     ) -> None:
-        entry = MpuPart(part_number, part.timestamp, part.uuid, etag, size, checksum)
-        await self.model.uploads.insert(
-            MultipartUpload(
-                upload.upload_id, upload.timestamp, upload.bucket_id, upload.key, parts=[entry]
-            )
-        )
+        """Make `part` the upload's part `part_number`, replacing any earlier upload of it.
+
+        The part is stamped with the time it is recorded, above the part it
+        replaces as `upload` was read: of two uploads of a part number, the
+        one that finishes last wins, whichever started first (S3's rule).
+        The replaced upload's blocks are released by the upload table's merge.
+        """
+        previous = upload.latest_parts().get(part_number)
+        timestamp = next_timestamp(None if previous is None else previous.timestamp)
+        entry = MpuPart(part_number, timestamp, part.uuid, etag, size, checksum)
+        await self.model.uploads.insert(replace(upload, parts=[entry], headers=[]))
         await part.finish_part()
 
     async def complete(
@@ -105,24 +125,49 @@ class Multipart:
             except BaseException:
                 await final.abort()
                 raise
-            await self.model.uploads.insert(self._deleted(upload))
+            await self._end(upload)
             return version
 
     async def abort(self, upload: MultipartUpload) -> None:
         async with self._locks.hold(upload.upload_id):
             if await self.get(upload.upload_id) is None:
                 return
-            await self.model.uploads.insert(self._deleted(upload))
-            await self.model.objects.insert(
-                Object(
-                    upload.bucket_id,
-                    upload.key,
-                    [ObjectVersion(upload.upload_id, upload.timestamp, ABORTED, multipart=True)],
-                )
-            )
+            await self._end(upload)
+            if upload.listed_in_object_row:
+                await self._unlist_from_object_row(upload)
 
-    @staticmethod
-    def _deleted(upload: MultipartUpload) -> MultipartUpload:
-        return MultipartUpload(
-            upload.upload_id, upload.timestamp, upload.bucket_id, upload.key, deleted=True
+    async def _end(self, upload: MultipartUpload) -> None:
+        """Delete the upload's row (releasing its parts), then unlist it.
+
+        The row's deletion also queues the index tombstone (see
+        `MpuTable.updated`), which survives a crash; writing it here as well
+        means the upload is no longer listed once the request answers.
+        """
+        await self.model.uploads.insert(replace(upload, deleted=True, parts=[], headers=[]))
+        await self.model.upload_index.insert(
+            index_tombstone(upload.bucket_id, upload.key, upload.upload_id)
         )
+
+    async def _unlist_from_object_row(self, upload: MultipartUpload) -> None:
+        """Mark a 0.3 upload's Uploading version Aborted, so its object row lets it go."""
+        aborted = ObjectVersion(upload.upload_id, upload.timestamp, ABORTED, multipart=True)
+        await self.model.objects.insert(Object(upload.bucket_id, upload.key, [aborted]))
+
+    async def index_legacy_uploads(self) -> int:
+        """List the open uploads this node holds that were created before the index.
+
+        Such an upload was listed through the object row only, where a later
+        write of its key hid it; indexing it makes it listable (and abortable
+        from the listing) again. Every replica indexes the rows it holds,
+        which the index's merge makes harmless; an upload ended meanwhile
+        stays ended, as the index tombstone wins the merge.
+        """
+        table = self.model.uploads
+        legacy = [
+            upload.index_entry()
+            for upload in (table.decode(raw) for _, raw in table.tree.range())
+            if upload.listed_in_object_row and not upload.deleted
+        ]
+        if legacy:
+            await self.model.upload_index.insert_many(legacy)
+        return len(legacy)

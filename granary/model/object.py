@@ -3,10 +3,9 @@
 A version goes Uploading -> Aborted or Uploading -> Complete (the later state
 wins a merge). After a merge every version older than the newest Complete one
 is dropped, so a row converges to "the current value plus the uploads still
-running". A multipart upload is listed through its row only until a newer
-version of the key completes; it can still be completed after that, since its
-parts live in the multipart table. A deletion is a Complete version whose data
-is a delete marker.
+running". Multipart uploads are not in the row (model/mpu_index.py lists
+them), except the Uploading versions rows written by 0.3 still carry. A
+deletion is a Complete version whose data is a delete marker.
 
 An upload completes under a fresh timestamp (its Uploading entry, older, is
 then dropped): of two concurrent writes, the one that finishes last wins, as
@@ -72,10 +71,6 @@ class ObjectVersion(msgspec.Struct, array_like=True, frozen=True):
         return self.state == COMPLETE and self.kind != DELETE_MARKER
 
     @property
-    def is_uploading(self) -> bool:
-        return self.state == UPLOADING
-
-    @property
     def data_meta(self) -> ObjectMeta:
         """`meta` of a version holding data (`is_data`), which always has it."""
         if self.meta is None:
@@ -122,14 +117,10 @@ def _exists(entry: Object) -> bool:
     return entry.current() is not None
 
 
-def _has_multipart_upload(entry: Object) -> bool:
-    return any(v.is_uploading and v.multipart for v in entry.versions)
-
-
 class ObjectTable(TableSchema[Object]):
     name = "object"
     entry_type = Object
-    filters = {"data": _exists, "uploads": _has_multipart_upload}
+    filters = {"data": _exists}
     versions: Table[VersionRow]
     """The version table, set by ModelStore once it is built."""
 

@@ -172,12 +172,9 @@ class Objects:
                 return blocks
             start = self.model.versions.schema.sort_key(page[-1]) + b"\x00"
 
-    async def list(
-        self, bucket_id: bytes, start: bytes | None, limit: int, *, uploads: bool = False
-    ) -> list[Object]:
-        """Objects from `start` on that exist (or, with `uploads`, have a multipart upload)."""
-        filter_name = "uploads" if uploads else "data"
-        return await self.model.objects.get_range(bucket_id, start, filter=filter_name, limit=limit)
+    async def list(self, bucket_id: bytes, start: bytes | None, limit: int) -> list[Object]:
+        """Objects from `start` on that exist."""
+        return await self.model.objects.get_range(bucket_id, start, filter="data", limit=limit)
 
     async def stream_blocks(
         self, blocks: Sequence[VersionBlock], start: int, end: int

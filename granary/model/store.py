@@ -16,6 +16,7 @@ from granary.model.buckets import (
     KeyTable,
 )
 from granary.model.mpu import MpuTable, MultipartUpload
+from granary.model.mpu_index import UploadIndexEntry, UploadIndexTable
 from granary.model.object import Object, ObjectTable
 from granary.model.version import VersionRow, VersionTable
 from granary.table.replication import Replication
@@ -51,9 +52,11 @@ class Model:
         version_schema.table = self.versions
         self.block_refs: Table[BlockRef] = table(block_ref_schema)
         self.uploads: Table[MultipartUpload] = table(mpu_schema)
+        self.upload_index: Table[UploadIndexEntry] = table(UploadIndexTable())
         object_schema.versions = self.versions
         version_schema.block_refs = self.block_refs
         mpu_schema.versions = self.versions
+        mpu_schema.index = self.upload_index
 
     @property
     def tables(self) -> list[Table]:
@@ -65,4 +68,5 @@ class Model:
             self.versions,
             self.block_refs,
             self.uploads,
+            self.upload_index,
         ]

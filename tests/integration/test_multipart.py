@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import os
 import zlib
 from collections.abc import Callable
 
 import pytest
 from botocore.exceptions import ClientError
+from conftest import (
+    block_files,
+    signed_request_headers,
+    start_cluster,
+    start_configured,
+    wait_until,
+)
 
 MIB = 1 << 20
 PART_SIZES = [5 * MIB, 5 * MIB, MIB + 3]
@@ -275,8 +283,17 @@ def test_parts_out_of_order(client, bucket, key, small_parts):
         400,
         "InvalidPartOrder",
     )
-    repeated = [parts[0], parts[0]]
-    assert complete_error(client, bucket, key, upload_id, repeated)[1] == "InvalidPartOrder"
+    backwards = [parts[2], parts[2], parts[1]]
+    assert complete_error(client, bucket, key, upload_id, backwards)[1] == "InvalidPartOrder"
+
+
+def test_a_repeated_part_number_stands_for_its_last_entry(client, bucket, key, small_parts):
+    """As in S3: a client that re-sent a part lists each answer it got; the last counts."""
+    upload_id, parts = small_parts
+    stale = {"PartNumber": 3, "ETag": quoted_md5(b"an earlier upload of part 3")}
+    assert complete_error(client, bucket, key, upload_id, [parts[2], stale])[1] == "InvalidPart"
+    complete(client, bucket, key, upload_id, [stale, parts[2], parts[2]])
+    assert read(client, bucket, key) == b"p3"
 
 
 def test_wrong_etag_or_missing_part(client, bucket, key, small_parts):
@@ -706,16 +723,18 @@ def test_delete_during_upload_does_not_cancel_it(client, bucket, key):
     assert read(client, bucket, key) == b"after"
 
 
-def test_upload_is_listed_until_the_key_is_overwritten(client, bucket, key):
-    """As in Garage, an upload is listed through its key's row: a newer write of
-    the key hides it from ListMultipartUploads (the row merge stays a CRDT), but
-    the upload itself still completes (see the tests above)."""
+def test_upload_is_listed_until_completed_or_aborted(client, bucket, key):
+    """A newer write of the key does not hide the upload from ListMultipartUploads."""
     upload_id = create(client, bucket, key)
-    uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
-    assert [u["UploadId"] for u in uploads] == [upload_id]
     client.put_object(Bucket=bucket, Key=key, Body=b"during")
-    assert client.list_parts(Bucket=bucket, Key=key, UploadId=upload_id)["UploadId"] == upload_id
+    client.delete_object(Bucket=bucket, Key=key)
+    client.put_object(Bucket=bucket, Key=key, Body=b"after")
+    uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert [(u["Key"], u["UploadId"]) for u in uploads] == [(key, upload_id)]
+    parts = upload_parts(client, bucket, key, upload_id, {1: b"multipart"})
+    complete(client, bucket, key, upload_id, parts)
     assert "Uploads" not in client.list_multipart_uploads(Bucket=bucket)
+    assert read(client, bucket, key) == b"multipart"
 
 
 def test_newer_plain_put_after_complete_wins(client, bucket, key):
@@ -725,3 +744,185 @@ def test_newer_plain_put_after_complete_wins(client, bucket, key):
     client.put_object(Bucket=bucket, Key=key, Body=b"plain")
     assert read(client, bucket, key) == b"plain"
     assert client.head_object(Bucket=bucket, Key=key)["ETag"] == quoted_md5(b"plain")
+
+
+# ---- uploads hidden by a write of their key, re-uploaded parts: nothing leaks ------
+
+
+def test_an_overwritten_key_does_not_hide_its_upload_nor_leak_its_parts(own_server):
+    """The upload stays listed after a PUT of its key, DeleteBucket refuses the bucket
+    (BucketNotEmpty) while it runs, and aborting it frees its part's blocks."""
+    s3 = start_configured(own_server, block_gc_delay_secs=0)
+    s3.create_bucket(Bucket="hidden")
+    upload_id = create(s3, "hidden", "k")
+    upload_parts(s3, "hidden", "k", upload_id, {1: os.urandom(6 * MIB)})
+    s3.put_object(Bucket="hidden", Key="k", Body=b"plain")
+    uploads = s3.list_multipart_uploads(Bucket="hidden").get("Uploads", [])
+    assert [(u["Key"], u["UploadId"]) for u in uploads] == [("k", upload_id)]
+
+    s3.delete_object(Bucket="hidden", Key="k")
+    assert error_of(s3.delete_bucket, Bucket="hidden") == (409, "BucketNotEmpty")
+    assert block_files(own_server.data_dir)
+
+    s3.abort_multipart_upload(Bucket="hidden", Key="k", UploadId=upload_id)
+    assert "Uploads" not in s3.list_multipart_uploads(Bucket="hidden")
+    s3.delete_bucket(Bucket="hidden")
+    wait_until(lambda: not block_files(own_server.data_dir), what="the part's blocks collected")
+
+
+def test_a_reuploaded_part_releases_the_previous_upload(own_server):
+    s3 = start_configured(own_server, block_gc_delay_secs=0)
+    s3.create_bucket(Bucket="again")
+    upload_id = create(s3, "again", "k")
+    upload_parts(s3, "again", "k", upload_id, {1: os.urandom(6 * MIB)})
+    one_part = len(block_files(own_server.data_dir))
+    for _ in range(3):
+        last = os.urandom(6 * MIB)
+        parts = upload_parts(s3, "again", "k", upload_id, {1: last})
+    wait_until(
+        lambda: len(block_files(own_server.data_dir)) == one_part,
+        what="the replaced uploads' blocks collected",
+    )
+    listed = s3.list_parts(Bucket="again", Key="k", UploadId=upload_id)["Parts"]
+    assert [(p["PartNumber"], p["ETag"]) for p in listed] == [(1, parts[0]["ETag"])]
+    complete(s3, "again", "k", upload_id, parts)
+    assert read(s3, "again", "k") == last
+
+
+# ---- a part re-sent while its first upload still runs ------------------------------
+
+
+def start_part_upload(server, bucket, key, upload_id, body: bytes, sent: int):
+    """Start an UploadPart of part 1 that sends the first `sent` bytes of `body` only."""
+    path = f"/{bucket}/{key}?partNumber=1&uploadId={upload_id}"
+    headers = signed_request_headers("PUT", f"{server.endpoint}{path}", body=body)
+    connection = http.client.HTTPConnection("127.0.0.1", server.s3_port, timeout=30)
+    connection.putrequest("PUT", path, skip_host=True, skip_accept_encoding=True)
+    for name, value in {**headers, "Content-Length": str(len(body))}.items():
+        connection.putheader(name, value)
+    connection.endheaders()
+    connection.send(body[:sent])
+    return connection
+
+
+def test_the_part_upload_that_finishes_last_wins(server, client, bucket, key):
+    """The first upload of part 1 starts, the resent one starts and finishes, then the
+    first finishes: it is part 1 (its data, its ETag), as in S3."""
+    upload_id = create(client, bucket, key)
+    first_body, resent_body = b"A" * 8, b"B" * 8
+    first = start_part_upload(server, bucket, key, upload_id, first_body, 4)
+    resent = upload_parts(client, bucket, key, upload_id, {1: resent_body})
+    first.send(first_body[4:])
+    answer = first.getresponse()
+    assert answer.status == 200, answer.read()
+    first_etag = answer.getheader("etag")
+    first.close()
+    assert first_etag == quoted_md5(first_body)
+
+    listed = client.list_parts(Bucket=bucket, Key=key, UploadId=upload_id)["Parts"]
+    assert [p["ETag"] for p in listed] == [first_etag]
+    parts = [resent[0], {"PartNumber": 1, "ETag": first_etag}]
+    complete(client, bucket, key, upload_id, parts)
+    assert read(client, bucket, key) == first_body
+
+
+class BodyWithHook:
+    """A file-like body (s3-tests' FakeWriteFile): each read that delivers its last
+    bytes calls `hook` first, so the last read of the upload's send waits for it."""
+
+    def __init__(self, data: bytes, hook: Callable[[], None] = lambda: None) -> None:
+        self.data = data
+        self.offset = 0
+        self.hook = hook
+
+    def read(self, size: int | None = -1) -> bytes:
+        end = len(self.data) if size is None or size < 0 else self.offset + size
+        chunk = self.data[self.offset : end]
+        self.offset += len(chunk)
+        if chunk and self.offset == len(self.data):
+            self.hook()
+        return chunk
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.offset = {0: offset, 1: self.offset + offset, 2: len(self.data) + offset}[whence]
+        return self.offset
+
+    def tell(self) -> int:
+        return self.offset
+
+
+def test_multipart_resend_first_finishes_last(client, bucket):
+    """ceph s3-tests test_multipart_resend_first_finishes_last, with boto3 as there:
+    part 1 is re-sent from inside the last read of its first upload's body."""
+    key = "mymultipart"
+    upload_id = create(client, bucket, key)
+    reads: list[int] = []
+    dry_run = BodyWithHook(b"C" * 8, lambda: reads.append(1))
+    answer = client.upload_part(
+        Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=dry_run
+    )
+    complete(client, bucket, key, upload_id, [{"ETag": answer["ETag"], "PartNumber": 1}])
+    client.delete_object(Bucket=bucket, Key=key)
+
+    parts: list[dict] = []
+    upload_id = create(client, bucket, key)
+    seen = []
+
+    def on_read() -> None:
+        seen.append(1)
+        if len(seen) != len(reads):
+            return
+        resent = client.upload_part(
+            Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=BodyWithHook(b"B" * 8)
+        )
+        parts.append({"ETag": resent["ETag"], "PartNumber": 1})
+
+    first = BodyWithHook(b"A" * 8, on_read)
+    answer = client.upload_part(
+        Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=first
+    )
+    parts.append({"ETag": answer["ETag"], "PartNumber": 1})
+    assert len(parts) == 2
+    complete(client, bucket, key, upload_id, parts)
+    assert read(client, bucket, key) == b"A" * 8
+
+
+# ---- listing many uploads of one key --------------------------------------------------
+
+
+def test_uploads_of_one_key_page_by_upload_id_marker(client, bucket, key):
+    created = [create(client, bucket, key) for _ in range(5)]
+    other = create(client, bucket, key + "/after")
+    paginator = client.get_paginator("list_multipart_uploads")
+    pages = list(paginator.paginate(Bucket=bucket, PaginationConfig={"PageSize": 2}))
+    assert [len(page["Uploads"]) for page in pages] == [2, 2, 2]
+    for page in pages[:-1]:
+        assert page["IsTruncated"]
+        assert page["NextKeyMarker"] == page["Uploads"][-1]["Key"]
+        assert page["NextUploadIdMarker"] == page["Uploads"][-1]["UploadId"]
+    listed = [(u["Key"], u["UploadId"]) for page in pages for u in page["Uploads"]]
+    assert listed == [*((key, u) for u in created), (key + "/after", other)]
+    after_key = client.list_multipart_uploads(Bucket=bucket, KeyMarker=key)
+    assert [u["UploadId"] for u in after_key["Uploads"]] == [other]
+    for upload_key, upload_id in listed:
+        client.abort_multipart_upload(Bucket=bucket, Key=upload_key, UploadId=upload_id)
+
+
+def test_uploads_are_listed_and_block_bucket_deletion_on_every_node(tmp_path):
+    """The upload index is a replicated table like the others."""
+    cluster = start_cluster(tmp_path, 3, ["dc1", "dc2", "dc3"])
+    try:
+        clients = [node.client() for node in cluster.nodes]
+        clients[0].create_bucket(Bucket="shared")
+        upload_id = create(clients[0], "shared", "k")
+        clients[1].put_object(Bucket="shared", Key="k", Body=b"plain")
+        for client in clients:
+            uploads = client.list_multipart_uploads(Bucket="shared")["Uploads"]
+            assert [u["UploadId"] for u in uploads] == [upload_id]
+        clients[1].delete_object(Bucket="shared", Key="k")
+        assert error_of(clients[2].delete_bucket, Bucket="shared") == (409, "BucketNotEmpty")
+        clients[2].abort_multipart_upload(Bucket="shared", Key="k", UploadId=upload_id)
+        assert "Uploads" not in clients[0].list_multipart_uploads(Bucket="shared")
+        clients[1].delete_bucket(Bucket="shared")
+    finally:
+        cluster.stop()

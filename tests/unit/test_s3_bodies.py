@@ -92,9 +92,11 @@ def test_complete_multipart_order():
     assert error_code(parse_complete_multipart, complete_body(part(2), part(1))) == (
         "InvalidPartOrder"
     )
-    assert error_code(parse_complete_multipart, complete_body(part(1), part(1))) == (
+    assert error_code(parse_complete_multipart, complete_body(part(2), part(2), part(1))) == (
         "InvalidPartOrder"
     )
+    repeated = parse_complete_multipart(complete_body(part(1), part(1)))
+    assert [p.part_number for p in repeated] == [1, 1]
     assert [p.part_number for p in parse_complete_multipart(complete_body(part(1), part(5)))] == [
         1,
         5,

@@ -24,6 +24,7 @@ from granary.api.admin.cluster_ops import ClusterAdmin
 from granary.api.http.types import Request, Response
 from granary.api.s3.errors import S3Error
 from granary.api.s3.names import validate_bucket_name
+from granary.api.s3.numbers import parse_decimal
 from granary.layout.roles import LayoutError, ZoneRedundancy
 from granary.model.access import Access, AccessError
 from granary.model.buckets import AccessKey, Bucket, Permission
@@ -353,9 +354,10 @@ def _zone_redundancy(value: int | str) -> ZoneRedundancy:
         return value
     if value == "max":
         return "max"
-    if not value.isdigit():
+    number = parse_decimal(value, max_digits=3)
+    if number is None:
         raise AdminError(400, "zone redundancy must be a number or 'max'")
-    return int(value)
+    return number
 
 
 def _json(status: int, value: object) -> Response:

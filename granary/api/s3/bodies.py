@@ -104,8 +104,9 @@ def parse_complete_multipart(body: bytes) -> list[CompletedPart]:
 
     Raises MalformedXML for a bad or empty list or one of more than 10,000
     parts, InvalidArgument for a part number below 1, InvalidPart above
-    10,000 and InvalidPartOrder unless the numbers strictly ascend (a
-    repeated number is out of order too).
+    10,000 and InvalidPartOrder if a number goes down. A number may repeat:
+    a client that re-sent a part lists each answer it got (see
+    `choose_parts` in mpu_ops.py).
     """
     root = _root(
         body,
@@ -118,7 +119,7 @@ def parse_complete_multipart(body: bytes) -> list[CompletedPart]:
         raise S3Error("MalformedXML")
     parts = [_completed_part(node) for node in nodes]
     for previous, current in itertools.pairwise(parts):
-        if current.part_number <= previous.part_number:
+        if current.part_number < previous.part_number:
             raise S3Error("InvalidPartOrder")
     return parts
 

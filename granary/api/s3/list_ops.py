@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 from urllib.parse import quote
@@ -14,6 +13,8 @@ from granary.api.s3.context import S3Context
 from granary.api.s3.errors import S3Error
 from granary.api.s3.headers import storage_class
 from granary.api.s3.listing import Page, list_page
+from granary.api.s3.numbers import parse_decimal
+from granary.api.s3.upload_listing import upload_page
 from granary.api.s3.xml import document
 from granary.model.object import Object, ObjectVersion
 
@@ -24,16 +25,15 @@ def _max_keys(ctx: S3Context, name: str = "max-keys") -> int:
     value = ctx.query.get(name)
     if value is None:
         return DEFAULT_MAX_KEYS
-    try:
-        number = int(value)
-    except ValueError:
+    number = parse_decimal(value.removeprefix("-"))
+    if number is None:
         raise S3Error(
             "InvalidArgument",
             f"Provided {name} not an integer or within integer range",
             ArgumentName=name,
             ArgumentValue=value,
-        ) from None
-    if number < 0:
+        )
+    if value.startswith("-") and number > 0:
         raise S3Error(
             "InvalidArgument",
             f"{name} must not be negative",
@@ -57,12 +57,12 @@ def _encoder(ctx: S3Context):
     return lambda text: quote(text, safe="/")
 
 
-async def _object_page(ctx: S3Context, marker: str | None, *, uploads: bool = False) -> Page:
+async def _object_page(ctx: S3Context, marker: str | None) -> Page:
     bucket = ctx.require_bucket()
     objects = ctx.services.objects
 
     async def fetch(start: bytes | None, limit: int) -> list[tuple[str, Object]]:
-        found = await objects.list(bucket.id, start, limit, uploads=uploads)
+        found = await objects.list(bucket.id, start, limit)
         return [(entry.key, entry) for entry in found]
 
     return await list_page(
@@ -70,7 +70,7 @@ async def _object_page(ctx: S3Context, marker: str | None, *, uploads: bool = Fa
         prefix=ctx.query.get("prefix", ""),
         delimiter=ctx.query.get("delimiter") or None,
         marker=marker,
-        max_keys=_max_keys(ctx, "max-uploads" if uploads else "max-keys"),
+        max_keys=_max_keys(ctx),
     )
 
 
@@ -204,53 +204,47 @@ async def list_object_versions(ctx: S3Context) -> Response:
     return xml_response(document("ListVersionsResult", children))
 
 
-async def _live_uploads(ctx: S3Context, page: Page) -> list[tuple[str, ObjectVersion]]:
-    """The page's running multipart uploads, each still known to the upload table.
-
-    An object row may lag behind the upload table (a crash between the two
-    writes of a complete or an abort); the upload table has the last word.
-    """
-    running = [
-        (key, version)
-        for key, entry in page.items
-        for version in entry.versions
-        if version.is_uploading and version.multipart
-    ]
-    multipart = ctx.services.multipart
-    found = await asyncio.gather(*(multipart.get(version.uuid) for _, version in running))
-    return [upload for upload, row in zip(running, found, strict=True) if row is not None]
-
-
 async def list_multipart_uploads(ctx: S3Context) -> Response:
     encode = _encoder(ctx)
+    bucket_id = ctx.require_bucket().id
     key_marker = ctx.query.get("key-marker") or None
-    page = await _object_page(ctx, key_marker, uploads=True)
+    upload_id_marker = ctx.query.get("upload-id-marker") or None
+    max_uploads = _max_keys(ctx, "max-uploads")
+    multipart = ctx.services.multipart
+    page = await upload_page(
+        lambda start, limit: multipart.list_uploads(bucket_id, start, limit),
+        prefix=ctx.query.get("prefix", ""),
+        delimiter=ctx.query.get("delimiter") or None,
+        key_marker=key_marker,
+        upload_id_marker=upload_id_marker,
+        max_uploads=max_uploads,
+    )
     uploads = [
         (
             "Upload",
             [
-                ("Key", encode(key)),
-                ("UploadId", version.uuid.hex()),
+                ("Key", encode(upload.key)),
+                ("UploadId", upload.upload_id.hex()),
                 ("Initiator", [("ID", ctx.key_id), ("DisplayName", ctx.key_id)]),
                 owner_node(ctx),
                 ("StorageClass", "STANDARD"),
-                ("Initiated", format_iso8601(version.timestamp)),
+                ("Initiated", format_iso8601(upload.timestamp)),
             ],
         )
-        for key, version in await _live_uploads(ctx, page)
+        for upload in page.uploads
     ]
     children = [
         ("Bucket", ctx.bucket_name),
         ("KeyMarker", encode(key_marker or "")),
-        ("UploadIdMarker", ctx.query.get("upload-id-marker", "")),
-        ("NextKeyMarker", encode(page.last)) if page.truncated else None,
-        ("NextUploadIdMarker", "") if page.truncated else None,
+        ("UploadIdMarker", upload_id_marker or ""),
+        ("NextKeyMarker", encode(page.next_key_marker)) if page.truncated else None,
+        ("NextUploadIdMarker", page.next_upload_id_marker) if page.truncated else None,
         ("Prefix", encode(ctx.query.get("prefix", ""))),
         ("Delimiter", ctx.query.get("delimiter")),
-        ("MaxUploads", _max_keys(ctx, "max-uploads")),
+        ("MaxUploads", max_uploads),
         ("IsTruncated", page.truncated),
         ("EncodingType", ctx.query.get("encoding-type")),
         *uploads,
-        *_common(page, encode),
+        *(("CommonPrefixes", [("Prefix", encode(p))]) for p in page.prefixes),
     ]
     return xml_response(document("ListMultipartUploadsResult", children))

@@ -13,6 +13,7 @@ from granary.api.s3.context import S3Context
 from granary.api.s3.errors import S3Error
 from granary.api.s3.headers import metadata_from_request
 from granary.api.s3.names import validate_object_key
+from granary.api.s3.numbers import integer_argument, part_number_argument
 from granary.api.s3.put_ops import check_write_conditions, checksum_response_headers, receive_body
 from granary.api.s3.xml import document
 from granary.model.mpu import MpuPart, MultipartUpload
@@ -26,7 +27,6 @@ from granary.util.checksums import (
 )
 
 MIN_PART_SIZE = 5 << 20
-MAX_PARTS = 10000
 CHECKSUM_ALGORITHM_HEADER = "x-amz-checksum-algorithm"
 CHECKSUM_TYPE_HEADER = "x-amz-checksum-type"
 UPLOAD_ONLY_HEADERS = (CHECKSUM_ALGORITHM_HEADER, CHECKSUM_TYPE_HEADER)
@@ -53,15 +53,7 @@ def _upload_header(upload: MultipartUpload, name: str) -> str | None:
 
 
 def parse_part_number(ctx: S3Context) -> int:
-    value = ctx.query.get("partNumber", "")
-    if not value.isdigit() or not 1 <= int(value) <= MAX_PARTS:
-        raise S3Error(
-            "InvalidArgument",
-            "Part number must be an integer between 1 and 10000, inclusive",
-            ArgumentName="partNumber",
-            ArgumentValue=value,
-        )
-    return int(value)
+    return part_number_argument(ctx.query.get("partNumber", ""))
 
 
 async def load_upload(ctx: S3Context) -> MultipartUpload:
@@ -139,17 +131,22 @@ async def upload_part(ctx: S3Context) -> Response:
 
 
 def choose_parts(upload: MultipartUpload, requested: list) -> list[MpuPart]:
-    """Check the client's part list against the uploaded parts, as S3 does."""
+    """Check the client's part list against the uploaded parts, as S3 does.
+
+    `requested` is in part order (parse_complete_multipart checks it), but a
+    number may repeat: a client that re-sent a part lists each upload it was
+    answered for, and the last entry of a number stands for it. Its ETag
+    must be that of the part's winning upload, the one that finished last
+    (see `Multipart.record_part`); ceph's s3-tests
+    test_multipart_resend_first_finishes_last checks exactly that.
+    """
     latest = upload.latest_parts()
+    etags = {item.part_number: item.etag for item in requested}
     chosen: list[MpuPart] = []
-    previous = 0
-    for item in requested:
-        if item.part_number <= previous:
-            raise S3Error("InvalidPartOrder")
-        previous = item.part_number
-        part = latest.get(item.part_number)
-        if part is None or part.etag != item.etag.strip('"'):
-            raise S3Error("InvalidPart", PartNumber=str(item.part_number), ETag=item.etag)
+    for number, etag in etags.items():
+        part = latest.get(number)
+        if part is None or part.etag != etag.strip('"'):
+            raise S3Error("InvalidPart", PartNumber=str(number), ETag=etag)
         chosen.append(part)
     for part in chosen[:-1]:
         if part.size < MIN_PART_SIZE:
@@ -254,9 +251,8 @@ async def list_parts(ctx: S3Context) -> Response:
     upload = await load_upload(ctx)
     marker_text = ctx.query.get("part-number-marker", "0") or "0"
     max_text = ctx.query.get("max-parts", "1000") or "1000"
-    if not marker_text.isdigit() or not max_text.isdigit():
-        raise S3Error("InvalidArgument", "part-number-marker and max-parts must be integers")
-    marker, max_parts = int(marker_text), min(int(max_text), 1000)
+    marker = integer_argument(marker_text, "part-number-marker")
+    max_parts = min(integer_argument(max_text, "max-parts"), 1000)
     latest = sorted(upload.latest_parts().values(), key=lambda p: p.part_number)
     remaining = [p for p in latest if p.part_number > marker]
     shown = remaining[:max_parts]
