@@ -102,9 +102,10 @@ class MpuTable(TableSchema[MultipartUpload]):
     name = "multipart_upload"
     entry_type = MultipartUpload
 
-    def __init__(self) -> None:
-        self.versions: Table[VersionRow] | None = None
-        self.index: Table[UploadIndexEntry] | None = None
+    versions: Table[VersionRow]
+    """The version table, set by ModelStore once it is built."""
+    index: Table[UploadIndexEntry]
+    """The upload index, set by ModelStore once it is built."""
 
     def partition_key(self, entry: MultipartUpload) -> bytes:
         return entry.upload_id

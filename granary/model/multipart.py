@@ -120,7 +120,7 @@ class Multipart:
                     blocks[0].hash if blocks else None,
                 )
             except BucketGone:
-                await self.model.uploads.insert(self._deleted(upload))  # it went with its bucket
+                await self._end(upload)  # it went with its bucket
                 raise
             except BaseException:
                 await final.abort()

@@ -19,6 +19,7 @@ import pytest
 from block_fakes import FixedDistances, FixedReplication, block_managers
 
 from granary.block.holders import BlockHolders
+from granary.model.buckets import Bucket, BucketParams
 from granary.model.mpu import MpuPart, MultipartUpload
 from granary.model.mpu_index import index_sort_key
 from granary.model.multipart import Multipart
@@ -26,6 +27,7 @@ from granary.model.object import ABORTED, UPLOADING, Object, ObjectMeta, ObjectV
 from granary.model.objects import Objects
 from granary.model.store import Model
 from granary.model.version import VersionHeader
+from granary.util.crdt import Deletable, LwwMap
 
 ME = b"m" * 32
 BUCKET = b"b" * 16
@@ -68,7 +70,10 @@ def model(tmp_path: Path) -> Iterator[Model]:
             NoPeers(), BlockHolders(FixedReplication([ME])), FixedDistances([ME]), ME, gc_grace_ms=0
         )
         executor = ThreadPoolExecutor(1)
-        yield Model(blocks.db, blocks, OneNode(), OneNode(), ME, executor)
+        model = Model(blocks.db, blocks, OneNode(), OneNode(), ME, executor)
+        live = Bucket(BUCKET, Deletable(deleted=False, value=BucketParams(0, LwwMap())))
+        asyncio.run(model.buckets.local_merge([live]))  # writes check that their bucket lives
+        yield model
         executor.shutdown()
 
 
