@@ -187,8 +187,9 @@ class Access:
         return self.get_bucket(bucket.id)
 
     async def bucket_is_empty(self, bucket_id: bytes) -> bool:
-        found = await self.model.objects.get_range(bucket_id, filter="data", limit=1)
-        return not found
+        async for _ in self.model.objects.range_entries(bucket_id, filter="data"):
+            return False
+        return True
 
     async def delete_bucket(self, name: str) -> None:
         bucket = self.resolve_bucket(name)
