@@ -7,6 +7,7 @@ their rows, so authorising a request costs no network round trip.
 from __future__ import annotations
 
 import secrets
+from contextlib import aclosing
 
 from msgspec.structs import replace
 
@@ -187,8 +188,9 @@ class Access:
         return self.get_bucket(bucket.id)
 
     async def bucket_is_empty(self, bucket_id: bytes) -> bool:
-        async for _ in self.model.objects.range_entries(bucket_id, filter="data"):
-            return False
+        async with aclosing(self.model.objects.range_entries(bucket_id, filter="data")) as found:
+            async for _ in found:
+                return False
         return True
 
     async def delete_bucket(self, name: str) -> None:
