@@ -107,8 +107,8 @@ class TableRpc:
                 entry = table.local_get(pk, sk)
                 return None if entry is None else table.encode(entry)
             case ScanRows(pk=pk, start=start, filter=name, limit=limit):
-                rows, horizon = table.local_scan(pk, start, name, limit)
-                return ScannedRows([raw for raw, _ in rows], horizon)
+                scanned, horizon = table.local_scan(pk, start, name, limit)
+                return ScannedRows([raw for raw, _ in scanned], horizon)
             case PartitionDigests():
                 return merkle.partition_digests()
             case BucketDigests(partition=partition):

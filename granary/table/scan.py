@@ -23,7 +23,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-E = TypeVar("E")
+from granary.table.schema import Entry
+
+E = TypeVar("E", bound=Entry)
 
 SCAN_ROWS = 1000
 SCAN_BYTES = 1 << 20

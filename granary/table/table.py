@@ -31,10 +31,10 @@ from granary.table.merkle import MerkleIndex
 from granary.table.quorum import QuorumError, call_nearest
 from granary.table.replication import Replication, call_write_sets
 from granary.table.scan import RangePage, ReplicaScan, ScanBounds, merge_scans, scan_bounded
-from granary.table.schema import TableSchema
+from granary.table.schema import Entry, TableSchema
 from granary.util.waits import sleep_until
 
-E = TypeVar("E")
+E = TypeVar("E", bound=Entry)
 log = logging.getLogger("granary.table")
 
 QUEUE_BATCH = 256

@@ -82,8 +82,9 @@ async def list_page(
     marker_bytes = marker.encode() if marker is not None else None
     if max_keys <= 0:
         return page
-    inside = marker is not None and marker.startswith(prefix)
-    returned = _common_prefix(marker, prefix, delimiter) if inside else None
+    returned = None
+    if marker is not None and marker.startswith(prefix):
+        returned = _common_prefix(marker, prefix, delimiter)
     if returned is not None:
         # The marker lies in a common prefix an earlier page returned: skip it whole.
         position = past_prefix(returned)
