@@ -115,6 +115,7 @@ async def run(endpoints: list[str], credentials: tuple[str, str], args) -> list[
             for operation in ("ListObjectsV2", "ListMultipartUploads"):
                 result = await time_pages(clients[0], operation, args.pages)
                 rows.append({"objects": count, **result, "fill_put_per_s": rate})
+                print(render(rows[-1:]).splitlines()[-1], flush=True)
     finally:
         for client in clients:
             await client.close()
