@@ -81,6 +81,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable
+from contextlib import aclosing
 
 from msgspec.structs import replace
 
@@ -453,10 +454,16 @@ class Access:
         return entry if entry is not None and entry.params is not None else None
 
     async def bucket_is_empty(self, bucket_id: bytes) -> bool:
-        """No object, and no multipart upload in progress (S3 refuses to delete either)."""
-        found = await self.model.objects.get_range(bucket_id, filter="data", limit=1)
-        uploads = await self.model.upload_index.get_range(bucket_id, filter="in_progress", limit=1)
-        return not found and not uploads
+        """No object, and no multipart upload in progress (S3 refuses to delete either).
+
+        Each table read is bounded; the walk goes on past delete markers until
+        it finds an object or the end of the bucket.
+        """
+        for table, name in ((self.model.objects, "data"), (self.model.upload_index, "in_progress")):
+            async with aclosing(table.range_entries(bucket_id, filter=name)) as found:
+                async for _ in found:
+                    return False
+        return True
 
     async def delete_bucket(self, name: str) -> None:
         """Delete an empty bucket, never one a racing write put an object into.

@@ -21,6 +21,7 @@ from granary.model.mpu_index import UploadIndexEntry, index_tombstone, new_uploa
 from granary.model.object import ABORTED, Object, ObjectMeta, ObjectVersion
 from granary.model.objects import Objects, Upload
 from granary.model.version import VersionBlock
+from granary.table.scan import RangePage
 from granary.util.locks import KeyedLocks
 from granary.util.time import next_timestamp, now_ms
 
@@ -61,8 +62,12 @@ class Multipart:
 
     async def list_uploads(
         self, bucket_id: bytes, start: bytes | None, limit: int
-    ) -> list[UploadIndexEntry]:
-        """The uploads in progress in a bucket from index sort key `start` on, in S3's order."""
+    ) -> RangePage[UploadIndexEntry]:
+        """The uploads in progress in a bucket from index sort key `start` on, in S3's order.
+
+        One bounded read: the page may hold fewer than `limit` uploads while
+        the index goes on (continue from `next_start`).
+        """
         return await self.model.upload_index.get_range(
             bucket_id, start, filter="in_progress", limit=limit
         )

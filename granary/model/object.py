@@ -110,7 +110,31 @@ class Object(msgspec.Struct, array_like=True, frozen=True):
         return None
 
     def is_tombstone(self) -> bool:
-        return len(self.versions) == 1 and self.versions[0].kind == DELETE_MARKER
+        """True when nothing will ever list the row: a delete marker and/or aborted uploads.
+
+        A failed PUT to a new key leaves a row holding only its Aborted
+        version. Counted as a tombstone, it is forgotten by the tombstone GC
+        (table/gc.py) once every holder of the partition has this exact row.
+        That cannot bring anything back or lose a complete version:
+        - Aborted outranks Uploading for the same (timestamp, uuid), so only an
+          Uploading copy of an aborted upload could return, and only from a
+          write older than the GC delay still in flight (the window every
+          tombstone has). A plain PUT never writes an Uploading version to
+          this table; a multipart upload's was written at its creation.
+        - A complete version gets its own, fresh timestamp when it commits
+          (and an upload whose commit started is never aborted), so it is
+          another entry: arriving after the row was forgotten it recreates
+          the row; arriving on one holder between the GC's two phases, it
+          changes that holder's row, which is then kept and anti-entropy
+          brings it back to the others.
+        - Aborted versions hold no blocks (the abort released them through
+          the version table), and a delete marker has none, so dropping the
+          row releases nothing.
+        """
+        return all(
+            v.state == ABORTED or (v.state == COMPLETE and v.kind == DELETE_MARKER)
+            for v in self.versions
+        )
 
 
 def _exists(entry: Object) -> bool:

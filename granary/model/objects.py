@@ -35,6 +35,7 @@ from granary.model.object import (
 )
 from granary.model.store import Model
 from granary.model.version import VersionBlock, tombstone
+from granary.table.scan import RangePage
 from granary.util.time import next_timestamp, now_ms
 
 log = logging.getLogger("granary.model")
@@ -163,17 +164,17 @@ class Objects:
 
     async def blocks_of(self, uuid: bytes) -> list[VersionBlock]:
         """The blocks of a version in (part, offset) order."""
-        blocks: list[VersionBlock] = []
-        start = b"\x00"
-        while True:
-            page = await self.model.versions.get_range(uuid, start, filter="blocks", limit=1000)
-            blocks.extend(row for row in page if isinstance(row, VersionBlock))
-            if len(page) < 1000:
-                return blocks
-            start = self.model.versions.schema.sort_key(page[-1]) + b"\x00"
+        return [
+            block
+            async for block in self.model.versions.range_entries(uuid, b"\x00", filter="blocks")
+        ]
 
-    async def list(self, bucket_id: bytes, start: bytes | None, limit: int) -> list[Object]:
-        """Objects from `start` on that exist."""
+    async def list(self, bucket_id: bytes, start: bytes | None, limit: int) -> RangePage[Object]:
+        """Objects from `start` on that exist.
+
+        One bounded read: the page may hold fewer than `limit` objects while
+        the bucket goes on (continue from `next_start`).
+        """
         return await self.model.objects.get_range(bucket_id, start, filter="data", limit=limit)
 
     async def stream_blocks(

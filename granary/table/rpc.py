@@ -30,6 +30,13 @@ class ScanRows(msgspec.Struct, tag="scan", array_like=True):
     limit: int
 
 
+class ScannedRows(msgspec.Struct, array_like=True):
+    """The reply to `ScanRows`, bounded by the replica's `Table.scan_bounds`."""
+
+    rows: list[bytes]
+    horizon: bytes | None
+
+
 class PartitionDigests(msgspec.Struct, tag="pdig", array_like=True):
     pass
 
@@ -100,7 +107,8 @@ class TableRpc:
                 entry = table.local_get(pk, sk)
                 return None if entry is None else table.encode(entry)
             case ScanRows(pk=pk, start=start, filter=name, limit=limit):
-                return [table.encode(e) for e in table.local_scan(pk, start, name, limit)]
+                scanned, horizon = table.local_scan(pk, start, name, limit)
+                return ScannedRows([raw for raw, _ in scanned], horizon)
             case PartitionDigests():
                 return merkle.partition_digests()
             case BucketDigests(partition=partition):
@@ -139,8 +147,12 @@ class TableRpc:
         start: bytes | None,
         filter: str | None,
         limit: int,
-    ) -> list[bytes]:
-        return await self._call(node, table, ScanRows(pk, start, filter, limit), priority=NORMAL)
+    ) -> tuple[list[bytes], bytes | None]:
+        """One replica's bounded part of a range read: its rows (stored bytes), its horizon."""
+        rows, horizon = await self._call(
+            node, table, ScanRows(pk, start, filter, limit), priority=NORMAL
+        )
+        return rows, horizon
 
     async def partition_digests(self, node: bytes, table: str) -> dict[int, bytes]:
         return await self._call(node, table, PartitionDigests(), priority=BACKGROUND)

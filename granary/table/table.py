@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Generic, Protocol, TypeVar
 
 import msgspec
@@ -30,13 +30,15 @@ from granary.table.keys import (
 from granary.table.merkle import MerkleIndex
 from granary.table.quorum import QuorumError, call_nearest
 from granary.table.replication import Replication, call_write_sets
-from granary.table.schema import TableSchema
+from granary.table.scan import RangePage, ReplicaScan, ScanBounds, merge_scans, scan_bounded
+from granary.table.schema import Entry, TableSchema
 from granary.util.waits import sleep_until
 
-E = TypeVar("E")
+E = TypeVar("E", bound=Entry)
 log = logging.getLogger("granary.table")
 
 QUEUE_BATCH = 256
+RANGE_PAGE = 1000
 
 
 class TablePeers(Protocol):
@@ -54,7 +56,7 @@ class TablePeers(Protocol):
         start: bytes | None,
         filter: str | None,
         limit: int,
-    ) -> list[bytes]: ...
+    ) -> tuple[list[bytes], bytes | None]: ...
 
 
 class Table(Generic[E]):
@@ -77,6 +79,7 @@ class Table(Generic[E]):
         self.nearest_first: Callable[[list[bytes]], list[bytes]] = list
         self.hedging: Hedging | None = None
         self.tombstone_gc = None
+        self.scan_bounds = ScanBounds()
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder = msgspec.msgpack.Decoder(schema.entry_type)
         self._queue_wakeup = asyncio.Event()
@@ -102,16 +105,22 @@ class Table(Generic[E]):
 
     def local_range(self, pk: bytes, start: bytes | None = None) -> Iterator[E]:
         """Entries of one partition key in sort-key order, from `start` on."""
+        for _, entry in self._local_rows(pk, start):
+            yield entry
+
+    def _local_rows(self, pk: bytes, start: bytes | None) -> Iterator[tuple[bytes, E]]:
+        """(stored bytes, entry) of one partition key in sort-key order, from `start` on."""
         prefix = partition_hash(pk)
         low = prefix + (encode_sort_key(start)[:SORT_KEY_INLINE] if start else b"")
         high = _prefix_end(prefix)
         rows = (
-            (key[len(prefix) :], self.decode(value)) for key, value in self.tree.range(low, high)
+            (key[len(prefix) :], (value, self.decode(value)))
+            for key, value in self.tree.range(low, high)
         )
-        for _, entry in resort_long_runs(rows, self.schema.sort_key):
+        for _, (raw, entry) in resort_long_runs(rows, lambda row: self.schema.sort_key(row[1])):
             if start is not None and self.schema.sort_key(entry) < start:
                 continue
-            yield entry
+            yield raw, entry
 
     def tx_get(self, tx: Tx, pk: bytes, sk: bytes) -> E | None:
         """One local row, read inside a write transaction (for schema hooks)."""
@@ -208,17 +217,17 @@ class Table(Generic[E]):
         *,
         filter: str | None = None,
         limit: int = 1000,
-    ) -> list[E]:
-        """Up to `limit` entries passing the schema's named `filter`, in sort-key order.
+    ) -> RangePage[E]:
+        """Up to `limit` entries from `start` on passing the schema's named `filter`.
 
-        Each replica scans until it has `limit` matches and returns every row
-        it scanned, matching or not: a row filtered out on one replica (a
-        deletion) must still override an older copy on another. Past the
-        last row of a replica that found `limit` matches, that replica said
-        nothing, so the merged answer is cut there; the caller continues from
-        its last key.
+        One bounded read (see table/scan.py): each replica of the read quorum
+        scans a bounded number of rows and bytes, and the merged answer is cut
+        at the smallest of their horizons. The page may hold fewer than
+        `limit` entries, even none, while the range goes on: continue from
+        `page.next_start` until it is None.
         """
-        keep = self._filter(filter)
+        if limit < 1:
+            raise ValueError("a range read needs a limit of at least 1")
         nodes = self.nearest_first(self.replication.read_nodes(self._partition(pk)))
         answers = await call_nearest(
             nodes,
@@ -226,27 +235,23 @@ class Table(Generic[E]):
             self.replication.read_quorum(len(nodes)),
             self.hedging,
         )
-        if len(answers) == 1:
-            return [entry for entry in answers[0] if keep(entry)]
-        key_of = self.schema.sort_key
-        merged: dict[bytes, E] = {}
-        for answer in answers:
-            for entry in answer:
-                sk = key_of(entry)
-                merged[sk] = entry if sk not in merged else merged[sk].merge(entry)
-        horizons = [key_of(answer[-1]) for answer in answers if sum(map(keep, answer)) >= limit]
-        ordered = sorted(merged)
-        if horizons:
-            ordered = [sk for sk in ordered if sk <= min(horizons)]
-        differing = {
-            key_of(entry)
-            for answer in answers
-            for entry in answer
-            if entry != merged[key_of(entry)]
-        }
-        if differing:
-            self._repair_later([merged[sk] for sk in differing])
-        return [merged[sk] for sk in ordered if keep(merged[sk])][:limit]
+        page, stale = merge_scans(answers, self.schema.sort_key, self._filter(filter), limit)
+        if stale:
+            self._repair_later(stale)
+        return page
+
+    async def range_entries(
+        self, pk: bytes, start: bytes | None = None, *, filter: str | None = None
+    ) -> AsyncIterator[E]:
+        """Every entry from `start` on passing `filter`, read one bounded page at a time."""
+        position: bytes | None = start
+        while True:
+            page = await self.get_range(pk, position, filter=filter, limit=RANGE_PAGE)
+            for entry in page.entries:
+                yield entry
+            position = page.next_start
+            if position is None:
+                return
 
     def _filter(self, name: str | None) -> Callable[[E], bool]:
         if name is None:
@@ -255,23 +260,28 @@ class Table(Generic[E]):
 
     async def _scan_on(
         self, node: bytes, pk: bytes, start: bytes | None, filter: str | None, limit: int
-    ) -> list[E]:
+    ) -> ReplicaScan[E]:
         if node == self.local_node:
-            return self.local_scan(pk, start, filter, limit)
-        raws = await self._require_peers().scan(node, self.name, pk, start, filter, limit)
-        return [self.decode(raw) for raw in raws]
+            rows, horizon = self.local_scan(pk, start, filter, limit)
+            return ReplicaScan([entry for _, entry in rows], horizon)
+        raws, horizon = await self._require_peers().scan(node, self.name, pk, start, filter, limit)
+        return ReplicaScan([self.decode(raw) for raw in raws], horizon)
 
-    def local_scan(self, pk: bytes, start: bytes | None, filter: str | None, limit: int) -> list[E]:
-        """The rows of a partition key from `start` on, until `limit` of them pass `filter`."""
-        keep = self._filter(filter)
-        scanned: list[E] = []
-        matches = 0
-        for entry in self.local_range(pk, start):
-            scanned.append(entry)
-            matches += keep(entry)
-            if matches >= limit:
-                break
-        return scanned
+    def local_scan(
+        self, pk: bytes, start: bytes | None, filter: str | None, limit: int
+    ) -> tuple[list[tuple[bytes, E]], bytes | None]:
+        """This node's part of a range read: its rows from `start` on, within `scan_bounds`.
+
+        Returns (stored bytes, entry) of every row scanned and the horizon
+        (see table/scan.py).
+        """
+        return scan_bounded(
+            self._local_rows(pk, start),
+            self.schema.sort_key,
+            self._filter(filter),
+            limit,
+            self.scan_bounds,
+        )
 
     def _repair_later(self, entries: list[E]) -> None:
         task = asyncio.ensure_future(self.insert_many(entries))

@@ -9,6 +9,7 @@ import pytest
 
 from granary.api.s3.upload_listing import UploadPage, upload_page
 from granary.model.mpu_index import UploadIndexEntry, index_sort_key
+from granary.table.scan import RangePage
 
 BUCKET = b"b" * 16
 
@@ -19,10 +20,17 @@ def entries(*uploads: tuple[str, int]) -> list[UploadIndexEntry]:
     return sorted(made, key=lambda e: index_sort_key(e.key, e.upload_id))
 
 
-def page_of(index: list[UploadIndexEntry], batch_size: int = 1000, **params) -> UploadPage:
-    async def fetch(start: bytes | None, limit: int) -> list[UploadIndexEntry]:
+def page_of(
+    index: list[UploadIndexEntry], batch_size: int = 1000, replica_rows: int = 1000, **params
+) -> UploadPage:
+    """A page over `index`, whose reads stop after `replica_rows` rows, as a bounded scan does."""
+
+    async def fetch(start: bytes | None, limit: int) -> RangePage[UploadIndexEntry]:
         after = [e for e in index if index_sort_key(e.key, e.upload_id) >= (start or b"")]
-        return after[:limit]
+        shown = after[: min(limit, replica_rows)]
+        more = len(after) > len(shown)
+        horizon = index_sort_key(shown[-1].key, shown[-1].upload_id) if more else None
+        return RangePage(shown, horizon)
 
     defaults = {"prefix": "", "delimiter": None, "key_marker": None, "upload_id_marker": None}
     return asyncio.run(upload_page(fetch, batch_size=batch_size, **{**defaults, **params}))
@@ -36,14 +44,17 @@ def listed(page: UploadPage) -> list[tuple[str, int]]:
 INDEX = entries(("a", 1), ("a", 2), ("a", 3), ("a/x", 4), ("a/y", 5), ("a\x00", 6), ("b", 7))
 
 
+@pytest.mark.parametrize("replica_rows", [1, 1000])
 @pytest.mark.parametrize("batch_size", [1, 2, 1000])
-def test_pages_walk_every_upload_once(batch_size):
+def test_pages_walk_every_upload_once(batch_size, replica_rows):
+    """Also when each read stops short of its limit (a replica's scan bound)."""
     seen: list[tuple[str, int]] = []
     key_marker = upload_id_marker = None
     while True:
         page = page_of(
             INDEX,
             batch_size,
+            replica_rows,
             max_uploads=2,
             key_marker=key_marker,
             upload_id_marker=upload_id_marker,

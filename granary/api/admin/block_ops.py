@@ -35,7 +35,6 @@ Route = tuple[str, re.Pattern, Callable[..., Awaitable[object]]]
 ReadBody = Callable[[Any, type], Awaitable[Any]]
 
 HASH_HEX = 64
-LIST_PAGE = 1000
 
 
 class VariableSet(msgspec.Struct, forbid_unknown_fields=True):
@@ -222,14 +221,11 @@ class BlockOps:
         }
 
     async def _referencing_versions(self, block_id: bytes) -> set[bytes]:
-        found: set[bytes] = set()
-        start: bytes | None = None
-        while True:
-            refs = await self.model.block_refs.get_range(block_id, start, limit=LIST_PAGE)
-            found.update(r.version for r in refs if not r.deleted)
-            if len(refs) < LIST_PAGE:
-                return found
-            start = refs[-1].version + b"\x00"
+        return {
+            ref.version
+            async for ref in self.model.block_refs.range_entries(block_id)
+            if not ref.deleted
+        }
 
     async def _delete_objects_using(self, uuids: set[bytes]) -> list[str]:
         """Write a delete marker on every object whose current version is in `uuids`."""
@@ -237,17 +233,11 @@ class BlockOps:
         if not uuids:
             return deleted
         for name, bucket in self.access.list_buckets():
-            start: bytes | None = None
-            while True:
-                page = await self.objects.list(bucket.id, start, LIST_PAGE)
-                for entry in page:
-                    current = entry.current()
-                    if current is not None and current.uuid in uuids:
-                        await self.objects.delete(bucket.id, entry.key)
-                        deleted.append(f"{name}/{entry.key}")
-                if len(page) < LIST_PAGE:
-                    break
-                start = page[-1].key.encode() + b"\x00"
+            async for entry in self.model.objects.range_entries(bucket.id, filter="data"):
+                current = entry.current()
+                if current is not None and current.uuid in uuids:
+                    await self.objects.delete(bucket.id, entry.key)
+                    deleted.append(f"{name}/{entry.key}")
         return deleted
 
     # ---- repairs ---------------------------------------------------------------

@@ -61,9 +61,10 @@ async def _object_page(ctx: S3Context, marker: str | None) -> Page:
     bucket = ctx.require_bucket()
     objects = ctx.services.objects
 
-    async def fetch(start: bytes | None, limit: int) -> list[tuple[str, Object]]:
+    async def fetch(start: bytes | None, limit: int) -> tuple[list[tuple[str, Object]], str | None]:
         found = await objects.list(bucket.id, start, limit)
-        return [(entry.key, entry) for entry in found]
+        reached = None if found.horizon is None else found.horizon.decode()
+        return [(entry.key, entry) for entry in found.entries], reached
 
     return await list_page(
         fetch,
@@ -118,8 +119,10 @@ async def list_objects_v1(ctx: S3Context) -> Response:
         ("Marker", encode(marker or "")),
         ("MaxKeys", _max_keys(ctx)),
         ("IsTruncated", page.truncated),
+        # S3 gives NextMarker only with a delimiter (else clients take the last
+        # key); a page cut short by the work bound may end past its last key.
         ("NextMarker", encode(page.last))
-        if page.truncated and ctx.query.get("delimiter")
+        if page.truncated and (ctx.query.get("delimiter") or page.cut)
         else None,
         *(
             _contents(ctx, key, entry.current(), encode, with_owner=True)

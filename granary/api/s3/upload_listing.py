@@ -14,11 +14,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from granary.model.mpu_index import UploadIndexEntry, after_key, after_upload, encode_key
+from granary.table.scan import RangePage
 
 BATCH = 1000
 
-# fetch(start sort key (inclusive), limit) -> index entries in sort-key order
-FetchUploads = Callable[[bytes | None, int], Awaitable[list[UploadIndexEntry]]]
+# fetch(start sort key (inclusive), limit) -> one bounded page of index entries in sort-key order
+FetchUploads = Callable[[bytes | None, int], Awaitable[RangePage[UploadIndexEntry]]]
 
 
 @dataclass
@@ -83,7 +84,7 @@ async def upload_page(
         wanted = min(batch_size, max_uploads - page.count + 1)
         batch = await fetch(position, wanted)
         jumped = False
-        for entry in batch:
+        for entry in batch.entries:
             if not entry.key.startswith(prefix):
                 if entry.key > prefix:
                     return page
@@ -107,9 +108,9 @@ async def upload_page(
             jumped = True
             break
         if not jumped:
-            if len(batch) < wanted:
+            position = batch.next_start
+            if position is None:
                 return page
-            position = after_upload(batch[-1].key, batch[-1].upload_id)
 
 
 def _past_prefix(folded: str) -> bytes | None:
