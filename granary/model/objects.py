@@ -165,8 +165,9 @@ class Objects:
     async def blocks_of(self, uuid: bytes) -> list[VersionBlock]:
         """The blocks of a version in (part, offset) order."""
         return [
-            block
-            async for block in self.model.versions.range_entries(uuid, b"\x00", filter="blocks")
+            row
+            async for row in self.model.versions.range_entries(uuid, b"\x00", filter="blocks")
+            if isinstance(row, VersionBlock)
         ]
 
     async def list(self, bucket_id: bytes, start: bytes | None, limit: int) -> RangePage[Object]:

@@ -103,7 +103,7 @@ def test_uploads_of_a_key_list_by_initiation_time(model: Model) -> None:
     async def scenario() -> tuple[list[bytes], list[bytes]]:
         created = [(await multipart.create(BUCKET, KEY, [])).upload_id for _ in range(MANY)]
         listed = await multipart.list_uploads(BUCKET, None, 1000)
-        return created, [entry.upload_id for entry in listed]
+        return created, [entry.upload_id for entry in listed.entries]
 
     created, listed = asyncio.run(scenario())
     assert listed == created
@@ -171,11 +171,11 @@ def test_uploads_of_0_3_are_indexed_and_abort_as_before(model: Model) -> None:
         await model.objects.insert(
             Object(BUCKET, KEY, [ObjectVersion(upload_id, 5, UPLOADING, multipart=True)])
         )
-        assert await multipart.list_uploads(BUCKET, None, 10) == []
+        assert (await multipart.list_uploads(BUCKET, None, 10)).entries == []
         assert await multipart.index_legacy_uploads() == 1
-        listed = [entry.upload_id for entry in await multipart.list_uploads(BUCKET, None, 10)]
+        listed = [e.upload_id for e in (await multipart.list_uploads(BUCKET, None, 10)).entries]
         await multipart.abort(await multipart.get(upload_id))
-        after = [entry.upload_id for entry in await multipart.list_uploads(BUCKET, None, 10)]
+        after = [e.upload_id for e in (await multipart.list_uploads(BUCKET, None, 10)).entries]
         return listed, after, await objects.get(BUCKET, KEY)
 
     listed, after, row = asyncio.run(scenario())
