@@ -11,8 +11,10 @@ Dekker's mutual exclusion), on quorums that intersect:
 - DeleteBucket writes a *closing* intent on the bucket row (its node's slot
   of `BucketParams.closing`, at the write quorum), then reads the bucket's
   objects at the read quorum (`bucket_is_empty`). Not empty: it withdraws
-  the intent and answers BucketNotEmpty. Empty: it writes the bucket's
-  tombstone.
+  the intent and answers BucketNotEmpty. Empty: it ends the multipart
+  uploads in progress (S3 deletes a bucket with them) and writes the
+  bucket's tombstone. CreateMultipartUpload checks the bucket after listing
+  its upload, as the writes below do, and ends the upload if it is gone.
 - A write that makes an object exist (PutObject, CopyObject,
   CompleteMultipartUpload, POST Object) first writes its version at the write
   quorum, then reads the bucket row at the read quorum (`bucket_outlives_write`,
@@ -98,6 +100,7 @@ from granary.model.buckets import (
     own_slot,
 )
 from granary.model.key_secrets import SecretSealer, SecretUnreadable, is_sealed, open_secret
+from granary.model.mpu import MultipartUpload, end_upload
 from granary.model.store import Model
 from granary.table.table import Table
 from granary.util.crdt import Deletable, Lww, LwwMap
@@ -454,23 +457,41 @@ class Access:
         return entry if entry is not None and entry.params is not None else None
 
     async def bucket_is_empty(self, bucket_id: bytes) -> bool:
-        """No object, and no multipart upload in progress (S3 refuses to delete either).
+        """No object in the bucket (uploads in progress do not count, as in S3).
 
         Each table read is bounded; the walk goes on past delete markers until
         it finds an object or the end of the bucket.
         """
-        for table, name in ((self.model.objects, "data"), (self.model.upload_index, "in_progress")):
-            async with aclosing(table.range_entries(bucket_id, filter=name)) as found:
-                async for _ in found:
-                    return False
+        async with aclosing(self.model.objects.range_entries(bucket_id, filter="data")) as found:
+            async for _ in found:
+                return False
         return True
+
+    async def abort_uploads(self, bucket_id: bytes) -> int:
+        """End every multipart upload in progress in a bucket, releasing its parts.
+
+        S3 deletes a bucket whose only content is uploads in progress, and
+        they go with it. An upload created while this runs either is found
+        here or finds the bucket closing and ends itself (`Multipart.create`).
+        """
+        ended = 0
+        index = self.model.upload_index
+        async with aclosing(index.range_entries(bucket_id, filter="in_progress")) as listed:
+            async for entry in listed:
+                upload = await self.model.uploads.get(entry.upload_id, b"")
+                if upload is None:
+                    upload = MultipartUpload(entry.upload_id, 0, bucket_id, entry.key)
+                await end_upload(self.model.uploads, index, upload)
+                ended += 1
+        return ended
 
     async def delete_bucket(self, name: str) -> None:
         """Delete an empty bucket, never one a racing write put an object into.
 
-        Announces the deletion, checks emptiness at quorum, then deletes or
-        withdraws (module docstring). Raises AccessError: "no-such-bucket",
-        "not-empty", or "conflict" if the check took too long to act on.
+        Announces the deletion, checks emptiness at quorum, then ends the
+        uploads in progress and deletes, or withdraws (module docstring).
+        Raises AccessError: "no-such-bucket", "not-empty", or "conflict" if
+        the check took too long to act on.
         """
         bucket = self.resolve_bucket(name)
         if bucket is None:
@@ -482,6 +503,7 @@ class Access:
             try:
                 if not await self.bucket_is_empty(bucket.id):
                     raise AccessError("not-empty", f"bucket {name} is not empty")
+                await self.abort_uploads(bucket.id)
                 if time.monotonic() - started > ACT_WITHIN_SECS:
                     raise AccessError("conflict", f"deleting bucket {name} took too long")
             except BaseException:

@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import msgspec
+from msgspec.structs import replace
 
 from granary.model.mpu_index import UploadIndexEntry, index_tombstone
 from granary.model.version import VersionRow, tombstone
@@ -141,3 +142,16 @@ class MpuTable(TableSchema[MultipartUpload]):
             self.versions.queue_insert(tx, tombstone(version))
         if new.deleted and not was_deleted:
             self.index.queue_insert(tx, index_tombstone(new.bucket_id, new.key, new.upload_id))
+
+
+async def end_upload(
+    uploads: Table[MultipartUpload], index: Table[UploadIndexEntry], upload: MultipartUpload
+) -> None:
+    """Delete an upload's row (releasing its parts), then unlist it.
+
+    The row's deletion also queues the index tombstone (see
+    `MpuTable.updated`), which survives a crash; writing it here as well
+    means the upload is no longer listed once the caller answers.
+    """
+    await uploads.insert(replace(upload, deleted=True, parts=[], headers=[]))
+    await index.insert(index_tombstone(upload.bucket_id, upload.key, upload.upload_id))

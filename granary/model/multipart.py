@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from msgspec.structs import replace
 
-from granary.model.access import BucketGone
-from granary.model.mpu import MpuPart, MultipartUpload
-from granary.model.mpu_index import UploadIndexEntry, index_tombstone, new_upload_id
+from granary.model.access import BucketGone, bucket_outlives_write
+from granary.model.mpu import MpuPart, MultipartUpload, end_upload
+from granary.model.mpu_index import UploadIndexEntry, new_upload_id
 from granary.model.object import ABORTED, Object, ObjectMeta, ObjectVersion
 from granary.model.objects import Objects, Upload
 from granary.model.version import VersionBlock
@@ -54,6 +54,9 @@ class Multipart:
         )
         await self.model.uploads.insert(upload)
         await self.model.upload_index.insert(upload.index_entry())
+        if not await bucket_outlives_write(self.model, bucket_id):
+            await self._end(upload)  # DeleteBucket did not see it: it ends with its bucket
+            raise BucketGone(bucket_id.hex())
         return upload
 
     async def get(self, upload_id: bytes) -> MultipartUpload | None:
@@ -142,16 +145,7 @@ class Multipart:
                 await self._unlist_from_object_row(upload)
 
     async def _end(self, upload: MultipartUpload) -> None:
-        """Delete the upload's row (releasing its parts), then unlist it.
-
-        The row's deletion also queues the index tombstone (see
-        `MpuTable.updated`), which survives a crash; writing it here as well
-        means the upload is no longer listed once the request answers.
-        """
-        await self.model.uploads.insert(replace(upload, deleted=True, parts=[], headers=[]))
-        await self.model.upload_index.insert(
-            index_tombstone(upload.bucket_id, upload.key, upload.upload_id)
-        )
+        await end_upload(self.model.uploads, self.model.upload_index, upload)
 
     async def _unlist_from_object_row(self, upload: MultipartUpload) -> None:
         """Mark a 0.3 upload's Uploading version Aborted, so its object row lets it go."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from typing import Generic, Protocol, TypeVar
 
 import msgspec
@@ -242,7 +242,7 @@ class Table(Generic[E]):
 
     async def range_entries(
         self, pk: bytes, start: bytes | None = None, *, filter: str | None = None
-    ) -> AsyncIterator[E]:
+    ) -> AsyncGenerator[E, None]:
         """Every entry from `start` on passing `filter`, read one bounded page at a time."""
         position: bytes | None = start
         while True:
