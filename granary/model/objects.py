@@ -33,6 +33,7 @@ from granary.model.object import (
     ObjectMeta,
     ObjectVersion,
 )
+from granary.model.read_ahead import ReadAhead
 from granary.model.store import Model
 from granary.model.version import VersionBlock, tombstone
 from granary.util.time import next_timestamp, now_ms
@@ -40,6 +41,7 @@ from granary.util.time import next_timestamp, now_ms
 log = logging.getLogger("granary.model")
 
 READ_AHEAD_BLOCKS = 2
+"""The most blocks a GET fetches beyond the one it sends, for a reader that keeps up."""
 
 
 class InflightUpload(msgspec.Struct, array_like=True):
@@ -179,7 +181,12 @@ class Objects:
     async def stream_blocks(
         self, blocks: Sequence[VersionBlock], start: int, end: int
     ) -> AsyncGenerator[bytes, None]:
-        """The bytes [start, end] (inclusive) of the concatenated `blocks`."""
+        """The bytes [start, end] (inclusive) of the concatenated `blocks`.
+
+        Blocks are fetched ahead of the consumer only as far as it keeps up
+        (granary/model/read_ahead.py): a stalled reader keeps at most the
+        block it is sent and the next one.
+        """
         wanted = []
         position = 0
         for block in blocks:
@@ -187,20 +194,19 @@ class Objects:
             if block_end > start and position <= end:
                 wanted.append((block, position))
             position = block_end
-        fetches: list[asyncio.Task] = []
+        fetches = ReadAhead(
+            lambda index: self.model.blocks.get(wanted[index][0].hash),
+            len(wanted),
+            READ_AHEAD_BLOCKS,
+        )
         try:
-            for index in range(len(wanted)):
-                while len(fetches) < READ_AHEAD_BLOCKS + 1 and index + len(fetches) < len(wanted):
-                    block, _ = wanted[index + len(fetches)]
-                    fetches.append(asyncio.ensure_future(self.model.blocks.get(block.hash)))
-                data = await fetches.pop(0)
-                block, block_start = wanted[index]
+            for block, block_start in wanted:
+                data = await fetches.next()
                 low = max(start - block_start, 0)
                 high = min(end - block_start + 1, block.size)
                 yield data if (low == 0 and high == len(data)) else data[low:high]
         finally:
-            for fetch in fetches:
-                fetch.cancel()
+            fetches.close()
 
     # ---- writes ----------------------------------------------------------
 

@@ -132,6 +132,7 @@ async def _cut_off_if_unavailable(
     """`first`, then `rest`; a later block out of reach cuts the body off."""
     try:
         yield first
+        del first  # not kept while the rest is sent: a stalled reader would hold it
         async for chunk in rest:
             yield chunk
     except BlockUnavailable as error:
