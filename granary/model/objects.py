@@ -42,6 +42,9 @@ log = logging.getLogger("granary.model")
 
 READ_AHEAD_BLOCKS = 2
 """The most blocks a GET fetches beyond the one it sends, for a reader that keeps up."""
+READ_AHEAD_PATIENCE = 0.1
+"""Seconds a GET's reader may take over one block before the read-ahead beyond the next is
+let go: a reader that slow is limited by its network, not by storage."""
 
 
 class InflightUpload(msgspec.Struct, array_like=True):
@@ -198,6 +201,7 @@ class Objects:
             lambda index: self.model.blocks.get(wanted[index][0].hash),
             len(wanted),
             READ_AHEAD_BLOCKS,
+            READ_AHEAD_PATIENCE,
         )
         try:
             for block, block_start in wanted:

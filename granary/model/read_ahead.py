@@ -10,12 +10,15 @@ it, and a reader that stalls (a slow or hostile client) would keep them all.
   fetches: one more fetch is kept in flight meanwhile, up to `max_ahead`.
 - A consumer that comes back to an item already fetched is the slower side:
   one fetch ahead is enough to keep it busy.
-- While the consumer holds an item, at most one fetched item waits for it:
-  when a second one completes, the items beyond the next one are let go
-  (fetched again when the consumer gets there) and read-ahead falls back to
-  one. A stalled consumer thus keeps the item it holds and one more, whatever
-  `max_ahead` is, at the cost of one repeated fetch each time a consumer
-  turns slow.
+- A consumer that keeps an item longer than `patience` seconds is stuck (its
+  client does not read): the fetches beyond the next item are let go, to be
+  done again if it gets there, and read-ahead falls back to one. A stalled
+  consumer thus keeps the item it holds and one more, whatever `max_ahead`.
+
+Items are counted, never timed, except for that one timeout: the pace alone
+cannot tell a consumer that is a little slower than storage (and needs the
+read-ahead it has) from one that stopped, and a fetch let go too early is a
+fetch repeated.
 """
 
 from __future__ import annotations
@@ -39,59 +42,60 @@ def _forget(fetch: asyncio.Future[T]) -> None:
 class ReadAhead(Generic[T]):
     """Items 0 .. count-1 from `fetch(index)`, in order, to one consumer calling `next`."""
 
-    def __init__(self, fetch: Callable[[int], Awaitable[T]], count: int, max_ahead: int) -> None:
+    def __init__(
+        self,
+        fetch: Callable[[int], Awaitable[T]],
+        count: int,
+        max_ahead: int,
+        patience: float,
+    ) -> None:
         self._fetch = fetch
         self._count = count
         self._max_ahead = max(max_ahead, 1)
+        self._patience = patience
         self._ahead = 0
         self._taken = 0  # index of the item the next `next` returns
         self._launched = 0  # fetches of items [_taken, _launched) are in `_pending`
         self._pending: deque[asyncio.Future[T]] = deque()
-        self._holding = False  # the consumer has an item and has not come back yet
-
-    @property
-    def ahead(self) -> int:
-        """How many items are fetched beyond the one the consumer waits for or holds."""
-        return self._ahead
+        self._impatience: asyncio.TimerHandle | None = None
 
     async def next(self) -> T:
         """The next item; fetches ahead of it as the consumer's pace calls for."""
         if self._taken >= self._count:
             raise IndexError("every item was taken")
-        self._holding = False
-        consumer_waits = not self._pending or not self._pending[0].done()
-        self._ahead = min(self._ahead + 1, self._max_ahead) if consumer_waits else 1
+        self._stop_impatience()
+        if not self._pending or not self._pending[0].done():  # the consumer has to wait
+            self._ahead = min(self._ahead + 1, self._max_ahead)
         self._launch_through(self._taken + self._ahead)
-        fetch = self._pending[0]
-        item = await fetch
+        item = await self._pending[0]
         self._pending.popleft()
         self._taken += 1
-        self._holding = True
-        self._release_surplus()
+        if len(self._pending) > 1:
+            loop = asyncio.get_running_loop()
+            self._impatience = loop.call_later(self._patience, self._let_surplus_go)
         return item
 
     def close(self) -> None:
         """Cancel the fetches in flight and let go of the fetched items."""
-        self._holding = False
+        self._stop_impatience()
         while self._pending:
             _forget(self._pending.popleft())
         self._launched = self._taken
 
     def _launch_through(self, last: int) -> None:
         while self._launched <= min(last, self._count - 1):
-            fetch = asyncio.ensure_future(self._fetch(self._launched))
-            fetch.add_done_callback(self._fetched)
-            self._pending.append(fetch)
+            self._pending.append(asyncio.ensure_future(self._fetch(self._launched)))
             self._launched += 1
 
-    def _fetched(self, _fetch: asyncio.Future[T]) -> None:
-        self._release_surplus()
-
-    def _release_surplus(self) -> None:
-        """While the consumer holds an item, keep at most one fetched item waiting."""
-        if not self._holding or sum(1 for fetch in self._pending if fetch.done()) < 2:
-            return
+    def _let_surplus_go(self) -> None:
+        """The consumer holds its item too long: keep only the fetch of the next one."""
+        self._impatience = None
         while len(self._pending) > 1:
             _forget(self._pending.pop())
-        self._launched = self._taken + 1
+            self._launched -= 1
         self._ahead = 1
+
+    def _stop_impatience(self) -> None:
+        if self._impatience is not None:
+            self._impatience.cancel()
+            self._impatience = None

@@ -42,7 +42,7 @@ SMALL_UNREAD_BODY = 64 * 1024
 
 _WRITE_HIGH_WATER = 256 * 1024
 _COALESCE_LIMIT = 64 * 1024
-_WRITE_SLICE = 128 * 1024
+_WRITE_SLICE = 256 * 1024
 """The most of a response body chunk handed to the transport at once."""
 _CRLF = b"\r\n"
 _NAME_CACHE_SIZE = 512
