@@ -187,8 +187,8 @@ class Objects:
         """The bytes [start, end] (inclusive) of the concatenated `blocks`.
 
         Blocks are fetched ahead of the consumer only as far as it keeps up
-        (granary/model/read_ahead.py): a stalled reader keeps at most the
-        block it is sent and the next one.
+        (granary/model/read_ahead.py): a reader stalled for longer than
+        READ_AHEAD_PATIENCE keeps the block it is sent and the next one.
         """
         wanted = []
         position = 0

@@ -6,14 +6,15 @@ reader needs; but every fetched block waits in memory until the reader takes
 it, and a reader that stalls (a slow or hostile client) would keep them all.
 `ReadAhead` fetches ahead only as far as the consumer's pace shows it useful:
 
-- A consumer that comes back for an item not fetched yet is faster than the
-  fetches: one more fetch is kept in flight meanwhile, up to `max_ahead`.
-- A consumer that comes back to an item already fetched is the slower side:
-  one fetch ahead is enough to keep it busy.
-- A consumer that keeps an item longer than `patience` seconds is stuck (its
-  client does not read): the fetches beyond the next item are let go, to be
-  done again if it gets there, and read-ahead falls back to one. A stalled
-  consumer thus keeps the item it holds and one more, whatever `max_ahead`.
+- Each time the consumer comes back for an item not fetched yet (it is
+  faster than the fetches), one more fetch is kept in flight, up to
+  `max_ahead`.
+- A consumer that keeps an item longer than `patience` seconds is held up by
+  its client: the fetches beyond the next item are let go, to be done again
+  if it gets there, and read-ahead falls back to one until the consumer has
+  to wait again. A stalled consumer thus keeps the item it holds and one
+  more, whatever `max_ahead`; a steadily slow one never finds a fetch to let
+  go after the first time.
 
 Items are counted, never timed, except for that one timeout: the pace alone
 cannot tell a consumer that is a little slower than storage (and needs the
