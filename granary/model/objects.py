@@ -42,9 +42,12 @@ log = logging.getLogger("granary.model")
 
 READ_AHEAD_BLOCKS = 2
 """The most blocks a GET fetches beyond the one it sends, for a reader that keeps up."""
-READ_AHEAD_PATIENCE = 0.1
-"""Seconds a GET's reader may take over one block before the read-ahead beyond the next is
-let go: a reader that slow is limited by its network, not by storage."""
+READ_AHEAD_PATIENCE = 0.5
+"""Seconds a GET's reader may take over one block and keep its read-ahead.
+
+A slower reader is limited by its network, not by storage: its blocks are then
+fetched as it asks for them, and one that stalls keeps only the block it is sent.
+"""
 
 
 class InflightUpload(msgspec.Struct, array_like=True):
@@ -188,7 +191,7 @@ class Objects:
 
         Blocks are fetched ahead of the consumer only as far as it keeps up
         (granary/model/read_ahead.py): a reader stalled for longer than
-        READ_AHEAD_PATIENCE keeps the block it is sent and the next one.
+        READ_AHEAD_PATIENCE keeps only the block it is sent.
         """
         wanted = []
         position = 0

@@ -10,16 +10,16 @@ it, and a reader that stalls (a slow or hostile client) would keep them all.
   faster than the fetches), one more fetch is kept in flight, up to
   `max_ahead`.
 - A consumer that keeps an item longer than `patience` seconds is held up by
-  its client: the fetches beyond the next item are let go, to be done again
-  if it gets there, and read-ahead falls back to one until the consumer has
-  to wait again. A stalled consumer thus keeps the item it holds and one
-  more, whatever `max_ahead`; a steadily slow one never finds a fetch to let
-  go after the first time.
+  its client, which reads slower than storage delivers: the fetches ahead
+  are let go (done again when it gets there) and its next item is fetched
+  only when it asks for it; it gets read-ahead back once it returns within
+  `patience` again. A stalled consumer thus keeps just the item it holds,
+  whatever `max_ahead`, and a slow one waits for each fetch, which costs it
+  little: the fetch is short next to the time it takes over an item.
 
 Items are counted, never timed, except for that one timeout: the pace alone
-cannot tell a consumer that is a little slower than storage (and needs the
-read-ahead it has) from one that stopped, and a fetch let go too early is a
-fetch repeated.
+cannot tell a consumer a little slower than storage (which needs the
+read-ahead it has) from one that stopped.
 """
 
 from __future__ import annotations
@@ -59,42 +59,47 @@ class ReadAhead(Generic[T]):
         self._launched = 0  # fetches of items [_taken, _launched) are in `_pending`
         self._pending: deque[asyncio.Future[T]] = deque()
         self._impatience: asyncio.TimerHandle | None = None
+        self._held_up = False  # the consumer kept its last item longer than `patience`
 
     async def next(self) -> T:
         """The next item; fetches ahead of it as the consumer's pace calls for."""
         if self._taken >= self._count:
             raise IndexError("every item was taken")
         self._stop_impatience()
-        if not self._pending or not self._pending[0].done():  # the consumer has to wait
+        if self._held_up:
+            self._held_up = False  # this item is fetched on demand
+        elif not self._pending or not self._pending[0].done():  # the consumer has to wait
             self._ahead = min(self._ahead + 1, self._max_ahead)
         self._launch_through(self._taken + self._ahead)
         item = await self._pending[0]
         self._pending.popleft()
         self._taken += 1
-        if len(self._pending) > 1:
+        if self._taken < self._count:
             loop = asyncio.get_running_loop()
-            self._impatience = loop.call_later(self._patience, self._let_surplus_go)
+            self._impatience = loop.call_later(self._patience, self._consumer_held_up)
         return item
 
     def close(self) -> None:
         """Cancel the fetches in flight and let go of the fetched items."""
         self._stop_impatience()
-        while self._pending:
-            _forget(self._pending.popleft())
-        self._launched = self._taken
+        self._forget_pending()
 
     def _launch_through(self, last: int) -> None:
         while self._launched <= min(last, self._count - 1):
             self._pending.append(asyncio.ensure_future(self._fetch(self._launched)))
             self._launched += 1
 
-    def _let_surplus_go(self) -> None:
-        """The consumer holds its item too long: keep only the fetch of the next one."""
+    def _consumer_held_up(self) -> None:
+        """The consumer holds its item too long: let the fetches ahead go."""
         self._impatience = None
-        while len(self._pending) > 1:
+        self._held_up = True
+        self._ahead = 0
+        self._forget_pending()
+
+    def _forget_pending(self) -> None:
+        while self._pending:
             _forget(self._pending.pop())
-            self._launched -= 1
-        self._ahead = 1
+        self._launched = self._taken
 
     def _stop_impatience(self) -> None:
         if self._impatience is not None:

@@ -28,7 +28,13 @@ class Fetches:
         self.launches.append(index)
         future: asyncio.Future[Item] = asyncio.get_running_loop().create_future()
         self.running[index] = future
+        future.add_done_callback(self._forget_if_cancelled)
         return future
+
+    def _forget_if_cancelled(self, future: asyncio.Future[Item]) -> None:
+        for index, running in list(self.running.items()):
+            if running is future and future.cancelled():
+                del self.running[index]
 
     def complete(self, *indexes: int) -> None:
         for index in indexes:
@@ -72,7 +78,7 @@ def test_a_consumer_that_waits_has_up_to_max_ahead_fetches_ahead():
     assert asyncio.run(scenario()) == [1, 2, 2, 2, 2, 2, 2, 2, 1, 0]
 
 
-def test_a_stalled_consumer_keeps_its_item_and_the_next_one():
+def test_a_stalled_consumer_keeps_only_its_item():
     async def scenario() -> None:
         fetches = Fetches()
         reader = ReadAhead(fetches, 10, max_ahead=2, patience=PATIENCE)
@@ -81,32 +87,46 @@ def test_a_stalled_consumer_keeps_its_item_and_the_next_one():
         fetches.complete(*list(fetches.running))  # the fetches ahead complete
         assert fetches.alive() == {2, 3, 4}
         await asyncio.sleep(PATIENCE * 5)  # the consumer does not come back
-        assert fetches.alive() == {2, 3}
+        assert fetches.alive() == {2}
         assert held.index == 2
         del held
-        # Back, the consumer gets every item in order; 4 was fetched again.
+        # Back, the consumer gets every item in order; 3 and 4 are fetched again.
         for index in range(3, 10):
             await take_waiting(reader, fetches, index)
-        assert sorted(fetches.launches) == [0, 1, 2, 3, 4, 4, 5, 6, 7, 8, 9]
+        assert sorted(fetches.launches) == [0, 1, 2, 3, 3, 4, 4, 5, 6, 7, 8, 9]
 
     asyncio.run(scenario())
 
 
-def test_a_consumer_slower_than_the_fetches_has_one_fetch_ahead():
+def test_a_consumer_slower_than_patience_gets_its_items_on_demand():
     async def scenario() -> None:
         fetches = Fetches()
         reader = ReadAhead(fetches, 10, max_ahead=2, patience=PATIENCE)
         for index in range(3):
             await take_waiting(reader, fetches, index)
-        fetches.complete(*list(fetches.running))
-        await asyncio.sleep(PATIENCE * 5)  # slow: the surplus is let go
         for index in range(3, 10):
-            item = await reader.next()  # its fetch always completed before
-            assert item.index == index
-            assert max(fetches.launches) <= index + 1  # fetched ahead: one at most
-            fetches.complete(*list(fetches.running))
-            await settle()
-        assert sorted(fetches.launches) == [0, 1, 2, 3, 4, 4, 5, 6, 7, 8, 9]
+            await asyncio.sleep(PATIENCE * 5)  # the consumer takes long over each item
+            await take_waiting(reader, fetches, index)
+            assert fetches.launches[-1] == index  # fetched when asked for
+            assert not fetches.running  # and nothing ahead
+        assert sorted(fetches.launches) == [0, 1, 2, 3, 3, 4, 4, 5, 6, 7, 8, 9]
+
+    asyncio.run(scenario())
+
+
+def test_a_consumer_back_in_time_gets_read_ahead_again():
+    async def scenario() -> None:
+        fetches = Fetches()
+        reader = ReadAhead(fetches, 10, max_ahead=2, patience=PATIENCE)
+        await take_waiting(reader, fetches, 0)
+        await asyncio.sleep(PATIENCE * 5)
+        await take_waiting(reader, fetches, 1)  # on demand
+        assert not fetches.running
+        await take_waiting(reader, fetches, 2)  # back in time: one fetched ahead
+        assert list(fetches.running) == [3]
+        await take_waiting(reader, fetches, 3)
+        assert list(fetches.running) == [4, 5]
+        reader.close()
 
     asyncio.run(scenario())
 
