@@ -42,12 +42,24 @@ log = logging.getLogger("granary.model")
 
 READ_AHEAD_BLOCKS = 2
 """The most blocks a GET fetches beyond the one it sends, for a reader that keeps up."""
+READ_AHEAD_WARMUP_BYTES = 4 << 20
+"""A GET fetches this much on demand before it reads ahead (granary/model/read_ahead.py)."""
 READ_AHEAD_PATIENCE = 0.5
 """Seconds a GET's reader may take over one block and keep its read-ahead.
 
 A slower reader is limited by its network, not by storage: its blocks are then
 fetched as it asks for them, and one that stalls keeps only the block it is sent.
 """
+
+
+def _blocks_within(blocks: Sequence[tuple[VersionBlock, int]], size: int) -> int:
+    """How many of the first `blocks` fit in `size` bytes."""
+    total = 0
+    for count, (block, _) in enumerate(blocks):
+        total += block.size
+        if total > size:
+            return count
+    return len(blocks)
 
 
 class InflightUpload(msgspec.Struct, array_like=True):
@@ -205,6 +217,7 @@ class Objects:
             len(wanted),
             READ_AHEAD_BLOCKS,
             READ_AHEAD_PATIENCE,
+            warmup=_blocks_within(wanted, READ_AHEAD_WARMUP_BYTES),
         )
         try:
             for block, block_start in wanted:
@@ -212,6 +225,7 @@ class Objects:
                 low = max(start - block_start, 0)
                 high = min(end - block_start + 1, block.size)
                 yield data if (low == 0 and high == len(data)) else data[low:high]
+                del data  # not kept while the next block is fetched
         finally:
             fetches.close()
 

@@ -41,7 +41,12 @@ def _forget(fetch: asyncio.Future[T]) -> None:
 
 
 class ReadAhead(Generic[T]):
-    """Items 0 .. count-1 from `fetch(index)`, in order, to one consumer calling `next`."""
+    """Items 0 .. count-1 from `fetch(index)`, in order, to one consumer calling `next`.
+
+    The first `warmup` items are fetched on demand: a consumer's pace says
+    nothing yet while its output goes to a buffer that takes them all at once
+    (a socket's send buffer: Linux lets it grow to 4 MiB).
+    """
 
     def __init__(
         self,
@@ -49,11 +54,13 @@ class ReadAhead(Generic[T]):
         count: int,
         max_ahead: int,
         patience: float,
+        warmup: int = 0,
     ) -> None:
         self._fetch = fetch
         self._count = count
         self._max_ahead = max(max_ahead, 1)
         self._patience = patience
+        self._warmup = warmup
         self._ahead = 0
         self._taken = 0  # index of the item the next `next` returns
         self._launched = 0  # fetches of items [_taken, _launched) are in `_pending`
@@ -68,6 +75,8 @@ class ReadAhead(Generic[T]):
         self._stop_impatience()
         if self._held_up:
             self._held_up = False  # this item is fetched on demand
+        elif self._taken < self._warmup:
+            pass  # the first items are fetched on demand
         elif not self._pending or not self._pending[0].done():  # the consumer has to wait
             self._ahead = min(self._ahead + 1, self._max_ahead)
         self._launch_through(self._taken + self._ahead)

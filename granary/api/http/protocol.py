@@ -579,6 +579,7 @@ class HttpConnection(asyncio.Protocol):
                 after = (_CRLF,) if chunked else ()
                 if not await self._write_in_slices(before, chunk, after):
                     return False
+                del chunk  # not kept while the next one is produced
         except BodyCutOff as reason:
             log.warning("response body cut off: %s", reason)
             transport.abort()
