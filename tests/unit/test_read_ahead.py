@@ -131,6 +131,20 @@ def test_a_consumer_back_in_time_gets_read_ahead_again():
     asyncio.run(scenario())
 
 
+def test_the_first_items_are_fetched_on_demand():
+    async def scenario() -> None:
+        fetches = Fetches()
+        reader = ReadAhead(fetches, 10, max_ahead=2, patience=60, warmup=4)
+        for index in range(4):
+            await take_waiting(reader, fetches, index)
+            assert not fetches.running
+        await take_waiting(reader, fetches, 4)
+        assert list(fetches.running) == [5]
+        reader.close()
+
+    asyncio.run(scenario())
+
+
 def test_closing_cancels_the_fetches_in_flight():
     async def scenario() -> None:
         fetches = Fetches()
