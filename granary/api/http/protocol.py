@@ -610,8 +610,9 @@ class HttpConnection(asyncio.Protocol):
         The chunk goes to the transport a slice at a time, with a wait for the
         client between slices: the transport never holds much more than its
         high-water mark, however large the chunk (a block of an object is 1 MiB
-        by default). Slices are views: nothing is copied. False once the
-        connection is gone.
+        by default). Slices are views; a transport that copies what the socket
+        does not take (asyncio's does, uvloop's keeps a reference) copies about
+        one slice. False once the connection is gone.
         """
         transport = self._transport
         size = len(chunk)
