@@ -33,6 +33,7 @@ from granary.model.object import (
     ObjectMeta,
     ObjectVersion,
 )
+from granary.model.read_ahead import ReadAhead
 from granary.model.store import Model
 from granary.model.version import VersionBlock, tombstone
 from granary.table.scan import RangePage
@@ -41,6 +42,25 @@ from granary.util.time import next_timestamp, now_ms
 log = logging.getLogger("granary.model")
 
 READ_AHEAD_BLOCKS = 2
+"""The most blocks a GET fetches beyond the one it sends, for a reader that keeps up."""
+READ_AHEAD_WARMUP_BYTES = 4 << 20
+"""A GET fetches this much on demand before it reads ahead (granary/model/read_ahead.py)."""
+READ_AHEAD_PATIENCE = 0.5
+"""Seconds a GET's reader may take over one block and keep its read-ahead.
+
+A slower reader is limited by its network, not by storage: its blocks are then
+fetched as it asks for them, and one that stalls keeps only the block it is sent.
+"""
+
+
+def _blocks_within(blocks: Sequence[tuple[VersionBlock, int]], size: int) -> int:
+    """How many of the first `blocks` fit in `size` bytes."""
+    total = 0
+    for count, (block, _) in enumerate(blocks):
+        total += block.size
+        if total > size:
+            return count
+    return len(blocks)
 
 
 class InflightUpload(msgspec.Struct, array_like=True):
@@ -181,7 +201,12 @@ class Objects:
     async def stream_blocks(
         self, blocks: Sequence[VersionBlock], start: int, end: int
     ) -> AsyncGenerator[bytes, None]:
-        """The bytes [start, end] (inclusive) of the concatenated `blocks`."""
+        """The bytes [start, end] (inclusive) of the concatenated `blocks`.
+
+        Blocks are fetched ahead of the consumer only as far as it keeps up
+        (granary/model/read_ahead.py): a reader stalled for longer than
+        READ_AHEAD_PATIENCE keeps only the block it is sent.
+        """
         wanted = []
         position = 0
         for block in blocks:
@@ -189,20 +214,22 @@ class Objects:
             if block_end > start and position <= end:
                 wanted.append((block, position))
             position = block_end
-        fetches: list[asyncio.Task] = []
+        fetches = ReadAhead(
+            lambda index: self.model.blocks.get(wanted[index][0].hash),
+            len(wanted),
+            READ_AHEAD_BLOCKS,
+            READ_AHEAD_PATIENCE,
+            warmup=_blocks_within(wanted, READ_AHEAD_WARMUP_BYTES),
+        )
         try:
-            for index in range(len(wanted)):
-                while len(fetches) < READ_AHEAD_BLOCKS + 1 and index + len(fetches) < len(wanted):
-                    block, _ = wanted[index + len(fetches)]
-                    fetches.append(asyncio.ensure_future(self.model.blocks.get(block.hash)))
-                data = await fetches.pop(0)
-                block, block_start = wanted[index]
+            for block, block_start in wanted:
+                data = await fetches.next()
                 low = max(start - block_start, 0)
                 high = min(end - block_start + 1, block.size)
                 yield data if (low == 0 and high == len(data)) else data[low:high]
+                del data  # not kept while the next block is fetched
         finally:
-            for fetch in fetches:
-                fetch.cancel()
+            fetches.close()
 
     # ---- writes ----------------------------------------------------------
 

@@ -529,6 +529,35 @@ def test_streamed_response_to_a_slow_reader_stays_bounded(run) -> None:
     run(test)
 
 
+def test_a_large_chunk_to_a_reader_that_never_reads_is_not_all_buffered(run) -> None:
+    """A body chunk goes to the transport in slices: the transport holds about
+    its high-water mark, not the whole chunk the socket could not take."""
+    chunk = b"z" * (16 * MiB)
+
+    async def test() -> None:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield chunk
+
+        async def handler(request: Request) -> Response:
+            return Response(200, body=chunks(), content_length=len(chunk))
+
+        async with serving(handler) as server:
+            client = await Client.connect(server)
+            await client.send(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+            (connection,) = server._settings.connections
+            transport = connection._transport
+            previous = -1
+            while transport.get_write_buffer_size() != previous:  # until the socket is full
+                previous = transport.get_write_buffer_size()
+                await asyncio.sleep(0.05)
+            assert 0 < previous <= 512 * 1024
+            response = await client.response()
+            assert response.body == chunk
+            await client.close()
+
+    run(test)
+
+
 def test_write_timeout_aborts_a_reader_that_never_reads(run) -> None:
     async def test() -> None:
         finished = asyncio.Event()

@@ -42,6 +42,9 @@ SMALL_UNREAD_BODY = 64 * 1024
 
 _WRITE_HIGH_WATER = 256 * 1024
 _COALESCE_LIMIT = 64 * 1024
+_WRITE_SLICE = 256 * 1024
+"""The most of a response body chunk handed to the transport at once."""
+_CRLF = b"\r\n"
 _NAME_CACHE_SIZE = 512
 _INF = float("inf")
 
@@ -569,18 +572,14 @@ class HttpConnection(asyncio.Protocol):
                     return False
                 if self._closed:
                     return False
+                before: tuple[bytes, ...] = () if pending_head is None else (pending_head,)
                 if chunked:
-                    pieces: tuple[bytes, ...] = (b"%x\r\n" % size, chunk, b"\r\n")
-                    if pending_head is not None:
-                        pieces = (pending_head, *pieces)
-                    transport.writelines(pieces)
-                elif pending_head is not None:
-                    transport.writelines((pending_head, chunk))
-                else:
-                    transport.write(chunk)
+                    before = (*before, b"%x\r\n" % size)
                 pending_head = None
-                if self._write_paused and not await self._drain():
+                after = (_CRLF,) if chunked else ()
+                if not await self._write_in_slices(before, chunk, after):
                     return False
+                del chunk  # not kept while the next one is produced
         except BodyCutOff as reason:
             log.warning("response body cut off: %s", reason)
             transport.abort()
@@ -602,6 +601,33 @@ class HttpConnection(asyncio.Protocol):
         elif chunked:
             transport.write(CHUNKED_END)
         return True
+
+    async def _write_in_slices(
+        self, before: tuple[bytes, ...], chunk: bytes, after: tuple[bytes, ...]
+    ) -> bool:
+        """Write `before`, `chunk` and `after`, waiting while the client does not read.
+
+        The chunk goes to the transport a slice at a time, with a wait for the
+        client between slices: the transport never holds much more than its
+        high-water mark, however large the chunk (a block of an object is 1 MiB
+        by default). Slices are views; a transport that copies what the socket
+        does not take (asyncio's does, uvloop's keeps a reference) copies about
+        one slice. False once the connection is gone.
+        """
+        transport = self._transport
+        size = len(chunk)
+        if size <= _WRITE_SLICE:
+            transport.writelines((*before, chunk, *after))
+        else:
+            view = memoryview(chunk)
+            for offset in range(0, size, _WRITE_SLICE):
+                if offset and (self._closed or (self._write_paused and not await self._drain())):
+                    return False
+                piece = view[offset : offset + _WRITE_SLICE]
+                last = offset + _WRITE_SLICE >= size
+                transport.writelines((*before, piece, *after) if last else (*before, piece))
+                before = ()
+        return not self._write_paused or await self._drain()
 
     async def _drain(self) -> bool:
         """Wait while a slow reader holds the write buffer; False once the connection is gone."""

@@ -132,8 +132,10 @@ async def _cut_off_if_unavailable(
     """`first`, then `rest`; a later block out of reach cuts the body off."""
     try:
         yield first
+        del first  # nor any block once sent: a stalled reader would hold it
         async for chunk in rest:
             yield chunk
+            del chunk
     except BlockUnavailable as error:
         raise BodyCutOff(str(error)) from None
     finally:
