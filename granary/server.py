@@ -518,9 +518,10 @@ class Node:
         """Give memory back once a burst of S3 requests is over.
 
         M_TRIM_THRESHOLD (see `tune_malloc`) keeps freed buffers for reuse while
-        requests run; after a whole interval without any request (buffers of
-        the last ones may be freed late, e.g. by reads still on the thread
-        pool), the heap is trimmed if much of it is free.
+        requests run; after a whole interval without any request, the heap is
+        trimmed if much of it is free. Buffers of the last requests may be
+        freed late (reads still on the thread pool, connections closing), so
+        the trim is repeated after 4, 8 and 16 quiet intervals.
         """
         started = self.s3_server.requests_started
         quiet_intervals = 2  # since the last request; 0 and 1: a burst not trimmed yet
@@ -532,8 +533,10 @@ class Node:
                 started, quiet_intervals = now_started, 0
                 continue
             quiet_intervals += 1
+            if quiet_intervals not in (2, 4, 8, 16):
+                continue
             free = free_heap_bytes()
-            if quiet_intervals == 2 and (free is None or free >= HEAP_TRIM_MIN_FREE):
+            if free is None or free >= HEAP_TRIM_MIN_FREE:
                 trim_heap()
 
     @property
