@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 
 import blake3
 
@@ -181,16 +182,12 @@ class MerkleIndex:
             visited = 0
             cursor: bytes | None = None
             while True:
-                cursor, count = await self.db.transact(
-                    lambda tx, start=cursor: self._index_rows(tx, start)
-                )
+                cursor, count = await self.db.transact(partial(self._index_rows, start=cursor))
                 visited += count
                 if cursor is None:
                     break
             while True:
-                cursor, count = await self.db.transact(
-                    lambda tx, start=cursor: self._drop_strays(tx, start)
-                )
+                cursor, _ = await self.db.transact(partial(self._drop_strays, start=cursor))
                 if cursor is None:
                     break
             await self.db.transact(lambda tx: tx.put(self._built, self._marker, b""))

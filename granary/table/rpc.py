@@ -4,7 +4,7 @@ Each table answers on the endpoint ``table/<name>``: merging rows, reading
 one row or a range, and the digest exchanges of anti-entropy. Requests and
 replies are msgspec msgpack; rows travel in their stored encoding. No reply
 grows with the size of a table: range reads and row digests come in bounded
-pages with a cursor, fetched rows stop at `FETCH_BYTES`.
+pages with a cursor, fetched rows stop at `FETCH_ROWS` and `FETCH_BYTES`.
 """
 
 from __future__ import annotations
@@ -90,8 +90,9 @@ _request_encoder = msgspec.msgpack.Encoder()
 _request_decoder = msgspec.msgpack.Decoder(TableRequest)
 
 
+FETCH_ROWS = 1000
 FETCH_BYTES = 4 << 20
-"""A `FetchRows` reply stops after the row that reaches this many bytes."""
+"""A `FetchRows` reply stops at FETCH_ROWS rows, or after the row that reaches FETCH_BYTES."""
 ROW_INDEX_NOT_READY = "row_index_not_ready"
 
 
@@ -208,10 +209,10 @@ class TableRpc:
 
 
 def fetch_bounded(table: Table, keys: list[bytes]) -> list[bytes | None]:
-    """The stored rows of `keys` in order, stopping after the row that reaches FETCH_BYTES."""
+    """The stored rows of a prefix of `keys`, in order, within FETCH_ROWS and FETCH_BYTES."""
     rows: list[bytes | None] = []
     size = 0
-    for key in keys:
+    for key in keys[:FETCH_ROWS]:
         raw = table.tree.get(key)
         rows.append(raw)
         size += 0 if raw is None else len(raw)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
+from functools import partial
 from typing import Protocol
 
 from granary.db.base import Tx
@@ -243,9 +244,7 @@ class TableSync:
             if partition in self._held():
                 break  # a newer layout version gave it back meanwhile
             handed = {spot[1:]: digest for spot, digest in page.rows}
-            forgotten += await self.table.db.transact(
-                lambda tx, rows=handed: self._forget(tx, rows)
-            )
+            forgotten += await self.table.db.transact(partial(self._forget, rows=handed))
             if page.horizon is None:
                 log.info(
                     "%s: partition %d handed over, %d rows forgotten",
