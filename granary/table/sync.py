@@ -232,19 +232,21 @@ class TableSync:
         position: bytes | None = None
         while True:
             page = self.table.merkle.rows_in(partition, ALL_BUCKETS, position, self.page_rows)
-            results = await asyncio.gather(
-                *(
-                    self._exchange(node, partition, ALL_BUCKETS, position, page.horizon, pull=False)
-                    for node in holders
-                ),
-                return_exceptions=True,
-            )
-            if sum(not isinstance(result, BaseException) for result in results) < quorum:
-                break
-            if partition in self._held():
-                break  # a newer layout version gave it back meanwhile
-            handed = {spot[1:]: digest for spot, digest in page.rows}
-            forgotten += await self.table.db.transact(partial(self._forget, rows=handed))
+            if page.rows:
+                last = page.rows[-1][0]  # rows past it were not read here: not compared there
+                results = await asyncio.gather(
+                    *(
+                        self._exchange(node, partition, ALL_BUCKETS, position, last, pull=False)
+                        for node in holders
+                    ),
+                    return_exceptions=True,
+                )
+                if sum(not isinstance(result, BaseException) for result in results) < quorum:
+                    return forgotten
+                if partition in self._held():
+                    return forgotten  # a newer layout version gave it back meanwhile
+                handed = {spot[1:]: digest for spot, digest in page.rows}
+                forgotten += await self.table.db.transact(partial(self._forget, rows=handed))
             if page.horizon is None:
                 log.info(
                     "%s: partition %d handed over, %d rows forgotten",
@@ -252,9 +254,8 @@ class TableSync:
                     partition,
                     forgotten,
                 )
-                break
+                return forgotten
             position = after(page.horizon)
-        return forgotten
 
     def _forget(self, tx: Tx, rows: dict[bytes, bytes]) -> int:
         """Delete the rows still exactly as they were handed over (storage key -> digest).

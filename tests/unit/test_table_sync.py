@@ -16,6 +16,7 @@ import msgspec
 import pytest
 
 from granary.db import open_db
+from granary.table.merkle import position_of
 from granary.table.rpc import TableRpc
 from granary.table.schema import TableSchema
 from granary.table.sync import TableSync
@@ -197,16 +198,18 @@ def test_a_replica_still_indexing_old_rows_refuses_row_digests(replicas) -> None
     assert sync_a.complete and contents(a) == contents(b)
 
 
+class HeldByBOnly(BothHoldAll):
+    """A new layout: B holds every partition, A none."""
+
+    def write_sets(self, partition: int) -> list[list[bytes]]:
+        return [[B]]
+
+    def storage_nodes(self, partition: int) -> list[bytes]:
+        return [B]
+
+
 def test_a_partition_is_handed_over_page_by_page(replicas) -> None:
     _wire, (a, b), (sync_a, _) = replicas
-
-    class HeldByBOnly(BothHoldAll):
-        def write_sets(self, partition: int) -> list[list[bytes]]:
-            return [[B]]
-
-        def storage_nodes(self, partition: int) -> list[bytes]:
-            return [B]
-
     sync_a.page_rows = 50
     rows = [thing(i) for i in range(420)]
 
@@ -219,3 +222,32 @@ def test_a_partition_is_handed_over_page_by_page(replicas) -> None:
     assert asyncio.run(scenario()) == 420
     assert contents(a) == {} and len(contents(b)) == 420
     assert a.merkle.partition_digests() == {}
+
+
+def test_a_row_written_during_its_handover_is_kept_for_the_next_pass(replicas) -> None:
+    wire, (a, b), (sync_a, _) = replicas
+    sync_a.page_rows = 50
+    rows = [thing(i) for i in range(120)]
+    first_row = min(range(120), key=lambda i: position_of(a.entry_key(rows[i])))
+    late = thing(first_row, version=9)  # a newer write of a row of the first page
+    deliver = wire.deliver
+
+    async def write_late_during_the_first_push(source, node, endpoint, body):
+        reply = await deliver(source, node, endpoint, body)
+        if node == B and contents(b) and a.local_get(late.pk, late.sk) != late:
+            await a.local_merge([late])
+        return reply
+
+    wire.deliver = write_late_during_the_first_push
+
+    async def scenario() -> tuple[int, dict[bytes, bytes], int]:
+        await a.local_merge(rows)
+        a.replication = HeldByBOnly()
+        first = await sync_a.sync_all()
+        kept = contents(a)
+        return first, kept, await sync_a.sync_all()
+
+    first, kept, second = asyncio.run(scenario())
+    assert kept == {a.entry_key(late): a.encode(late)} and first == 119
+    assert second == 1 and contents(a) == {}
+    assert b.local_get(late.pk, late.sk) == late and len(contents(b)) == 120
