@@ -112,12 +112,11 @@ class MerkleIndex:
             change = xor(change, new_digest)
         if change == EMPTY:
             return
-        bucket = bucket_of(key)
+        slot = bytes([key[0], bucket_of(key)])
         if new is None:
-            tx.delete(self.row_index, bytes([key[0], bucket]) + key)
+            tx.delete(self.row_index, slot + key)
         else:
-            tx.put(self.row_index, bytes([key[0], bucket]) + key, new_digest)
-        slot = bytes([key[0], bucket])
+            tx.put(self.row_index, slot + key, new_digest)
         current = tx.get(self.tree, slot) or EMPTY
         updated = xor(current, change)
         if updated == EMPTY:
