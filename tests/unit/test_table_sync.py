@@ -16,6 +16,8 @@ import msgspec
 import pytest
 
 from granary.db import open_db
+from granary.table import rpc as rpc_module
+from granary.table import sync as sync_module
 from granary.table.merkle import position_of
 from granary.table.rpc import TableRpc
 from granary.table.schema import TableSchema
@@ -251,3 +253,20 @@ def test_a_row_written_during_its_handover_is_kept_for_the_next_pass(replicas) -
     assert kept == {a.entry_key(late): a.encode(late)} and first == 119
     assert second == 1 and contents(a) == {}
     assert b.local_get(late.pk, late.sk) == late and len(contents(b)) == 120
+
+
+def test_rows_travel_in_calls_bounded_in_bytes(replicas, monkeypatch) -> None:
+    wire, (a, b), (sync_a, _) = replicas
+    monkeypatch.setattr(rpc_module, "FETCH_BYTES", 2000)
+    monkeypatch.setattr(sync_module, "BYTES_PER_CALL", 2000)
+    big = b"x" * 600
+
+    async def scenario() -> int:
+        await a.local_merge([Thing(BUCKET, b"a-%02d" % i, 1, big) for i in range(30)])
+        await b.local_merge([Thing(BUCKET, b"b-%02d" % i, 1, big) for i in range(30)])
+        return await sync_a.sync_all()
+
+    assert asyncio.run(scenario()) == 60
+    assert contents(a) == contents(b) and len(contents(a)) == 60
+    row_bytes = len(a.encode(Thing(BUCKET, b"a-00", 1, big)))
+    assert wire.largest_body <= 2000 + row_bytes + 64  # the bound, one row past it, framing
