@@ -2,15 +2,18 @@
 
 Each table answers on the endpoint ``table/<name>``: merging rows, reading
 one row or a range, and the digest exchanges of anti-entropy. Requests and
-replies are msgspec msgpack; rows travel in their stored encoding.
+replies are msgspec msgpack; rows travel in their stored encoding. No reply
+grows with the size of a table: range reads and row digests come in bounded
+pages with a cursor, fetched rows stop at `FETCH_ROWS` and `FETCH_BYTES`.
 """
 
 from __future__ import annotations
 
 import msgspec
 
+from granary.net.errors import RpcError
 from granary.net.messages import BACKGROUND, NORMAL
-from granary.table.merkle import MerkleIndex
+from granary.table.merkle import DigestPage, MerkleIndex, RowIndexNotReady
 from granary.table.table import Table
 
 
@@ -46,11 +49,24 @@ class BucketDigests(msgspec.Struct, tag="bdig", array_like=True):
 
 
 class RowDigests(msgspec.Struct, tag="rdig", array_like=True):
+    """One page of row digests of some buckets of a partition, from position `start`."""
+
     partition: int
     buckets: list[int]
+    start: bytes | None
+    limit: int
+
+
+class RowDigestPage(msgspec.Struct, array_like=True):
+    """The reply to `RowDigests` (see `merkle.DigestPage`)."""
+
+    rows: list[tuple[bytes, bytes]]
+    horizon: bytes | None
 
 
 class FetchRows(msgspec.Struct, tag="fetch", array_like=True):
+    """Rows by storage key; the reply holds the rows of a prefix of the keys (see `fetch`)."""
+
     keys: list[bytes]
 
 
@@ -72,6 +88,12 @@ TableRequest = (
 
 _request_encoder = msgspec.msgpack.Encoder()
 _request_decoder = msgspec.msgpack.Decoder(TableRequest)
+
+
+FETCH_ROWS = 1000
+FETCH_BYTES = 4 << 20
+"""A `FetchRows` reply stops at FETCH_ROWS rows, or after the row that reaches FETCH_BYTES."""
+ROW_INDEX_NOT_READY = "row_index_not_ready"
 
 
 def endpoint_name(table: str) -> str:
@@ -113,10 +135,14 @@ class TableRpc:
                 return merkle.partition_digests()
             case BucketDigests(partition=partition):
                 return merkle.bucket_digests(partition)
-            case RowDigests(partition=partition, buckets=buckets):
-                return merkle.rows_in(partition, buckets)
+            case RowDigests(partition=partition, buckets=buckets, start=start, limit=limit):
+                try:
+                    page = merkle.rows_in(partition, buckets, start, limit)
+                except RowIndexNotReady as error:
+                    raise RpcError(ROW_INDEX_NOT_READY, str(error)) from None
+                return RowDigestPage(page.rows, page.horizon)
             case FetchRows(keys=keys):
-                return [table.tree.get(key) for key in keys]
+                return fetch_bounded(table, keys)
             case DeleteIfEqual(key=key, digest=digest):
                 gc = table.tombstone_gc
                 if gc is None:
@@ -161,12 +187,35 @@ class TableRpc:
         return await self._call(node, table, BucketDigests(partition), priority=BACKGROUND)
 
     async def row_digests(
-        self, node: bytes, table: str, partition: int, buckets: list[int]
-    ) -> dict[bytes, bytes]:
-        return await self._call(node, table, RowDigests(partition, buckets), priority=BACKGROUND)
+        self,
+        node: bytes,
+        table: str,
+        partition: int,
+        buckets: list[int],
+        start: bytes | None,
+        limit: int,
+    ) -> DigestPage:
+        rows, horizon = await self._call(
+            node, table, RowDigests(partition, buckets, start, limit), priority=BACKGROUND
+        )
+        return DigestPage([(position, digest) for position, digest in rows], horizon)
 
     async def fetch(self, node: bytes, table: str, keys: list[bytes]) -> list[bytes | None]:
+        """The rows of a prefix of `keys` (None: absent), at least one: ask again for the rest."""
         return await self._call(node, table, FetchRows(keys), priority=BACKGROUND)
 
     async def delete_if_equal(self, node: bytes, table: str, key: bytes, digest: bytes) -> bool:
         return await self._call(node, table, DeleteIfEqual(key, digest), priority=BACKGROUND)
+
+
+def fetch_bounded(table: Table, keys: list[bytes]) -> list[bytes | None]:
+    """The stored rows of a prefix of `keys`, in order, within FETCH_ROWS and FETCH_BYTES."""
+    rows: list[bytes | None] = []
+    size = 0
+    for key in keys[:FETCH_ROWS]:
+        raw = table.tree.get(key)
+        rows.append(raw)
+        size += 0 if raw is None else len(raw)
+        if size >= FETCH_BYTES:
+            break
+    return rows

@@ -7,16 +7,26 @@ that differ, then pushes the rows the other side lacks or holds differently
 and pulls the rows it lacks itself. Merges are CRDT merges, so syncing twice
 or from both sides is harmless.
 
+No step grows with the size of a partition (one bucket's objects all sit in
+one): row digests are compared one bounded page at a time (both sides read
+a page from the same position; the comparison stops at the smaller of the
+two horizons and the next pages start just after it, see
+`granary/table/merkle.py`), and rows travel in calls bounded by rows and by
+bytes. A partition of any size thus syncs in bounded steps, each of them a
+bounded read here and a bounded reply there.
+
 A pass that reached a write quorum of every version's holders of every
 partition it covers is reported to the layout manager, for the version every
 node had acknowledged when it started: that is what lets reads move to a new
 layout version (see granary/layout/progress.py).
 
 A sharded table's partitions that this node holds in no active version any
-more are pushed to their current holders and, once a write quorum of them
-has every row, forgotten here.
+more are handed over to their current holders one page of rows at a time:
+once a write quorum of them has every row of the page, the page's rows that
+are still exactly as they were when the page was read are forgotten here.
 
-It runs periodically, and at once when the layout changes.
+It runs periodically, and at once when the layout changes. The first pass
+builds the row digest index for rows written before it existed.
 """
 
 from __future__ import annotations
@@ -24,11 +34,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
+from functools import partial
 from typing import Protocol
 
 from granary.db.base import Tx
 from granary.table.keys import PARTITIONS
-from granary.table.merkle import differing, row_digest
+from granary.table.merkle import (
+    BUCKETS,
+    DIGEST_PAGE_ROWS,
+    after,
+    compare_pages,
+    differing,
+    row_digest,
+)
 from granary.table.replication import distinct_nodes
 from granary.table.rpc import BACKGROUND, TableRpc
 from granary.table.table import Table
@@ -37,7 +55,8 @@ from granary.util.waits import sleep_until
 log = logging.getLogger("granary.sync")
 
 ROWS_PER_CALL = 256
-BUCKETS = range(256)
+BYTES_PER_CALL = 4 << 20  # rows pushed in one call (one bigger row still goes alone)
+ALL_BUCKETS = range(BUCKETS)
 INCOMPLETE_RETRY_SECS = 10.0  # a layout change may be waiting for this pass
 
 
@@ -62,6 +81,7 @@ class TableSync:
         self.wakeup = asyncio.Event()
         self.last_full_sync: float | None = None
         self.complete = False
+        self.page_rows = DIGEST_PAGE_ROWS
         progress.expect_sync(table.name)
 
     def _held(self) -> dict[int, list[list[bytes]]]:
@@ -76,6 +96,7 @@ class TableSync:
 
     async def sync_all(self) -> int:
         """One full pass over every held partition; returns the rows exchanged."""
+        await self.table.merkle.build_row_index()
         target = self.progress.sync_target()
         held = self._held()
         local = self.table.local_node
@@ -122,26 +143,72 @@ class TableSync:
 
     async def sync_partition(self, node: bytes, partition: int, *, pull: bool = True) -> int:
         """Push the rows `node` lacks or holds differently; with `pull`, fetch ours too."""
-        name = self.table.name
-        merkle = self.table.merkle
         buckets = differing(
-            merkle.bucket_digests(partition), await self.rpc.bucket_digests(node, name, partition)
+            self.table.merkle.bucket_digests(partition),
+            await self.rpc.bucket_digests(node, self.table.name, partition),
         )
         if not buckets:
             return 0
-        mine = merkle.rows_in(partition, buckets)
-        theirs = await self.rpc.row_digests(node, name, partition, buckets)
-        to_push = [key for key, digest in mine.items() if theirs.get(key) != digest]
-        to_pull = [key for key, digest in theirs.items() if pull and mine.get(key) != digest]
-        for start in range(0, len(to_push), ROWS_PER_CALL):
-            rows = [self.table.tree.get(key) for key in to_push[start : start + ROWS_PER_CALL]]
-            await self.rpc.merge(
-                node, name, [r for r in rows if r is not None], priority=BACKGROUND
+        return await self._exchange(node, partition, buckets, pull=pull)
+
+    async def _exchange(
+        self,
+        node: bytes,
+        partition: int,
+        buckets: Iterable[int],
+        start: bytes | None = None,
+        end: bytes | None = None,
+        *,
+        pull: bool,
+    ) -> int:
+        """Sync the rows of some buckets from position `start` to `end` (inclusive), by pages."""
+        buckets = list(buckets)
+        exchanged = 0
+        position = start
+        while True:
+            mine = self.table.merkle.rows_in(partition, buckets, position, self.page_rows)
+            theirs = await self.rpc.row_digests(
+                node, self.table.name, partition, buckets, position, self.page_rows
             )
-        for start in range(0, len(to_pull), ROWS_PER_CALL):
-            rows = await self.rpc.fetch(node, name, to_pull[start : start + ROWS_PER_CALL])
-            await self.table.local_merge([self.table.decode(r) for r in rows if r is not None])
-        return len(to_push) + len(to_pull)
+            comparison = compare_pages(mine, theirs, end)
+            horizon = comparison.horizon
+            if horizon is not None and position is not None and horizon < position:
+                raise ValueError(f"row digests of {node.hex()[:16]} went backwards")
+            exchanged += await self._push(node, comparison.only_mine)
+            if pull:
+                exchanged += await self._pull(node, comparison.only_theirs)
+            if horizon is None or horizon == end:
+                return exchanged
+            position = after(horizon)
+
+    async def _push(self, node: bytes, keys: list[bytes]) -> int:
+        """Send our rows of `keys` in calls of at most ROWS_PER_CALL rows and BYTES_PER_CALL."""
+        batch: list[bytes] = []
+        size = 0
+        for key in keys:
+            raw = self.table.tree.get(key)
+            if raw is None:
+                continue  # forgotten meanwhile
+            if batch and (len(batch) >= ROWS_PER_CALL or size + len(raw) > BYTES_PER_CALL):
+                await self.rpc.merge(node, self.table.name, batch, priority=BACKGROUND)
+                batch, size = [], 0
+            batch.append(raw)
+            size += len(raw)
+        if batch:
+            await self.rpc.merge(node, self.table.name, batch, priority=BACKGROUND)
+        return len(keys)
+
+    async def _pull(self, node: bytes, keys: list[bytes]) -> int:
+        """Fetch and merge `node`'s rows of `keys`; each reply is bounded by the other side."""
+        for first in range(0, len(keys), ROWS_PER_CALL):
+            wanted = keys[first : first + ROWS_PER_CALL]
+            while wanted:
+                rows = await self.rpc.fetch(node, self.table.name, wanted)
+                if not rows:
+                    raise ValueError(f"{node.hex()[:16]} answered no row of a fetch")
+                wanted = wanted[len(rows) :]
+                await self.table.local_merge([self.table.decode(r) for r in rows if r is not None])
+        return len(keys)
 
     # ---- handing over partitions held no more ----------------------------------
 
@@ -156,22 +223,39 @@ class TableSync:
         return moved
 
     async def _offload_partition(self, partition: int) -> int:
+        """Hand a partition over one page of rows at a time; returns the rows forgotten."""
         holders = self.table.replication.storage_nodes(partition)
-        rows = self.table.merkle.rows_in(partition, BUCKETS)
-        results = await asyncio.gather(
-            *(self.sync_partition(node, partition, pull=False) for node in holders),
-            return_exceptions=True,
-        )
-        handed = sum(not isinstance(result, BaseException) for result in results)
-        if not holders or handed < self.table.replication.write_quorum(len(holders)):
+        if not holders:
             return 0
-        if partition in self._held():
-            return 0  # a newer layout version gave it back meanwhile
-        forgotten = await self.table.db.transact(lambda tx: self._forget(tx, rows))
-        log.info(
-            "%s: partition %d handed over, %d rows forgotten", self.table.name, partition, forgotten
-        )
-        return forgotten
+        quorum = self.table.replication.write_quorum(len(holders))
+        forgotten = 0
+        position: bytes | None = None
+        while True:
+            page = self.table.merkle.rows_in(partition, ALL_BUCKETS, position, self.page_rows)
+            if page.rows:
+                last = page.rows[-1][0]  # rows past it were not read here: not compared there
+                results = await asyncio.gather(
+                    *(
+                        self._exchange(node, partition, ALL_BUCKETS, position, last, pull=False)
+                        for node in holders
+                    ),
+                    return_exceptions=True,
+                )
+                if sum(not isinstance(result, BaseException) for result in results) < quorum:
+                    return forgotten
+                if partition in self._held():
+                    return forgotten  # a newer layout version gave it back meanwhile
+                handed = {spot[1:]: digest for spot, digest in page.rows}
+                forgotten += await self.table.db.transact(partial(self._forget, rows=handed))
+            if page.horizon is None:
+                log.info(
+                    "%s: partition %d handed over, %d rows forgotten",
+                    self.table.name,
+                    partition,
+                    forgotten,
+                )
+                return forgotten
+            position = after(page.horizon)
 
     def _forget(self, tx: Tx, rows: dict[bytes, bytes]) -> int:
         """Delete the rows still exactly as they were handed over (storage key -> digest).

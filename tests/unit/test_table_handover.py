@@ -10,6 +10,7 @@ import pytest
 from granary.block.refcount import RefCounts
 from granary.db import open_db
 from granary.model.block_ref import BlockRef, BlockRefTable
+from granary.table.merkle import DigestPage
 from granary.table.sync import TableSync
 from granary.table.table import Table
 
@@ -41,8 +42,8 @@ class NewHolders:
     async def bucket_digests(self, node: bytes, table: str, partition: int) -> dict[int, bytes]:
         return {}
 
-    async def row_digests(self, node, table, partition, buckets) -> dict[bytes, bytes]:
-        return {}
+    async def row_digests(self, node, table, partition, buckets, start, limit) -> DigestPage:
+        return DigestPage([], None)
 
     async def merge(self, node: bytes, table: str, rows: list[bytes], priority: int) -> None:
         self.received[node] = self.received.get(node, 0) + len(rows)
