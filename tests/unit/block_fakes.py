@@ -1,11 +1,12 @@
 """A real BlockManager over SQLite and a temp folder, with fixed holders and distances,
-for the unit tests of block reads and resync (the network is each test's own fake)."""
+for the unit tests of block reads and resync (the network is each test's own fake),
+and a one-node replication for the model tests built on it."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from granary.block.holders import BlockHolders
@@ -70,3 +71,27 @@ def block_managers(root: Path) -> Iterator:
         for db, executor in made:
             executor.shutdown()
             db.close()
+
+
+class OneNodeReplication:
+    """Every partition on `node` alone: write and read quorums of one."""
+
+    full_copy = False
+
+    def __init__(self, node: bytes) -> None:
+        self.node = node
+
+    def write_sets(self, partition: int) -> list[list[bytes]]:
+        return [[self.node]]
+
+    def read_nodes(self, partition: int) -> list[bytes]:
+        return [self.node]
+
+    def write_guard(self) -> nullcontext:
+        return nullcontext()
+
+    def read_quorum(self, nodes: int) -> int:
+        return 1
+
+    def write_quorum(self, nodes: int) -> int:
+        return 1

@@ -11,12 +11,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from pathlib import Path
 
 import msgspec
 import pytest
-from block_fakes import FixedDistances, FixedReplication, block_managers
+from block_fakes import FixedDistances, FixedReplication, OneNodeReplication, block_managers
 
 from granary.block.holders import BlockHolders
 from granary.model.buckets import Bucket, BucketParams
@@ -35,27 +34,6 @@ KEY = "photos/cat.jpg"
 MANY = 200
 
 
-class OneNode:
-    """Every partition on this node alone."""
-
-    full_copy = False
-
-    def write_sets(self, partition: int) -> list[list[bytes]]:
-        return [[ME]]
-
-    def read_nodes(self, partition: int) -> list[bytes]:
-        return [ME]
-
-    def write_guard(self) -> nullcontext:
-        return nullcontext()
-
-    def read_quorum(self, nodes: int) -> int:
-        return 1
-
-    def write_quorum(self, nodes: int) -> int:
-        return 1
-
-
 class NoPeers:
     """The network of a node alone: it serves nothing and has no one to call."""
 
@@ -70,7 +48,9 @@ def model(tmp_path: Path) -> Iterator[Model]:
             NoPeers(), BlockHolders(FixedReplication([ME])), FixedDistances([ME]), ME, gc_grace_ms=0
         )
         executor = ThreadPoolExecutor(1)
-        model = Model(blocks.db, blocks, OneNode(), OneNode(), ME, executor)
+        model = Model(
+            blocks.db, blocks, OneNodeReplication(ME), OneNodeReplication(ME), ME, executor
+        )
         live = Bucket(BUCKET, Deletable(deleted=False, value=BucketParams(0, LwwMap())))
         asyncio.run(model.buckets.local_merge([live]))  # writes check that their bucket lives
         yield model

@@ -5,9 +5,9 @@ a late merge of the same upload brings nothing back and loses no complete versio
 from __future__ import annotations
 
 import asyncio
-from contextlib import nullcontext
 
 import pytest
+from block_fakes import OneNodeReplication
 
 from granary.db import open_db
 from granary.model.object import (
@@ -30,29 +30,10 @@ UUID, OTHER = b"u" * 16, b"o" * 16
 META = ObjectMeta(size=4, etag="e", headers=[])
 
 
-class OneNode:
-    full_copy = False
-
-    def write_sets(self, partition: int) -> list[list[bytes]]:
-        return [[ME]]
-
-    def read_nodes(self, partition: int) -> list[bytes]:
-        return [ME]
-
-    def read_quorum(self, nodes: int) -> int:
-        return 1
-
-    def write_quorum(self, nodes: int) -> int:
-        return 1
-
-    def write_guard(self) -> nullcontext:
-        return nullcontext()
-
-
 @pytest.fixture
 def table(tmp_path):
     db = open_db("sqlite", tmp_path / "meta", fsync=False)
-    yield Table(ObjectTable(), db, OneNode(), ME)
+    yield Table(ObjectTable(), db, OneNodeReplication(ME), ME)
     db.close()
 
 

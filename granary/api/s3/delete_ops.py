@@ -70,15 +70,9 @@ async def delete_objects(ctx: S3Context) -> Response:
 async def _read_and_parse(ctx: S3Context, payload: Payload) -> tuple[bytes, ET.Element]:
     """The body, parsed as it arrives: one over its XML budget is refused (MalformedXML)
     as soon as the budget is passed, before the rest of it is read."""
-    if payload.length is not None and payload.length > MAX_DELETE_OBJECTS_BYTES:
-        raise S3Error("MaxMessageLengthExceeded")
     parser = delete_objects_parser()
     pieces = []
-    size = 0
-    async for piece in payload.chunks():
-        size += len(piece)
-        if size > MAX_DELETE_OBJECTS_BYTES:
-            raise S3Error("MaxMessageLengthExceeded")
+    async for piece in payload.chunks_within(MAX_DELETE_OBJECTS_BYTES):
         parser.feed(piece)
         pieces.append(piece)
     root = parser.close()

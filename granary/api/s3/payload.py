@@ -87,17 +87,20 @@ class Payload:
         if self.length is not None and received != self.length:
             raise S3Error("IncompleteBody")
 
-    async def read_all(self, max_bytes: int) -> bytes:
-        """The whole (small) body, checked against a signed SHA-256."""
+    async def chunks_within(self, max_bytes: int) -> AsyncIterator[bytes]:
+        """The body's pieces; MaxMessageLengthExceeded as soon as it is over `max_bytes`."""
         if self.length is not None and self.length > max_bytes:
             raise S3Error("MaxMessageLengthExceeded")
-        parts = []
         size = 0
         async for piece in self.chunks():
             size += len(piece)
             if size > max_bytes:
                 raise S3Error("MaxMessageLengthExceeded")
-            parts.append(piece)
+            yield piece
+
+    async def read_all(self, max_bytes: int) -> bytes:
+        """The whole (small) body, checked against a signed SHA-256."""
+        parts = [piece async for piece in self.chunks_within(max_bytes)]
         data = b"".join(parts)
         expected = self.expected_sha256
         if expected is not None and not hmac.compare_digest(
