@@ -569,13 +569,29 @@ def _display_host(host: str) -> str:
 
 
 async def run_node(config: Config, *, default_key: bool, announce) -> None:
-    """Run a node until SIGINT or SIGTERM."""
+    """Run a node until SIGINT or SIGTERM.
+
+    The signals are handled from the start: one that arrives while the node
+    is still starting (its S3 port may already answer) cancels the start and
+    stops what was started (it used to end the process with status 1).
+    """
     node = Node(config, default_key=default_key)
-    await node.start()
-    announce(node)
     loop = asyncio.get_running_loop()
+    starting = asyncio.ensure_future(node.start())
+
+    def on_signal() -> None:
+        node.stop_event.set()
+        starting.cancel()  # nothing left to cancel once started
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, node.stop_event.set)
+        loop.add_signal_handler(signum, on_signal)
+    try:
+        await starting
+    except asyncio.CancelledError:
+        log.info("stopped while starting")
+        await node.stop()
+        return
+    announce(node)
     await node.stop_event.wait()
     log.info("stopping")
     await node.stop()
