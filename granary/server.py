@@ -38,6 +38,7 @@ from granary.config import (
     warn_unsupported,
 )
 from granary.db import open_db
+from granary.layout.history import LayoutHistory
 from granary.layout.manager import LayoutManager
 from granary.layout.roles import NodeRole
 from granary.model.access import Access, AccessError
@@ -396,7 +397,12 @@ class Node:
         laid_out = asyncio.Event()
         if self.layout.current.version > 0:
             laid_out.set()
-        self.layout.on_change(lambda history: history.current.version and laid_out.set())
+
+        def note_layout(history: LayoutHistory) -> None:
+            if history.current.version:
+                laid_out.set()
+
+        self.layout.on_change(note_layout)
 
         async def create_later() -> None:
             await laid_out.wait()

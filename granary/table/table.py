@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator, Callable, Iterator
-from typing import Generic, Protocol, TypeVar
+from functools import partial
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 import msgspec
 
@@ -33,6 +34,9 @@ from granary.table.replication import Replication, call_write_sets
 from granary.table.scan import RangePage, ReplicaScan, ScanBounds, merge_scans, scan_bounded
 from granary.table.schema import Entry, TableSchema
 from granary.util.waits import sleep_until
+
+if TYPE_CHECKING:
+    from granary.table.gc import TombstoneGc
 
 E = TypeVar("E", bound=Entry)
 log = logging.getLogger("granary.table")
@@ -78,7 +82,7 @@ class Table(Generic[E]):
         self.merkle = MerkleIndex(db, schema.name, self.tree)
         self.nearest_first: Callable[[list[bytes]], list[bytes]] = list
         self.hedging: Hedging | None = None
-        self.tombstone_gc = None
+        self.tombstone_gc: TombstoneGc | None = None
         self.scan_bounds = ScanBounds()
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder = msgspec.msgpack.Decoder(schema.entry_type)
@@ -176,15 +180,13 @@ class Table(Generic[E]):
             await asyncio.gather(
                 *(
                     call_write_sets(
-                        sets,
-                        lambda node, group=group: self._merge_on(node, group),
-                        self.replication.write_quorum,
+                        sets, partial(self._merge_on, entries=group), self.replication.write_quorum
                     )
                     for sets, group in by_sets.items()
                 )
             )
 
-    async def _merge_on(self, node: bytes, entries: list[E]) -> None:
+    async def _merge_on(self, node: bytes, *, entries: list[E]) -> None:
         if node == self.local_node:
             await self.local_merge(entries)
         else:
@@ -345,8 +347,8 @@ class Table(Generic[E]):
         return len(batch)
 
 
-def _merge_all(entries: list) -> object | None:
-    merged = None
+def _merge_all(entries: list[E]) -> E | None:
+    merged: E | None = None
     for entry in entries:
         merged = entry if merged is None else merged.merge(entry)
     return merged

@@ -167,13 +167,15 @@ class HttpConnection(asyncio.Protocol):
     stops until that answer is written.
     """
 
+    _transport: asyncio.Transport
+    """Set by `connection_made`, which asyncio calls before any other method."""
+
     def __init__(self, settings: ConnectionSettings) -> None:
         self._settings = settings
         self._limits = settings.limits
         self._max_head_size = settings.limits.max_header_bytes
         self._loop = asyncio.get_running_loop()
         self._parser = httptools.HttpRequestParser(self)
-        self._transport: asyncio.Transport | None = None
         self._client: tuple[str, int] = ("", 0)
         # The request being parsed.
         self._url = b""

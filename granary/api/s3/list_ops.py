@@ -76,7 +76,7 @@ async def _object_page(ctx: S3Context, marker: str | None) -> Page:
 
 
 def _contents(ctx: S3Context, key: str, version: ObjectVersion, encode, with_owner: bool):
-    meta = version.meta
+    meta = version.data_meta
     return (
         "Contents",
         [

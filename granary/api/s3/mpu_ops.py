@@ -189,8 +189,8 @@ async def _already_completed(ctx: S3Context) -> Response | None:
     """A repeated Complete of an upload that became the object succeeds again, as in S3."""
     key = ctx.require_key()
     current = await ctx.services.objects.current(ctx.require_bucket().id, key)
-    if current is not None and current.meta.upload_id.hex() == ctx.query.get("uploadId", ""):
-        return _completed(ctx, key, current.meta)
+    if current is not None and current.data_meta.upload_id.hex() == ctx.query.get("uploadId", ""):
+        return _completed(ctx, key, current.data_meta)
     return None
 
 
