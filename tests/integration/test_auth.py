@@ -24,7 +24,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 from conftest import ACCESS_KEY, SECRET_KEY, node_config, s3_client
-from test_clients import client_env, find_tool, run, write_file
+from test_clients import s3cmd_runner, write_file
 
 REGION = "us-east-1"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -353,36 +353,21 @@ def test_sigv2_virtual_host_style(own_server):
 
 
 def test_s3cmd_with_signature_v2(server, s3, bucket, tmp_path):
-    executable = find_tool("s3cmd")
-    assert executable is not None, "s3cmd is a test dependency"
-    home = tmp_path / "s3cmd-home"
-    host = server.endpoint.removeprefix("http://")
-    config = write_file(
-        home / "s3cfg",
-        (
-            "[default]\n"
-            f"access_key = {ACCESS_KEY}\n"
-            f"secret_key = {SECRET_KEY}\n"
-            "bucket_location = us-east-1\n"
-            "signature_v2 = True\n"
-        ).encode(),
-    )
-    base = [executable, "--config", str(config), "--host", host, "--host-bucket", host, "--no-ssl"]
-    env = client_env(home)
+    s3cmd = s3cmd_runner(server, tmp_path / "s3cmd-home", signature_v2=True)
     source = write_file(tmp_path / "up load.txt", b"from s3cmd v2\n")
-    run([*base, "--no-progress", "put", str(source), f"s3://{bucket}/s3cmd/up load.txt"], env)
+    s3cmd("put", str(source), f"s3://{bucket}/s3cmd/up load.txt")
     assert (
         s3.get_object(Bucket=bucket, Key="s3cmd/up load.txt")["Body"].read() == source.read_bytes()
     )
-    listing = run([*base, "ls", f"s3://{bucket}/s3cmd/"], env).stdout
+    listing = s3cmd("ls", f"s3://{bucket}/s3cmd/")
     assert f"s3://{bucket}/s3cmd/up load.txt" in listing
     target = tmp_path / "down.txt"
-    run([*base, "--no-progress", "get", f"s3://{bucket}/s3cmd/up load.txt", str(target)], env)
+    s3cmd("get", f"s3://{bucket}/s3cmd/up load.txt", str(target))
     assert target.read_bytes() == source.read_bytes()
-    signed_url = run([*base, "signurl", f"s3://{bucket}/s3cmd/up load.txt", "+300"], env).stdout
+    signed_url = s3cmd("signurl", f"s3://{bucket}/s3cmd/up load.txt", "+300")
     reply = url_open(signed_url.strip())
     assert (reply.status, reply.body) == (200, source.read_bytes())
-    run([*base, "del", f"s3://{bucket}/s3cmd/up load.txt"], env)
+    s3cmd("del", f"s3://{bucket}/s3cmd/up load.txt")
     assert not object_exists(s3, bucket, "s3cmd/up load.txt")
 
 

@@ -241,13 +241,11 @@ def test_aws_s3api_multipart_by_hand(aws, bucket, tmp_path):
 # ---- s3cmd ---------------------------------------------------------------
 
 
-@pytest.fixture
-def s3cmd(server: GranaryServer, tmp_path: Path) -> Runner:
-    """Run s3cmd against the server, path-style, with keys from a temp config file."""
+def s3cmd_runner(server: GranaryServer, home: Path, *, signature_v2: bool = False) -> Runner:
+    """Run s3cmd against the server, path-style, with keys from a config file in `home`."""
     executable = find_tool("s3cmd")
     if executable is None:
         pytest.fail("s3cmd is not installed (it is a test dependency: pip install s3cmd)")
-    home = tmp_path / "s3cmd-home"
     host = server.endpoint.removeprefix("http://")
     config = write_file(
         home / "s3cfg",
@@ -256,7 +254,7 @@ def s3cmd(server: GranaryServer, tmp_path: Path) -> Runner:
             f"access_key = {ACCESS_KEY}\n"
             f"secret_key = {SECRET_KEY}\n"
             "bucket_location = us-east-1\n"
-            "signature_v2 = False\n"
+            f"signature_v2 = {signature_v2}\n"
         ).encode(),
     )
     env = client_env(home)
@@ -276,6 +274,11 @@ def s3cmd(server: GranaryServer, tmp_path: Path) -> Runner:
         return run([*base, *args], env).stdout
 
     return s3cmd_cli
+
+
+@pytest.fixture
+def s3cmd(server: GranaryServer, tmp_path: Path) -> Runner:
+    return s3cmd_runner(server, tmp_path / "s3cmd-home")
 
 
 def s3cmd_ls_entries(output: str) -> list[tuple[str, str]]:
