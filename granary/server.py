@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import errno
 import logging
 import os
@@ -64,7 +63,11 @@ from granary.util.files import (
     write_atomic,
     write_if_changed,
 )
-from granary.util.resources import free_heap_bytes, raise_open_file_limit, trim_heap
+from granary.util.resources import (
+    free_heap_bytes,
+    raise_open_file_limit,
+    trim_heap,
+)
 from granary.util.sizes import parse_size
 from granary.util.time import now_ms, set_clock_offset
 
@@ -78,21 +81,6 @@ TOMBSTONE_GC_INTERVAL_SECS = 60
 BLOCK_GC_GRACE_MS = 10 * 60 * 1000
 HEAP_TRIM_INTERVAL_SECS = 2.0
 HEAP_TRIM_MIN_FREE = 64 << 20
-
-
-def tune_malloc() -> None:
-    """Stop glibc trimming the heap on every freed read buffer (4-5x upload CPU).
-
-    One arena: buffers allocated on the thread pool otherwise land in
-    per-thread arenas, whose free top malloc_trim never gives back (only the
-    main arena's is), so a burst of reads kept its memory for good. Python
-    allocates under the GIL, so threads seldom contend for the arena.
-    """
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 16 << 20)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD
-        libc.mallopt(-8, 1)  # M_ARENA_MAX
 
 
 def s3_http_limits(s3_api: S3ApiConfig) -> HttpLimits:

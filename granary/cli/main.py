@@ -93,7 +93,8 @@ def server(ctx: click.Context, s3_address: str, admin_address: str, rpc_address:
 
     import uvloop
 
-    from granary.server import default_config, run_node, tune_malloc
+    from granary.server import default_config, run_node
+    from granary.util.resources import tune_malloc
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

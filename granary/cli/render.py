@@ -48,15 +48,11 @@ def rights(permission: dict) -> str:
     )
 
 
-def key_info(key: dict, *, secret_hint: bool = True) -> list[str]:
+def key_info(key: dict) -> list[str]:
     """A key, its secret if the API gave it, and its buckets."""
     secret = key["secret"]
     if secret is None:
-        secret = (
-            f"(hidden; `granary key info {key['key_id']} --show-secret` shows it)"
-            if secret_hint
-            else "(hidden)"
-        )
+        secret = f"(hidden; `granary key info {key['key_id']} --show-secret` shows it)"
     lines = [
         f"Key name:           {key['name'] or '(none)'}",
         f"Key ID:             {key['key_id']}",

@@ -503,9 +503,9 @@ class Access:
             try:
                 if not await self.bucket_is_empty(bucket.id):
                     raise AccessError("not-empty", f"bucket {name} is not empty")
+                self._act_in_time(started, name)
                 await self.abort_uploads(bucket.id)
-                if time.monotonic() - started > ACT_WITHIN_SECS:
-                    raise AccessError("conflict", f"deleting bucket {name} took too long")
+                self._act_in_time(started, name)  # uploads ended meanwhile stay ended
             except BaseException:
                 await finish_anyway(
                     self._announce_closing(bucket.id, Intent(deadline, active=False)),
@@ -517,6 +517,12 @@ class Access:
         for key_id, permission in bucket.params.authorized_keys.items():
             if permission is not None and permission.any:
                 await self._grant_on_key(key_id, bucket.id, NO_PERMISSION)
+
+    @staticmethod
+    def _act_in_time(started: float, name: str) -> None:
+        """A node acts on its intent only within `ACT_WITHIN_SECS` (module docstring)."""
+        if time.monotonic() - started > ACT_WITHIN_SECS:
+            raise AccessError("conflict", f"deleting bucket {name} took too long")
 
     async def _announce_closing(self, bucket_id: bytes, intent: Intent) -> None:
         """Write this node's slot of a bucket's `closing` intents."""

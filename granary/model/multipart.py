@@ -21,9 +21,12 @@ from granary.model.mpu_index import UploadIndexEntry, new_upload_id
 from granary.model.object import ABORTED, Object, ObjectMeta, ObjectVersion
 from granary.model.objects import Objects, Upload
 from granary.model.version import VersionBlock
+from granary.table.merkle import BUILT_INDEXES_TREE
 from granary.table.scan import RangePage
 from granary.util.locks import KeyedLocks
 from granary.util.time import next_timestamp, now_ms
+
+LEGACY_UPLOADS_MARKER = b"multipart_index:legacy_uploads"
 
 
 class Multipart:
@@ -159,8 +162,12 @@ class Multipart:
         write of its key hid it; indexing it makes it listable (and abortable
         from the listing) again. Every replica indexes the rows it holds,
         which the index's merge makes harmless; an upload ended meanwhile
-        stays ended, as the index tombstone wins the merge.
+        stays ended, as the index tombstone wins the merge. Done once per
+        node: a marker in the `BUILT_INDEXES_TREE` records it.
         """
+        built = self.model.db.tree(BUILT_INDEXES_TREE)
+        if built.get(LEGACY_UPLOADS_MARKER) is not None:
+            return 0
         table = self.model.uploads
         legacy = [
             upload.index_entry()
@@ -169,4 +176,5 @@ class Multipart:
         ]
         if legacy:
             await self.model.upload_index.insert_many(legacy)
+        await self.model.db.transact(lambda tx: tx.put(built, LEGACY_UPLOADS_MARKER, b"1"))
         return len(legacy)

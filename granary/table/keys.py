@@ -73,3 +73,11 @@ def resort_long_runs(
     if run:
         run.sort(key=lambda row: full_sort_key(row[1]), reverse=reverse)
         yield from run
+
+
+def prefix_end(prefix: bytes) -> bytes | None:
+    """The smallest key greater than every key starting with `prefix`, if any."""
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return None
+    return stripped[:-1] + bytes([stripped[-1] + 1])

@@ -25,6 +25,7 @@ from granary.table.keys import (
     encode_sort_key,
     partition_hash,
     partition_of,
+    prefix_end,
     resort_long_runs,
     storage_key,
 )
@@ -116,7 +117,7 @@ class Table(Generic[E]):
         """(stored bytes, entry) of one partition key in sort-key order, from `start` on."""
         prefix = partition_hash(pk)
         low = prefix + (encode_sort_key(start)[:SORT_KEY_INLINE] if start else b"")
-        high = _prefix_end(prefix)
+        high = prefix_end(prefix)
         rows = (
             (key[len(prefix) :], (value, self.decode(value)))
             for key, value in self.tree.range(low, high)
@@ -134,7 +135,7 @@ class Table(Generic[E]):
     def tx_rows(self, tx: Tx, pk: bytes) -> Iterator[E]:
         """The local rows of a partition key, read inside a write transaction."""
         prefix = partition_hash(pk)
-        for _, value in tx.range(self.tree, prefix, _prefix_end(prefix)):
+        for _, value in tx.range(self.tree, prefix, prefix_end(prefix)):
             yield self.decode(value)
 
     def merge_in_tx(self, tx: Tx, entry: E) -> E:
@@ -352,11 +353,3 @@ def _merge_all(entries: list[E]) -> E | None:
     for entry in entries:
         merged = entry if merged is None else merged.merge(entry)
     return merged
-
-
-def _prefix_end(prefix: bytes) -> bytes | None:
-    """The smallest key greater than every key starting with `prefix`, if any."""
-    stripped = prefix.rstrip(b"\xff")
-    if not stripped:
-        return None
-    return stripped[:-1] + bytes([stripped[-1] + 1])

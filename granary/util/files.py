@@ -47,8 +47,8 @@ def make_private(root: Path, *, recursive: bool) -> None:
     For data written before the server set its umask: a folder of 0700 is
     enough to hide everything below it, so big block trees need only their root.
     """
-    if not root.exists():
-        return
+    if not root.exists() or root.stat().st_mode & 0o077 == 0:
+        return  # private already: what lies below is hidden, as this function leaves it
     root.chmod(0o700)
     if not recursive:
         return

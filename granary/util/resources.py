@@ -36,6 +36,23 @@ def _libc() -> ctypes.CDLL | None:
         return None
 
 
+def tune_malloc() -> None:
+    """Stop glibc trimming the heap on every freed read buffer (4-5x upload CPU).
+
+    One arena: buffers allocated on the thread pool otherwise land in
+    per-thread arenas, whose free top malloc_trim never gives back (only the
+    main arena's is), so a burst of reads kept its memory for good. Python
+    allocates under the GIL, so threads seldom contend for the arena.
+    """
+    libc = _libc()
+    mallopt = getattr(libc, "mallopt", None)
+    if mallopt is None:
+        return
+    mallopt(-3, 16 << 20)  # M_MMAP_THRESHOLD
+    mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD
+    mallopt(-8, 1)  # M_ARENA_MAX
+
+
 def raise_open_file_limit() -> int:
     """Raise the soft RLIMIT_NOFILE to the hard one; return the soft limit now in force."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

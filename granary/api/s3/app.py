@@ -84,7 +84,7 @@ class S3App:
             if isinstance(error, OSError) and error.errno not in NO_SPACE:
                 raise
             log.warning("%s %s: %s", request.method, request.path, error)
-            response = self.error_response(request, self._unavailable(), request_id)
+            response = self.error_response(request, self._unavailable(request), request_id)
         except ChecksumRequestError as error:
             response = self.error_response(
                 request, S3Error("InvalidRequest", str(error)), request_id
@@ -92,9 +92,10 @@ class S3App:
         response.headers.extend(_common_headers(request_id))
         return response
 
-    def _unavailable(self) -> S3Error:
-        """Why a write could not be done: this node's full disk, else too few nodes."""
-        full = self.services.full_disk()
+    def _unavailable(self, request: Request) -> S3Error:
+        """Why a request could not be done: for a write, this node's full disk if it
+        is full; else too few nodes (a read is never refused for a full disk)."""
+        full = None if request.method in ("GET", "HEAD") else self.services.full_disk()
         if full is not None:
             return S3Error(
                 "InsufficientStorage",

@@ -14,11 +14,10 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
 from granary.api.s3.errors import S3Error
+from granary.api.s3.numbers import MAX_PART_NUMBER
 from granary.api.s3.xml import XmlParser, parse_xml
 from granary.util.checksums import ALGORITHMS, checksum_element_name
 
-MAX_PART_NUMBER = 10_000
-MAX_COMPLETED_PARTS = 10_000
 MAX_DELETE_OBJECTS = 1_000
 # 10,000 parts with ETags and checksums, or 1,000 keys of up to 1,024 bytes
 # each, do not fit the default 1 MiB cap.
@@ -29,7 +28,7 @@ MAX_CREATE_BUCKET_BYTES = 64 << 10
 # and its fields (Part: PartNumber, ETag, up to five checksums; Object: Key,
 # VersionId, ETag, LastModifiedTime, Size), with room for a few more that a
 # newer client may add. A body over its budget stops parsing there.
-MAX_COMPLETE_MULTIPART_ELEMENTS = 4 + MAX_COMPLETED_PARTS * 10
+MAX_COMPLETE_MULTIPART_ELEMENTS = 4 + MAX_PART_NUMBER * 10
 MAX_DELETE_OBJECTS_ELEMENTS = 4 + MAX_DELETE_OBJECTS * 8
 MAX_CREATE_BUCKET_ELEMENTS = 16
 
@@ -115,7 +114,7 @@ def parse_complete_multipart(body: bytes) -> list[CompletedPart]:
         MAX_COMPLETE_MULTIPART_ELEMENTS,
     )
     nodes = root.findall("Part")
-    if not nodes or len(nodes) > MAX_COMPLETED_PARTS:
+    if not nodes or len(nodes) > MAX_PART_NUMBER:
         raise S3Error("MalformedXML")
     parts = [_completed_part(node) for node in nodes]
     for previous, current in itertools.pairwise(parts):

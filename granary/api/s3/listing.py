@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from granary.table.keys import prefix_end
+
 T = TypeVar("T")
 
 BATCH = 1000
@@ -50,10 +52,7 @@ def after(key: str) -> bytes:
 
 def past_prefix(prefix: str) -> bytes | None:
     """The smallest key after every key that starts with `prefix` (None: no such key)."""
-    raw = prefix.encode().rstrip(b"\xff")
-    if not raw:
-        return None
-    return raw[:-1] + bytes([raw[-1] + 1])
+    return prefix_end(prefix.encode())
 
 
 async def list_page(
@@ -84,7 +83,7 @@ async def list_page(
         return page
     returned = None
     if marker is not None and marker.startswith(prefix):
-        returned = _common_prefix(marker, prefix, delimiter)
+        returned = common_prefix(marker, prefix, delimiter)
     if returned is not None:
         # The marker lies in a common prefix an earlier page returned: skip it whole.
         position = past_prefix(returned)
@@ -110,7 +109,7 @@ async def list_page(
             if page.count >= max_keys:
                 page.truncated = True
                 return page
-            folded = _common_prefix(key, prefix, delimiter)
+            folded = common_prefix(key, prefix, delimiter)
             if folded is None:
                 page.items.append((key, item))
                 page.last = resume = key
@@ -130,13 +129,13 @@ async def list_page(
             not reached.startswith(prefix) and reached.encode() > prefix.encode()
         ):
             return page
-        folded = _common_prefix(reached, prefix, delimiter)
+        folded = common_prefix(reached, prefix, delimiter)
         if folded is None or (marker_bytes is not None and folded.encode() <= marker_bytes):
             resume = reached
         position = after(reached)
 
 
-def _common_prefix(key: str, prefix: str, delimiter: str | None) -> str | None:
+def common_prefix(key: str, prefix: str, delimiter: str | None) -> str | None:
     if not delimiter:
         return None
     index = key.find(delimiter, len(prefix))

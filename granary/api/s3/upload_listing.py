@@ -13,7 +13,9 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from granary.api.s3.listing import common_prefix
 from granary.model.mpu_index import UploadIndexEntry, after_key, after_upload, encode_key
+from granary.table.keys import prefix_end
 from granary.table.scan import RangePage
 
 BATCH = 1000
@@ -53,13 +55,6 @@ def start_position(prefix: str, key_marker: str | None, upload_id_marker: str | 
     return max(start, encode_key(prefix))
 
 
-def _common_prefix(key: str, prefix: str, delimiter: str | None) -> str | None:
-    if not delimiter:
-        return None
-    index = key.find(delimiter, len(prefix))
-    return None if index < 0 else key[: index + len(delimiter)]
-
-
 async def upload_page(
     fetch: FetchUploads,
     *,
@@ -92,7 +87,7 @@ async def upload_page(
             if page.count >= max_uploads:
                 page.truncated = True
                 return page
-            folded = _common_prefix(entry.key, prefix, delimiter)
+            folded = common_prefix(entry.key, prefix, delimiter)
             if folded is None:
                 page.uploads.append(entry)
                 page.next_key_marker = entry.key
@@ -115,7 +110,4 @@ async def upload_page(
 
 def _past_prefix(folded: str) -> bytes | None:
     """The smallest sort key past the uploads of every key starting with `folded`."""
-    raw = encode_key(folded).rstrip(b"\xff")
-    if not raw:
-        return None
-    return raw[:-1] + bytes([raw[-1] + 1])
+    return prefix_end(encode_key(folded))
