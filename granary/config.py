@@ -134,8 +134,10 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     data_dir: str | list[DataDir]
     db_engine: Literal["lmdb", "sqlite"] = "lmdb"
     lmdb_map_size: str | int = "64G"
-    metadata_fsync: bool = False
-    data_fsync: bool = False
+    metadata_fsync: bool | None = None
+    """Sync every metadata commit; unset: on when replication_factor is 1."""
+    data_fsync: bool | None = None
+    """Sync every block file and its folder; unset: on when replication_factor is 1."""
     block_size: str | int = "1M"
     compression_level: int | Literal["none"] = 1
     replication_factor: int = 1
@@ -207,6 +209,24 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
             )
         if self.rpc_secret is not None:
             _check_rpc_secret(self.rpc_secret, "`$.rpc_secret`")
+
+    @property
+    def syncs_metadata(self) -> bool:
+        return self._syncs(self.metadata_fsync)
+
+    @property
+    def syncs_data(self) -> bool:
+        return self._syncs(self.data_fsync)
+
+    def _syncs(self, setting: bool | None) -> bool:
+        """A setting, or by default: sync when no other copy guards against a power loss.
+
+        With one copy, an acknowledged write lost in a power cut is lost for
+        good. With several, the other copies (in other zones) cover a node's
+        power loss, and anti-entropy restores what it forgot, so the
+        cheaper default stays (as in Garage).
+        """
+        return setting if setting is not None else self.replication_factor == 1
 
     @property
     def block_size_bytes(self) -> int:

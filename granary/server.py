@@ -198,7 +198,7 @@ class Node:
         self.db = open_db(
             config.db_engine,
             metadata_dir / "db",
-            fsync=config.metadata_fsync,
+            fsync=config.syncs_metadata,
             map_size=parse_size(config.lmdb_map_size),
         )
         self.net = NetApp(
@@ -232,7 +232,7 @@ class Node:
                 DataDirectory(Path(d.path), parse_size(d.capacity or 1), d.read_only)
                 for d in config.data_dirs
             ],
-            fsync=config.data_fsync,
+            fsync=config.syncs_data,
             compression_level=level,
         )
         blocks = BlockManager(

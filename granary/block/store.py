@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 import secrets
 import shutil
@@ -50,6 +51,10 @@ class BlockStore:
         self._weights = _cumulative([d.capacity for d in self._writable])
         self.fresh = [d for d in directories if _check_marker(d)]
         """The directories found empty and given a new marker (a new or wiped disk)."""
+        self._folders_made = {id(d): bytearray(1 << 13) for d in self._writable}
+        """Per writable directory, a bit per `ab/cd` folder known to exist (8 KiB):
+        a block write then costs no stat or mkdir of its folders."""
+        self._temp_names = itertools.count()
 
     def _primary(self, block_id: bytes) -> DataDirectory:
         """The directory a new block goes to, spread by capacity."""
@@ -76,31 +81,63 @@ class BlockStore:
         return None
 
     def contains(self, block_id: bytes) -> bool:
-        return self.find(block_id) is not None
+        hexid = block_id.hex()
+        exists = os.path.exists
+        for directory in self.directories:
+            plain = f"{directory.path}/{hexid[:2]}/{hexid[2:4]}/{hexid}"
+            if exists(plain) or exists(plain + ".zst"):
+                return True
+        return False
 
     def write(self, block_id: bytes, data: bytes | bytearray) -> int:
-        """Store a block unless already present; return the bytes written."""
+        """Store a block unless already present; return the bytes written.
+
+        This runs once per block of every upload, so it uses plain string
+        paths and `os` calls, and a temporary name from a counter.
+        """
         if self.contains(block_id):
             return 0
         stored, compressed = maybe_compress(data, self.compression_level)
         directory = self._primary(block_id)
-        plain, packed = self._paths(directory, block_id)
-        target = packed if compressed else plain
-        self._make_dirs(directory.path, target.parent)
-        temp = target.with_name(f".{target.name}.tmp-{secrets.token_hex(6)}")
+        hexid = block_id.hex()
+        folder = f"{directory.path}/{hexid[:2]}/{hexid[2:4]}"
+        target = f"{folder}/{hexid}.zst" if compressed else f"{folder}/{hexid}"
+        temp = f"{folder}/.{hexid}.tmp-{os.getpid()}-{next(self._temp_names)}"
+        self._make_folders(directory, hexid)
         try:
-            with open(temp, "wb") as handle:
-                handle.write(stored)
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        except FileNotFoundError:  # its folder was removed behind our back
+            self._folders_made[id(directory)] = bytearray(1 << 13)
+            self._make_folders(directory, hexid)
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            try:
+                view = memoryview(stored)
+                while view:
+                    view = view[os.write(fd, view) :]
                 if self.fsync:
-                    handle.flush()
-                    os.fdatasync(handle.fileno())
+                    os.fdatasync(fd)
+            finally:
+                os.close(fd)
             os.replace(temp, target)
         except BaseException:
-            temp.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
             raise
         if self.fsync:
-            fsync_dir(target.parent)
+            fsync_dir(Path(folder))
         return len(stored)
+
+    def _make_folders(self, directory: DataDirectory, hexid: str) -> None:
+        """Create a block's `ab/cd` folders unless known to exist; with fsync,
+        make their entries durable too."""
+        made = self._folders_made[id(directory)]
+        index = int(hexid[:4], 16)
+        if made[index >> 3] & (1 << (index & 7)):
+            return
+        folder = directory.path / hexid[:2] / hexid[2:4]
+        self._make_dirs(directory.path, folder)
+        made[index >> 3] |= 1 << (index & 7)
 
     def _make_dirs(self, root: Path, folder: Path) -> None:
         """Create the block's folders; with fsync, make their entries durable too."""

@@ -55,9 +55,14 @@ class StreamResult:
     blocks: list[StoredBlock]
 
 
-def _digest_block(digests: StreamDigests, data: bytes | bytearray) -> bytes:
+def _join_and_digest(digests: StreamDigests, pieces: list[memoryview]) -> tuple[bytes, bytes]:
+    """The block made of `pieces`, and its id; the stream digests take it in.
+
+    Joining here, on the thread pool, keeps the block's one copy off the
+    event loop."""
+    data = b"".join(pieces)
     digests.update(data)
-    return block_hash(data)
+    return data, block_hash(data)
 
 
 async def write_blocks(
@@ -75,28 +80,28 @@ async def write_blocks(
     in_flight: list[asyncio.Task] = []
     blocks: list[StoredBlock] = []
     offset = 0
-    hashing: tuple[asyncio.Future[bytes], int, bytearray] | None = None
-    """The block being hashed: (its hash to come, its offset, its content)."""
+    hashing: tuple[asyncio.Future[tuple[bytes, bytes]], int] | None = None
+    """The block being joined and hashed: (its content and hash to come, its offset)."""
 
     async def finish_hashing() -> None:
         nonlocal hashing
         if hashing is None:
             return
-        block_id = await hashing[0]
-        _, block_offset, data = hashing
+        data, block_id = await hashing[0]
+        block_offset = hashing[1]
         hashing = None
         blocks.append(StoredBlock(block_offset, block_id, len(data)))
         while len(in_flight) >= max_in_flight:
             await in_flight.pop(0)
         in_flight.append(asyncio.ensure_future(store(block_offset, block_id, data)))
 
-    async def submit(data: bytearray) -> None:
+    async def submit(pieces: list[memoryview], size: int) -> None:
         nonlocal hashing, offset
         await finish_hashing()
-        hashing = (loop.run_in_executor(executor, _digest_block, digests, data), offset, data)
-        offset += len(data)
+        hashing = (loop.run_in_executor(executor, _join_and_digest, digests, pieces), offset)
+        offset += size
 
-    block = bytearray(block_size)
+    pieces: list[memoryview] = []
     filled = 0
     try:
         async for chunk in chunks:
@@ -105,17 +110,15 @@ async def write_blocks(
             view = memoryview(chunk)
             while view:
                 taken = min(len(view), block_size - filled)
-                block[filled : filled + taken] = view[:taken]
+                pieces.append(view[:taken])
                 filled += taken
                 view = view[taken:]
                 if filled == block_size:
-                    # Each full block is handed over as is and never touched
-                    # again here: one copy from the network buffers, no more.
-                    await submit(block)
-                    block = bytearray(block_size)
+                    await submit(pieces, filled)
+                    pieces = []
                     filled = 0
         if filled:
-            await submit(block[:filled])
+            await submit(pieces, filled)
         await finish_hashing()
         for task in in_flight:
             await task

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
+from granary.block import codec
 from granary.block.codec import CorruptBlock, block_hash, decode_block, maybe_compress
 from granary.block.store import MARKER_FILE, BlockStore, DataDirectory
 
@@ -98,3 +99,24 @@ def test_a_compressed_block_whose_header_announces_exabytes_is_corrupt_not_out_o
     with pytest.raises(CorruptBlock, match="announces"):
         decode_block(bytes(rotten), True, block_hash(data))
     assert decode_block(stored, True, block_hash(data)) == data
+
+
+def test_an_incompressible_block_is_stored_plain_after_a_probe_of_its_head(monkeypatch):
+    """Random data is given up after compressing 64 KiB of it, not the whole block."""
+    compressed_sizes: list[int] = []
+    compressor = zstandard.ZstdCompressor(level=1, write_checksum=True)
+
+    class CountingCompressor:
+        def compress(self, data) -> bytes:
+            compressed_sizes.append(len(data))
+            return compressor.compress(data)
+
+    monkeypatch.setattr(codec, "_compressor", lambda level: CountingCompressor())
+    noise = os.urandom(1 << 20)
+    assert maybe_compress(noise, 1) == (noise, False)
+    assert compressed_sizes == [codec.PROBE_BYTES]
+    text = b"a log line that repeats itself, as logs do. " * 30000
+    stored, compressed = maybe_compress(text, 1)
+    assert compressed and len(stored) < len(text) // 10
+    assert compressed_sizes[1:] == [codec.PROBE_BYTES, len(text)]
+    assert decode_block(bytes(stored), True, block_hash(text)) == text

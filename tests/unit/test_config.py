@@ -9,6 +9,7 @@ import pytest
 
 from granary.config import (
     UNSUPPORTED,
+    Config,
     ConfigError,
     load_config,
     parse_config,
@@ -271,3 +272,14 @@ def test_sizes(text, size):
 def test_bad_sizes(text):
     with pytest.raises(ValueError):
         parse_size(text)
+
+
+def test_a_single_copy_store_syncs_by_default_and_a_replicated_one_does_not():
+    single = Config(**MINIMAL)
+    assert single.syncs_metadata and single.syncs_data
+    replicated = Config(**MINIMAL, replication_factor=3)
+    assert not replicated.syncs_metadata and not replicated.syncs_data
+    chosen = Config(**MINIMAL, metadata_fsync=False, data_fsync=True)
+    assert not chosen.syncs_metadata and chosen.syncs_data
+    chosen = Config(**MINIMAL, replication_factor=3, metadata_fsync=True)
+    assert chosen.syncs_metadata and not chosen.syncs_data
