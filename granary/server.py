@@ -520,9 +520,10 @@ class Node:
 
         M_TRIM_THRESHOLD (see `tune_malloc`) keeps freed buffers for reuse while
         requests run; after a whole interval without any request, the heap is
-        trimmed if much of it is free. Buffers of the last requests may be
-        freed late (reads still on the thread pool, connections closing), so
-        the trim is repeated after 4, 8 and 16 quiet intervals.
+        trimmed if much of it is free, and the metadata engine lets go of the
+        file pages it mapped. Buffers of the last requests may be freed late
+        (reads still on the thread pool, connections closing), so the trim is
+        repeated after 4, 8 and 16 quiet intervals.
         """
         started = self.s3_server.requests_started
         quiet_intervals = 2  # since the last request; 0 and 1: a burst not trimmed yet
@@ -539,6 +540,7 @@ class Node:
             free = free_heap_bytes()
             if free is None or free >= HEAP_TRIM_MIN_FREE:
                 trim_heap()
+            self.db.release_memory()
 
     @property
     def s3_endpoint(self) -> str:

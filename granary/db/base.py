@@ -127,6 +127,9 @@ class Db(ABC):
             self._requests.put(request)
         return await request.future
 
+    def release_memory(self) -> None:
+        """Give back memory the engine holds for speed only (called when idle)."""
+
     def close(self) -> None:
         """Finish the queued writes, stop the writer thread and close the engine."""
         if self._write_owner == threading.get_ident():

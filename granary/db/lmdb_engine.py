@@ -15,6 +15,7 @@ from typing import Final, cast
 import lmdb
 
 from granary.db.base import MAX_KEY_BYTES, MAX_TREES, Db, Item, Tree, Tx
+from granary.util.resources import unmap_file_pages
 
 MAX_READERS: Final = 1024
 """Read transactions open at once, across processes (each live range iterator holds one)."""
@@ -50,6 +51,7 @@ class LmdbDb(Db):
             lock=True,
         )
         self._env.reader_check()  # free slots left by crashed processes
+        self._file = path / "data.mdb"
 
     def _open_tree(self, name: str) -> Tree:
         return LmdbTree(self, name, self._env, self._env.open_db(name.encode()))
@@ -64,6 +66,10 @@ class LmdbDb(Db):
     def _begin_nested(self, parent: Tx) -> Tx:
         parent_txn = cast(LmdbTx, parent).txn
         return LmdbTx(self, self._env.begin(write=True, parent=parent_txn))
+
+    def release_memory(self) -> None:
+        """Unmap the pages of the database file read so far (they stay in the page cache)."""
+        unmap_file_pages(self._file)
 
     def _close_engine(self) -> None:
         self._env.close()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import resource
+from pathlib import Path
 
 # When the hard limit is unlimited, the soft one is raised this far (the kernel's
 # default fs.nr_open): RLIM_INFINITY itself is refused for RLIMIT_NOFILE.
@@ -85,3 +87,35 @@ def trim_heap() -> None:
     trim = getattr(libc, "malloc_trim", None)
     if trim is not None:
         trim(0)
+
+
+_MADV_DONTNEED = 4
+
+
+def unmap_file_pages(path: Path) -> int:
+    """Drop this process's page-table entries for its mappings of `path`; return
+    the bytes of mappings covered.
+
+    A memory-mapped database (LMDB) counts every page it ever read in the
+    process's RSS, although those pages belong to the kernel's page cache. For
+    a shared file mapping MADV_DONTNEED only unmaps: the data stays in the file
+    and the page cache, and the next read maps the page back (a minor fault).
+    """
+    libc = _libc()
+    madvise = getattr(libc, "madvise", None)
+    if madvise is None:
+        return 0
+    target = os.fsencode(os.path.realpath(path))
+    covered = 0
+    try:
+        maps = Path("/proc/self/maps").read_bytes().splitlines()
+    except OSError:
+        return 0
+    for line in maps:
+        fields = line.split(maxsplit=5)
+        if len(fields) < 6 or fields[5] != target or b"s" not in fields[1]:
+            continue
+        start, end = (int(bound, 16) for bound in fields[0].split(b"-"))
+        if madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), _MADV_DONTNEED) == 0:
+            covered += end - start
+    return covered
