@@ -127,7 +127,7 @@ class Db(ABC):
             self._requests.put(request)
         return await request.future
 
-    def release_memory(self) -> None:
+    def release_memory(self) -> None:  # noqa: B027 - most engines hold nothing to give back
         """Give back memory the engine holds for speed only (called when idle)."""
 
     def close(self) -> None:
