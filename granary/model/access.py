@@ -220,11 +220,17 @@ class Access:
 
     def secret_of(self, key_id: str) -> str | None:
         """The secret that signs a key's requests; None for an unknown or unreadable key."""
+        found = self.key_and_secret(key_id)
+        return found[1] if found is not None else None
+
+    def key_and_secret(self, key_id: str) -> tuple[AccessKey, str] | None:
+        """A live key and the secret that signs its requests, read once; None for an
+        unknown or unreadable key."""
         key = self.get_key(key_id)
         if key is None:
             return None
         try:
-            return self.reveal_secret(key)
+            return key, self.reveal_secret(key)
         except SecretUnreadable as error:
             log.error("%s", error)
             return None

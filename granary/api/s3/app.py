@@ -28,6 +28,7 @@ from granary.api.s3.sigv4 import AuthContext, authenticate
 from granary.api.s3.xml import error_document
 from granary.block.manager import BlockUnavailable
 from granary.model.access import Access, BucketGone
+from granary.model.buckets import AccessKey
 from granary.table.quorum import QuorumError
 from granary.util.checksums import ChecksumRequestError
 from granary.util.time import now_ms
@@ -134,9 +135,15 @@ class S3App:
         use_sigv2 = sigv2.is_sigv2(signed_headers, params)
         virtual_host = (bucket_name, key) != split_bucket_key(path, None, None)
 
+        keys_read: dict[str, AccessKey] = {}
+
         def secret_of(key_id: str) -> str | None:
             # Key ids are ASCII: one that is not (invalid UTF-8 included) is unknown.
-            return access.secret_of(key_id) if key_id.isascii() else None
+            found = access.key_and_secret(key_id) if key_id.isascii() else None
+            if found is None:
+                return None
+            keys_read[key_id] = found[0]
+            return found[1]
 
         def check_signature() -> AuthContext | None:
             if use_sigv2:
@@ -172,7 +179,7 @@ class S3App:
             if bucket_name is not None and self.services.access.resolve_bucket(bucket_name) is None:
                 raise S3Error("NoSuchBucket", BucketName=bucket_name)
             raise S3Error("AccessDenied", "Anonymous access is not allowed.")
-        access_key = self.services.access.get_key(auth.access_key_id)
+        access_key = keys_read.get(auth.access_key_id)
         if access_key is None:
             raise S3Error("InvalidAccessKeyId", AWSAccessKeyId=auth.access_key_id)
         query = dict(query_pairs)

@@ -10,6 +10,7 @@ import calendar
 import re
 import time
 from collections.abc import Mapping
+from functools import lru_cache
 
 from granary.api.s3.errors import S3Error
 from granary.api.s3.numbers import parse_decimal
@@ -37,7 +38,12 @@ _COPY_SOURCE_RANGE = re.compile(r"bytes=(\d+)-(\d+)", re.ASCII)
 
 def format_http_date(ts_ms: int) -> str:
     """RFC 7231 IMF-fixdate, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`."""
-    t = time.gmtime(ts_ms // 1000)
+    return _format_http_date(ts_ms // 1000)
+
+
+@lru_cache(maxsize=1024)  # the same few seconds come back: now, and hot objects' mtimes
+def _format_http_date(seconds: int) -> str:
+    t = time.gmtime(seconds)
     return (
         f"{_WEEKDAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year:04d} "
         f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
