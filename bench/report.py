@@ -18,8 +18,9 @@ BUSY_NOTE = (
 )
 UNWATCHED_NOTE = "  server not watched (no --server-pid): its CPU is counted in other%"
 FLOOR_NOTE = (
-    "  floor = CPU-s/GiB of MD5 + BLAKE3 + zstd + one page-cache write (measured just before\n"
-    "  the phase); no SHA-256: the load generator sends UNSIGNED-PAYLOAD (goal srv/floor <= 1.3)"
+    "  floor = CPU-s/GiB of MD5 + BLAKE3 + zstd + one page-cache write (pcw, probed just before\n"
+    "  the phase: ~0.2 into pages the guest just freed, ~2+ into fresh ones on a VM); no SHA-256:\n"
+    "  the load generator sends UNSIGNED-PAYLOAD (goal srv/floor <= 1.3)"
 )
 LIMIT_NAMES = {
     "md5": ("MD5, 1 core", "MB/s"),
@@ -99,17 +100,19 @@ def _throughput_lines(result_set: dict, limits: dict[str, float], compared: bool
         "Throughput (PUT ratio: vs 1-core MD5; GET ratio: vs min(loopback, page-cache read) = "
         f"{get_limit(limits):.0f} MB/s)",
         f"  {'op':<4} {'size':>7} {'conc':>4} {'MB/s':>8} {'ratio':>6} {'objects':>7} "
-        f"{'srv CPU-s/GiB':>13} {'floor':>6} {'srv/floor':>9}"
+        f"{'srv CPU-s/GiB':>13} {'pcw':>5} {'floor':>6} {'srv/floor':>9}"
         f"{' vs peer' if compared else ''} {BUSY_HEADER}",
     ]
     for phase in result_set["throughput"]:
         floor = phase.get("floor_cpu_s_per_gib")
+        page_cache = phase.get("page_cache_write_cpu_s_per_gib")
         server = phase["server_cpu_s_per_gib"]
         over_floor = server / floor if floor and server is not None else None
         lines.append(
             f"  {phase['name']:<4} {size_label(phase['size']):>7} {phase['concurrency']:>4} "
             f"{phase['mb_per_s']:>8.0f} {ratio(phase, limits):>6.2f} {phase['ops']:>7} "
-            f"{_number(server, 13, 2)} {_number(floor, 6, 2)} {_number(over_floor, 9, 2)}"
+            f"{_number(server, 13, 2)} {_number(page_cache, 5, 2)} {_number(floor, 6, 2)} "
+            f"{_number(over_floor, 9, 2)}"
             f"{_peer(phase, compared)} {_busy(phase)}"
         )
     return [*lines, FLOOR_NOTE]
