@@ -30,27 +30,22 @@ class ClusterNode(ServerProcess):
         public_port: int | None = None,
         settings: dict[str, object] | None = None,
     ) -> None:
-        super().__init__(root, credentials, None)
+        super().__init__(root, credentials, None, settings)
+        self.rpc_secret = rpc_secret
+        self.bootstrap = bootstrap
         self.rpc_port = free_port()
         self.public_port = public_port or self.rpc_port
-        self.config = root / "granary.toml"
-        root.mkdir(parents=True, exist_ok=True)
-        peers = f'["127.0.0.1:{bootstrap}"]' if bootstrap else "[]"
-        extra = "".join(
-            f"{name} = {json.dumps(value)}\n" for name, value in (settings or {}).items()
-        )
-        self.config.write_text(
-            f'metadata_dir = "{root}/meta"\ndata_dir = "{root}/data"\n'
-            f'replication_factor = 3\nrpc_secret = "{rpc_secret}"\n'
-            f'rpc_bind_addr = "127.0.0.1:{self.rpc_port}"\n'
-            f'rpc_public_addr = "127.0.0.1:{self.public_port}"\nbootstrap_peers = {peers}\n'
-            f"{extra}"
-            f'[s3_api]\napi_bind_addr = "127.0.0.1:{self.s3_port}"\n'
-            f'[admin]\napi_bind_addr = "127.0.0.1:{self.admin_port}"\n'
-        )
 
-    def _command(self) -> list[str]:
-        return [sys.executable, "-m", "granary.cli", "-c", str(self.config), "server"]
+    def top_level_settings(self) -> dict[str, object]:
+        """A storage node or gateway of a replication-factor-3 cluster."""
+        peers = [f"127.0.0.1:{self.bootstrap}"] if self.bootstrap else []
+        return super().top_level_settings() | {
+            "replication_factor": 3,
+            "rpc_secret": self.rpc_secret,
+            "rpc_bind_addr": f"127.0.0.1:{self.rpc_port}",
+            "rpc_public_addr": f"127.0.0.1:{self.public_port}",
+            "bootstrap_peers": peers,
+        }
 
     def cli(self, *args: str) -> str:
         command = [sys.executable, "-m", "granary.cli", "-c", str(self.config), *args]

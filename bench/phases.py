@@ -7,15 +7,27 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
+from proc_watch import CLOCK_TICKS
 from profiling import profiled
-from server_process import CLOCK_TICKS, ServerProcess
 
 GIB = 1 << 30
 MB = 1_000_000
 
 # op(worker, iteration) -> bytes moved by that request
 Operation = Callable[[int, int], Awaitable[int]]
+
+
+class Watched(Protocol):
+    """What a phase reads of the server: a ProcessWatch, a ServerProcess or a Cluster."""
+
+    @property
+    def pid(self) -> int: ...
+
+    def cpu_seconds(self) -> float: ...
+
+    def memory(self) -> dict[str, int]: ...
 
 
 def machine_cpu_seconds() -> tuple[float, float]:
@@ -34,11 +46,11 @@ class PhaseResult:
     ops: int
     moved: int
     seconds: float
-    server_cpu: float
+    server_cpu: float | None  # None: the server's processes are not watched
     client_cpu: float
-    other_cpu: float
+    other_cpu: float  # includes the server's when it is not watched
     irq_cpu: float
-    server_rss: int
+    server_rss: int | None
     latencies: list[float] = field(repr=False)
     hot_spots: list[tuple[str, float]] = field(default_factory=list)
 
@@ -55,12 +67,14 @@ class PhaseResult:
         return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000
 
     @property
-    def server_cpu_per_gib(self) -> float:
+    def server_cpu_per_gib(self) -> float | None:
+        if self.server_cpu is None:
+            return None
         return self.server_cpu / (self.moved / GIB) if self.moved else 0.0
 
     @property
-    def server_cpu_ms_per_op(self) -> float:
-        return self.server_cpu / self.ops * 1000
+    def server_cpu_ms_per_op(self) -> float | None:
+        return None if self.server_cpu is None else self.server_cpu / self.ops * 1000
 
     @property
     def other_busy(self) -> float:
@@ -97,14 +111,15 @@ class PhaseResult:
 
 @dataclass
 class PhaseRunner:
-    """Runs phases against one server, optionally under py-spy."""
+    """Runs phases against one server (watched if given), optionally under py-spy."""
 
-    server: ServerProcess
+    server: Watched | None
     profile_dir: Path | None = None
 
     def _cpu(self) -> tuple[float, ...]:
         """CPU seconds so far: the server's, this client's, the machine's tasks' and irqs'."""
-        return self.server.cpu_seconds(), time.process_time(), *machine_cpu_seconds()
+        server = self.server.cpu_seconds() if self.server else 0.0
+        return server, time.process_time(), *machine_cpu_seconds()
 
     async def run(
         self,
@@ -133,7 +148,7 @@ class PhaseRunner:
         profile = (
             self.profile_dir / f"{name}-{size}-c{concurrency}.txt" if self.profile_dir else None
         )
-        with profiled(self.server.pid, profile) as hot_spots:
+        with profiled(self.server.pid if self.server else None, profile) as hot_spots:
             before = self._cpu()
             start = time.perf_counter()
             deadline = start + duration
@@ -142,7 +157,7 @@ class PhaseRunner:
             server_cpu, client_cpu, tasks_cpu, irq_cpu = (
                 b - a for a, b in zip(before, self._cpu(), strict=True)
             )
-        rss = self.server.memory()["VmRSS"]
+        rss = self.server.memory()["VmRSS"] if self.server else None
         return PhaseResult(
             name,
             size,
@@ -150,7 +165,7 @@ class PhaseRunner:
             len(latencies),
             moved,
             seconds,
-            server_cpu,
+            server_cpu if self.server else None,
             client_cpu,
             tasks_cpu - server_cpu - client_cpu,
             irq_cpu,

@@ -14,15 +14,18 @@ _LINE_NUMBER = re.compile(r":\d+\)$")
 
 
 @contextmanager
-def profiled(pid: int, output: Path | None, top: int = 8) -> Iterator[list[tuple[str, float]]]:
-    """Record `pid` with py-spy while the block runs; yields a list that is filled,
-    on exit, with the `top` functions by own time and their share of samples.
+def profiled(
+    pid: int | None, output: Path | None, top: int = 8
+) -> Iterator[list[tuple[str, float]]]:
+    """Record `pid` with py-spy while the block runs (if both `pid` and `output` are
+    given); yields a list that is filled, on exit, with the `top` functions by own
+    time and their share of samples.
 
     Only the thread holding the GIL is sampled (`--gil`): with the server pinned
     to one core, waiting threads are often runnable and py-spy would count them
     busy. Work done with the GIL released (hashing, file I/O) does not show."""
     hot_spots: list[tuple[str, float]] = []
-    if output is None:
+    if pid is None or output is None:
         yield hot_spots
         return
     recorder = subprocess.Popen(

@@ -1,12 +1,14 @@
-"""The printed table and the targets from the performance issue (informative only)."""
+"""The printed report of s3_bench: limits, one block per result set, scaling, targets."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
+from machine import GIB, get_limit
+
 MB = 1_000_000
+MIB = 1 << 20
 CLIENT_BOUND = 80
 BUSY_HEADER = f"{'srv%':>4} {'cli%':>4} {'irq%':>4} {'other%':>6}"
 BUSY_NOTE = (
@@ -14,14 +16,24 @@ BUSY_NOTE = (
     "  bottleneck), irq = interrupts (loopback), other = every other task (neighbours,\n"
     "  kernel writeback and reclaim, hypervisor steal)"
 )
+UNWATCHED_NOTE = "  server not watched (no --server-pid): its CPU is counted in other%"
+FLOOR_NOTE = (
+    "  floor = CPU-s/GiB of MD5 + BLAKE3 + zstd + one page-cache write (pcw, probed just before\n"
+    "  the phase: ~0.2 into pages the guest just freed, ~2+ into fresh ones on a VM); no SHA-256:\n"
+    "  the load generator sends UNSIGNED-PAYLOAD (goal srv/floor <= 1.3)"
+)
 LIMIT_NAMES = {
-    "md5": "MD5, 1 core",
-    "sha256": "SHA-256, 1 core",
-    "blake3": "BLAKE3, 1 core",
-    "loopback_tcp": "loopback TCP, 1 stream",
-    "disk_write_fsync": "disk write + fsync",
-    "disk_read_cold": "disk read, evicted (cold)",
-    "disk_read_cached": "disk read, page cache",
+    "md5": ("MD5, 1 core", "MB/s"),
+    "sha256": ("SHA-256, 1 core", "MB/s"),
+    "blake3": ("BLAKE3, 1 core", "MB/s"),
+    "zstd": ("zstd -1, incompressible 1 MiB", "MB/s"),
+    "loopback_tcp": ("loopback TCP, 1 stream", "MB/s"),
+    "disk_write_fsync": ("disk write + fsync", "MB/s"),
+    "disk_read_cold": ("disk read, evicted (cold)", "MB/s"),
+    "disk_read_cached": ("disk read, page cache", "MB/s"),
+    "page_cache_write_cpu": ("write into a new file", "CPU-s/GiB"),
+    "freed_page_write_cpu": ("same, into just-freed pages", "CPU-s/GiB"),
+    "fanout_write_cpu": ("same as 1 MiB files in ab/cd/", "CPU-s/GiB"),
 }
 
 
@@ -39,110 +51,123 @@ def size_label(size: int) -> str:
     return f"{size} B"
 
 
-def get_limit(limits: dict[str, float]) -> float:
-    """What bounds a GET here: the wire, or reading blocks (from the page cache)."""
-    return min(limits["loopback_tcp"], limits["disk_read_cached"])
-
-
 def ratio(phase: dict, limits: dict[str, float]) -> float:
     """PUT against single-core MD5 (the ETag), GET against get_limit."""
     limit = limits["md5"] if phase["name"] == "PUT" else get_limit(limits)
     return phase["mb_per_s"] / limit
 
 
-@dataclass(frozen=True)
-class Target:
-    text: str
-    value: float
-    goal: float
-    unit: str
-    at_most: bool = False
-
-    @property
-    def met(self) -> bool:
-        return self.value <= self.goal if self.at_most else self.value >= self.goal
-
-    def line(self) -> str:
-        verdict = "PASS" if self.met else "MISS"
-        return f"  {verdict}  {self.text:<46} {self.value:>9.2f} {self.unit} (goal {self.goal:g})"
+def _number(value: float | None, width: int, digits: int) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
 
 
-def _phase(results: dict, section: str, name: str, size: int, concurrency: int) -> dict:
-    for phase in results[section]:
-        if (phase["name"], phase["size"], phase["concurrency"]) == (name, size, concurrency):
-            return phase
-    raise KeyError((section, name, size, concurrency))
-
-
-def targets(results: dict) -> list[Target]:
-    largest = max(p["size"] for p in results["throughput"])
-    small = results["small_ops"][0]["size"]
-    put = _phase(results, "throughput", "PUT", largest, 1)
-    get = _phase(results, "throughput", "GET", largest, 1)
-    label = size_label(largest)
-    return [
-        Target(f"PUT {label}, 1 stream, vs 1-core MD5", ratio(put, results["limits"]), 0.70, "x"),
-        Target(f"GET {label}, 1 stream", get["mb_per_s"], 800, "MB/s"),
-        Target("PUT 4 KiB, 16 concurrent", _ops(results, "PUT", small), 1500, "ops/s"),
-        Target("GET 4 KiB, 16 concurrent", _ops(results, "GET", small), 3000, "ops/s"),
-        Target("server RSS idle after start", results["server"]["idle_rss"] / MB, 80, "MB", True),
-    ]
-
-
-def _ops(results: dict, name: str, size: int) -> float:
-    return _phase(results, "small_ops", name, size, 16)["ops_per_s"]
+def _client(busy: float) -> str:
+    """The load generator's CPU use in % of a core, flagged when it may be the bottleneck."""
+    return f"{100 * busy:>4.0f}{'!' if 100 * busy > CLIENT_BOUND else ' '}"
 
 
 def _busy(phase: dict) -> str:
     """CPU used during the phase by server, client, interrupts and other tasks, in % of a core."""
-    server = 100 * phase["server_cpu"] / phase["seconds"]
-    client = 100 * phase["client_busy"]
-    flag = "!" if client > CLIENT_BOUND else " "
+    server = None if phase["server_cpu"] is None else 100 * phase["server_cpu"] / phase["seconds"]
     other = max(0.0, 100 * phase["other_busy"])  # /proc/stat is tick-sampled: can dip below 0
-    return f"{server:>4.0f} {client:>4.0f}{flag}{100 * phase['irq_busy']:>4.0f} {other:>6.0f}"
+    return (
+        f"{_number(server, 4, 0)} {_client(phase['client_busy'])}"
+        f"{100 * phase['irq_busy']:>4.0f} {other:>6.0f}"
+    )
+
+
+def _peer(phase: dict, compared: bool) -> str:
+    return f" {_number(phase.get('vs_peer'), 7, 2)}" if compared else ""
 
 
 def _limits_lines(limits: dict[str, float]) -> list[str]:
-    lines = ["Machine limits (MB/s, best of a few rounds, measured before the server started)"]
-    lines += [f"  {LIMIT_NAMES[name]:<28} {value:>9.0f}" for name, value in limits.items()]
+    lines = ["Machine limits (speeds: best of a few rounds; measured before the load)"]
+    lines += [
+        f"  {LIMIT_NAMES[name][0]:<30} {value:>9.{0 if unit == 'MB/s' else 2}f} {unit}"
+        for name, value in limits.items()
+        for unit in (LIMIT_NAMES[name][1],)
+    ]
+    hashes = sum(GIB / (limits[name] * MB) for name in ("md5", "blake3", "zstd"))
+    lines.append(
+        f"  PUT floor: MD5 + BLAKE3 + zstd = {hashes:.2f} CPU-s/GiB, plus the page-cache "
+        "write measured before each PUT phase"
+    )
     return lines
 
 
-def _throughput_lines(results: dict) -> list[str]:
-    limits = results["limits"]
+def _throughput_lines(result_set: dict, limits: dict[str, float], compared: bool) -> list[str]:
     lines = [
         "Throughput (PUT ratio: vs 1-core MD5; GET ratio: vs min(loopback, page-cache read) = "
         f"{get_limit(limits):.0f} MB/s)",
         f"  {'op':<4} {'size':>7} {'conc':>4} {'MB/s':>8} {'ratio':>6} {'objects':>7} "
-        f"{'srv CPU-s/GiB':>13} {BUSY_HEADER}",
+        f"{'srv CPU-s/GiB':>13} {'pcw':>5} {'floor':>6} {'srv/floor':>9}"
+        f"{' vs peer' if compared else ''} {BUSY_HEADER}",
     ]
-    for phase in results["throughput"]:
+    for phase in result_set["throughput"]:
+        floor = phase.get("floor_cpu_s_per_gib")
+        page_cache = phase.get("page_cache_write_cpu_s_per_gib")
+        server = phase["server_cpu_s_per_gib"]
+        over_floor = server / floor if floor and server is not None else None
         lines.append(
             f"  {phase['name']:<4} {size_label(phase['size']):>7} {phase['concurrency']:>4} "
             f"{phase['mb_per_s']:>8.0f} {ratio(phase, limits):>6.2f} {phase['ops']:>7} "
-            f"{phase['server_cpu_s_per_gib']:>13.2f} {_busy(phase)}"
+            f"{_number(server, 13, 2)} {_number(page_cache, 5, 2)} {_number(floor, 6, 2)} "
+            f"{_number(over_floor, 9, 2)}"
+            f"{_peer(phase, compared)} {_busy(phase)}"
         )
-    return lines
+    return [*lines, FLOOR_NOTE]
 
 
-def _small_ops_lines(results: dict) -> list[str]:
+def _small_ops_lines(result_set: dict, compared: bool) -> list[str]:
     lines = [
         "Small objects (4 KiB bodies; LIST = ListObjectsV2 pages of 100 over a 1000-key prefix)",
         f"  {'op':<4} {'conc':>4} {'ops/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'srv CPU ms/op':>13} {BUSY_HEADER}",
+        f"{'srv CPU ms/op':>13}{' vs peer' if compared else ''} {BUSY_HEADER}",
     ]
-    for phase in results["small_ops"]:
+    for phase in result_set["small_ops"]:
         lines.append(
             f"  {phase['name']:<4} {phase['concurrency']:>4} {phase['ops_per_s']:>8.0f} "
             f"{phase['p50_ms']:>8.2f} {phase['p99_ms']:>8.2f} "
-            f"{phase['server_cpu_ms_per_op']:>13.3f} {_busy(phase)}"
+            f"{_number(phase['server_cpu_ms_per_op'], 13, 3)}{_peer(phase, compared)} "
+            f"{_busy(phase)}"
         )
     return lines
 
 
-def _hot_spot_lines(results: dict) -> list[str]:
+def _memory_lines(server: dict) -> list[str]:
+    if "idle_rss" not in server:
+        return ["Server memory: not watched (--server-pid)"]
+    settled = server["rss_settled_after_s"]
+    after = (
+        f"under 100 MB {settled:.0f} s later"
+        if settled is not None
+        else f"{server['rss_at_end_of_wait'] / MB:.1f} MB after {server['rss_wait_s']:g} s"
+    )
+    peak_put = server.get("peak_rss_16x64mib_put")
+    lines = [
+        f"Server memory (MB): idle before the load {server['idle_rss'] / MB:.1f}; peak (VmHWM) up "
+        f"to the 64 MiB c16 PUT {'-' if peak_put is None else f'{peak_put / MB:.1f}'}, "
+        f"at the end {server['peak_rss'] / MB:.1f}",
+        f"  right after the load {server['rss_after_load'] / MB:.1f}, {after}",
+    ]
+    if "exit_code" in server:
+        lines[-1] += f"; exit code {server['exit_code']}"
+    return lines
+
+
+def _target_line(target: dict) -> str:
+    if target["met"] is None:
+        return f"  SKIP  {target['text']:<50} ({target['skipped']})"
+    verdict = "PASS" if target["met"] else "MISS"
+    return (
+        f"  {verdict}  {target['text']:<50} {target['value']:>8.2f} {target['unit']:<2} "
+        f"(goal {'<=' if target['at_most'] else '>='} {target['goal']:g})"
+    )
+
+
+def _hot_spot_lines(result_set: dict) -> list[str]:
     lines = []
-    for phase in results["throughput"] + results["small_ops"]:
+    for phase in result_set["throughput"] + result_set["small_ops"]:
         if phase["hot_spots"]:
             lines.append(
                 f"Server hot spots, {phase['name']} {size_label(phase['size'])} "
@@ -152,30 +177,74 @@ def _hot_spot_lines(results: dict) -> list[str]:
     return lines
 
 
-def render(results: dict) -> str:
-    run, server = results["run"], results["server"]
+def _result_set_lines(result_set: dict, limits: dict[str, float], compared: bool) -> list[str]:
     lines = [
-        f"Granary S3 benchmark ({'quick' if run['quick'] else 'full'} run, "
-        f"{run['seconds']:.0f} s, MB = 10^6 bytes)",
-        f"  cpus {run['cpus']}; server pinned to {run['server_cpus'] or 'none'}, "
-        f"client to {run['client_cpus'] or 'none'}; load average before/after "
-        f"{run['loadavg_before']} / {run['loadavg_after']}",
-        f"  verified (PUT ETag == MD5, GET length and MD5): {run['verified']}",
-        "",
-        *_limits_lines(results["limits"]),
-        "",
-        *_throughput_lines(results),
+        f"=== {result_set['label']} ===",
+        *_throughput_lines(result_set, limits, compared),
         BUSY_NOTE,
+    ]
+    if not result_set["server_watched"]:
+        lines.append(UNWATCHED_NOTE)
+    lines += [
         "",
-        *_small_ops_lines(results),
+        *_small_ops_lines(result_set, compared),
         "",
-        f"Server: idle RSS {server['idle_rss'] / MB:.1f} MB, "
-        f"peak RSS (VmHWM) {server['peak_rss'] / MB:.1f} MB, exit code {server['exit_code']}",
+        *_memory_lines(result_set["server"]),
         "",
         "Targets (informative)",
-        *(target.line() for target in targets(results)),
+        *(_target_line(target) for target in result_set["targets"]),
     ]
-    hot_spots = _hot_spot_lines(results)
-    if hot_spots:
-        lines += ["", *hot_spots]
+    hot_spots = _hot_spot_lines(result_set)
+    return lines + (["", *hot_spots] if hot_spots else [])
+
+
+def _percent_pair(shares: list[float], flag_above: float | None = None) -> str:
+    """Two shares of a core as "a/b" percents, each with "!" above `flag_above` %."""
+    return "/".join(
+        f"{100 * share:.0f}{'!' if flag_above and 100 * share > flag_above else ''}"
+        for share in shares
+    )
+
+
+def _scaling_lines(scaling: dict) -> list[str]:
+    lines = [
+        f"=== scaling, {scaling['label']}: server pinned to 1 core, then 2 cores; "
+        f"{scaling['client']} ===",
+        f"  {'op':<4} {'size':>7} {'conc':>4} {'1 core':>9} {'2 cores':>9} {'unit':<5} "
+        f"{'2/1':>5} {'srv% 1/2':>9} {'cli% 1/2':>9}",
+    ]
+    for row in scaling["rows"]:
+        rates = row["rates"]
+        lines.append(
+            f"  {row['name']:<4} {size_label(row['size']):>7} {row['concurrency']:>4} "
+            f"{rates[0]:>9.0f} {rates[1]:>9.0f} {row['unit']:<5} {row['ratio']:>5.2f} "
+            f"{_percent_pair(row['server_busy']):>9} "
+            f"{_percent_pair(row['client_busy'], CLIENT_BOUND):>9}  "
+            f"{'PASS' if row['met'] else 'MISS'} (goal 2/1 >= 1.7)"
+        )
+    return lines
+
+
+def render(results: dict) -> str:
+    run = results["run"]
+    lines = [
+        f"S3 benchmark ({'quick' if run['quick'] else 'full'} run, {run['seconds']:.0f} s, "
+        "MB = 10^6 bytes)",
+        f"  against: {run['against']}",
+        f"  cpus {run['cpus']}; {run['pinning']}; load average before/after "
+        f"{run['loadavg_before']} / {run['loadavg_after']}",
+    ]
+    if "verified" in run:
+        lines.append(f"  verified (PUT ETag == MD5, GET length and MD5): {run['verified']}")
+    if "compared_with" in run:
+        lines.append(f"  vs peer: ratio to {run['compared_with']}")
+        lines.append(
+            "  (compare like with like: fsync on, and both servers pinned alike or unpinned)"
+        )
+    lines += ["", *_limits_lines(results["limits"])]
+    compared = "compared_with" in run
+    for result_set in results.get("result_sets", []):
+        lines += ["", *_result_set_lines(result_set, results["limits"], compared)]
+    for scaling in results.get("scaling", []):
+        lines += ["", *_scaling_lines(scaling)]
     return "\n".join(lines)

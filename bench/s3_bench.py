@@ -1,18 +1,21 @@
-"""Granary S3 benchmark: throughput and small-object ops/s next to this machine's limits.
+"""S3 benchmark: throughput and small-object ops/s next to this machine's limits.
 
-    python bench/s3_bench.py [--quick] [--out results.json] [--profile DIR]
+    python bench/s3_bench.py [--quick] [--fsync on|off|both] [--out results.json]
+    python bench/s3_bench.py --endpoint URL --access-key ID --secret-key S [--server-pid PID]
+    python bench/s3_bench.py --compare peer.json       # Granary, with ratios to another run
+    python bench/s3_bench.py --scaling                 # Granary on 1 core, then 2 cores
 
-Starts its own `granary server` (temp folder, free ports on 127.0.0.1) and
-stops it at the end. See bench/README.md for how to read the output.
+Without --endpoint it starts its own `granary server` (temp folder, free ports
+on 127.0.0.1) per setting and stops it. See bench/README.md for how to read
+the output.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
-import hashlib
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -21,31 +24,19 @@ from pathlib import Path
 
 import machine
 import uvloop
-from loadgen import S3Client, S3Failure, Signer, keep_freed_memory
-from phases import PhaseResult, PhaseRunner
-from report import publish, render, size_label, targets
+from compare import add_peer_ratios, load_peer
+from loadgen import keep_freed_memory
+from proc_watch import ProcessWatch
+from report import publish, render, size_label
+from scaling import cpu_split, run_scaling, scaling_rows
 from server_process import ServerProcess, new_credentials
+from targets import targets
+from workload import MIB, Endpoint, Plan, floor_probe, run_load
 
-KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
-CONCURRENCIES = (1, 16)
-SMALL = 4 * KIB
-LIST_PREFIX = "list/"
-LIST_KEYS = 1000
-LIST_PAGE = 100
-BUCKET = "bench"
-
-
-@dataclasses.dataclass(frozen=True)
-class Plan:
-    sizes: tuple[int, ...]
-    seconds: float  # per throughput phase; every worker moves at least one object
-    small_seconds: float  # per small-object phase
-    loopback_bytes: int
-    disk_bytes: int
-
-
-FULL = Plan((MIB, 64 * MIB, GIB), 6.0, 3.0, GIB, 512 * MIB)
-QUICK = Plan((MIB, 64 * MIB), 2.0, 1.5, 256 * MIB, 256 * MIB)
+GIB = 1 << 30
+FULL = Plan((MIB, 64 * MIB, GIB), 6.0, 3.0, GIB, 512 * MIB, 4.0, 60.0)
+QUICK = Plan((MIB, 64 * MIB), 2.0, 1.5, 256 * MIB, 256 * MIB, 2.0, 15.0)
+FSYNC_SETTINGS = {"on": (True,), "off": (False,), "both": (True, False)}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -57,7 +48,51 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--profile", type=Path, help="py-spy every phase into DIR (slows the server)"
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--fsync",
+        choices=FSYNC_SETTINGS,
+        help="Granary's metadata_fsync and data_fsync; both (default): the load once each",
+    )
+    parser.add_argument("--scaling", action="store_true", help="only the 1-core/2-core runs")
+    parser.add_argument("--compare", type=Path, help="--out JSON of another run: vs peer ratios")
+    endpoint = parser.add_argument_group("any S3 endpoint (no server started)")
+    endpoint.add_argument("--endpoint", help="S3 endpoint URL, e.g. http://127.0.0.1:9000")
+    endpoint.add_argument("--access-key", help="access key id")
+    endpoint.add_argument("--secret-key", help="secret access key")
+    endpoint.add_argument("--region", default="us-east-1", help="SigV4 region")
+    endpoint.add_argument("--bucket", default="bench", help="bucket (created if missing)")
+    endpoint.add_argument(
+        "--server-pid",
+        action="append",
+        default=[],
+        help="pid(s) of the local server whose CPU and RSS to report (repeat or comma-separate)",
+    )
+    args = parser.parse_args(argv)
+    _check(parser, args)
+    return args
+
+
+def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse combinations that would silently measure something else than asked."""
+    pids = [pid.strip() for given in args.server_pid for pid in given.split(",") if pid.strip()]
+    if not all(pid.isdigit() for pid in pids):
+        parser.error(f"--server-pid takes process ids, got {', '.join(args.server_pid)}")
+    args.server_pids = [int(pid) for pid in pids]
+    if args.endpoint:
+        if not (args.access_key and args.secret_key):
+            parser.error("--endpoint needs --access-key and --secret-key")
+        if args.scaling or args.fsync:
+            parser.error("--scaling and --fsync apply to the Granary started by the bench")
+        if args.profile and not args.server_pids:
+            parser.error("--profile needs --server-pid with --endpoint")
+    elif args.server_pids or args.access_key or args.secret_key:
+        parser.error("--server-pid, --access-key and --secret-key go with --endpoint")
+    if args.scaling and (args.compare or args.profile):
+        parser.error("--compare and --profile go with the normal phases, not --scaling")
+    missing = [pid for pid in args.server_pids if not Path(f"/proc/{pid}").exists()]
+    if missing:
+        parser.error(f"no process with pid {', '.join(map(str, missing))}")
+    args.fsync = args.fsync or "both"
 
 
 def split_cpus(pin: bool) -> tuple[set[int] | None, set[int] | None]:
@@ -68,120 +103,84 @@ def split_cpus(pin: bool) -> tuple[set[int] | None, set[int] | None]:
     return {cpus[0]}, set(cpus[1:])
 
 
-async def verify(client: S3Client, size: int) -> None:
-    """PUT one object, check its ETag is its MD5, GET it back and check length and MD5."""
-    key = f"verify/{size}"
-    start = client.source.take(size)
-    expected = client.source.md5(start, size)
-    etag = await client.put_at(key, start, size)
-    digest = hashlib.md5()
-    length = await client.get(key, digest)
-    if etag != expected or length != size or digest.hexdigest() != expected:
-        raise S3Failure(
-            f"verify {size}: ETag {etag}, GET {length} bytes md5 {digest.hexdigest()}, "
-            f"expected {size} bytes md5 {expected}"
-        )
+def fsync_label(setting: bool) -> str:
+    return f"fsync {'on' if setting else 'off'}"
 
 
-async def put_then_get(
-    runner: PhaseRunner, client: S3Client, size: int, concurrency: int, seconds: float
-) -> list[PhaseResult]:
-    """PUT new objects for `seconds`, then GET them back (round robin) for `seconds`."""
-    keys: list[str] = []
-
-    async def put(worker: int, iteration: int) -> int:
-        key = f"{size}/c{concurrency}/{worker}/{iteration}"
-        keys.append(key)
-        return await client.put(key, size)
-
-    async def get(worker: int, iteration: int) -> int:
-        received = await client.get(keys[(worker + iteration * concurrency) % len(keys)])
-        if received != size:
-            raise S3Failure(f"GET returned {received} bytes instead of {size}")
-        return received
-
-    put_result = await runner.run("PUT", size, concurrency, seconds, put)
-    return [put_result, await runner.run("GET", size, concurrency, seconds, get)]
-
-
-async def fill_list_prefix(client: S3Client) -> None:
-    """1000 small keys under LIST_PREFIX, then check a full listing walk sees them all."""
-
-    async def fill(worker: int) -> None:
-        for index in range(worker, LIST_KEYS, 16):
-            await client.put(f"{LIST_PREFIX}{index:04d}", SMALL)
-
-    await asyncio.gather(*(fill(worker) for worker in range(16)))
-    seen, token = 0, None
-    while True:
-        count, token = await client.list_page(LIST_PREFIX, token)
-        seen += count
-        if token is None:
-            break
-    if seen != LIST_KEYS:
-        raise S3Failure(f"listing walked {seen} keys instead of {LIST_KEYS}")
+def granary_sets(
+    args: argparse.Namespace, root: Path, plan: Plan, limits: dict[str, float], prefix: str
+) -> tuple[list[dict], str]:
+    """The load against a fresh Granary per fsync setting; the result sets and the pinning."""
+    server_cpus, client_cpus = split_cpus(not args.no_pin)
+    if client_cpus:
+        os.sched_setaffinity(0, client_cpus)
+    result_sets = []
+    for setting in FSYNC_SETTINGS[args.fsync]:
+        label = fsync_label(setting)
+        folder = root / label.replace(" ", "-")
+        settings = {"metadata_fsync": setting, "data_fsync": setting}
+        server = ServerProcess(folder, new_credentials(), server_cpus, settings)
+        endpoint = Endpoint(server.endpoint, server.key_id, server.secret, args.bucket, prefix)
+        profile = args.profile / label.replace(" ", "-") if args.profile else None
+        try:
+            server.start()
+            print(f"{label}: server pid {server.pid}; running phases", file=sys.stderr)
+            if profile:
+                profile.mkdir(parents=True, exist_ok=True)
+            load = uvloop.run(
+                run_load(endpoint, server, plan, floor_probe(limits, folder), profile)
+            )
+        finally:
+            exit_code = server.stop()
+        load["server"]["exit_code"] = exit_code
+        result_sets.append({"label": label, "fsync": setting, "server_watched": True} | load)
+        shutil.rmtree(folder, ignore_errors=True)
+    pinning = (
+        f"server pinned to {sorted(server_cpus)}, client to {sorted(client_cpus or [])}"
+        if server_cpus
+        else "server and client unpinned"
+    )
+    return result_sets, pinning
 
 
-async def small_ops(
-    runner: PhaseRunner, client: S3Client, concurrency: int, seconds: float
-) -> list[PhaseResult]:
-    """PUT, GET, HEAD of 4 KiB objects and LIST pages, at one concurrency."""
-    keys: list[str] = []
-    tokens: dict[int, str | None] = {}
-
-    def key_for(worker: int, iteration: int) -> str:
-        return keys[(worker + iteration * concurrency) % len(keys)]
-
-    async def put(worker: int, iteration: int) -> int:
-        key = f"small/c{concurrency}/{worker}/{iteration}"
-        keys.append(key)
-        return await client.put(key, SMALL)
-
-    async def get(worker: int, iteration: int) -> int:
-        return await client.get(key_for(worker, iteration))
-
-    async def head(worker: int, iteration: int) -> int:
-        return await client.head(key_for(worker, iteration))
-
-    async def list_page(worker: int, iteration: int) -> int:
-        count, tokens[worker] = await client.list_page(LIST_PREFIX, tokens.get(worker))
-        if count != LIST_PAGE:
-            raise S3Failure(f"a listing page held {count} keys instead of {LIST_PAGE}")
-        return 0
-
-    operations = {"PUT": put, "GET": get, "HEAD": head, "LIST": list_page}
-    return [
-        await runner.run(name, SMALL, concurrency, seconds, operation)
-        for name, operation in operations.items()
-    ]
-
-
-async def run_load(server: ServerProcess, plan: Plan, profile: Path | None) -> dict:
-    """Every phase against a started server; returns all results except the limits."""
-    await asyncio.sleep(1.0)  # let start-up settle before reading the idle RSS
-    idle_rss = server.memory()["VmRSS"]
-    client = S3Client(server.endpoint, Signer(server.key_id, server.secret), BUCKET, 16)
-    runner = PhaseRunner(server, profile)
-    throughput: list[PhaseResult] = []
-    small: list[PhaseResult] = []
-    try:
-        await client.create_bucket()
-        for size in (SMALL, *plan.sizes):
-            await verify(client, size)
-        for size in plan.sizes:
-            for concurrency in CONCURRENCIES:
-                throughput += await put_then_get(runner, client, size, concurrency, plan.seconds)
-        await fill_list_prefix(client)
-        for concurrency in CONCURRENCIES:
-            small += await small_ops(runner, client, concurrency, plan.small_seconds)
-    finally:
-        await client.close()
+def endpoint_set(
+    args: argparse.Namespace, root: Path, plan: Plan, limits: dict[str, float], prefix: str
+) -> dict:
+    """The load against the given endpoint, its server watched if pids were given."""
+    endpoint = Endpoint(
+        args.endpoint, args.access_key, args.secret_key, args.bucket, prefix, args.region
+    )
+    watch = ProcessWatch(args.server_pids) if args.server_pids else None
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    load = uvloop.run(run_load(endpoint, watch, plan, floor_probe(limits, root), args.profile))
     return {
-        "verified": [SMALL, *plan.sizes],
-        "throughput": [phase.summary() for phase in throughput],
-        "small_ops": [phase.summary() for phase in small],
-        "server": {"idle_rss": idle_rss, "peak_rss": server.memory()["VmHWM"]},
-    }
+        "label": f"endpoint {args.endpoint}",
+        "fsync": None,
+        "server_watched": bool(watch),
+    } | load
+
+
+def scaling_sets(args: argparse.Namespace, root: Path, plan: Plan) -> tuple[list[dict], str]:
+    """--scaling for each fsync setting; the results and how the client was placed."""
+    cpus, client_cpus = cpu_split()
+    if len(cpus) < 2:
+        return [], f"scaling skipped: {len(cpus)} CPU allowed, 2 needed"
+    if client_cpus:
+        os.sched_setaffinity(0, client_cpus)
+        client = f"client pinned to {sorted(client_cpus)}"
+    else:
+        client = "client unpinned: on 2 CPUs it shares the server's cores"
+    results = []
+    for setting in FSYNC_SETTINGS[args.fsync]:
+        label = fsync_label(setting)
+        print(f"scaling, {label}", file=sys.stderr)
+        settings = {"metadata_fsync": setting, "data_fsync": setting}
+        folder = root / f"scaling-{label.replace(' ', '-')}"
+        by_cores = run_scaling(folder, settings, args.bucket, plan.scaling_seconds)
+        shutil.rmtree(folder, ignore_errors=True)
+        results.append({"label": label, "client": client, "rows": scaling_rows(by_cores)})
+    return results, f"server pinned to {cpus[:1]}, then {cpus[:2]}; {client}"
 
 
 def loadavg() -> str:
@@ -190,36 +189,45 @@ def loadavg() -> str:
 
 def run(args: argparse.Namespace, root: Path) -> dict:
     plan = QUICK if args.quick else FULL
+    peer, peer_description = load_peer(args.compare) if args.compare else (None, "")
     began, loadavg_before = time.monotonic(), loadavg()
     print("measuring machine limits...", file=sys.stderr)
     limits = machine.measure(root, plan.loopback_bytes, plan.disk_bytes)
-    server_cpus, client_cpus = split_cpus(not args.no_pin)
-    server = ServerProcess(root, new_credentials(), server_cpus)
-    try:
-        server.start()
-        print(f"server pid {server.pid} on {server.endpoint}; running phases", file=sys.stderr)
-        if client_cpus:
-            os.sched_setaffinity(0, client_cpus)
-        keep_freed_memory()
-        if args.profile:
-            args.profile.mkdir(parents=True, exist_ok=True)
-        results = uvloop.run(run_load(server, plan, args.profile))
-    finally:
-        exit_code = server.stop()
-    results["server"]["exit_code"] = exit_code
-    results["limits"] = limits
-    results["run"] = {
+    keep_freed_memory()
+    prefix = f"run-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}/"
+    results: dict = {"limits": limits}
+    info: dict = {}
+    settings = " then ".join(map(fsync_label, FSYNC_SETTINGS[args.fsync]))
+    if args.scaling:
+        results["scaling"], pinning = scaling_sets(args, root, plan)
+        against = f"Granary started by the bench, --scaling, {settings}"
+    elif args.endpoint:
+        results["result_sets"] = [endpoint_set(args, root, plan, limits, prefix)]
+        pinning = "server and client unpinned (endpoint mode)"
+        pids = ", ".join(map(str, args.server_pids)) or "none (CPU and RSS not reported)"
+        against = f"{args.endpoint}, bucket {args.bucket}, keys under {prefix}; server pids {pids}"
+    else:
+        results["result_sets"], pinning = granary_sets(args, root, plan, limits, prefix)
+        against = f"Granary started by the bench, {settings}"
+    for result_set in results.get("result_sets", []):
+        info["verified"] = ", ".join(map(size_label, result_set.pop("verified")))
+        if peer is not None:
+            add_peer_ratios(result_set, peer)
+            info["compared_with"] = peer_description
+        result_set["targets"] = [
+            dataclasses.asdict(t) | {"met": t.met}
+            for t in targets(result_set, limits, peer is not None)
+        ]
+    results["run"] = info | {
         "quick": args.quick,
+        "against": against,
         "seconds": time.monotonic() - began,
         "python": sys.version.split()[0],
         "cpus": os.cpu_count(),
-        "server_cpus": sorted(server_cpus or []),
-        "client_cpus": sorted(client_cpus or []),
+        "pinning": pinning,
         "loadavg_before": loadavg_before,
         "loadavg_after": loadavg(),
-        "verified": ", ".join(map(size_label, results.pop("verified"))),
     }
-    results["targets"] = [dataclasses.asdict(t) | {"met": t.met} for t in targets(results)]
     return results
 
 

@@ -1,7 +1,8 @@
-"""The granary server under test: a child process with its own folder and ports."""
+"""The granary server under test: a child process with its own folder, config file and ports."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -9,9 +10,11 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+from proc_watch import ProcessWatch
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -26,17 +29,34 @@ def new_credentials() -> tuple[str, str]:
     return "GK" + secrets.token_hex(12), secrets.token_hex(32)
 
 
-class ServerProcess:
-    """Start, watch (/proc) and stop one `granary server`."""
+def toml_value(value: object) -> str:
+    """A string, number, boolean or list of those, written as TOML (JSON's syntax for these)."""
+    return json.dumps(value)
 
-    def __init__(self, root: Path, credentials: tuple[str, str], cpus: set[int] | None) -> None:
+
+class ServerProcess:
+    """Start, watch (/proc) and stop one `granary server`, configured by a file.
+
+    The default access key comes from GRANARY_ACCESS_KEY_ID / GRANARY_SECRET_ACCESS_KEY.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        credentials: tuple[str, str],
+        cpus: set[int] | None,
+        settings: Mapping[str, object] | None = None,
+    ) -> None:
         self.root = root
         self.key_id, self.secret = credentials
         self.cpus = cpus
+        self.settings = dict(settings or {})
         self.s3_port = free_port()
         self.admin_port = free_port()
+        self.config = root / "granary.toml"
         self.log_path = root / "server.log"
         self.process: subprocess.Popen | None = None
+        self.watch: ProcessWatch | None = None
 
     @property
     def pid(self) -> int:
@@ -47,25 +67,36 @@ class ServerProcess:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.s3_port}"
 
-    def _command(self) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "granary.cli",
-            "--data",
-            str(self.root / "data"),
-            "server",
-            "--s3-address",
-            f"127.0.0.1:{self.s3_port}",
-            "--admin-address",
-            f"127.0.0.1:{self.admin_port}",
+    def top_level_settings(self) -> dict[str, object]:
+        """The config file's top-level keys before `settings`: a single node, folders in `root`."""
+        return {
+            "metadata_dir": str(self.root / "meta"),
+            "data_dir": str(self.root / "data"),
+            "replication_factor": 1,
+            "rpc_bind_addr": "127.0.0.1:0",
+        }
+
+    def config_text(self) -> str:
+        top_level = self.top_level_settings() | self.settings
+        lines = [f"{name} = {toml_value(value)}" for name, value in top_level.items()]
+        lines += [
+            "[s3_api]",
+            f'api_bind_addr = "127.0.0.1:{self.s3_port}"',
+            "[admin]",
+            f'api_bind_addr = "127.0.0.1:{self.admin_port}"',
         ]
+        return "\n".join(lines) + "\n"
+
+    def _command(self) -> list[str]:
+        return [sys.executable, "-m", "granary.cli", "-c", str(self.config), "server"]
 
     def _pin(self) -> None:
         if self.cpus:
             os.sched_setaffinity(0, self.cpus)
 
     def start(self, timeout: float = 60.0) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(self.config_text())
         env = dict(
             os.environ,
             GRANARY_ACCESS_KEY_ID=self.key_id,
@@ -81,9 +112,11 @@ class ServerProcess:
                 cwd=self.root,
                 preexec_fn=self._pin,
             )
+        self.watch = ProcessWatch([self.process.pid])
         self._wait_listening(timeout)
 
     def _wait_listening(self, timeout: float) -> None:
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -100,18 +133,13 @@ class ServerProcess:
 
     def cpu_seconds(self) -> float:
         """utime + stime of the server, all its threads."""
-        stat = Path(f"/proc/{self.pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2 :].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        assert self.watch is not None
+        return self.watch.cpu_seconds()
 
     def memory(self) -> dict[str, int]:
         """VmRSS and VmHWM (peak RSS), in bytes."""
-        values = {}
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            name, _, rest = line.partition(":")
-            if name in ("VmRSS", "VmHWM"):
-                values[name] = int(rest.split()[0]) * 1024
-        return values
+        assert self.watch is not None
+        return self.watch.memory()
 
     def stop(self, timeout: float = 60.0) -> int | None:
         if self.process is None:

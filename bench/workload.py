@@ -1,0 +1,224 @@
+"""The load of one benchmark run against one endpoint, and the server's memory around it."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import machine
+from loadgen import S3Client, S3Failure, Signer
+from phases import PhaseRunner, Watched
+
+KIB, MIB = 1 << 10, 1 << 20
+MB = 1_000_000
+CONCURRENCIES = (1, 16)
+SMALL = 4 * KIB
+LIST_PREFIX = "list/"
+LIST_KEYS = 1000
+LIST_PAGE = 100
+SETTLED_RSS = 100 * MB  # the issue's "back under 100 MB after load"
+PEAK_PHASE = ("PUT", 64 * MIB, 16)  # the issue's "peak RSS under 16 concurrent 64 MiB PUTs"
+
+# A PUT phase's extra fields, measured just before it (None: no floor for this phase).
+FloorProbe = Callable[[], dict[str, float]]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the load goes: an S3 endpoint, its credentials and the bucket (and key
+    prefix) to use there."""
+
+    url: str
+    key_id: str
+    secret: str
+    bucket: str
+    prefix: str = ""
+    region: str = "us-east-1"
+
+    def client(self, connections: int) -> S3Client:
+        signer = Signer(self.key_id, self.secret, self.region)
+        return S3Client(self.url, signer, self.bucket, connections, self.prefix)
+
+
+@dataclass(frozen=True)
+class Plan:
+    sizes: tuple[int, ...]
+    seconds: float  # per throughput phase; every worker moves at least one object
+    small_seconds: float  # per small-object phase
+    loopback_bytes: int
+    disk_bytes: int
+    scaling_seconds: float  # per phase of --scaling
+    rss_wait: float  # longest wait for the server's RSS to fall after the load
+
+
+def floor_probe(limits: dict[str, float], scratch: Path) -> FloorProbe:
+    """Measures the page-cache write cost now (it drifts on a VM) and the PUT floor from it."""
+
+    def probe() -> dict[str, float]:
+        page_cache = machine.page_cache_write_cost(scratch)
+        return {
+            "page_cache_write_cpu_s_per_gib": page_cache,
+            "floor_cpu_s_per_gib": machine.put_floor(limits, page_cache),
+        }
+
+    return probe
+
+
+async def verify(client: S3Client, size: int) -> None:
+    """PUT one object, check its ETag is its MD5, GET it back and check length and MD5."""
+    key = f"verify/{size}"
+    start = client.source.take(size)
+    expected = client.source.md5(start, size)
+    etag = await client.put_at(key, start, size)
+    digest = hashlib.md5()
+    length = await client.get(key, digest)
+    if etag != expected or length != size or digest.hexdigest() != expected:
+        raise S3Failure(
+            f"verify {size}: ETag {etag}, GET {length} bytes md5 {digest.hexdigest()}, "
+            f"expected {size} bytes md5 {expected}"
+        )
+
+
+async def put_then_get(
+    runner: PhaseRunner,
+    client: S3Client,
+    size: int,
+    concurrency: int,
+    seconds: float,
+    probe: FloorProbe | None = None,
+) -> list[dict]:
+    """PUT new objects for `seconds`, then GET them back (round robin) for `seconds`;
+    the PUT's floor is probed first for objects of 1 MiB and more."""
+    keys: list[str] = []
+
+    async def put(worker: int, iteration: int) -> int:
+        key = f"{size}/c{concurrency}/{worker}/{iteration}"
+        keys.append(key)
+        return await client.put(key, size)
+
+    async def get(worker: int, iteration: int) -> int:
+        received = await client.get(keys[(worker + iteration * concurrency) % len(keys)])
+        if received != size:
+            raise S3Failure(f"GET returned {received} bytes instead of {size}")
+        return received
+
+    floor = probe() if probe and size >= MIB else {}
+    put_summary = (await runner.run("PUT", size, concurrency, seconds, put)).summary() | floor
+    get_summary = (await runner.run("GET", size, concurrency, seconds, get)).summary()
+    return [put_summary, get_summary]
+
+
+async def fill_list_prefix(client: S3Client) -> None:
+    """1000 small keys under LIST_PREFIX, then check a full listing walk sees them all."""
+
+    async def fill(worker: int) -> None:
+        for index in range(worker, LIST_KEYS, 16):
+            await client.put(f"{LIST_PREFIX}{index:04d}", SMALL)
+
+    await asyncio.gather(*(fill(worker) for worker in range(16)))
+    seen, token = 0, None
+    while True:
+        count, token = await client.list_page(LIST_PREFIX, token)
+        seen += count
+        if token is None:
+            break
+    if seen != LIST_KEYS:
+        raise S3Failure(f"listing walked {seen} keys instead of {LIST_KEYS}")
+
+
+async def small_ops(
+    runner: PhaseRunner, client: S3Client, concurrency: int, seconds: float
+) -> list[dict]:
+    """PUT, GET, HEAD of 4 KiB objects and LIST pages, at one concurrency."""
+    keys: list[str] = []
+    tokens: dict[int, str | None] = {}
+
+    def key_for(worker: int, iteration: int) -> str:
+        return keys[(worker + iteration * concurrency) % len(keys)]
+
+    async def put(worker: int, iteration: int) -> int:
+        key = f"small/c{concurrency}/{worker}/{iteration}"
+        keys.append(key)
+        return await client.put(key, SMALL)
+
+    async def get(worker: int, iteration: int) -> int:
+        return await client.get(key_for(worker, iteration))
+
+    async def head(worker: int, iteration: int) -> int:
+        return await client.head(key_for(worker, iteration))
+
+    async def list_page(worker: int, iteration: int) -> int:
+        count, tokens[worker] = await client.list_page(LIST_PREFIX, tokens.get(worker))
+        if count != LIST_PAGE:
+            raise S3Failure(f"a listing page held {count} keys instead of {LIST_PAGE}")
+        return 0
+
+    operations = {"PUT": put, "GET": get, "HEAD": head, "LIST": list_page}
+    return [
+        (await runner.run(name, SMALL, concurrency, seconds, operation)).summary()
+        for name, operation in operations.items()
+    ]
+
+
+async def rss_after_load(server: Watched, wait: float) -> dict[str, float | int | None]:
+    """RSS right after the load, then once a second until it is under SETTLED_RSS or
+    `wait` seconds have passed."""
+    start = time.monotonic()
+    first = rss = server.memory()["VmRSS"]
+    while rss >= SETTLED_RSS and time.monotonic() - start < wait:
+        await asyncio.sleep(1.0)
+        rss = server.memory()["VmRSS"]
+    settled = rss < SETTLED_RSS
+    return {
+        "rss_after_load": first,
+        "rss_settled_after_s": time.monotonic() - start if settled else None,
+        "rss_at_end_of_wait": rss,
+        "rss_wait_s": wait,
+    }
+
+
+async def run_load(
+    endpoint: Endpoint,
+    server: Watched | None,
+    plan: Plan,
+    probe: FloorProbe,
+    profile: Path | None,
+) -> dict:
+    """Every phase against one endpoint; the server's CPU and memory if it is watched."""
+    await asyncio.sleep(1.0)  # let start-up settle before reading the idle RSS
+    memory: dict[str, float | int | None] = {}
+    if server:
+        memory["idle_rss"] = server.memory()["VmRSS"]
+    client = endpoint.client(16)
+    runner = PhaseRunner(server, profile)
+    throughput: list[dict] = []
+    small: list[dict] = []
+    try:
+        await client.create_bucket()
+        for size in (SMALL, *plan.sizes):
+            await verify(client, size)
+        for size in plan.sizes:
+            for concurrency in CONCURRENCIES:
+                throughput += await put_then_get(
+                    runner, client, size, concurrency, plan.seconds, probe
+                )
+                if server and ("PUT", size, concurrency) == PEAK_PHASE:
+                    memory["peak_rss_16x64mib_put"] = server.memory()["VmHWM"]
+        await fill_list_prefix(client)
+        for concurrency in CONCURRENCIES:
+            small += await small_ops(runner, client, concurrency, plan.small_seconds)
+    finally:
+        await client.close()
+    if server:
+        memory |= await rss_after_load(server, plan.rss_wait)
+        memory["peak_rss"] = server.memory()["VmHWM"]
+    return {
+        "verified": [SMALL, *plan.sizes],
+        "throughput": throughput,
+        "small_ops": small,
+        "server": memory,
+    }
