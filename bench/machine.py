@@ -79,14 +79,20 @@ def _write_cost(paths: list[Path], total: int) -> float:
 
 def page_cache_write_cost(folder: Path, total: int = WRITE_PROBE_BYTES) -> float:
     """CPU-s/GiB of writing `total` bytes into a new file (then deleted): the one copy
-    into the page cache a PUT cannot avoid. Measured again before each large PUT
-    phase: on a VM a fresh page costs a host fault, a page freed moments ago much
-    less, and which of the two the server gets drifts over time."""
+    into the page cache a PUT cannot avoid. On a VM a fresh page costs a host fault,
+    a page freed moments ago much less (see `kept_page_cache_write_cost`)."""
     path = folder / f"page-cache-probe-{secrets.token_hex(4)}.bin"
     try:
         return _write_cost([path], total)
     finally:
         path.unlink(missing_ok=True)
+
+
+def kept_page_cache_write_cost(path: Path, total: int = WRITE_PROBE_BYTES) -> float:
+    """`page_cache_write_cost` into a new file at `path` that the caller deletes later:
+    probes taken around a phase keep their files until it ends, so that the server
+    is not handed their just-freed (cheaper) pages."""
+    return _write_cost([path], total)
 
 
 def write_costs(folder: Path, total: int = WRITE_PROBE_BYTES) -> dict[str, float]:

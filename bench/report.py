@@ -18,8 +18,9 @@ BUSY_NOTE = (
 )
 UNWATCHED_NOTE = "  server not watched (no --server-pid): its CPU is counted in other%"
 FLOOR_NOTE = (
-    "  floor = CPU-s/GiB of MD5 + BLAKE3 + zstd + one page-cache write (pcw, probed just before\n"
-    "  the phase: ~0.2 into pages the guest just freed, ~2+ into fresh ones on a VM); no SHA-256:\n"
+    "  floor = CPU-s/GiB of MD5 + BLAKE3 + zstd + one page-cache write (pcw, the mean of probes\n"
+    "  just before and after the phase: ~0.2 into pages the guest just freed, ~2+ into fresh ones\n"
+    "  on a VM); no SHA-256:\n"
     "  the load generator sends UNSIGNED-PAYLOAD (goal srv/floor <= 1.3)"
 )
 LIMIT_NAMES = {

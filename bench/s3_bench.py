@@ -31,7 +31,7 @@ from report import publish, render, size_label
 from scaling import cpu_split, run_scaling, scaling_rows
 from server_process import ServerProcess, new_credentials
 from targets import targets
-from workload import MIB, Endpoint, Plan, floor_probe, run_load
+from workload import MIB, Endpoint, FloorProbe, Plan, run_load
 
 GIB = 1 << 30
 FULL = Plan((MIB, 64 * MIB, GIB), 6.0, 3.0, GIB, 512 * MIB, 4.0, 60.0)
@@ -127,9 +127,7 @@ def granary_sets(
             print(f"{label}: server pid {server.pid}; running phases", file=sys.stderr)
             if profile:
                 profile.mkdir(parents=True, exist_ok=True)
-            load = uvloop.run(
-                run_load(endpoint, server, plan, floor_probe(limits, folder), profile)
-            )
+            load = uvloop.run(run_load(endpoint, server, plan, FloorProbe(limits, folder), profile))
         finally:
             exit_code = server.stop()
         load["server"]["exit_code"] = exit_code
@@ -153,7 +151,7 @@ def endpoint_set(
     watch = ProcessWatch(args.server_pids) if args.server_pids else None
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
-    load = uvloop.run(run_load(endpoint, watch, plan, floor_probe(limits, root), args.profile))
+    load = uvloop.run(run_load(endpoint, watch, plan, FloorProbe(limits, root), args.profile))
     return {
         "label": f"endpoint {args.endpoint}",
         "fsync": None,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,9 +24,6 @@ LIST_KEYS = 1000
 LIST_PAGE = 100
 SETTLED_RSS = 100 * MB  # the issue's "back under 100 MB after load"
 PEAK_PHASE = ("PUT", 64 * MIB, 16)  # the issue's "peak RSS under 16 concurrent 64 MiB PUTs"
-
-# A PUT phase's extra fields, measured just before it (None: no floor for this phase).
-FloorProbe = Callable[[], dict[str, float]]
 
 
 @dataclass(frozen=True)
@@ -55,17 +54,39 @@ class Plan:
     rss_wait: float  # longest wait for the server's RSS to fall after the load
 
 
-def floor_probe(limits: dict[str, float], scratch: Path) -> FloorProbe:
-    """Measures the page-cache write cost now (it drifts on a VM) and the PUT floor from it."""
+class FloorProbe:
+    """The PUT floor of a phase, from page-cache write costs probed around it.
 
-    def probe() -> dict[str, float]:
-        page_cache = machine.page_cache_write_cost(scratch)
-        return {
-            "page_cache_write_cpu_s_per_gib": page_cache,
-            "floor_cpu_s_per_gib": machine.put_floor(limits, page_cache),
-        }
+    Which pages the kernel hands out (fresh ones, a host fault each on a VM, or
+    ones freed moments ago) drifts over time, so the write cost is probed just
+    before and just after the phase and the floor uses their mean. The probe
+    files are kept until the phase is over: deleted at once, they would give the
+    server their cheap, just-freed pages.
+    """
 
-    return probe
+    def __init__(self, limits: dict[str, float], scratch: Path) -> None:
+        self.limits = limits
+        self.scratch = scratch
+
+    @contextlib.contextmanager
+    def around_phase(self) -> Iterator[dict[str, float]]:
+        """Yields a dict filled with the floor once the phase (the `with` body) ended."""
+        paths = [self.scratch / f"floor-probe-{secrets.token_hex(4)}-{n}.bin" for n in (0, 1)]
+        result: dict[str, float] = {}
+        try:
+            before = machine.kept_page_cache_write_cost(paths[0])
+            yield result
+            after = machine.kept_page_cache_write_cost(paths[1])
+        finally:
+            for path in paths:
+                path.unlink(missing_ok=True)
+        page_cache = (before + after) / 2
+        result.update(
+            page_cache_write_cpu_s_per_gib=page_cache,
+            page_cache_write_before=before,
+            page_cache_write_after=after,
+            floor_cpu_s_per_gib=machine.put_floor(self.limits, page_cache),
+        )
 
 
 async def verify(client: S3Client, size: int) -> None:
@@ -106,8 +127,12 @@ async def put_then_get(
             raise S3Failure(f"GET returned {received} bytes instead of {size}")
         return received
 
-    floor = probe() if probe and size >= MIB else {}
-    put_summary = (await runner.run("PUT", size, concurrency, seconds, put)).summary() | floor
+    if probe is not None and size >= MIB:
+        with probe.around_phase() as floor:
+            put_phase = await runner.run("PUT", size, concurrency, seconds, put)
+        put_summary = put_phase.summary() | floor
+    else:
+        put_summary = (await runner.run("PUT", size, concurrency, seconds, put)).summary()
     get_summary = (await runner.run("GET", size, concurrency, seconds, get)).summary()
     return [put_summary, get_summary]
 
