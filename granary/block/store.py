@@ -29,6 +29,8 @@ from granary.util.files import fsync_dir
 MARKER_FILE = "granary-marker"
 QUARANTINE_SUFFIX = ".corrupted"
 _HEX_DIGITS = frozenset("0123456789abcdef")
+_TEMP_NAMES = itertools.count()
+"""Temporary block files are named `.<id>.tmp-<pid>-<n>`: unique among live writers."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,6 @@ class BlockStore:
         self._folders_made = {id(d): bytearray(1 << 13) for d in self._writable}
         """Per writable directory, a bit per `ab/cd` folder known to exist (8 KiB):
         a block write then costs no stat or mkdir of its folders."""
-        self._temp_names = itertools.count()
 
     def _primary(self, block_id: bytes) -> DataDirectory:
         """The directory a new block goes to, spread by capacity."""
@@ -102,14 +103,8 @@ class BlockStore:
         hexid = block_id.hex()
         folder = f"{directory.path}/{hexid[:2]}/{hexid[2:4]}"
         target = f"{folder}/{hexid}.zst" if compressed else f"{folder}/{hexid}"
-        temp = f"{folder}/.{hexid}.tmp-{os.getpid()}-{next(self._temp_names)}"
-        self._make_folders(directory, hexid)
-        try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        except FileNotFoundError:  # its folder was removed behind our back
-            self._folders_made[id(directory)] = bytearray(1 << 13)
-            self._make_folders(directory, hexid)
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        temp = f"{folder}/.{hexid}.tmp-{os.getpid()}-{next(_TEMP_NAMES)}"
+        fd = self._create_in_folder(directory, hexid, temp)
         try:
             try:
                 view = memoryview(stored)
@@ -128,16 +123,21 @@ class BlockStore:
             fsync_dir(Path(folder))
         return len(stored)
 
-    def _make_folders(self, directory: DataDirectory, hexid: str) -> None:
-        """Create a block's `ab/cd` folders unless known to exist; with fsync,
-        make their entries durable too."""
+    def _create_in_folder(self, directory: DataDirectory, hexid: str, path: str) -> int:
+        """Create (truncate) the file `path` in the block's `ab/cd` folder, making
+        the folders first unless known to exist; return its descriptor."""
         made = self._folders_made[id(directory)]
         index = int(hexid[:4], 16)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
         if made[index >> 3] & (1 << (index & 7)):
-            return
-        folder = directory.path / hexid[:2] / hexid[2:4]
-        self._make_dirs(directory.path, folder)
+            try:
+                return os.open(path, flags, 0o644)
+            except FileNotFoundError:  # the folders were removed behind our back
+                self._folders_made[id(directory)] = made = bytearray(len(made))
+        self._make_dirs(directory.path, directory.path / hexid[:2] / hexid[2:4])
+        # Threads may race on this byte: a lost bit only costs one more is_dir().
         made[index >> 3] |= 1 << (index & 7)
+        return os.open(path, flags, 0o644)
 
     def _make_dirs(self, root: Path, folder: Path) -> None:
         """Create the block's folders; with fsync, make their entries durable too."""

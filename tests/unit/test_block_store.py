@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,13 @@ def test_an_incompressible_block_is_stored_plain_after_a_probe_of_its_head(monke
     assert compressed and len(stored) < len(text) // 10
     assert compressed_sizes[1:] == [codec.PROBE_BYTES, len(text)]
     assert decode_block(bytes(stored), True, block_hash(text)) == text
+
+
+def test_a_block_folder_removed_behind_the_stores_back_is_made_again(tmp_path):
+    store = store_over(DataDirectory(tmp_path / "d", 1))
+    first, second = (bytes.fromhex("abcd") + bytes([n]) * 30 for n in (1, 2))
+    assert store.write(first, b"one") == 3
+    shutil.rmtree(tmp_path / "d" / "ab")  # the folder is remembered as made
+    assert store.write(second, b"two") == 3
+    assert (tmp_path / "d" / "ab" / "cd" / second.hex()).read_bytes() == b"two"
+    assert not store.contains(first)
