@@ -75,7 +75,11 @@ async def write_blocks(
     max_size: int,
     max_in_flight: int = 3,
 ) -> StreamResult:
-    """Read `chunks` to the end, storing each block through `store(offset, hash, data)`."""
+    """Read `chunks` to the end, storing each block through `store(offset, hash, data)`.
+
+    A block is joined from views of the chunks later, on the thread pool: a
+    chunk must not change once yielded (every body source yields `bytes`).
+    """
     loop = asyncio.get_running_loop()
     in_flight: list[asyncio.Task] = []
     blocks: list[StoredBlock] = []
