@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -17,6 +17,21 @@ MB = 1_000_000
 
 # op(worker, iteration) -> bytes moved by that request
 Operation = Callable[[int, int], Awaitable[int]]
+
+
+@dataclass(frozen=True)
+class ExternalRun:
+    """What an external load generator (a child process) reported of one phase."""
+
+    driver: str
+    requests: int
+    moved: int
+    cpu: float  # CPU seconds of the child process
+    latency_ms: Mapping[float, float]  # percentile (0.5, 0.99) -> ms
+
+
+# Runs the external load to its end (blocking: called on a worker thread).
+ExternalLoad = Callable[[], ExternalRun]
 
 
 class Watched(Protocol):
@@ -53,6 +68,9 @@ class PhaseResult:
     server_rss: int | None
     latencies: list[float] = field(repr=False)
     hot_spots: list[tuple[str, float]] = field(default_factory=list)
+    driver: str = "python"  # the load generator: this process, or an external one (wrk)
+    # percentile -> ms, as an external load generator reported them (no latency list)
+    reported_latency_ms: Mapping[float, float] = field(default_factory=dict)
 
     @property
     def ops_per_s(self) -> float:
@@ -63,6 +81,8 @@ class PhaseResult:
         return self.moved / self.seconds / MB
 
     def latency_ms(self, fraction: float) -> float:
+        if fraction in self.reported_latency_ms:
+            return self.reported_latency_ms[fraction]
         ordered = sorted(self.latencies)
         return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000
 
@@ -94,7 +114,7 @@ class PhaseResult:
 
     def summary(self) -> dict:
         data = asdict(self)
-        del data["latencies"]
+        del data["latencies"], data["reported_latency_ms"]
         data.update(
             ops_per_s=self.ops_per_s,
             mb_per_s=self.mb_per_s,
@@ -172,4 +192,40 @@ class PhaseRunner:
             rss,
             latencies,
             hot_spots,
+        )
+
+    async def run_external(
+        self, name: str, size: int, concurrency: int, load: ExternalLoad
+    ) -> PhaseResult:
+        """One phase driven by another process: the server's and the machine's CPU are
+        read around it as in `run`; the client's CPU is this process's plus the child's."""
+        profile = (
+            self.profile_dir / f"{name}-{size}-c{concurrency}.txt" if self.profile_dir else None
+        )
+        with profiled(self.server.pid if self.server else None, profile) as hot_spots:
+            before = self._cpu()
+            start = time.perf_counter()
+            external = await asyncio.to_thread(load)
+            seconds = time.perf_counter() - start
+            server_cpu, own_cpu, tasks_cpu, irq_cpu = (
+                b - a for a, b in zip(before, self._cpu(), strict=True)
+            )
+        client_cpu = own_cpu + external.cpu
+        rss = self.server.memory()["VmRSS"] if self.server else None
+        return PhaseResult(
+            name,
+            size,
+            concurrency,
+            external.requests,
+            external.moved,
+            seconds,
+            server_cpu if self.server else None,
+            client_cpu,
+            tasks_cpu - server_cpu - client_cpu,
+            irq_cpu,
+            rss,
+            [],
+            hot_spots,
+            external.driver,
+            external.latency_ms,
         )

@@ -207,22 +207,42 @@ def _percent_pair(shares: list[float], flag_above: float | None = None) -> str:
     )
 
 
+def _figure(value: float | None) -> str:
+    """A positive number with about three significant digits, never in e-notation."""
+    if value is None:
+        return "-"
+    digits = next((d for d, bound in ((0, 100), (1, 10), (2, 1)) if value >= bound), 3)
+    return f"{value:.{digits}f}"
+
+
+def _pair(values: list[float | None]) -> str:
+    """Two numbers as "a/b"."""
+    return "/".join(map(_figure, values))
+
+
 def _scaling_lines(scaling: dict) -> list[str]:
     lines = [
         f"=== scaling, {scaling['label']}: server pinned to 1 core, then 2 cores; "
         f"{scaling['client']} ===",
-        f"  {'op':<4} {'size':>7} {'conc':>4} {'1 core':>9} {'2 cores':>9} {'unit':<5} "
-        f"{'2/1':>5} {'srv% 1/2':>9} {'cli% 1/2':>9}",
+        f"  {'op':<4} {'size':>7} {'conc':>4} {'load':<6} {'1 core':>9} {'2 cores':>9} "
+        f"{'unit':<5} {'2/1':>5} {'p50 ms 1/2':>11} {'p99 ms 1/2':>11} "
+        f"{'srv ms/op 1/2':>13} {'srv% 1/2':>9} {'cli% 1/2':>9}",
     ]
     for row in scaling["rows"]:
         rates = row["rates"]
         lines.append(
             f"  {row['name']:<4} {size_label(row['size']):>7} {row['concurrency']:>4} "
-            f"{rates[0]:>9.0f} {rates[1]:>9.0f} {row['unit']:<5} {row['ratio']:>5.2f} "
+            f"{row['driver']:<6} {rates[0]:>9.0f} {rates[1]:>9.0f} {row['unit']:<5} "
+            f"{row['ratio']:>5.2f} {_pair(row['p50_ms']):>11} {_pair(row['p99_ms']):>11} "
+            f"{_pair(row['server_ms_per_op']):>13} "
             f"{_percent_pair(row['server_busy']):>9} "
             f"{_percent_pair(row['client_busy'], CLIENT_BOUND):>9}  "
             f"{'PASS' if row['met'] else 'MISS'} (goal 2/1 >= 1.7)"
         )
+    lines.append(
+        "  load: wrk (C, presigned URLs) or python (bench/loadgen.py); cli% is its CPU in %"
+        " of one core (! above 80%: it may be the bottleneck)"
+    )
     return lines
 
 
