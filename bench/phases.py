@@ -165,67 +165,76 @@ class PhaseRunner:
                 moved += count  # not `moved += await ...`: that reads `moved` before awaiting
                 iteration += 1
 
-        profile = (
-            self.profile_dir / f"{name}-{size}-c{concurrency}.txt" if self.profile_dir else None
-        )
-        with profiled(self.server.pid if self.server else None, profile) as hot_spots:
-            before = self._cpu()
-            start = time.perf_counter()
-            deadline = start + duration
+        async def all_workers() -> int:
+            nonlocal deadline
+            deadline = time.perf_counter() + duration
             await asyncio.gather(*(worker(i) for i in range(concurrency)))
-            seconds = time.perf_counter() - start
-            server_cpu, client_cpu, tasks_cpu, irq_cpu = (
-                b - a for a, b in zip(before, self._cpu(), strict=True)
-            )
-        rss = self.server.memory()["VmRSS"] if self.server else None
-        return PhaseResult(
-            name,
-            size,
-            concurrency,
-            len(latencies),
-            moved,
-            seconds,
-            server_cpu if self.server else None,
-            client_cpu,
-            tasks_cpu - server_cpu - client_cpu,
-            irq_cpu,
-            rss,
-            latencies,
-            hot_spots,
-        )
+            return len(latencies)
+
+        deadline = 0.0
+        return await self._measured(name, size, concurrency, all_workers, lambda: moved, latencies)
 
     async def run_external(
         self, name: str, size: int, concurrency: int, load: ExternalLoad
     ) -> PhaseResult:
         """One phase driven by another process: the server's and the machine's CPU are
         read around it as in `run`; the client's CPU is this process's plus the child's."""
+        reported: list[ExternalRun] = []
+
+        async def external() -> int:
+            reported.append(await asyncio.to_thread(load))
+            return reported[0].requests
+
+        return await self._measured(
+            name,
+            size,
+            concurrency,
+            external,
+            lambda: reported[0].moved,
+            [],
+            lambda: reported[0],
+        )
+
+    async def _measured(
+        self,
+        name: str,
+        size: int,
+        concurrency: int,
+        phase: Callable[[], Awaitable[int]],
+        moved: Callable[[], int],
+        latencies: list[float],
+        external: Callable[[], ExternalRun] | None = None,
+    ) -> PhaseResult:
+        """Run `phase` (it returns the requests made) between two readings of the
+        server's, this process's and the machine's CPU, under py-spy if asked."""
         profile = (
             self.profile_dir / f"{name}-{size}-c{concurrency}.txt" if self.profile_dir else None
         )
         with profiled(self.server.pid if self.server else None, profile) as hot_spots:
             before = self._cpu()
             start = time.perf_counter()
-            external = await asyncio.to_thread(load)
+            requests = await phase()
             seconds = time.perf_counter() - start
-            server_cpu, own_cpu, tasks_cpu, irq_cpu = (
+            server_cpu, client_cpu, tasks_cpu, irq_cpu = (
                 b - a for a, b in zip(before, self._cpu(), strict=True)
             )
-        client_cpu = own_cpu + external.cpu
-        rss = self.server.memory()["VmRSS"] if self.server else None
+        run = external() if external else None
+        if run is not None:
+            client_cpu += run.cpu
         return PhaseResult(
             name,
             size,
             concurrency,
-            external.requests,
-            external.moved,
+            requests,
+            moved(),
             seconds,
             server_cpu if self.server else None,
             client_cpu,
             tasks_cpu - server_cpu - client_cpu,
             irq_cpu,
-            rss,
-            [],
+            self.server.memory()["VmRSS"] if self.server else None,
+            latencies,
             hot_spots,
-            external.driver,
-            external.latency_ms,
+            run.driver if run else "python",
+            run.latency_ms if run else {},
         )
