@@ -58,8 +58,9 @@ class StreamResult:
 def _join_and_digest(digests: StreamDigests, pieces: list[memoryview]) -> tuple[bytes, bytes]:
     """The block made of `pieces`, and its id; the stream digests take it in.
 
-    Joining here, on the thread pool, keeps the block's one copy off the
-    event loop."""
+    Joined here, on the thread pool, with the hashing that follows: the copy
+    (~0.1 ms per MiB) still holds the GIL, but no zero-filled buffer is made
+    and the event loop's thread only collects views of the chunks."""
     data = b"".join(pieces)
     digests.update(data)
     return data, block_hash(data)
