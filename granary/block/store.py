@@ -53,7 +53,7 @@ class BlockStore:
         self._weights = _cumulative([d.capacity for d in self._writable])
         self.fresh = [d for d in directories if _check_marker(d)]
         """The directories found empty and given a new marker (a new or wiped disk)."""
-        self._folders_made = {id(d): bytearray(1 << 13) for d in self._writable}
+        self._folders_made = {d: bytearray(1 << 13) for d in self._writable}
         """Per writable directory, a bit per `ab/cd` folder known to exist (8 KiB):
         a block write then costs no stat or mkdir of its folders."""
 
@@ -68,7 +68,7 @@ class BlockStore:
     @staticmethod
     def _paths(directory: DataDirectory, block_id: bytes) -> tuple[Path, Path]:
         hexid = block_id.hex()
-        folder = directory.path / hexid[:2] / hexid[2:4]
+        folder = Path(_folder(directory, hexid))
         return folder / hexid, folder / (hexid + ".zst")
 
     def find(self, block_id: bytes) -> tuple[Path, bool] | None:
@@ -85,7 +85,7 @@ class BlockStore:
         hexid = block_id.hex()
         exists = os.path.exists
         for directory in self.directories:
-            plain = f"{directory.path}/{hexid[:2]}/{hexid[2:4]}/{hexid}"
+            plain = f"{_folder(directory, hexid)}/{hexid}"
             if exists(plain) or exists(plain + ".zst"):
                 return True
         return False
@@ -101,7 +101,7 @@ class BlockStore:
         stored, compressed = maybe_compress(data, self.compression_level)
         directory = self._primary(block_id)
         hexid = block_id.hex()
-        folder = f"{directory.path}/{hexid[:2]}/{hexid[2:4]}"
+        folder = _folder(directory, hexid)
         target = f"{folder}/{hexid}.zst" if compressed else f"{folder}/{hexid}"
         temp = f"{folder}/.{hexid}.tmp-{os.getpid()}-{next(_TEMP_NAMES)}"
         fd = self._create_in_folder(directory, hexid, temp)
@@ -126,15 +126,15 @@ class BlockStore:
     def _create_in_folder(self, directory: DataDirectory, hexid: str, path: str) -> int:
         """Create (truncate) the file `path` in the block's `ab/cd` folder, making
         the folders first unless known to exist; return its descriptor."""
-        made = self._folders_made[id(directory)]
+        made = self._folders_made[directory]
         index = int(hexid[:4], 16)
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
         if made[index >> 3] & (1 << (index & 7)):
             try:
                 return os.open(path, flags, 0o644)
             except FileNotFoundError:  # the folders were removed behind our back
-                self._folders_made[id(directory)] = made = bytearray(len(made))
-        self._make_dirs(directory.path, directory.path / hexid[:2] / hexid[2:4])
+                self._folders_made[directory] = made = bytearray(len(made))
+        self._make_dirs(directory.path, Path(_folder(directory, hexid)))
         # Threads may race on this byte: a lost bit only costs one more is_dir().
         made[index >> 3] |= 1 << (index & 7)
         return os.open(path, flags, 0o644)
@@ -282,6 +282,11 @@ class BlockStore:
         if self.fsync:
             fsync_dir(target.parent)
         return target
+
+
+def _folder(directory: DataDirectory, hexid: str) -> str:
+    """The `ab/cd` folder of a block in a data directory."""
+    return f"{directory.path}/{hexid[:2]}/{hexid[2:4]}"
 
 
 def _is_hex(name: str, length: int) -> bool:

@@ -24,6 +24,7 @@ from conftest import GranaryServer, node_config, s3_client
 from test_auth import Reply, lowered
 from test_hostile import assert_s3_error, signed_request
 
+from tests.mapped_memory import mapped_rss
 from tests.ports import free_port
 
 MiB = 1 << 20
@@ -192,18 +193,6 @@ def test_memory_is_given_back_after_a_burst(own_server):
     assert rss(own_server) - baseline <= 96 * MiB, (baseline, stalled, rss(own_server))
 
 
-def mapped_rss(server: GranaryServer, name: str) -> int:
-    """Resident bytes of the server's mappings of files called `name` (/proc/PID/smaps)."""
-    total, inside = 0, False
-    for line in Path(f"/proc/{server.process.pid}/smaps").read_text().splitlines():
-        fields = line.split()
-        if fields and "-" in fields[0] and not fields[0].endswith(":"):
-            inside = len(fields) >= 6 and fields[5].endswith("/" + name)
-        elif inside and fields[0] == "Rss:":
-            total += int(fields[1]) * 1024
-    return total
-
-
 def test_the_metadata_pages_read_in_a_burst_are_unmapped_once_it_is_over(own_server):
     """LMDB maps its file: each page a burst read stays in the server's RSS unless
     the idle trim unmaps it (the pages stay in the page cache)."""
@@ -214,12 +203,15 @@ def test_the_metadata_pages_read_in_a_burst_are_unmapped_once_it_is_over(own_ser
         s3.put_object(Bucket="many", Key=f"object-{index:05d}", Body=body)
     listed = s3.get_paginator("list_objects_v2").paginate(Bucket="many")
     assert sum(page["KeyCount"] for page in listed) == 2000
-    loaded = mapped_rss(own_server, "data.mdb")
+    loaded = mapped_rss(own_server.process.pid, "/data.mdb")
     assert loaded > 4 * MiB
     deadline = time.monotonic() + 60
-    while mapped_rss(own_server, "data.mdb") > loaded // 4 and time.monotonic() < deadline:
+    while (
+        mapped_rss(own_server.process.pid, "/data.mdb") > loaded // 4
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.5)
-    assert mapped_rss(own_server, "data.mdb") <= loaded // 4, loaded
+    assert mapped_rss(own_server.process.pid, "/data.mdb") <= loaded // 4, loaded
     assert s3.get_object(Bucket="many", Key="object-01999")["Body"].read() == body
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import mmap
 import os
 import resource
-from pathlib import Path
 
 from granary.util.resources import raise_open_file_limit, unmap_file_pages
+from tests.mapped_memory import mapped_rss
 
 
 def test_raise_open_file_limit_to_the_hard_limit():
@@ -25,26 +25,14 @@ def test_raise_open_file_limit_to_the_hard_limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def _mapped_rss(path: Path) -> int:
-    """Resident bytes of this process's mappings of `path` (/proc/self/smaps)."""
-    target, total, inside = str(path.resolve()), 0, False
-    for line in Path("/proc/self/smaps").read_text().splitlines():
-        fields = line.split()
-        if fields and "-" in fields[0] and len(fields) >= 5 and ":" not in fields[0]:
-            inside = len(fields) >= 6 and fields[5] == target
-        elif inside and fields[0] == "Rss:":
-            total += int(fields[1]) * 1024
-    return total
-
-
 def test_unmapping_a_shared_file_mapping_frees_its_resident_pages_and_keeps_its_data(tmp_path):
     path = tmp_path / "data.mdb"
     content = os.urandom(4 << 20)
     path.write_bytes(content)
     with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, prot=mmap.PROT_READ) as mapped:
         assert mapped[:] == content  # every page read, so mapped into this process
-        assert _mapped_rss(path) >= 4 << 20
+        assert mapped_rss("self", str(path.resolve())) >= 4 << 20
         assert unmap_file_pages(path) == 4 << 20
-        assert _mapped_rss(path) == 0
+        assert mapped_rss("self", str(path.resolve())) == 0
         assert mapped[:] == content
     assert unmap_file_pages(tmp_path / "not-mapped") == 0
