@@ -470,8 +470,6 @@ class Node:
         self._tasks.append(asyncio.ensure_future(self._index_legacy_uploads()))
         if self.default_key:
             await self._default_key_when_laid_out()
-        host, port = parse_host_port(config.s3_api.api_bind_addr, what="s3_api.api_bind_addr")
-        await self.s3_server.start(host, port)
         if config.admin.api_bind_addr:
             cluster = ClusterAdmin(
                 self.layout,
@@ -488,6 +486,9 @@ class Node:
             host, port = parse_host_port(config.admin.api_bind_addr, what="admin.api_bind_addr")
             await self.admin_server.start(host, port)
             self._record_admin_endpoint(f"{_display_host(host)}:{self.admin_server.port}")
+        # S3 last: a client that finds the S3 port open finds the admin API too.
+        host, port = parse_host_port(config.s3_api.api_bind_addr, what="s3_api.api_bind_addr")
+        await self.s3_server.start(host, port)
 
     def _record_admin_endpoint(self, endpoint: str) -> None:
         """Tell the CLI where the admin API listens; a full disk must not stop the node."""
