@@ -14,7 +14,7 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class ProcessWatch:
-    """Watches a fixed set of pids: utime+stime, VmRSS and VmHWM, summed over them."""
+    """Watches a fixed set of pids: utime+stime, VmRSS, VmHWM and Pss, summed over them."""
 
     def __init__(self, pids: Sequence[int]) -> None:
         if not pids:
@@ -31,15 +31,32 @@ class ProcessWatch:
         return sum(_cpu_seconds(pid) for pid in self.pids)
 
     def memory(self) -> dict[str, int]:
-        """VmRSS and VmHWM (peak RSS), in bytes. Over several processes VmHWM is the
-        sum of their own peaks: an upper bound of their peak together."""
-        totals = {"VmRSS": 0, "VmHWM": 0}
+        """VmRSS, VmHWM (peak RSS) and Pss, in bytes. Over several processes VmHWM is
+        the sum of their own peaks (an upper bound of their peak together), and RSS
+        counts their shared pages once per process; Pss shares them out."""
+        totals = {"VmRSS": 0, "VmHWM": 0, "Pss": 0}
         for pid in self.pids:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                name, _, rest = line.partition(":")
-                if name in totals:
-                    totals[name] += int(rest.split()[0]) * 1024
+            for path in (f"/proc/{pid}/status", f"/proc/{pid}/smaps_rollup"):
+                for line in Path(path).read_text().splitlines():
+                    name, _, rest = line.partition(":")
+                    if name in totals:
+                        totals[name] += int(rest.split()[0]) * 1024
         return totals
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (a node's S3 workers)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
+            found.append(int(entry.name))
+    return sorted(found)
 
 
 def _cpu_seconds(pid: int) -> float:

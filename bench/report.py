@@ -153,6 +153,12 @@ def _memory_lines(server: dict) -> list[str]:
     ]
     if "exit_code" in server:
         lines[-1] += f"; exit code {server['exit_code']}"
+    if "idle_pss" in server:
+        lines.append(
+            f"  PSS (shared pages split among the node's processes): idle "
+            f"{server['idle_pss'] / MB:.1f}, at the end of the wait "
+            f"{server['pss_at_end_of_wait'] / MB:.1f}"
+        )
     return lines
 
 

@@ -54,6 +54,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="Granary's metadata_fsync and data_fsync; both (default): the load once each",
     )
     parser.add_argument("--scaling", action="store_true", help="only the 1-core/2-core runs")
+    parser.add_argument(
+        "--s3-processes",
+        default="1",
+        help='Granary\'s s3_processes (a number or "auto"); --scaling runs one per core',
+    )
     parser.add_argument("--compare", type=Path, help="--out JSON of another run: vs peer ratios")
     endpoint = parser.add_argument_group("any S3 endpoint (no server started)")
     endpoint.add_argument("--endpoint", help="S3 endpoint URL, e.g. http://127.0.0.1:9000")
@@ -103,6 +108,10 @@ def split_cpus(pin: bool) -> tuple[set[int] | None, set[int] | None]:
     return {cpus[0]}, set(cpus[1:])
 
 
+def s3_processes_setting(value: str) -> int | str:
+    return value if value == "auto" else int(value)
+
+
 def fsync_label(setting: bool) -> str:
     return f"fsync {'on' if setting else 'off'}"
 
@@ -118,7 +127,11 @@ def granary_sets(
     for setting in FSYNC_SETTINGS[args.fsync]:
         label = fsync_label(setting)
         folder = root / label.replace(" ", "-")
-        settings = {"metadata_fsync": setting, "data_fsync": setting}
+        settings = {
+            "metadata_fsync": setting,
+            "data_fsync": setting,
+            "s3_processes": s3_processes_setting(args.s3_processes),
+        }
         server = ServerProcess(folder, new_credentials(), server_cpus, settings)
         endpoint = Endpoint(server.endpoint, server.key_id, server.secret, args.bucket, prefix)
         profile = args.profile / label.replace(" ", "-") if args.profile else None

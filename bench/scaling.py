@@ -80,7 +80,10 @@ def run_scaling(
     by_cores: dict[int, list[dict]] = {}
     for cores in CORE_COUNTS:
         server = ServerProcess(
-            root / f"{cores}-cores", new_credentials(), set(cpus[:cores]), settings
+            root / f"{cores}-cores",
+            new_credentials(),
+            set(cpus[:cores]),
+            {**settings, "s3_processes": cores},  # one S3 process per core
         )
         try:
             server.start()

@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from proc_watch import ProcessWatch
+from proc_watch import ProcessWatch, children_of
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -112,8 +112,9 @@ class ServerProcess:
                 cwd=self.root,
                 preexec_fn=self._pin,
             )
-        self.watch = ProcessWatch([self.process.pid])
         self._wait_listening(timeout)
+        # The primary opens its S3 port once its workers serve: they exist by now.
+        self.watch = ProcessWatch([self.process.pid, *children_of(self.process.pid)])
 
     def _wait_listening(self, timeout: float) -> None:
         assert self.process is not None
@@ -132,12 +133,12 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")[-tail:]
 
     def cpu_seconds(self) -> float:
-        """utime + stime of the server, all its threads."""
+        """utime + stime of the server, all its processes and threads."""
         assert self.watch is not None
         return self.watch.cpu_seconds()
 
     def memory(self) -> dict[str, int]:
-        """VmRSS and VmHWM (peak RSS), in bytes."""
+        """VmRSS, VmHWM (peak RSS) and Pss over the node's processes, in bytes."""
         assert self.watch is not None
         return self.watch.memory()
 

@@ -199,6 +199,7 @@ async def rss_after_load(server: Watched, wait: float) -> dict[str, float | int 
         rss = server.memory()["VmRSS"]
     settled = rss < SETTLED_RSS
     return {
+        "pss_at_end_of_wait": server.memory()["Pss"],
         "rss_after_load": first,
         "rss_settled_after_s": time.monotonic() - start if settled else None,
         "rss_at_end_of_wait": rss,
@@ -217,7 +218,8 @@ async def run_load(
     await asyncio.sleep(1.0)  # let start-up settle before reading the idle RSS
     memory: dict[str, float | int | None] = {}
     if server:
-        memory["idle_rss"] = server.memory()["VmRSS"]
+        idle = server.memory()
+        memory["idle_rss"], memory["idle_pss"] = idle["VmRSS"], idle["Pss"]
     client = endpoint.client(16)
     runner = PhaseRunner(server, profile)
     throughput: list[dict] = []

@@ -29,6 +29,7 @@ from granary.util.sizes import parse_size
 # Files the server keeps in metadata_dir for the CLI to find it.
 ADMIN_TOKEN_FILE = "admin_token"
 ADMIN_ENDPOINT_FILE = "admin_endpoint"
+MAX_S3_PROCESSES = 64
 
 
 class ConfigError(Exception):
@@ -179,6 +180,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     """Incoming RPC connections at most, handshakes in progress included."""
     rpc_handshake_timeout_secs: float = 10.0
     """Time for an RPC connection to complete TLS and the Hello swap."""
+    s3_processes: int | Literal["auto"] = 1
+    """Processes serving S3 on this node (docs/process-model.md); "auto": one per core."""
 
     def __post_init__(self) -> None:
         if self.replication_factor < 1:
@@ -209,6 +212,10 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
             )
         if self.rpc_secret is not None:
             _check_rpc_secret(self.rpc_secret, "`$.rpc_secret`")
+        if isinstance(self.s3_processes, int) and not 1 <= self.s3_processes <= MAX_S3_PROCESSES:
+            raise ValueError(
+                f's3_processes must be 1..{MAX_S3_PROCESSES} or "auto" - at `$.s3_processes`'
+            )
 
     @property
     def syncs_metadata(self) -> bool:
@@ -227,6 +234,12 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
         cheaper default stays (as in Garage).
         """
         return setting if setting is not None else self.replication_factor == 1
+
+    @property
+    def s3_process_count(self) -> int:
+        if self.s3_processes == "auto":
+            return min(os.cpu_count() or 1, MAX_S3_PROCESSES)
+        return self.s3_processes
 
     @property
     def block_size_bytes(self) -> int:

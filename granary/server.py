@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import logging
 import os
 import secrets
 import shutil
 import signal
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,15 +18,11 @@ from granary.api.admin.block_ops import BlockOps
 from granary.api.admin.cluster_ops import ClusterAdmin
 from granary.api.http.server import HttpServer
 from granary.api.http.types import HttpLimits
-from granary.api.s3.app import S3App
-from granary.api.s3.context import S3Services, S3Settings
 from granary.block.healing import BlockHealing
-from granary.block.holders import BlockHolders
-from granary.block.manager import BlockManager
-from granary.block.store import BlockStore, DataDirectory
 from granary.config import (
     ADMIN_ENDPOINT_FILE,
     ADMIN_TOKEN_FILE,
+    MAX_S3_PROCESSES,
     AdminConfig,
     Config,
     ConfigError,
@@ -36,39 +31,32 @@ from granary.config import (
     resolve_secrets,
     warn_unsupported,
 )
-from granary.db import open_db
 from granary.layout.history import LayoutHistory
 from granary.layout.manager import LayoutManager
 from granary.layout.roles import NodeRole
-from granary.model.access import Access, AccessError
+from granary.model.access import AccessError
 from granary.model.key_secrets import SecretSealer
-from granary.model.multipart import Multipart
-from granary.model.objects import InflightUpload, Objects
-from granary.model.store import Model
-from granary.net.hedging import Hedging, expose_hedging
+from granary.model.objects import InflightUpload
+from granary.net.hedging import expose_hedging
 from granary.net.identity import load_or_create_identity, node_id
 from granary.net.node_info import NodeInfoService
 from granary.net.peering import Peering
 from granary.net.rpc import NetApp
-from granary.table.gc import TombstoneGc
+from granary.processes.stack import LOCKS_DIR, SLOTS_FILE, S3Stack
+from granary.processes.supervisor import S3Workers, listening_socket
 from granary.table.quorum import QuorumError
-from granary.table.replication import FullReplication, ShardedReplication
-from granary.table.rpc import TableRpc
 from granary.table.sync import TableSync
 from granary.util.background import Workers
 from granary.util.files import (
     PRIVATE_UMASK,
-    full_disk,
     make_private,
     write_atomic,
     write_if_changed,
 )
+from granary.util.process_locks import ProcessSlots
 from granary.util.resources import (
-    free_heap_bytes,
     raise_open_file_limit,
-    trim_heap,
 )
-from granary.util.sizes import parse_size
 from granary.util.time import now_ms, set_clock_offset
 
 log = logging.getLogger("granary.server")
@@ -79,8 +67,6 @@ WORKER_VARIABLES_FILE = "worker_variables.json"
 FULL_COPY_SYNC_SECS = 10
 TOMBSTONE_GC_INTERVAL_SECS = 60
 BLOCK_GC_GRACE_MS = 10 * 60 * 1000
-HEAP_TRIM_INTERVAL_SECS = 2.0
-HEAP_TRIM_MIN_FREE = 64 << 20
 
 
 def s3_http_limits(s3_api: S3ApiConfig) -> HttpLimits:
@@ -118,6 +104,20 @@ def write_private(path: Path, text: str) -> None:
 def runs_standalone(config: Config) -> bool:
     """A node with replication factor 1 and no peers to join is a cluster of one."""
     return config.replication_factor == 1 and not config.bootstrap_peers
+
+
+def check_process_model(config: Config) -> None:
+    """Several S3 processes need what is built for them so far: LMDB (one writer at a
+    time across processes) and a node running alone (workers dial no peers yet)."""
+    if config.s3_process_count == 1:
+        return
+    if config.db_engine != "lmdb":
+        raise ConfigError('s3_processes: several processes need db_engine = "lmdb"')
+    if not runs_standalone(config):
+        raise ConfigError(
+            "s3_processes: several processes per node are supported on a node that runs "
+            "alone (replication_factor = 1, no bootstrap_peers) so far; set 1 in a cluster"
+        )
 
 
 def rpc_secret_for(config: Config) -> bytes:
@@ -190,17 +190,14 @@ class Node:
         warn_unsupported(config, log)
         protect_folders(config)
         metadata_dir.mkdir(parents=True, exist_ok=True)
+        check_process_model(config)
+        self.slots = ProcessSlots(metadata_dir / LOCKS_DIR / SLOTS_FILE)
+        if not self.slots.claim(0):
+            raise ConfigError(
+                f"metadata_dir {metadata_dir} is in use by another running Granary node"
+            )
         self.identity = load_or_create_identity(metadata_dir)
         self.node_id = node_id(self.identity)
-        self.executor = ThreadPoolExecutor(
-            max_workers=max(4, 2 * (os.cpu_count() or 1)), thread_name_prefix="granary-io"
-        )
-        self.db = open_db(
-            config.db_engine,
-            metadata_dir / "db",
-            fsync=config.syncs_metadata,
-            map_size=parse_size(config.lmdb_map_size),
-        )
         self.net = NetApp(
             self.identity,
             rpc_secret_for(config),
@@ -222,33 +219,23 @@ class Node:
             mode=config.consistency_mode,
             gossip_interval=config.ping_interval_secs,
         )
-        self.sharded = sharded = ShardedReplication(
-            self.layout, config.replication_factor, config.consistency_mode
+        self.stack = stack = S3Stack(
+            config,
+            node_id=self.node_id,
+            net=self.net,
+            layout=self.layout,
+            distances=self.peering,
+            sealer=secret_sealer_for(config),
+            http_limits=s3_http_limits(config.s3_api),
+            process=0,
         )
-        full = FullReplication(self.layout)
-        level = None if config.compression_level == "none" else config.compression_level
-        self.store = BlockStore(
-            [
-                DataDirectory(Path(d.path), parse_size(d.capacity or 1), d.read_only)
-                for d in config.data_dirs
-            ],
-            fsync=config.syncs_data,
-            compression_level=level,
-        )
-        blocks = BlockManager(
-            self.db,
-            self.store,
-            BlockHolders(sharded, self.layout),
-            self.node_id,
-            self.executor,
-            self.net,
-            self.peering,
-            gc_grace_ms=config.block_gc_delay_secs * 1000,
-            resync_retry_base_ms=int(config.resync_retry_base_secs * 1000),
-        )
+        self.db, self.store, self.model = stack.db, stack.store, stack.model
+        self.access, self.objects, self.multipart = stack.access, stack.objects, stack.multipart
+        self.sharded, self.s3_server = stack.sharded, stack.s3_server
+        self.table_rpc = stack.table_rpc
         self.workers = Workers(saved=Path(config.metadata_dir) / WORKER_VARIABLES_FILE)
         self.healing = BlockHealing(
-            blocks,
+            stack.blocks,
             self.workers,
             layout_version=self.layout.current.version,
             resync_workers=config.resync_worker_count,
@@ -256,19 +243,9 @@ class Node:
             scrub_tranquility=config.scrub_tranquility,
             scrub_enabled=not config.disable_scrub,
         )
-        self.model = Model(self.db, blocks, sharded, full, self.node_id, self.executor)
-        self.table_rpc = TableRpc(self.net, self.model.tables)
-        self.table_hedging = Hedging(self.peering.rtt)
-        expose_hedging(self.workers, "table", self.table_hedging)
-        for table in self.model.tables:
-            table.nearest_first = self.peering.by_distance
-            table.hedging = self.table_hedging
+        expose_hedging(self.workers, "table", stack.table_hedging)
         self.workers.restore()
-        self.tombstone_gcs = [
-            TombstoneGc(table, self.table_rpc, config.tombstone_gc_delay_secs * 1000)
-            for table in self.model.tables
-            if table.schema.collect_tombstones
-        ]
+        self.tombstone_gcs = stack.tombstone_gcs
         self.syncs = [
             TableSync(
                 table,
@@ -284,35 +261,23 @@ class Node:
         self.net_host = parse_host_port(config.rpc_bind_addr, what="rpc_bind_addr")[0]
         self.layout.on_change(self._layout_changed)
         self.net.add_listener(self._peer_up, lambda node: None)
-        self.access = Access(self.model, secret_sealer_for(config))
-        self.objects = Objects(self.model)
-        settings = S3Settings(
-            region=config.s3_api.s3_region,
-            root_domain=config.s3_api.root_domain,
-            block_size=config.block_size_bytes,
-        )
-        disks = [  # named for S3 clients: no path
-            ("metadata disk", metadata_dir),
-            *(("data disk", Path(d.path)) for d in config.data_dirs if not d.read_only),
-        ]
-        self.multipart = Multipart(self.objects)
-        services = S3Services(
-            self.access,
-            self.objects,
-            self.multipart,
-            self.executor,
-            settings,
-            full_disk=lambda: full_disk(disks),
-        )
-        self.s3 = S3App(services)
-        self.s3_server = HttpServer(
-            self.s3.handle,
-            limits=s3_http_limits(config.s3_api),
-            render_error=self.s3.protocol_error,
-            on_handler_exception=self.s3.unexpected_error,
+        self.s3_workers = S3Workers(
+            config, config.s3_process_count - 1, self.layout, self.objects, self.kicks()
         )
         self.admin_server: HttpServer | None = None
         self._tasks: list[asyncio.Task] = []
+
+    def kicks(self) -> dict[str, Callable[[], None]]:
+        """The wake-ups of background workers that an S3 worker process's writes may
+        need (named as in `granary.processes.worker.primary_wakeups`)."""
+        blocks = self.stack.blocks
+        kicks = {
+            "block-gc": blocks.refcounts.became_deletable.set,
+            "resync": blocks.resync.wakeup.set,
+        }
+        for table in self.model.tables:
+            kicks[f"table-queue:{table.name}"] = table.queue_wakeup.set
+        return kicks
 
     def _layout_changed(self, history) -> None:
         self.healing.layout_changed(history.current.version)
@@ -439,6 +404,9 @@ class Node:
         await self.peering.start()
         await self._standalone_layout()
         await self._seal_clear_secrets()
+        # The S3 workers of a previous primary stop once it is gone (their requests
+        # first): until then their uploads are running, not interrupted.
+        await self.slots.wait_until_free(range(1, MAX_S3_PROCESSES + 1))
         interrupted = self.objects.interrupted_uploads()  # before any new upload starts
         if runs_standalone(self.config):
             await self._recover_uploads(interrupted)
@@ -463,7 +431,7 @@ class Node:
                 for g in self.tombstone_gcs
             ),
             *self.healing.start(stop),
-            asyncio.ensure_future(self._trim_heap_after_bursts(stop)),
+            asyncio.ensure_future(self.stack.trim_memory_after_bursts(stop)),
         ]
         if not runs_standalone(self.config):
             self._tasks.append(asyncio.ensure_future(self._recover_uploads(interrupted)))
@@ -488,7 +456,15 @@ class Node:
             self._record_admin_endpoint(f"{_display_host(host)}:{self.admin_server.port}")
         # S3 last: a client that finds the S3 port open finds the admin API too.
         host, port = parse_host_port(config.s3_api.api_bind_addr, what="s3_api.api_bind_addr")
-        await self.s3_server.start(host, port)
+        if self.s3_workers.count == 0:
+            await self.s3_server.start(host, port)
+            return
+        sock = listening_socket(host, port)
+        try:
+            await self.s3_workers.start(sock)
+            await self.s3_server.start(host, port, sock=sock)
+        finally:
+            sock.close()  # the servers hold their own copies
 
     def _record_admin_endpoint(self, endpoint: str) -> None:
         """Tell the CLI where the admin API listens; a full disk must not stop the node."""
@@ -516,33 +492,6 @@ class Node:
         if sealed:
             log.info("encrypted the secret of %d access key(s) stored in clear", sealed)
 
-    async def _trim_heap_after_bursts(self, stop: asyncio.Event) -> None:
-        """Give memory back once a burst of S3 requests is over.
-
-        M_TRIM_THRESHOLD (see `tune_malloc`) keeps freed buffers for reuse while
-        requests run; after a whole interval without any request, the heap is
-        trimmed if much of it is free, and the metadata engine lets go of the
-        file pages it mapped. Buffers of the last requests may be freed late
-        (reads still on the thread pool, connections closing), so the trim is
-        repeated after 4, 8 and 16 quiet intervals.
-        """
-        started = self.s3_server.requests_started
-        quiet_intervals = 2  # since the last request; 0 and 1: a burst not trimmed yet
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), HEAP_TRIM_INTERVAL_SECS)
-            now_started = self.s3_server.requests_started
-            if now_started != started or self.s3_server.requests_in_progress:
-                started, quiet_intervals = now_started, 0
-                continue
-            quiet_intervals += 1
-            if quiet_intervals not in (2, 4, 8, 16):
-                continue
-            free = free_heap_bytes()
-            if free is None or free >= HEAP_TRIM_MIN_FREE:
-                trim_heap()
-            self.db.release_memory()
-
     @property
     def s3_endpoint(self) -> str:
         host, _ = parse_host_port(self.config.s3_api.api_bind_addr, what="s3_api.api_bind_addr")
@@ -550,15 +499,15 @@ class Node:
 
     async def stop(self) -> None:
         self.stop_event.set()
-        await self.s3_server.close()
+        await asyncio.gather(self.s3_workers.stop(), self.s3_server.close())
         if self.admin_server is not None:
             await self.admin_server.close()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=10)
         await self.peering.stop()
         await self.net.stop()
-        self.executor.shutdown(wait=True)
-        self.db.close()
+        self.stack.close()
+        self.slots.close()
 
 
 def _display_host(host: str) -> str:

@@ -42,6 +42,7 @@ from granary.net.hedging import Hedging, hedged_read
 from granary.net.messages import BACKGROUND, NORMAL
 from granary.table.quorum import call_quorum
 from granary.util.locks import KeyedLocks
+from granary.util.process_locks import SharedKeyedLocks
 from granary.util.time import now_ms
 from granary.util.waits import sleep_until
 
@@ -94,6 +95,7 @@ class BlockManager:
         *,
         gc_grace_ms: int,
         resync_retry_base_ms: int,
+        locks: KeyedLocks | SharedKeyedLocks | None = None,
     ) -> None:
         self.net = net
         self.db = db
@@ -108,7 +110,9 @@ class BlockManager:
         self.refcounts.changed = self._references_changed
         self.hedging = Hedging(distances.rtt)
         self.stats = ReadStats()
-        self.locks = KeyedLocks()
+        # Per block: a write against a GC deletion, resync or move of the same
+        # block; shared by the node's processes when it runs several.
+        self.locks = locks if locks is not None else KeyedLocks()
         net.endpoint(PUT_ENDPOINT, self._serve_put)
         net.endpoint(GET_ENDPOINT, self._serve_get)
         net.endpoint(NEED_ENDPOINT, self._serve_need)

@@ -130,6 +130,9 @@ class Db(ABC):
     def release_memory(self) -> None:  # noqa: B027 - most engines hold nothing to give back
         """Give back memory the engine holds for speed only (called when idle)."""
 
+    def forget_dead_readers(self) -> None:  # noqa: B027 - engines without reader slots
+        """Free what processes that died left registered in the engine (reader slots)."""
+
     def close(self) -> None:
         """Finish the queued writes, stop the writer thread and close the engine."""
         if self._write_owner == threading.get_ident():

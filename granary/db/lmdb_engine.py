@@ -71,6 +71,10 @@ class LmdbDb(Db):
         """Unmap the pages of the database file read so far (they stay in the page cache)."""
         unmap_file_pages(self._file)
 
+    def forget_dead_readers(self) -> None:
+        """A dead process's reader slot would pin old pages and keep them from reuse."""
+        self._env.reader_check()
+
     def _close_engine(self) -> None:
         self._env.close()
 

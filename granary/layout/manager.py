@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import msgspec
 
 from granary.layout import progress
-from granary.layout.history import ClusterLayout, LayoutConflict, LayoutHistory
+from granary.layout.history import LayoutConflict, LayoutHistory
 from granary.layout.quorums import ConsistencyMode, quorums
+from granary.layout.view import LayoutView
 from granary.util.files import write_atomic
 from granary.util.waits import sleep_until
 
@@ -35,7 +34,7 @@ HIGH_PRIORITY = 0
 LEGACY_HISTORY_FIELDS = 2  # (current, older)
 
 
-class LayoutManager:
+class LayoutManager(LayoutView):
     def __init__(
         self,
         metadata_dir: Path,
@@ -49,17 +48,17 @@ class LayoutManager:
         self.net = net
         self.me = net.node_id.hex()
         self.gossip_interval = gossip_interval
-        self.write_quorum = quorums(replication_factor, mode)[1]
         self.single_version = mode != "consistent"
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder = msgspec.msgpack.Decoder(LayoutHistory)
         self.conflict: str | None = None
-        self._listeners: list[Callable[[LayoutHistory], None]] = []
-        self._writes: Counter[int] = Counter()  # writes in flight, by current version at start
         self._synced: dict[str, int] = {}  # table -> version its last complete pass certified
+        self._process_writes: dict[int, int] = {}  # other process -> its oldest write version
         self._push_needed = False
         self._pusher: asyncio.Task | None = None
-        self._set(self._settle(self._load(replication_factor)))
+        loaded = self._load(replication_factor)
+        super().__init__(loaded, quorums(replication_factor, mode)[1])
+        self._set(self._settle(loaded))
         net.endpoint(SYNC_ENDPOINT, self._on_sync)
 
     def _load(self, replication_factor: int) -> LayoutHistory:
@@ -82,45 +81,18 @@ class LayoutManager:
     def _save(self) -> None:
         write_atomic(self.path, self._encoder.encode(self.history))
 
-    @property
-    def current(self) -> ClusterLayout:
-        return self.history.current
+    # ---- progress reports from the tables and the node's other processes ------
 
-    def on_change(self, listener: Callable[[LayoutHistory], None]) -> None:
-        self._listeners.append(listener)
+    def _old_writes_done(self) -> None:
+        self._adopt(self.history)
 
-    # ---- placement -----------------------------------------------------------
-
-    def write_layouts(self) -> tuple[ClusterLayout, ...]:
-        """The active versions, newest first: a write goes to each of them."""
-        return self._active
-
-    def read_layout(self) -> ClusterLayout:
-        """The version reads go to."""
-        return self._read
-
-    def read_version(self) -> int:
-        return self._read.version
-
-    # ---- progress reports from the tables ------------------------------------
-
-    @contextmanager
-    def write_guard(self) -> Iterator[None]:
-        """Hold while a write runs: this node acks no newer version until it is done.
-
-        Take it, then compute the write sets, with no await in between, so the
-        version recorded is one the write goes to.
-        """
-        version = self.current.version
-        self._writes[version] += 1
-        try:
-            yield
-        finally:
-            self._writes[version] -= 1
-            if not self._writes[version]:
-                del self._writes[version]
-                if version < self.current.version:
-                    self._adopt(self.history)
+    def report_process_writes(self, process: int, oldest_version: int | None) -> None:
+        """Another process of this node writes under `oldest_version` or newer (None: gone)."""
+        if oldest_version is None:
+            self._process_writes.pop(process, None)
+        else:
+            self._process_writes[process] = oldest_version
+        self._adopt(self.history)
 
     def expect_sync(self, table: str) -> None:
         """Count `table` among those whose sync passes make up this node's sync."""
@@ -161,17 +133,11 @@ class LayoutManager:
         return progress.settle(
             history,
             self.me,
-            acked=min(self._writes, default=history.current.version),
+            acked=min([*self._writes, *self._process_writes.values(), history.current.version]),
             synced=min(self._synced.values(), default=0),
             write_quorum=self.write_quorum,
             single_version=self.single_version,
         )
-
-    def _set(self, history: LayoutHistory) -> None:
-        self.history = history
-        self._active = history.active()
-        version = progress.read_version(history, self.write_quorum)
-        self._read = next(layout for layout in self._active if layout.version == version)
 
     def _adopt(self, history: LayoutHistory) -> bool:
         settled = self._settle(history)
@@ -188,8 +154,7 @@ class LayoutManager:
             log.info("layout versions below %d retired", settled.min_active)
         if settled.trackers != history.trackers or settled.min_active != history.min_active:
             self._push_soon()  # this node's own progress: tell the others
-        for listener in self._listeners:
-            listener(settled)
+        self._tell_listeners()
         return True
 
     def merge_remote(self, remote: LayoutHistory) -> bool:

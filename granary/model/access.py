@@ -82,7 +82,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 
 from msgspec.structs import replace
@@ -104,7 +104,7 @@ from granary.model.mpu import MultipartUpload, end_upload
 from granary.model.store import Model
 from granary.table.table import Table
 from granary.util.crdt import Deletable, Lww, LwwMap
-from granary.util.locks import KeyedLocks
+from granary.util.process_locks import KeyLocks, process_local_locks
 from granary.util.time import now_ms
 
 log = logging.getLogger("granary.access")
@@ -185,12 +185,18 @@ def _live(key: AccessKey) -> KeyParams:
 class Access:
     """`sealer` encrypts keys' secrets at rest; without one they are stored in clear."""
 
-    def __init__(self, model: Model, sealer: SecretSealer | None = None) -> None:
+    def __init__(
+        self,
+        model: Model,
+        sealer: SecretSealer | None = None,
+        locks: Callable[[str], KeyLocks] = process_local_locks,
+    ) -> None:
         self.model = model
         self.sealer = sealer
         self.node = model.buckets.local_node
-        self._creating = KeyedLocks()
-        self._deleting = KeyedLocks()
+        # The node's claims and deletions have one slot per node: its processes take turns.
+        self._creating = locks("bucket-names")
+        self._deleting = locks("bucket-deletions")
 
     async def _write(self, table: Table, entry: object) -> None:
         """Write to a full-copy table, and make sure this node's copy has it too.

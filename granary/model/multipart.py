@@ -13,6 +13,8 @@ that are still open, and aborting one still marks that version Aborted.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from msgspec.structs import replace
 
 from granary.model.access import BucketGone, bucket_outlives_write
@@ -23,17 +25,19 @@ from granary.model.objects import Objects, Upload
 from granary.model.version import VersionBlock
 from granary.table.merkle import BUILT_INDEXES_TREE
 from granary.table.scan import RangePage
-from granary.util.locks import KeyedLocks
+from granary.util.process_locks import KeyLocks, process_local_locks
 from granary.util.time import next_timestamp, now_ms
 
 LEGACY_UPLOADS_MARKER = b"multipart_index:legacy_uploads"
 
 
 class Multipart:
-    def __init__(self, objects: Objects) -> None:
+    def __init__(
+        self, objects: Objects, locks: Callable[[str], KeyLocks] = process_local_locks
+    ) -> None:
         self.objects = objects
         self.model = objects.model
-        self._locks = KeyedLocks()
+        self._locks = locks("uploads")  # completion and abort of one upload, node-wide
         self._last_created: int | None = None
         """Creation times only go up on a node, so its uploads list in creation order."""
 

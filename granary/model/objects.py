@@ -71,6 +71,7 @@ class InflightUpload(msgspec.Struct, array_like=True):
     timestamp: int
     is_part: bool
     upload_id: bytes = b""
+    process: int = 0  # which of the node's processes runs it (0: the primary)
 
 
 InterruptedUploads = list[tuple[bytes, InflightUpload]]
@@ -162,13 +163,19 @@ class Upload:
 
     def _inflight(self) -> InflightUpload:
         return InflightUpload(
-            self.bucket_id, self.key, self.timestamp, self.is_part, self.upload_id
+            self.bucket_id,
+            self.key,
+            self.timestamp,
+            self.is_part,
+            self.upload_id,
+            self.objects.process,
         )
 
 
 class Objects:
-    def __init__(self, model: Model) -> None:
+    def __init__(self, model: Model, *, process: int = 0) -> None:
         self.model = model
+        self.process = process  # this process's slot among the node's processes
         self.inflight = model.db.tree("local:inflight_uploads")
         self._encoder = msgspec.msgpack.Encoder()
         self._inflight_decoder = msgspec.msgpack.Decoder(InflightUpload)
@@ -374,13 +381,14 @@ class Objects:
         await self.model.versions.insert(tombstone(uuid))
         await self.forget_inflight(uuid)
 
-    def interrupted_uploads(self) -> InterruptedUploads:
-        """The uploads in flight when this node last stopped.
+    def interrupted_uploads(self, process: int | None = None) -> InterruptedUploads:
+        """The uploads in flight when this node (or only its process `process`) last stopped.
 
-        Read before the node serves again: once it does, the tree also holds
-        uploads running now, which recovery must never abort.
+        Read before the node (or that process) serves again: once it does, the
+        tree also holds uploads running now, which recovery must never abort.
         """
-        return [(uuid, self._inflight_decoder.decode(raw)) for uuid, raw in self.inflight.range()]
+        found = ((uuid, self._inflight_decoder.decode(raw)) for uuid, raw in self.inflight.range())
+        return [(uuid, r) for uuid, r in found if process is None or r.process == process]
 
     async def recover_interrupted(self, interrupted: InterruptedUploads) -> int:
         """Abort the `interrupted` uploads (see `interrupted_uploads`) left unfinished."""

@@ -87,7 +87,7 @@ class Table(Generic[E]):
         self.scan_bounds = ScanBounds()
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder = msgspec.msgpack.Decoder(schema.entry_type)
-        self._queue_wakeup = asyncio.Event()
+        self.queue_wakeup = asyncio.Event()
 
     @property
     def name(self) -> str:
@@ -304,12 +304,12 @@ class Table(Generic[E]):
         if queued is not None:
             entry = self.decode(queued).merge(entry)
         tx.put(self.queue_tree, key, self.encode(entry))
-        tx.on_commit(self._queue_wakeup.set)
+        tx.on_commit(self.queue_wakeup.set)
 
     async def run_queue_worker(self, stop: asyncio.Event) -> None:
         """Drain the insert queue until `stop` is set."""
         while not stop.is_set():
-            self._queue_wakeup.clear()
+            self.queue_wakeup.clear()
             try:
                 drained = await self.process_queue_batch()
             except Exception as error:
@@ -326,7 +326,7 @@ class Table(Generic[E]):
                 drained = 0
                 await sleep_until(stop, 5.0)
             if drained == 0:
-                await sleep_until(stop, 10.0, self._queue_wakeup)
+                await sleep_until(stop, 10.0, self.queue_wakeup)
 
     async def process_queue_batch(self) -> int:
         """Insert one batch of queued entries; return how many were drained."""

@@ -25,6 +25,14 @@ from conftest import (
 MIB = 1 << 20
 
 
+@pytest.fixture(params=[1, 2], ids=["1-process", "2-processes"])
+def s3_processes(request) -> int:
+    """The single-node races with S3 served by one process, then by two: the
+    racing requests then spread over both, so the node-wide locks are what
+    orders them."""
+    return request.param
+
+
 def complete_xml(etags: dict[int, str], numbers: tuple[int, ...]) -> bytes:
     parts = "".join(
         f"<Part><PartNumber>{n}</PartNumber><ETag>{etags[n]}</ETag></Part>" for n in numbers
@@ -56,8 +64,8 @@ def multipart_with_parts(s3, bucket: str, key: str, sizes: dict[int, int]):
     return upload_id, bodies, etags
 
 
-def test_abort_during_complete_never_destroys_the_completed_object(own_server):
-    s3 = start_configured(own_server, block_gc_delay_secs=0)
+def test_abort_during_complete_never_destroys_the_completed_object(own_server, s3_processes):
+    s3 = start_configured(own_server, block_gc_delay_secs=0, s3_processes=s3_processes)
     s3.create_bucket(Bucket="race")
     upload_id, bodies, etags = multipart_with_parts(s3, "race", "big", {1: 5 * MIB, 2: MIB})
     head, body = raw_request(
@@ -79,8 +87,8 @@ def test_abort_during_complete_never_destroys_the_completed_object(own_server):
     wait_until(lambda: not block_files(data_dir), what="every block to be collected")
 
 
-def test_two_completes_with_different_parts_serve_what_the_etag_says(own_server):
-    s3 = start_configured(own_server, block_gc_delay_secs=0)
+def test_two_completes_with_different_parts_serve_what_the_etag_says(own_server, s3_processes):
+    s3 = start_configured(own_server, block_gc_delay_secs=0, s3_processes=s3_processes)
     s3.create_bucket(Bucket="race")
     upload_id, bodies, etags = multipart_with_parts(
         s3, "race", "m", {1: 5 * MIB, 2: 5 * MIB, 3: 5 * MIB}
@@ -110,8 +118,8 @@ def test_two_completes_with_different_parts_serve_what_the_etag_says(own_server)
     assert data == expected[served["ETag"]]
 
 
-def test_interrupted_uploads_leave_no_blocks_behind(own_server):
-    s3 = start_configured(own_server, block_gc_delay_secs=0)
+def test_interrupted_uploads_leave_no_blocks_behind(own_server, s3_processes):
+    s3 = start_configured(own_server, block_gc_delay_secs=0, s3_processes=s3_processes)
     s3.create_bucket(Bucket="cut")
     for index in range(8):
         head, body = raw_request(own_server, "PUT", f"/cut/k{index}", os.urandom(6 * MIB))
@@ -123,8 +131,8 @@ def test_interrupted_uploads_leave_no_blocks_behind(own_server):
     wait_until(lambda: not block_files(data_dir), what="every block to be collected")
 
 
-def test_concurrent_overwrites_of_one_key_leak_nothing(own_server):
-    s3 = start_configured(own_server, block_gc_delay_secs=0)
+def test_concurrent_overwrites_of_one_key_leak_nothing(own_server, s3_processes):
+    s3 = start_configured(own_server, block_gc_delay_secs=0, s3_processes=s3_processes)
     s3.create_bucket(Bucket="hot")
 
     def overwrite(index: int) -> None:
@@ -203,8 +211,8 @@ def delete_bucket_mid_put(writer_node, deleter, bucket: str) -> tuple[int, str]:
         return status_of(sock), deleted
 
 
-def test_delete_bucket_during_a_put_never_loses_the_acknowledged_object(own_server):
-    s3 = start_configured(own_server, block_gc_delay_secs=0)
+def test_delete_bucket_during_a_put_never_loses_the_acknowledged_object(own_server, s3_processes):
+    s3 = start_configured(own_server, block_gc_delay_secs=0, s3_processes=s3_processes)
     s3.create_bucket(Bucket="mid")
     put_status, deleted = delete_bucket_mid_put(own_server, s3, "mid")
     if put_status == 200:
@@ -217,8 +225,8 @@ def test_delete_bucket_during_a_put_never_loses_the_acknowledged_object(own_serv
     wait_until(lambda: not leftover_blocks([own_server]), what="every block to be collected")
 
 
-def test_delete_bucket_during_a_complete_never_loses_the_object(own_server):
-    s3 = start_configured(own_server, block_gc_delay_secs=0)
+def test_delete_bucket_during_a_complete_never_loses_the_object(own_server, s3_processes):
+    s3 = start_configured(own_server, block_gc_delay_secs=0, s3_processes=s3_processes)
     s3.create_bucket(Bucket="mpu")
     upload_id, bodies, etags = multipart_with_parts(s3, "mpu", "big", {1: 5 * MIB, 2: MIB})
     head, body = raw_request(
@@ -298,8 +306,8 @@ def check_one_owner(clients: list, codes: list[str], name: str) -> None:
             )
 
 
-def test_two_keys_creating_one_bucket_name_never_both_win(own_server):
-    start_configured(own_server)
+def test_two_keys_creating_one_bucket_name_never_both_win(own_server, s3_processes):
+    start_configured(own_server, s3_processes=s3_processes)
     clients = [
         own_server.client(access_key=key_id, secret_key=secret)
         for key_id, secret in (key_with_bucket_rights(own_server, f"k{i}") for i in range(2))

@@ -19,6 +19,9 @@ Bottom up, as in ARCHITECTURE.md, with the modules it does not place:
   into settings that only the composition root (server.py) and the CLI read;
   every component gets its settings as arguments, so no layer below reaches
   into the config.
+- `granary/processes` (a node's S3 worker processes: what each process builds,
+  the control channel, the supervisor and the worker's entry point) is part of
+  the composition root, with server.py.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ LAYERS = [
     ("granary.api.admin",),
     ("granary.config",),
     ("granary.cli",),
-    ("granary.server",),
+    ("granary.server", "granary.processes"),
 ]
 """Bottom up; the modules in one entry form one layer."""
 

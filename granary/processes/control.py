@@ -1,0 +1,121 @@
+"""The control channel between a node's primary process and each S3 worker process.
+
+One Unix socket pair per worker carries small msgpack messages, each behind
+its 4-byte length. The primary starts a worker with its settings and the
+layout, then sends every new layout; the worker says when it serves, how
+far its writes have come through the layout versions, and which of the
+primary's background workers its writes have given work to. Framing is
+sans-IO (`encode`, `FrameReader`); `Channel` runs it over asyncio streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+
+import msgspec
+
+MAX_FRAME = 64 << 20  # a layout history with its trackers stays far below
+_LENGTH = struct.Struct(">I")
+
+
+class Start(msgspec.Struct, tag="start", array_like=True):
+    """Primary → worker, first: what the worker needs to build its S3 stack."""
+
+    slot: int
+    config: bytes  # the primary's resolved Config, JSON (secrets included: never in argv or env)
+    layout: bytes  # the layout history, as the primary stores it
+
+
+class LayoutUpdate(msgspec.Struct, tag="layout", array_like=True):
+    """Primary → worker: the node's layout history changed."""
+
+    layout: bytes
+
+
+class Ready(msgspec.Struct, tag="ready", array_like=True):
+    """Worker → primary: it serves S3 requests on the shared socket."""
+
+
+class WriteProgress(msgspec.Struct, tag="progress", array_like=True):
+    """Worker → primary: the oldest layout version one of its writes may still use."""
+
+    oldest_version: int
+
+
+class Kick(msgspec.Struct, tag="kick", array_like=True):
+    """Worker → primary: a write of the worker queued work for `worker` (see `kicks.py`)."""
+
+    worker: str
+
+
+Message = Start | LayoutUpdate | Ready | WriteProgress | Kick
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Message)
+
+
+class ControlError(Exception):
+    """The other side sent something that is not a control message."""
+
+
+def encode(message: Message) -> bytes:
+    body = _encoder.encode(message)
+    return _LENGTH.pack(len(body)) + body
+
+
+class FrameReader:
+    """Turns received bytes into messages."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[Message]:
+        self._buffer += data
+        messages: list[Message] = []
+        while len(self._buffer) >= _LENGTH.size:
+            (length,) = _LENGTH.unpack_from(self._buffer)
+            if length > MAX_FRAME:
+                raise ControlError(f"control frame of {length} bytes")
+            end = _LENGTH.size + length
+            if len(self._buffer) < end:
+                break
+            try:
+                messages.append(_decoder.decode(bytes(self._buffer[_LENGTH.size : end])))
+            except msgspec.DecodeError as error:
+                raise ControlError(str(error)) from None
+            del self._buffer[:end]
+        return messages
+
+
+class Channel:
+    """One end of a control channel on the running event loop."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._frames = FrameReader()
+        self._pending: list[Message] = []
+
+    @classmethod
+    async def open(cls, sock: socket.socket) -> Channel:
+        reader, writer = await asyncio.open_unix_connection(sock=sock)
+        return cls(reader, writer)
+
+    def send(self, message: Message) -> None:
+        """Queue `message`; a closed channel drops it (the other side is gone)."""
+        if not self._writer.is_closing():
+            self._writer.write(encode(message))
+
+    async def receive(self) -> Message | None:
+        """The next message, or None once the other side has closed."""
+        while not self._pending:
+            data = await self._reader.read(1 << 16)
+            if not data:
+                return None
+            self._pending = self._frames.feed(data)
+        return self._pending.pop(0)
+
+    def close(self) -> None:
+        self._writer.close()

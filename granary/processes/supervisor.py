@@ -1,0 +1,193 @@
+"""The primary process's side of its S3 workers: start, watch, restart, stop.
+
+Each worker has a slot (1..count; the primary is 0) and a control channel.
+While a worker lives, the primary's layout manager counts its writes in
+flight (it acks no layout version a worker's write may still miss); when
+one dies, the uploads it was running are aborted before its slot starts
+again, and the kernel has already released its locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable, Mapping
+
+import msgspec
+
+from granary.config import Config
+from granary.layout.manager import LayoutManager
+from granary.model.objects import Objects
+from granary.processes.control import (
+    Channel,
+    Kick,
+    LayoutUpdate,
+    Ready,
+    Start,
+    WriteProgress,
+)
+from granary.table.quorum import QuorumError
+
+log = logging.getLogger("granary.processes")
+
+START_TIMEOUT_SECS = 60.0
+STOP_GRACE_SECS = 15.0
+RESTART_DELAYS_SECS = (0.5, 1.0, 2.0, 5.0, 10.0)
+"""Between two starts of a slot whose worker keeps dying; reset once one serves."""
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The S3 port, bound and listening, for the primary and its workers to accept on."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family, backlog=1024, reuse_port=False)
+    sock.set_inheritable(True)
+    return sock
+
+
+class S3Workers:
+    def __init__(
+        self,
+        config: Config,
+        count: int,
+        layout: LayoutManager,
+        objects: Objects,
+        kicks: Mapping[str, Callable[[], None]],
+    ) -> None:
+        self.config = config
+        self.count = count
+        self.layout = layout
+        self.objects = objects
+        self.kicks = kicks
+        self.restarts = 0
+        self._channels: dict[int, Channel] = {}
+        self._processes: dict[int, asyncio.subprocess.Process] = {}
+        self._serving: dict[int, asyncio.Event] = {}
+        self._tasks: list[asyncio.Task] = []
+        self._stopping = False
+        self._encoder = msgspec.msgpack.Encoder()
+        layout.on_change(self._send_layout)
+
+    @property
+    def pids(self) -> list[int]:
+        return [process.pid for process in self._processes.values()]
+
+    async def start(self, sock: socket.socket) -> None:
+        """Start every worker on `sock`; return once each serves."""
+        for slot in range(1, self.count + 1):
+            self._serving[slot] = asyncio.Event()
+            self._tasks.append(asyncio.ensure_future(self._keep_running(slot, sock)))
+        waits = [asyncio.ensure_future(e.wait()) for e in self._serving.values()]
+        _, pending = await asyncio.wait(waits, timeout=START_TIMEOUT_SECS)
+        for wait in pending:
+            wait.cancel()
+        if pending:
+            log.error("%d S3 worker process(es) not serving yet", len(pending))
+
+    async def _keep_running(self, slot: int, sock: socket.socket) -> None:
+        attempt = 0
+        while not self._stopping:
+            served = await self._run_once(slot, sock)
+            if self._stopping:
+                return
+            self.restarts += 1
+            attempt = 0 if served else attempt + 1
+            await self._recover_uploads(slot)
+            await asyncio.sleep(RESTART_DELAYS_SECS[min(attempt, len(RESTART_DELAYS_SECS) - 1)])
+
+    async def _run_once(self, slot: int, sock: socket.socket) -> bool:
+        """Run slot's worker until it exits; whether it served requests."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        theirs.set_inheritable(True)
+        # Counted from before it exists: no layout version is acked past the one it starts with.
+        self.layout.report_process_writes(slot, self.layout.current.version)
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "granary.processes.worker",
+                str(sock.fileno()),
+                str(theirs.fileno()),
+                pass_fds=(sock.fileno(), theirs.fileno()),
+            )
+        finally:
+            theirs.close()
+        self._processes[slot] = process
+        channel = await Channel.open(ours)
+        self._channels[slot] = channel
+        served = False
+        try:
+            channel.send(
+                Start(
+                    slot,
+                    msgspec.json.encode(self.config),
+                    self._encoder.encode(self.layout.history),
+                )
+            )
+            while (message := await channel.receive()) is not None:
+                served |= self._handle(slot, message)
+        except Exception as error:  # a broken channel: the worker is restarted
+            log.error("S3 worker %d: control channel failed: %s", slot, error)
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+        finally:
+            del self._channels[slot]
+            channel.close()
+        code = await process.wait()
+        del self._processes[slot]
+        self.layout.report_process_writes(slot, None)
+        self.objects.model.db.forget_dead_readers()
+        if not self._stopping:
+            log.error("S3 worker %d (pid %d) exited with status %s", slot, process.pid, code)
+        return served
+
+    def _handle(self, slot: int, message) -> bool:
+        match message:
+            case Ready():
+                self._serving[slot].set()
+                log.debug("S3 worker %d serves", slot)
+                return True
+            case WriteProgress(oldest_version=version):
+                self.layout.report_process_writes(slot, version)
+            case Kick(worker=name):
+                kick = self.kicks.get(name)
+                if kick is not None:
+                    kick()
+        return False
+
+    def _send_layout(self, history) -> None:
+        if not self._channels:
+            return
+        update = LayoutUpdate(self._encoder.encode(history))
+        for channel in self._channels.values():
+            channel.send(update)
+
+    async def _recover_uploads(self, slot: int) -> None:
+        """Abort the uploads a dead worker left unfinished (retried at the next start)."""
+        interrupted = self.objects.interrupted_uploads(slot)
+        if not interrupted:
+            return
+        try:
+            recovered = await self.objects.recover_interrupted(interrupted)
+        except QuorumError as error:
+            log.warning("uploads of S3 worker %d not recovered yet: %s", slot, error)
+            return
+        log.info("aborted %d upload(s) of S3 worker %d", recovered, slot)
+
+    async def stop(self) -> None:
+        """Ask every worker to finish its requests and stop; kill the late ones."""
+        self._stopping = True
+        for process in self._processes.values():
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+        if self._tasks:
+            _, late = await asyncio.wait(self._tasks, timeout=STOP_GRACE_SECS)
+            if late:
+                for process in self._processes.values():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(process.pid, signal.SIGKILL)
+                await asyncio.wait(late, timeout=5)

@@ -1,0 +1,179 @@
+"""An S3 worker process: serves S3 on the primary's listening socket.
+
+Started by the primary (`supervisor.py`) as
+`python -m granary.processes.worker <listening fd> <control fd>`; its
+settings and the layout come over the control channel, never in argv or the
+environment. It builds the node's `S3Stack` on the same folders, follows
+the primary's layout, reports its writes in flight, and forwards to the
+primary the wake-ups its writes give to background workers, which run in
+the primary only. It stops on SIGTERM (after its requests), and when the
+control channel closes: the primary is gone. It ignores SIGINT, which a
+terminal sends to the whole process group: the primary stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import msgspec
+import uvloop
+
+from granary.config import Config, parse_host_port
+from granary.layout.history import LayoutHistory
+from granary.layout.quorums import quorums
+from granary.layout.view import FollowerLayout
+from granary.model.key_secrets import SecretSealer
+from granary.net.identity import load_or_create_identity
+from granary.net.rpc import NetApp
+from granary.processes.control import (
+    Channel,
+    ControlError,
+    Kick,
+    LayoutUpdate,
+    Ready,
+    Start,
+    WriteProgress,
+)
+from granary.processes.stack import LOCKS_DIR, SLOTS_FILE, S3Stack
+from granary.server import rpc_secret_for, s3_http_limits
+from granary.util.files import PRIVATE_UMASK
+from granary.util.process_locks import ProcessSlots
+from granary.util.resources import tune_malloc
+from granary.util.time import set_clock_offset
+
+log = logging.getLogger("granary.processes")
+
+
+class NoDistances:
+    """A worker measures no round-trip times: nodes in the order given."""
+
+    def by_distance(self, nodes: Iterable[bytes]) -> list[bytes]:
+        return list(nodes)
+
+    def rtt(self, node: bytes) -> float | None:
+        return None
+
+
+class KickEvent(asyncio.Event):
+    """Stands for one of the primary's wake-up events: setting it tells the primary."""
+
+    def __init__(self, name: str, channel: Channel) -> None:
+        super().__init__()
+        self.name = name
+        self.channel = channel
+        self._queued = False
+
+    def set(self) -> None:
+        if self._queued:
+            return
+        self._queued = True  # several sets within one loop turn: one message
+        asyncio.get_running_loop().call_soon(self._send)
+
+    def _send(self) -> None:
+        self._queued = False
+        self.channel.send(Kick(self.name))
+
+
+def primary_wakeups(stack: S3Stack) -> Iterator[tuple[str, object, str]]:
+    """(kick name, owner, attribute) of each wake-up event that the S3 path sets and
+    a background worker of the primary waits on; the names are `Node.kicks`'."""
+    blocks = stack.blocks
+    yield "block-gc", blocks.refcounts, "became_deletable"
+    yield "resync", blocks.resync, "wakeup"
+    for table in stack.model.tables:
+        yield f"table-queue:{table.name}", table, "queue_wakeup"
+
+
+async def serve(listening: socket.socket, control: socket.socket) -> int:
+    """Serve until told to stop; the process's exit status."""
+    channel = await Channel.open(control)
+    try:
+        start = await channel.receive()
+    except (OSError, ControlError):
+        start = None
+    if not isinstance(start, Start):
+        log.error("S3 worker: the primary sent no start message")
+        return 1
+    config = msgspec.json.decode(start.config, type=Config)
+    metadata_dir = Path(config.metadata_dir)
+    slots = ProcessSlots(metadata_dir / LOCKS_DIR / SLOTS_FILE)
+    if not slots.claim(start.slot):  # held until this process ends
+        log.error("S3 worker %d: another process still holds its slot", start.slot)
+        return 1
+    os.umask(PRIVATE_UMASK)
+    set_clock_offset(config.clock_offset_ms)
+    identity = load_or_create_identity(metadata_dir)
+    net = NetApp(
+        identity,
+        rpc_secret_for(config),
+        bind=parse_host_port(config.rpc_bind_addr, what="rpc_bind_addr"),
+        public_addr=config.rpc_public_addr,
+    )
+    decoder = msgspec.msgpack.Decoder(LayoutHistory)
+    layout = FollowerLayout(
+        decoder.decode(start.layout),
+        quorums(config.replication_factor, config.consistency_mode)[1],
+        lambda version: channel.send(WriteProgress(version)),
+    )
+    stack = S3Stack(
+        config,
+        node_id=net.node_id,
+        net=net,
+        layout=layout,
+        distances=NoDistances(),
+        sealer=SecretSealer(bytes.fromhex(config.rpc_secret)) if config.rpc_secret else None,
+        http_limits=s3_http_limits(config.s3_api),
+        process=start.slot,
+    )
+    for name, owner, attribute in primary_wakeups(stack):
+        setattr(owner, attribute, KickEvent(name, channel))
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stopping.set)
+    host, port = parse_host_port(config.s3_api.api_bind_addr, what="s3_api.api_bind_addr")
+    await stack.s3_server.start(host, port, sock=listening)
+    channel.send(Ready())
+
+    async def follow_primary() -> None:
+        try:
+            while (message := await channel.receive()) is not None:
+                if isinstance(message, LayoutUpdate):
+                    layout.follow(decoder.decode(message.layout))
+        except (OSError, ControlError) as error:
+            log.error("S3 worker %d: control channel failed: %s", start.slot, error)
+        finally:
+            stopping.set()  # the primary is gone (or cannot be heard): stop
+
+    follower = asyncio.ensure_future(follow_primary())
+    trimmer = asyncio.ensure_future(stack.trim_memory_after_bursts(stopping))
+    await stopping.wait()
+    await stack.s3_server.close()
+    follower.cancel()
+    await trimmer
+    channel.close()
+    stack.close()
+    return 0
+
+
+def main(argv: list[str]) -> None:
+    listening_fd, control_fd = int(argv[1]), int(argv[2])
+    # Ctrl-C reaches the whole process group: the primary stops its workers itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    tune_malloc()
+    listening = socket.socket(fileno=listening_fd)
+    control = socket.socket(fileno=control_fd)
+    sys.exit(uvloop.run(serve(listening, control)))
+
+
+if __name__ == "__main__":
+    main(sys.argv)

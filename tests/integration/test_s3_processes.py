@@ -1,0 +1,241 @@
+"""A node serving S3 from several processes (`s3_processes`): a primary and its workers
+on one listening socket, one metadata engine and one set of data folders."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+from conftest import (
+    GranaryServer,
+    block_files,
+    node_config,
+    signed_request_headers,
+    start_configured,
+    wait_until,
+)
+
+from granary.block.codec import block_hash
+from granary.util.process_locks import SharedKeyedLocks
+
+MIB = 1 << 20
+
+
+def children_of(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.add(int(entry.name))
+    return found
+
+
+def workers_of(server: GranaryServer) -> set[int]:
+    assert server.process is not None
+    return children_of(server.process.pid)
+
+
+def owner_of(sock: socket.socket, server_port: int, pids: set[int]) -> int | None:
+    """Which of `pids` holds the server's end of the connection `sock` made."""
+    client_port = sock.getsockname()[1]
+    inode = None
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, remote = fields[1], fields[2]
+            if (
+                int(local.split(":")[1], 16) == server_port
+                and int(remote.split(":")[1], 16) == client_port
+            ):
+                inode = fields[9]
+    if inode is None:
+        return None
+    for pid in pids:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                if os.readlink(fd) == f"socket:[{inode}]":
+                    return pid
+        except OSError:
+            continue
+    return None
+
+
+def raw_head(server: GranaryServer, method: str, path: str, body: bytes) -> bytes:
+    headers = signed_request_headers(
+        method, f"{server.endpoint}{path}", {"Content-Length": str(len(body))}, body
+    )
+    head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return (head + "\r\n").encode()
+
+
+def connection_to(server: GranaryServer, wanted: set[int]) -> tuple[socket.socket, int]:
+    """A connection (a request answered on it first) that one of `wanted` accepted."""
+    everyone = wanted | {server.process.pid} | workers_of(server)  # type: ignore[union-attr]
+    for _ in range(500):
+        sock = socket.create_connection(("127.0.0.1", server.s3_port))
+        sock.sendall(raw_head(server, "GET", "/", b""))
+        sock.settimeout(30)
+        sock.recv(65536)
+        owner = owner_of(sock, server.s3_port, everyone)
+        if owner in wanted:
+            return sock, owner
+        sock.close()
+    raise AssertionError(f"no connection accepted by {wanted}")
+
+
+def test_every_process_of_a_node_serves_and_sees_the_others_writes(own_server):
+    s3 = start_configured(own_server, s3_processes=3)
+    wait_until(lambda: len(workers_of(own_server)) == 2, what="two S3 workers")
+    s3.create_bucket(Bucket="spread")
+    pids = {own_server.process.pid} | workers_of(own_server)  # type: ignore[union-attr]
+    body = os.urandom(3 * MIB + 5)
+    for writer in sorted(pids):
+        sock, _ = connection_to(own_server, {writer})
+        with sock:
+            sock.sendall(raw_head(own_server, "PUT", f"/spread/by-{writer}", body) + body)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+    for reader in sorted(pids):
+        sock, _ = connection_to(own_server, {reader})
+        with sock:
+            for writer in sorted(pids):
+                sock.sendall(raw_head(own_server, "GET", f"/spread/by-{writer}", b""))
+                received = b""
+                while not received.endswith(body):
+                    chunk = sock.recv(1 << 20)
+                    assert chunk, "connection closed before the whole object"
+                    received += chunk
+                assert received.startswith(b"HTTP/1.1 200")
+    listed = s3.list_objects_v2(Bucket="spread")["Contents"]
+    assert sorted(o["Key"] for o in listed) == sorted(f"by-{p}" for p in pids)
+
+
+def test_a_killed_worker_is_replaced_and_its_unfinished_upload_released(own_server):
+    s3 = start_configured(own_server, s3_processes=2, block_gc_delay_secs=0)
+    wait_until(lambda: len(workers_of(own_server)) == 1, what="an S3 worker")
+    s3.create_bucket(Bucket="cut")
+    sock, worker = connection_to(own_server, workers_of(own_server))
+    body = os.urandom(8 * MIB)
+    sock.sendall(raw_head(own_server, "PUT", "/cut/big", body) + body[: 5 * MIB])
+    data_dir = own_server.root / "data"
+    wait_until(lambda: len(block_files(data_dir)) >= 3, what="blocks of the unfinished upload")
+    os.kill(worker, signal.SIGKILL)
+    sock.close()
+    wait_until(
+        lambda: workers_of(own_server) - {worker}, what="a new worker in the killed one's place"
+    )
+    # The primary aborted the dead worker's upload: its blocks are collected.
+    wait_until(lambda: not block_files(data_dir), what="every block to be collected")
+    assert "Contents" not in s3.list_objects_v2(Bucket="cut")
+    assert "aborted 1 upload(s) of S3 worker 1" in own_server.log()
+    s3.put_object(Bucket="cut", Key="after", Body=b"still serving")
+    assert s3.get_object(Bucket="cut", Key="after")["Body"].read() == b"still serving"
+
+
+def hold_in_thread(locks_file: Path, key: bytes) -> tuple[threading.Event, threading.Event]:
+    """Hold `key` of the node's lock file from this (test) process until told to let go."""
+    held, release = threading.Event(), threading.Event()
+
+    async def hold() -> None:
+        locks = SharedKeyedLocks(locks_file)
+        async with locks.hold(key):
+            held.set()
+            await asyncio.get_running_loop().run_in_executor(None, release.wait)
+        locks.close()
+
+    threading.Thread(target=asyncio.run, args=(hold(),), daemon=True).start()
+    assert held.wait(10)
+    return held, release
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_block_write_waits_for_a_block_lock_held_by_another_process(own_server, processes):
+    """The per-block lock (a GC deletion against a new write of the same block) is
+    shared by the node's processes: here the test process plays the other one."""
+    s3 = start_configured(own_server, s3_processes=processes, compression_level="none")
+    s3.create_bucket(Bucket="locked")
+    body = os.urandom(MIB) + os.urandom(MIB)
+    _, release = hold_in_thread(
+        own_server.root / "meta" / "locks" / "blocks", block_hash(body[:MIB])
+    )
+    done = threading.Event()
+
+    def put() -> None:
+        s3.put_object(Bucket="locked", Key="k", Body=body)
+        done.set()
+
+    writer = threading.Thread(target=put)
+    writer.start()
+    try:
+        data_dir = own_server.root / "data"
+        wait_until(lambda: len(block_files(data_dir)) >= 1, what="the unlocked block written")
+        assert not done.wait(1.0), "the PUT finished while its block was locked elsewhere"
+    finally:
+        release.set()
+    writer.join(30)
+    assert done.is_set()
+    assert s3.get_object(Bucket="locked", Key="k")["Body"].read() == body
+
+
+def test_the_workers_stop_with_the_primary_even_when_it_is_killed(own_server):
+    start_configured(own_server, s3_processes=3)
+    wait_until(lambda: len(workers_of(own_server)) == 2, what="two S3 workers")
+    workers = workers_of(own_server)
+    assert own_server.stop(signal.SIGTERM) == 0
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+    assert "Traceback" not in own_server.log()
+
+    own_server.start()
+    wait_until(lambda: len(workers_of(own_server)) == 2, what="two S3 workers again")
+    workers = workers_of(own_server)
+    own_server.kill()
+    wait_until(
+        lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers),
+        what="the orphaned workers to stop",
+    )
+
+
+def test_a_layout_change_reaches_the_workers_and_the_old_version_retires(own_server):
+    s3 = start_configured(own_server, s3_processes=2)
+    wait_until(lambda: len(workers_of(own_server)) == 1, what="an S3 worker")
+    s3.create_bucket(Bucket="moving")
+    node_id = own_server.cli("node", "id").stdout.strip().split("@")[0]
+    own_server.cli("layout", "assign", "-z", "dc2", "-c", "2G", node_id)
+    own_server.cli("layout", "apply", "--version", "2")
+
+    def progress() -> tuple[list[int], dict]:
+        shown = json.loads(own_server.cli("layout", "show", "--json").stdout)
+        return shown["active_versions"], shown["done"]
+
+    # The primary acks version 2 (and version 1 retires) only once the worker,
+    # counted at version 1 from its start, has followed and reported version 2.
+    wait_until(lambda: progress()[0] == [2], what="version 1 to retire")
+    assert progress()[1] == {"ack": 1, "sync": 1, "sync_ack": 1}  # nodes done: the one
+    for index in range(20):  # through both processes
+        s3.put_object(Bucket="moving", Key=f"k{index}", Body=b"x" * 100)
+    assert len(s3.list_objects_v2(Bucket="moving")["Contents"]) == 20
+
+
+def test_several_processes_are_refused_where_they_are_not_built_yet(own_server):
+    own_server.config_text = None
+    for extra, message in (
+        ({"s3_processes": 2, "db_engine": "sqlite"}, 'db_engine = "lmdb"'),
+        ({"s3_processes": 2, "replication_factor": 3}, "node that runs alone"),
+        ({"s3_processes": 0}, "s3_processes must be 1..64"),
+    ):
+        own_server.config_text = node_config(own_server, **extra)
+        own_server.root.mkdir(parents=True, exist_ok=True)
+        (own_server.root / "granary.toml").write_text(own_server.config_text)
+        result = own_server.cli("server", check=False)
+        assert result.returncode != 0
+        assert message in result.stderr, result.stderr
