@@ -43,7 +43,7 @@ from granary.net.node_info import NodeInfoService
 from granary.net.peering import Peering
 from granary.net.rpc import NetApp
 from granary.processes.stack import LOCKS_DIR, SLOTS_FILE, S3Stack
-from granary.processes.supervisor import S3Workers, listening_socket
+from granary.processes.supervisor import S3Workers, first_listening_socket
 from granary.table.quorum import QuorumError
 from granary.table.sync import TableSync
 from granary.util.background import Workers
@@ -459,12 +459,11 @@ class Node:
         if self.s3_workers.count == 0:
             await self.s3_server.start(host, port)
             return
-        sock = listening_socket(host, port)
-        try:
-            await self.s3_workers.start(sock)
-            await self.s3_server.start(host, port, sock=sock)
-        finally:
-            sock.close()  # the servers hold their own copies
+        # The primary's socket first: it settles the port (0: any free one) that
+        # its workers' sockets then share.
+        sock = first_listening_socket(host, port)
+        await self.s3_workers.start(host, sock.getsockname()[1])
+        await self.s3_server.start(host, port, sock=sock)
 
     def _record_admin_endpoint(self, endpoint: str) -> None:
         """Tell the CLI where the admin API listens; a full disk must not stop the node."""

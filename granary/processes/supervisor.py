@@ -42,11 +42,26 @@ RESTART_DELAYS_SECS = (0.5, 1.0, 2.0, 5.0, 10.0)
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
-    """The S3 port, bound and listening, for the primary and its workers to accept on."""
+    """A listening socket of the S3 port, one per process (SO_REUSEPORT).
+
+    One socket shared by every process would let whichever process wakes
+    first accept a whole burst of connections (uvloop accepts until the
+    queue is empty): 16 long uploads opened at once could all land on one
+    process. With a socket each, the kernel spreads new connections over the
+    processes by a hash of their addresses. A worker's socket closes with
+    it; the next one gets a new socket.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family, backlog=1024, reuse_port=False)
-    sock.set_inheritable(True)
-    return sock
+    return socket.create_server((host, port), family=family, backlog=1024, reuse_port=True)
+
+
+def first_listening_socket(host: str, port: int) -> socket.socket:
+    """The primary's socket of the S3 port, refused (EADDRINUSE) if anything holds the
+    port: SO_REUSEPORT alone would let another node of this user share it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.create_server((host, port), family=family) as probe:
+        port = probe.getsockname()[1]  # port 0: the free port the probe got
+    return listening_socket(host, port)
 
 
 class S3Workers:
@@ -76,11 +91,11 @@ class S3Workers:
     def pids(self) -> list[int]:
         return [process.pid for process in self._processes.values()]
 
-    async def start(self, sock: socket.socket) -> None:
-        """Start every worker on `sock`; return once each serves."""
+    async def start(self, host: str, port: int) -> None:
+        """Start every worker, each on a socket of host:port; return once each serves."""
         for slot in range(1, self.count + 1):
             self._serving[slot] = asyncio.Event()
-            self._tasks.append(asyncio.ensure_future(self._keep_running(slot, sock)))
+            self._tasks.append(asyncio.ensure_future(self._keep_running(slot, host, port)))
         waits = [asyncio.ensure_future(e.wait()) for e in self._serving.values()]
         _, pending = await asyncio.wait(waits, timeout=START_TIMEOUT_SECS)
         for wait in pending:
@@ -88,10 +103,10 @@ class S3Workers:
         if pending:
             log.error("%d S3 worker process(es) not serving yet", len(pending))
 
-    async def _keep_running(self, slot: int, sock: socket.socket) -> None:
+    async def _keep_running(self, slot: int, host: str, port: int) -> None:
         attempt = 0
         while not self._stopping:
-            served = await self._run_once(slot, sock)
+            served = await self._run_once(slot, host, port)
             if self._stopping:
                 return
             self.restarts += 1
@@ -99,10 +114,10 @@ class S3Workers:
             await self._recover_uploads(slot)
             await asyncio.sleep(RESTART_DELAYS_SECS[min(attempt, len(RESTART_DELAYS_SECS) - 1)])
 
-    async def _run_once(self, slot: int, sock: socket.socket) -> bool:
+    async def _run_once(self, slot: int, host: str, port: int) -> bool:
         """Run slot's worker until it exits; whether it served requests."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        theirs.set_inheritable(True)
+        sock = listening_socket(host, port)
         # Counted from before it exists: no layout version is acked past the one it starts with.
         self.layout.report_process_writes(slot, self.layout.current.version)
         try:
@@ -116,6 +131,7 @@ class S3Workers:
             )
         finally:
             theirs.close()
+            sock.close()  # the worker's own now: it closes with the worker
         self._processes[slot] = process
         channel = await Channel.open(ours)
         self._channels[slot] = channel

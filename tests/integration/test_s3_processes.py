@@ -239,3 +239,16 @@ def test_several_processes_are_refused_where_they_are_not_built_yet(own_server):
         result = own_server.cli("server", check=False)
         assert result.returncode != 0
         assert message in result.stderr, result.stderr
+
+
+def test_another_node_cannot_share_the_s3_port_of_a_node_with_workers(own_server, tmp_path):
+    """Each process has its own socket of the port (SO_REUSEPORT, so the kernel
+    spreads connections over them): a stranger must still find the port taken."""
+    start_configured(own_server, s3_processes=2)
+    stranger = GranaryServer(tmp_path / "stranger", s3_port=own_server.s3_port)
+    stranger.config_text = node_config(stranger, s3_processes=2)
+    stranger.root.mkdir(parents=True)
+    (stranger.root / "granary.toml").write_text(stranger.config_text)
+    result = stranger.cli("server", check=False)
+    assert result.returncode != 0
+    assert "cannot start" in result.stderr and "in use" in result.stderr, result.stderr
