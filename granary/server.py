@@ -43,7 +43,7 @@ from granary.net.node_info import NodeInfoService
 from granary.net.peering import Peering
 from granary.net.rpc import NetApp
 from granary.processes.stack import LOCKS_DIR, SLOTS_FILE, S3Stack
-from granary.processes.supervisor import S3Workers, first_listening_socket
+from granary.processes.supervisor import S3Workers, bound_socket, free_s3_port
 from granary.table.quorum import QuorumError
 from granary.table.sync import TableSync
 from granary.util.background import Workers
@@ -93,6 +93,7 @@ def default_config(data: Path, s3_address: str, admin_address: str, rpc_address:
         rpc_bind_addr=rpc_address,
         s3_api=S3ApiConfig(api_bind_addr=s3_address),
         admin=AdminConfig(api_bind_addr=admin_address),
+        s3_processes="auto",  # a node that runs alone: S3 on every core
     )
     return resolve_secrets(config)
 
@@ -459,11 +460,11 @@ class Node:
         if self.s3_workers.count == 0:
             await self.s3_server.start(host, port)
             return
-        # The primary's socket first: it settles the port (0: any free one) that
-        # its workers' sockets then share.
-        sock = first_listening_socket(host, port)
-        await self.s3_workers.start(host, sock.getsockname()[1])
-        await self.s3_server.start(host, port, sock=sock)
+        # The port opens once every process is ready to serve it.
+        port = free_s3_port(host, port)
+        await self.s3_workers.start(host, port)
+        await self.s3_server.start(host, port, sock=bound_socket(host, port))
+        self.s3_workers.serve()
 
     def _record_admin_endpoint(self, endpoint: str) -> None:
         """Tell the CLI where the admin API listens; a full disk must not stop the node."""

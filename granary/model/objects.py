@@ -43,8 +43,15 @@ log = logging.getLogger("granary.model")
 
 READ_AHEAD_BLOCKS = 2
 """The most blocks a GET fetches beyond the one it sends, for a reader that keeps up."""
-READ_AHEAD_WARMUP_BYTES = 4 << 20
-"""A GET fetches this much on demand before it reads ahead (granary/model/read_ahead.py)."""
+READ_AHEAD_WARMUP_BYTES = 5 << 20
+"""A GET fetches this much on demand before it reads ahead (granary/model/read_ahead.py).
+
+More than a client that reads nothing takes at once, or a stalled reader asks
+for the next block as soon as these buffers take the last one, and gets one read
+ahead: the socket's send buffer (up to 4 MiB of memory: 3.9-4.2 MB of data on
+loopback), the client's receive buffer (0.13 MB at 64 KiB SO_RCVBUF) and the
+transport's (up to 256 KiB before it pauses) take up to ~4.6 MB.
+"""
 READ_AHEAD_PATIENCE = 0.5
 """Seconds a GET's reader may take over one block and keep its read-ahead.
 

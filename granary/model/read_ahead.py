@@ -44,8 +44,8 @@ class ReadAhead(Generic[T]):
     """Items 0 .. count-1 from `fetch(index)`, in order, to one consumer calling `next`.
 
     The first `warmup` items are fetched on demand: a consumer's pace says
-    nothing yet while its output goes to a buffer that takes them all at once
-    (a socket's send buffer: Linux lets it grow to 4 MiB).
+    nothing yet while its output goes to buffers that take them all at once
+    (a socket's send buffer, which Linux lets grow to 4 MiB, and the transport's).
     """
 
     def __init__(

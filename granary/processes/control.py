@@ -2,8 +2,9 @@
 
 One Unix socket pair per worker carries small msgpack messages, each behind
 its 4-byte length. The primary starts a worker with its settings and the
-layout, then sends every new layout; the worker says when it serves, how
-far its writes have come through the layout versions, and which of the
+layout, then sends every new layout, and tells it when to open the S3
+port; the worker says when it is ready, how far its writes have come
+through the layout versions, and which of the
 primary's background workers its writes have given work to. Framing is
 sans-IO (`encode`, `FrameReader`); `Channel` runs it over asyncio streams.
 """
@@ -34,8 +35,12 @@ class LayoutUpdate(msgspec.Struct, tag="layout", array_like=True):
     layout: bytes
 
 
+class Serve(msgspec.Struct, tag="serve", array_like=True):
+    """Primary → worker, once the node serves: open the S3 socket."""
+
+
 class Ready(msgspec.Struct, tag="ready", array_like=True):
-    """Worker → primary: it serves S3 requests on the shared socket."""
+    """Worker → primary: its stack is built; it serves S3 when told to."""
 
 
 class WriteProgress(msgspec.Struct, tag="progress", array_like=True):
@@ -50,7 +55,7 @@ class Kick(msgspec.Struct, tag="kick", array_like=True):
     worker: str
 
 
-Message = Start | LayoutUpdate | Ready | WriteProgress | Kick
+Message = Start | LayoutUpdate | Serve | Ready | WriteProgress | Kick
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Message)

@@ -28,6 +28,7 @@ from granary.processes.control import (
     Kick,
     LayoutUpdate,
     Ready,
+    Serve,
     Start,
     WriteProgress,
 )
@@ -41,27 +42,34 @@ RESTART_DELAYS_SECS = (0.5, 1.0, 2.0, 5.0, 10.0)
 """Between two starts of a slot whose worker keeps dying; reset once one serves."""
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
-    """A listening socket of the S3 port, one per process (SO_REUSEPORT).
+def bound_socket(host: str, port: int) -> socket.socket:
+    """A socket of the S3 port for one process, bound but not listening yet: it opens
+    when its process serves.
 
-    One socket shared by every process would let whichever process wakes
-    first accept a whole burst of connections (uvloop accepts until the
-    queue is empty): 16 long uploads opened at once could all land on one
-    process. With a socket each, the kernel spreads new connections over the
-    processes by a hash of their addresses. A worker's socket closes with
-    it; the next one gets a new socket.
+    Each process has its own socket (SO_REUSEPORT): one socket shared by every
+    process would let whichever process wakes first accept a whole burst of
+    connections (uvloop accepts until the queue is empty), so 16 uploads opened
+    at once could all land on one process; the kernel spreads connections over
+    the sockets by a hash of their addresses. A worker's socket closes with it.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family, backlog=1024, reuse_port=True)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
-def first_listening_socket(host: str, port: int) -> socket.socket:
-    """The primary's socket of the S3 port, refused (EADDRINUSE) if anything holds the
-    port: SO_REUSEPORT alone would let another node of this user share it."""
+def free_s3_port(host: str, port: int) -> int:
+    """`port` (0: a free one), refused (EADDRINUSE) if anything holds it:
+    SO_REUSEPORT alone would let another node of this user share it."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.create_server((host, port), family=family) as probe:
-        port = probe.getsockname()[1]  # port 0: the free port the probe got
-    return listening_socket(host, port)
+        return probe.getsockname()[1]
 
 
 class S3Workers:
@@ -81,9 +89,10 @@ class S3Workers:
         self.restarts = 0
         self._channels: dict[int, Channel] = {}
         self._processes: dict[int, asyncio.subprocess.Process] = {}
-        self._serving: dict[int, asyncio.Event] = {}
+        self._ready: dict[int, asyncio.Event] = {}
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
+        self._serve_now = False
         self._encoder = msgspec.msgpack.Encoder()
         layout.on_change(self._send_layout)
 
@@ -92,16 +101,17 @@ class S3Workers:
         return [process.pid for process in self._processes.values()]
 
     async def start(self, host: str, port: int) -> None:
-        """Start every worker, each on a socket of host:port; return once each serves."""
+        """Start every worker, each with a socket of host:port; return once each is
+        ready to serve (see `serve`)."""
         for slot in range(1, self.count + 1):
-            self._serving[slot] = asyncio.Event()
+            self._ready[slot] = asyncio.Event()
             self._tasks.append(asyncio.ensure_future(self._keep_running(slot, host, port)))
-        waits = [asyncio.ensure_future(e.wait()) for e in self._serving.values()]
+        waits = [asyncio.ensure_future(e.wait()) for e in self._ready.values()]
         _, pending = await asyncio.wait(waits, timeout=START_TIMEOUT_SECS)
         for wait in pending:
             wait.cancel()
         if pending:
-            log.error("%d S3 worker process(es) not serving yet", len(pending))
+            log.error("%d S3 worker process(es) not ready yet", len(pending))
 
     async def _keep_running(self, slot: int, host: str, port: int) -> None:
         attempt = 0
@@ -117,7 +127,7 @@ class S3Workers:
     async def _run_once(self, slot: int, host: str, port: int) -> bool:
         """Run slot's worker until it exits; whether it served requests."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock = listening_socket(host, port)
+        sock = bound_socket(host, port)
         # Counted from before it exists: no layout version is acked past the one it starts with.
         self.layout.report_process_writes(slot, self.layout.current.version)
         try:
@@ -164,8 +174,9 @@ class S3Workers:
     def _handle(self, slot: int, message) -> bool:
         match message:
             case Ready():
-                self._serving[slot].set()
-                log.debug("S3 worker %d serves", slot)
+                self._ready[slot].set()
+                if self._serve_now:  # a worker started again while the node serves
+                    self._channels[slot].send(Serve())
                 return True
             case WriteProgress(oldest_version=version):
                 self.layout.report_process_writes(slot, version)
@@ -174,6 +185,12 @@ class S3Workers:
                 if kick is not None:
                     kick()
         return False
+
+    def serve(self) -> None:
+        """The node serves: every worker opens its socket (and any started later)."""
+        self._serve_now = True
+        for channel in self._channels.values():
+            channel.send(Serve())
 
     def _send_layout(self, history) -> None:
         if not self._channels:

@@ -1,7 +1,7 @@
-"""An S3 worker process: serves S3 on the primary's listening socket.
+"""An S3 worker process: serves S3 on a socket of the node's S3 port.
 
 Started by the primary (`supervisor.py`) as
-`python -m granary.processes.worker <listening fd> <control fd>`; its
+`python -m granary.processes.worker <socket fd> <control fd>`; its
 settings and the layout come over the control channel, never in argv or the
 environment. It builds the node's `S3Stack` on the same folders, follows
 the primary's layout, reports its writes in flight, and forwards to the
@@ -38,6 +38,7 @@ from granary.processes.control import (
     Kick,
     LayoutUpdate,
     Ready,
+    Serve,
     Start,
     WriteProgress,
 )
@@ -138,7 +139,6 @@ async def serve(listening: socket.socket, control: socket.socket) -> int:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stopping.set)
     host, port = parse_host_port(config.s3_api.api_bind_addr, what="s3_api.api_bind_addr")
-    await stack.s3_server.start(host, port, sock=listening)
     channel.send(Ready())
 
     async def follow_primary() -> None:
@@ -146,6 +146,8 @@ async def serve(listening: socket.socket, control: socket.socket) -> int:
             while (message := await channel.receive()) is not None:
                 if isinstance(message, LayoutUpdate):
                     layout.follow(decoder.decode(message.layout))
+                elif isinstance(message, Serve) and not stack.s3_server.serving:
+                    await stack.s3_server.start(host, port, sock=listening)
         except (OSError, ControlError) as error:
             log.error("S3 worker %d: control channel failed: %s", start.slot, error)
         finally:

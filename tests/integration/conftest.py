@@ -192,6 +192,23 @@ def start_configured(server: GranaryServer, **extra: object):
     return server.client()
 
 
+def node_pids(server: GranaryServer) -> list[int]:
+    """The node's processes: the server (its primary) first, then its S3 workers."""
+    assert server.process is not None
+    primary = server.process.pid
+    workers = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == primary:
+            workers.append(int(entry.name))
+    return [primary, *sorted(workers)]
+
+
 def block_files(data_dir: Path) -> list[Path]:
     """The block files stored under a data directory."""
     return [

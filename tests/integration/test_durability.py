@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import GranaryServer, node_config
+from conftest import GranaryServer, node_config, node_pids
 
 pytestmark = pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
 
@@ -23,20 +23,23 @@ MIB = 1 << 20
 
 
 def syncs_during_upload(server: GranaryServer, s3, trace: Path) -> int:
-    """fsync + fdatasync calls by the server's threads while a 3 MiB object is stored."""
+    """fsync + fdatasync calls by the node's processes (whichever serves the upload)
+    and their threads while a 3 MiB object is stored."""
     s3.create_bucket(Bucket="durable")
-    pid = server.process.pid
+    pids = node_pids(server)
+    traced = [arg for pid in pids for arg in ("-p", str(pid))]
     tracer = subprocess.Popen(
-        ["strace", "-f", "-e", "trace=fsync,fdatasync", "-o", str(trace), "-p", str(pid)],
+        ["strace", "-f", "-e", "trace=fsync,fdatasync", "-o", str(trace), *traced],
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
         assert tracer.stderr is not None
-        # "strace: Process N attached with K threads": printed once every thread
-        # is traced (threads started later are followed, -f).
-        line = tracer.stderr.readline()
-        assert "attached" in line, line
+        # "strace: Process N attached with K threads", once per process: printed once
+        # every thread is traced (threads started later are followed, -f).
+        for _ in pids:
+            line = tracer.stderr.readline()
+            assert "attached" in line, line
         s3.put_object(Bucket="durable", Key="object", Body=os.urandom(3 * MIB))
     finally:
         tracer.send_signal(signal.SIGINT)
@@ -46,6 +49,7 @@ def syncs_during_upload(server: GranaryServer, s3, trace: Path) -> int:
 
 def test_a_single_copy_node_syncs_what_it_acknowledges_by_default(own_server, tmp_path):
     own_server.start()  # no config file: a one-node cluster, replication_factor 1
+    assert len(node_pids(own_server)) == min(os.cpu_count() or 1, 64)  # S3 on every core
     syncs = syncs_during_upload(own_server, own_server.client(), tmp_path / "trace")
     assert syncs >= 3 + 1  # three block files, their folders, the metadata commits
 

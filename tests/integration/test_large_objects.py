@@ -24,7 +24,7 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
-from conftest import ACCESS_KEY, SECRET_KEY, GranaryServer
+from conftest import ACCESS_KEY, SECRET_KEY, GranaryServer, node_pids
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -159,13 +159,18 @@ def proc_status_bytes(pid: int, field: str) -> int:
     raise LookupError(f"{field} not in /proc/{pid}/status")
 
 
-class RssSampler:
-    """Samples a process's VmRSS every 50 ms in a thread and keeps the peak."""
+def node_rss(pids: list[int], field: str = "VmRSS") -> int:
+    """Summed over the node's processes (whichever of them serves the transfer)."""
+    return sum(proc_status_bytes(pid, field) for pid in pids)
 
-    def __init__(self, pid: int, interval: float = 0.05) -> None:
-        self.pid = pid
+
+class RssSampler:
+    """Samples the node's VmRSS every 50 ms in a thread and keeps the peak."""
+
+    def __init__(self, pids: list[int], interval: float = 0.05) -> None:
+        self.pids = pids
         self.interval = interval
-        self.peak = proc_status_bytes(pid, "VmRSS")
+        self.peak = node_rss(pids)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -176,17 +181,18 @@ class RssSampler:
     def __exit__(self, *exc_info) -> None:
         self._stop.set()
         self._thread.join()
-        # The kernel's high-water mark closes any gap between two samples.
-        self.peak = max(self.peak, proc_status_bytes(self.pid, "VmHWM"))
+        # The kernel's high-water marks close any gap between two samples (their
+        # sum bounds the processes' peak together from above).
+        self.peak = max(self.peak, node_rss(self.pids, "VmHWM"))
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, proc_status_bytes(self.pid, "VmRSS"))
+            self.peak = max(self.peak, node_rss(self.pids))
             self._stop.wait(self.interval)
 
 
-def measure_rss_growth(pid: int, baseline: int, action: Callable[[], object]) -> int:
-    with RssSampler(pid) as sampler:
+def measure_rss_growth(pids: list[int], baseline: int, action: Callable[[], object]) -> int:
+    with RssSampler(pids) as sampler:
         action()
     growth = sampler.peak - baseline
     print(f"\nserver RSS: baseline {baseline / MIB:.0f} MiB, peak growth {growth / MIB:.0f} MiB")
@@ -195,23 +201,23 @@ def measure_rss_growth(pid: int, baseline: int, action: Callable[[], object]) ->
 
 def test_1gib_put_and_get_keep_server_memory_bounded(own_server: GranaryServer):
     own_server.start()
-    pid = own_server.process.pid
+    pids = node_pids(own_server)
     s3 = own_server.client()
     bucket, key, size, seed = "memory", "one-gib", GIB, "one-gib"
     s3.create_bucket(Bucket=bucket)
     # Warm the same paths up so lazily built state is already in the baseline.
     upload(s3, bucket, "warm-up", 8 * MIB, "warm-up", SINGLE_PUT)
     download_md5(s3, bucket, "warm-up")
-    baseline = proc_status_bytes(pid, "VmRSS")
+    baseline = node_rss(pids)
 
     growth = measure_rss_growth(
-        pid, baseline, lambda: upload(s3, bucket, key, size, seed, SINGLE_PUT)
+        pids, baseline, lambda: upload(s3, bucket, key, size, seed, SINGLE_PUT)
     )
     assert growth < MAX_RSS_GROWTH
 
     downloaded: list[tuple[str, int]] = []
     growth = measure_rss_growth(
-        pid, baseline, lambda: downloaded.append(download_md5(s3, bucket, key))
+        pids, baseline, lambda: downloaded.append(download_md5(s3, bucket, key))
     )
     assert growth < MAX_RSS_GROWTH
 

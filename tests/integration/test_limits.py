@@ -184,9 +184,10 @@ def test_memory_is_given_back_after_a_burst(own_server):
     bucket = big_object(s3)
     request = presigned_get(own_server, bucket, "object")
     baseline = settled_rss(own_server)
-    with sockets_to(own_server.s3_port, 100, request):
+    with sockets_to(own_server.s3_port, 150, request):
         stalled = settled_rss(own_server)
-    assert stalled - baseline > 100 * BLOCK_SIZE  # each reader holds the block it is sent
+    # Each reader holds the block it is sent (the burst reuses the heap's free pages first).
+    assert stalled - baseline > 100 * BLOCK_SIZE, (baseline, stalled)
     deadline = time.monotonic() + 60
     while rss(own_server) - baseline > 96 * MiB and time.monotonic() < deadline:
         time.sleep(0.5)

@@ -16,6 +16,7 @@ from conftest import (
     GranaryServer,
     block_files,
     node_config,
+    node_pids,
     signed_request_headers,
     start_configured,
     wait_until,
@@ -27,23 +28,8 @@ from granary.util.process_locks import SharedKeyedLocks
 MIB = 1 << 20
 
 
-def children_of(pid: int) -> set[int]:
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            found.add(int(entry.name))
-    return found
-
-
 def workers_of(server: GranaryServer) -> set[int]:
-    assert server.process is not None
-    return children_of(server.process.pid)
+    return set(node_pids(server)[1:])
 
 
 def owner_of(sock: socket.socket, server_port: int, pids: set[int]) -> int | None:
@@ -138,7 +124,11 @@ def test_a_killed_worker_is_replaced_and_its_unfinished_upload_released(own_serv
     wait_until(lambda: not block_files(data_dir), what="every block to be collected")
     assert "Contents" not in s3.list_objects_v2(Bucket="cut")
     assert "aborted 1 upload(s) of S3 worker 1" in own_server.log()
-    s3.put_object(Bucket="cut", Key="after", Body=b"still serving")
+    replacement, _ = connection_to(own_server, workers_of(own_server) - {worker})
+    with replacement:  # the new worker serves
+        replacement.sendall(raw_head(own_server, "PUT", "/cut/after", b"still serving"))
+        replacement.sendall(b"still serving")
+        assert replacement.recv(65536).startswith(b"HTTP/1.1 200")
     assert s3.get_object(Bucket="cut", Key="after")["Body"].read() == b"still serving"
 
 

@@ -16,6 +16,7 @@ from granary.processes.control import (
     Kick,
     LayoutUpdate,
     Ready,
+    Serve,
     Start,
     WriteProgress,
     encode,
@@ -24,7 +25,13 @@ from granary.processes.worker import KickEvent
 
 
 def test_messages_survive_any_split_of_the_byte_stream():
-    messages = [Start(1, b"{}", b"\x90"), LayoutUpdate(b"x" * 1000), Ready(), WriteProgress(7)]
+    messages = [
+        Start(1, b"{}", b"\x90"),
+        LayoutUpdate(b"x" * 1000),
+        Ready(),
+        Serve(),
+        WriteProgress(7),
+    ]
     stream = b"".join(encode(m) for m in messages)
     for size in (1, 3, 17, len(stream)):
         reader = FrameReader()

@@ -74,6 +74,11 @@ class HttpServer:
         self._sweeper = loop.call_later(self._sweep_interval, self._sweep)
 
     @property
+    def serving(self) -> bool:
+        """Started and not closed."""
+        return self._server is not None
+
+    @property
     def port(self) -> int:
         """The bound port (useful after listening on port 0)."""
         if self._server is None or not self._server.sockets:
