@@ -12,6 +12,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from granary.api.admin.app import AdminApp
 from granary.api.admin.block_ops import BlockOps
@@ -82,7 +83,13 @@ def s3_http_limits(s3_api: S3ApiConfig) -> HttpLimits:
     )
 
 
-def default_config(data: Path, s3_address: str, admin_address: str, rpc_address: str) -> Config:
+def default_config(
+    data: Path,
+    s3_address: str,
+    admin_address: str,
+    rpc_address: str,
+    s3_processes: int | Literal["auto"] = 1,
+) -> Config:
     """The single-node setup of `granary server` without a config file.
 
     Secrets may still come from the environment (e.g. GRANARY_RPC_SECRET).
@@ -93,7 +100,7 @@ def default_config(data: Path, s3_address: str, admin_address: str, rpc_address:
         rpc_bind_addr=rpc_address,
         s3_api=S3ApiConfig(api_bind_addr=s3_address),
         admin=AdminConfig(api_bind_addr=admin_address),
-        s3_processes="auto",  # a node that runs alone: S3 on every core
+        s3_processes=s3_processes,
     )
     return resolve_secrets(config)
 

@@ -17,7 +17,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 
@@ -25,7 +25,7 @@ from granary import __version__
 from granary.cli import render
 from granary.cli.admin_client import AdminClient, AdminClientError
 from granary.cli.global_options import accept_global_options_everywhere
-from granary.config import ConfigError, load_config
+from granary.config import MAX_S3_PROCESSES, ConfigError, load_config
 
 DEFAULT_DATA = "granary-data"
 
@@ -87,8 +87,16 @@ def _load(ctx: click.Context):
     show_default=True,
     help="RPC address without a config file (port 0: any free port).",
 )
+@click.option(
+    "--s3-processes",
+    default="1",
+    show_default=True,
+    help='Processes serving S3 without a config file: a number, or "auto" (one per core).',
+)
 @click.pass_context
-def server(ctx: click.Context, s3_address: str, admin_address: str, rpc_address: str) -> None:
+def server(
+    ctx: click.Context, s3_address: str, admin_address: str, rpc_address: str, s3_processes: str
+) -> None:
     """Run a node (a single-node cluster when started without a config file)."""
 
     import uvloop
@@ -104,7 +112,10 @@ def server(ctx: click.Context, s3_address: str, admin_address: str, rpc_address:
     where = _location_options(ctx)
     try:
         if config is None:
-            config = default_config(_data_dir(ctx), s3_address, admin_address, rpc_address)
+            processes = _s3_processes(s3_processes)
+            config = default_config(
+                _data_dir(ctx), s3_address, admin_address, rpc_address, processes
+            )
         tune_malloc()
         uvloop.run(
             run_node(config, default_key=default_key, announce=lambda n: _announce(n, where))
@@ -113,6 +124,14 @@ def server(ctx: click.Context, s3_address: str, admin_address: str, rpc_address:
         raise click.ClickException(str(error)) from None
     except OSError as error:
         raise click.ClickException(f"cannot start: {error}") from None
+
+
+def _s3_processes(value: str) -> int | Literal["auto"]:
+    if value == "auto":
+        return "auto"
+    if not value.isdigit() or not 1 <= int(value) <= MAX_S3_PROCESSES:
+        raise click.BadParameter(f'1..{MAX_S3_PROCESSES} or "auto"', param_hint="--s3-processes")
+    return int(value)
 
 
 def _location_options(ctx: click.Context) -> str:

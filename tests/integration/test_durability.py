@@ -49,7 +49,6 @@ def syncs_during_upload(server: GranaryServer, s3, trace: Path) -> int:
 
 def test_a_single_copy_node_syncs_what_it_acknowledges_by_default(own_server, tmp_path):
     own_server.start()  # no config file: a one-node cluster, replication_factor 1
-    assert len(node_pids(own_server)) == min(os.cpu_count() or 1, 64)  # S3 on every core
     syncs = syncs_during_upload(own_server, own_server.client(), tmp_path / "trace")
     assert syncs >= 3 + 1  # three block files, their folders, the metadata commits
 
