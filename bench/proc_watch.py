@@ -45,18 +45,8 @@ class ProcessWatch:
 
 
 def children_of(pid: int) -> list[int]:
-    """The processes whose parent is `pid` (a node's S3 workers)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
-            found.append(int(entry.name))
-    return sorted(found)
+    """The processes `pid`'s main thread started (a node's S3 workers)."""
+    return sorted(int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
 
 
 def _cpu_seconds(pid: int) -> float:

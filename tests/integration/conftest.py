@@ -193,20 +193,12 @@ def start_configured(server: GranaryServer, **extra: object):
 
 
 def node_pids(server: GranaryServer) -> list[int]:
-    """The node's processes: the server (its primary) first, then its S3 workers."""
+    """The node's processes: the server (its primary) first, then the S3 workers its
+    main thread started."""
     assert server.process is not None
     primary = server.process.pid
-    workers = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == primary:
-            workers.append(int(entry.name))
-    return [primary, *sorted(workers)]
+    children = Path(f"/proc/{primary}/task/{primary}/children").read_text().split()
+    return [primary, *sorted(int(pid) for pid in children)]
 
 
 def block_files(data_dir: Path) -> list[Path]:

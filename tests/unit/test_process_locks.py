@@ -30,16 +30,22 @@ HOLDER = textwrap.dedent(
 )
 
 
-def start_holder(path: Path, key: bytes) -> subprocess.Popen:
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(path), key.decode()],
+def start_child(script: str, *args: str, says: str) -> subprocess.Popen:
+    """A Python child running `script`, once it has printed `says`; it waits for a
+    line on its stdin to go on."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert holder.stdout is not None
-    assert holder.stdout.readline().strip() == "held"
-    return holder
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == says
+    return child
+
+
+def start_holder(path: Path, key: bytes) -> subprocess.Popen:
+    return start_child(HOLDER, str(path), key.decode(), says="held")
 
 
 async def acquired_within(locks: SharedKeyedLocks, key: bytes, seconds: float) -> bool:
@@ -172,14 +178,7 @@ SLOT_HOLDER = textwrap.dedent(
 
 def test_a_process_slot_is_held_for_its_process_life_and_freed_when_it_dies(tmp_path):
     path = tmp_path / "processes"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", SLOT_HOLDER, str(path), "2"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert holder.stdout is not None
-    assert holder.stdout.readline().strip() == "claimed"
+    holder = start_child(SLOT_HOLDER, str(path), "2", says="claimed")
     slots = ProcessSlots(path)
     try:
         assert slots.held_elsewhere(2)
