@@ -116,7 +116,11 @@ class S3Workers:
     async def _keep_running(self, slot: int, host: str, port: int) -> None:
         attempt = 0
         while not self._stopping:
-            served = await self._run_once(slot, host, port)
+            try:
+                served = await self._run_once(slot, host, port)
+            except OSError as error:  # could not start it (fork, file or socket limits)
+                log.error("S3 worker %d could not start: %s", slot, error)
+                served = False
             if self._stopping:
                 return
             self.restarts += 1
@@ -127,26 +131,32 @@ class S3Workers:
     async def _run_once(self, slot: int, host: str, port: int) -> bool:
         """Run slot's worker until it exits; whether it served requests."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock = bound_socket(host, port)
-        # Counted from before it exists: no layout version is acked past the one it starts with.
-        self.layout.report_process_writes(slot, self.layout.current.version)
         try:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "granary.processes.worker",
-                str(sock.fileno()),
-                str(theirs.fileno()),
-                pass_fds=(sock.fileno(), theirs.fileno()),
-            )
+            sock = bound_socket(host, port)
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "granary.processes.worker",
+                    str(sock.fileno()),
+                    str(theirs.fileno()),
+                    pass_fds=(sock.fileno(), theirs.fileno()),
+                )
+            finally:
+                sock.close()  # the worker's own now: it closes with the worker
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
-            sock.close()  # the worker's own now: it closes with the worker
         self._processes[slot] = process
-        channel = await Channel.open(ours)
-        self._channels[slot] = channel
         served = False
         try:
+            channel = await Channel.open(ours)
+            self._channels[slot] = channel
+            # No await from here to the send: the worker starts with this history,
+            # and its writes are counted at its version until it reports otherwise.
+            self.layout.report_process_writes(slot, self.layout.current.version)
             channel.send(
                 Start(
                     slot,
@@ -161,8 +171,8 @@ class S3Workers:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
         finally:
-            del self._channels[slot]
-            channel.close()
+            if (opened := self._channels.pop(slot, None)) is not None:
+                opened.close()
         code = await process.wait()
         del self._processes[slot]
         self.layout.report_process_writes(slot, None)
