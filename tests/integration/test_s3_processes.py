@@ -6,13 +6,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
 from conftest import (
+    ACCESS_KEY,
+    SECRET_KEY,
     GranaryServer,
     block_files,
     node_config,
@@ -24,6 +28,9 @@ from conftest import (
 
 from granary.block.codec import block_hash
 from granary.util.process_locks import SharedKeyedLocks
+from tests.faults.checker import check_listings, check_reads, summary
+from tests.faults.history import History, Values
+from tests.faults.workload import BUCKET, KEYS, Client, Workload
 
 MIB = 1 << 20
 
@@ -259,3 +266,52 @@ def test_the_quick_start_runs_s3_on_every_core_when_asked(own_server):
     assert s3.get_object(Bucket="every-core", Key="k")["Body"].read() == b"v"
     bad = own_server.cli("server", "--s3-processes", "0", check=False)
     assert bad.returncode != 0 and "--s3-processes" in bad.stderr, bad.stderr
+
+
+def test_killing_s3_processes_under_load_breaks_no_acknowledged_write(own_server):
+    """The fault suite's workload and checker against one node with three S3
+    processes, while its workers are SIGKILLed (and once the whole node): every
+    read sees the latest acknowledged write, listings hold every acknowledged
+    key, whichever process served which request."""
+    rng = random.Random(7)
+    s3 = start_configured(own_server, s3_processes=3, block_size="16K", block_gc_delay_secs=1)
+    wait_until(lambda: len(workers_of(own_server)) == 2, what="two S3 workers")
+    s3.create_bucket(Bucket=BUCKET)
+    history, values = History(), Values(7)
+    endpoints = {"n1": own_server.endpoint}
+    credentials = (ACCESS_KEY, SECRET_KEY)
+    workload = Workload(
+        endpoints,
+        credentials,
+        history,
+        values,
+        keys=KEYS,
+        read_only_keys=[],
+        threads=4,
+        seed=7,
+        timeout=10,
+    )
+    workload.start()
+    kills = 0
+    try:
+        for step in range(10):
+            time.sleep(rng.uniform(0.5, 1.5))
+            if step == 5:  # the whole node: its workers stop, the next primary waits for them
+                own_server.kill()
+                own_server.start()
+            else:
+                victim = rng.choice(sorted(workers_of(own_server)))
+                os.kill(victim, signal.SIGKILL)
+            kills += 1
+            wait_until(lambda: len(workers_of(own_server)) == 2, what="the workers back")
+    finally:
+        workload.stop(timeout=20)
+    reader = Client(-1, endpoints, credentials, history, values, timeout=30, final=True)
+    for key in KEYS:
+        reader.get("n1", key)
+    violations = [*check_reads(history.ops, history.final), *check_listings(history.ops, KEYS)]
+    assert violations == [], violations
+    counts = summary(history.ops)
+    assert kills == 10
+    assert counts[("put", "ok")] >= 20, counts  # the workload ran through the kills
+    assert "Traceback" not in own_server.log()
