@@ -92,36 +92,15 @@ def primary_wakeups(stack: S3Stack) -> Iterator[tuple[str, object, str]]:
         yield f"table-queue:{table.name}", table, "queue_wakeup"
 
 
-async def serve(listening: socket.socket, control: socket.socket) -> int:
-    """Serve until told to stop; the process's exit status."""
-    channel = await Channel.open(control)
-    try:
-        start = await channel.receive()
-    except (OSError, ControlError):
-        start = None
-    if not isinstance(start, Start):
-        log.error("S3 worker: the primary sent no start message")
-        return 1
-    config = msgspec.json.decode(start.config, type=Config)
+def build_stack(start: Start, config: Config, layout: FollowerLayout, channel: Channel) -> S3Stack:
+    """The node's S3 stack, as the primary builds it, with the wake-ups of the
+    primary's background workers forwarded to it."""
     metadata_dir = Path(config.metadata_dir)
-    slots = ProcessSlots(metadata_dir / LOCKS_DIR / SLOTS_FILE)
-    if not slots.claim(start.slot):  # held until this process ends
-        log.error("S3 worker %d: another process still holds its slot", start.slot)
-        return 1
-    os.umask(PRIVATE_UMASK)
-    set_clock_offset(config.clock_offset_ms)
-    identity = load_or_create_identity(metadata_dir)
-    net = NetApp(
-        identity,
+    net = NetApp(  # dials nobody yet: a node with workers runs alone (check_process_model)
+        load_or_create_identity(metadata_dir),
         rpc_secret_for(config),
         bind=parse_host_port(config.rpc_bind_addr, what="rpc_bind_addr"),
         public_addr=config.rpc_public_addr,
-    )
-    decoder = msgspec.msgpack.Decoder(LayoutHistory)
-    layout = FollowerLayout(
-        decoder.decode(start.layout),
-        quorums(config.replication_factor, config.consistency_mode)[1],
-        lambda version: channel.send(WriteProgress(version)),
     )
     stack = S3Stack(
         config,
@@ -135,9 +114,35 @@ async def serve(listening: socket.socket, control: socket.socket) -> int:
     )
     for name, owner, attribute in primary_wakeups(stack):
         setattr(owner, attribute, KickEvent(name, channel))
+    return stack
+
+
+async def run_worker(listening: socket.socket, control: socket.socket) -> int:
+    """Serve until told to stop; the process's exit status."""
+    channel = await Channel.open(control)
+    try:
+        start = await channel.receive()
+    except (OSError, ControlError):
+        start = None
+    if not isinstance(start, Start):
+        log.error("S3 worker: the primary sent no start message")
+        return 1
+    config = msgspec.json.decode(start.config, type=Config)
+    slots = ProcessSlots(Path(config.metadata_dir) / LOCKS_DIR / SLOTS_FILE)
+    if not slots.claim(start.slot):  # held until this process ends
+        log.error("S3 worker %d: another process still holds its slot", start.slot)
+        return 1
+    os.umask(PRIVATE_UMASK)
+    set_clock_offset(config.clock_offset_ms)
+    decoder = msgspec.msgpack.Decoder(LayoutHistory)
+    layout = FollowerLayout(
+        decoder.decode(start.layout),
+        quorums(config.replication_factor, config.consistency_mode)[1],
+        lambda version: channel.send(WriteProgress(version)),
+    )
+    stack = build_stack(start, config, layout, channel)
     stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stopping.set)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
     host, port = parse_host_port(config.s3_api.api_bind_addr, what="s3_api.api_bind_addr")
     channel.send(Ready())
 
@@ -174,7 +179,7 @@ def main(argv: list[str]) -> None:
     tune_malloc()
     listening = socket.socket(fileno=listening_fd)
     control = socket.socket(fileno=control_fd)
-    sys.exit(uvloop.run(serve(listening, control)))
+    sys.exit(uvloop.run(run_worker(listening, control)))
 
 
 if __name__ == "__main__":
