@@ -43,8 +43,10 @@ from granary.net.identity import load_or_create_identity, node_id
 from granary.net.node_info import NodeInfoService
 from granary.net.peering import Peering
 from granary.net.rpc import NetApp
+from granary.processes.sockets import bound_socket, free_s3_port
+from granary.processes.spawn import WorkerProcess
 from granary.processes.stack import LOCKS_DIR, SLOTS_FILE, S3Stack
-from granary.processes.supervisor import S3Workers, bound_socket, free_s3_port
+from granary.processes.supervisor import S3Workers
 from granary.table.quorum import QuorumError
 from granary.table.sync import TableSync
 from granary.util.background import Workers
@@ -188,7 +190,14 @@ class Credentials:
 class Node:
     """One running Granary node."""
 
-    def __init__(self, config: Config, *, default_key: bool) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        default_key: bool,
+        forked_workers: list[WorkerProcess] | None = None,
+    ) -> None:
+        """`forked_workers`: S3 workers forked before the node started (spawn.py)."""
         self.config = config
         self.default_key = default_key
         set_clock_offset(config.clock_offset_ms)
@@ -270,7 +279,12 @@ class Node:
         self.layout.on_change(self._layout_changed)
         self.net.add_listener(self._peer_up, lambda node: None)
         self.s3_workers = S3Workers(
-            config, config.s3_process_count - 1, self.layout, self.objects, self.kicks()
+            config,
+            config.s3_process_count - 1,
+            self.layout,
+            self.objects,
+            self.kicks(),
+            forked_workers or [],
         )
         self.admin_server: HttpServer | None = None
         self._tasks: list[asyncio.Task] = []
@@ -469,7 +483,7 @@ class Node:
             return
         # The port opens once every process is ready to serve it.
         port = free_s3_port(host, port)
-        await self.s3_workers.start(host, port)
+        await self.s3_workers.start(port)
         await self.s3_server.start(host, port, sock=bound_socket(host, port))
         self.s3_workers.serve()
 
@@ -521,14 +535,20 @@ def _display_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "") else host
 
 
-async def run_node(config: Config, *, default_key: bool, announce) -> None:
+async def run_node(
+    config: Config,
+    *,
+    default_key: bool,
+    announce,
+    forked_workers: list[WorkerProcess] | None = None,
+) -> None:
     """Run a node until SIGINT or SIGTERM.
 
     The signals are handled from the start: one that arrives while the node
     is still starting (its S3 port may already answer) cancels the start and
     stops what was started (it used to end the process with status 1).
     """
-    node = Node(config, default_key=default_key)
+    node = Node(config, default_key=default_key, forked_workers=forked_workers)
     loop = asyncio.get_running_loop()
     starting = asyncio.ensure_future(node.start())
 

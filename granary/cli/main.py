@@ -89,7 +89,7 @@ def _load(ctx: click.Context):
 )
 @click.option(
     "--s3-processes",
-    default="1",
+    default="auto",
     show_default=True,
     help='Processes serving S3 without a config file: a number, or "auto" (one per core).',
 )
@@ -101,7 +101,8 @@ def server(
 
     import uvloop
 
-    from granary.server import default_config, run_node
+    from granary.processes.spawn import fork_workers
+    from granary.server import check_process_model, default_config, run_node
     from granary.util.resources import tune_malloc
 
     logging.basicConfig(
@@ -117,8 +118,16 @@ def server(
                 _data_dir(ctx), s3_address, admin_address, rpc_address, processes
             )
         tune_malloc()
+        check_process_model(config)
+        # Before the node opens anything, so that the workers share its pages.
+        forked = fork_workers(config.s3_process_count - 1)
         uvloop.run(
-            run_node(config, default_key=default_key, announce=lambda n: _announce(n, where))
+            run_node(
+                config,
+                default_key=default_key,
+                announce=lambda n: _announce(n, where),
+                forked_workers=forked,
+            )
         )
     except ConfigError as error:
         raise click.ClickException(str(error)) from None

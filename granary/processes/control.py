@@ -27,6 +27,7 @@ class Start(msgspec.Struct, tag="start", array_like=True):
     slot: int
     config: bytes  # the primary's resolved Config, JSON (secrets included: never in argv or env)
     layout: bytes  # the layout history, as the primary stores it
+    s3_port: int  # the S3 port (the config may say 0: any free port)
 
 
 class LayoutUpdate(msgspec.Struct, tag="layout", array_like=True):

@@ -14,8 +14,6 @@ import contextlib
 import logging
 import os
 import signal
-import socket
-import sys
 from collections.abc import Callable, Mapping
 
 import msgspec
@@ -32,6 +30,7 @@ from granary.processes.control import (
     Start,
     WriteProgress,
 )
+from granary.processes.spawn import WorkerProcess, exec_worker, exit_code
 from granary.table.quorum import QuorumError
 
 log = logging.getLogger("granary.processes")
@@ -42,36 +41,6 @@ RESTART_DELAYS_SECS = (0.5, 1.0, 2.0, 5.0, 10.0)
 """Between two starts of a slot whose worker keeps dying; reset once one serves."""
 
 
-def bound_socket(host: str, port: int) -> socket.socket:
-    """A socket of the S3 port for one process, bound but not listening yet: it opens
-    when its process serves.
-
-    Each process has its own socket (SO_REUSEPORT): one socket shared by every
-    process would let whichever process wakes first accept a whole burst of
-    connections (uvloop accepts until the queue is empty), so 16 uploads opened
-    at once could all land on one process; the kernel spreads connections over
-    the sockets by a hash of their addresses. A worker's socket closes with it.
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-def free_s3_port(host: str, port: int) -> int:
-    """`port` (0: a free one), refused (EADDRINUSE) if anything holds it:
-    SO_REUSEPORT alone would let another node of this user share it."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.create_server((host, port), family=family) as probe:
-        return probe.getsockname()[1]
-
-
 class S3Workers:
     def __init__(
         self,
@@ -80,15 +49,18 @@ class S3Workers:
         layout: LayoutManager,
         objects: Objects,
         kicks: Mapping[str, Callable[[], None]],
+        forked: list[WorkerProcess],
     ) -> None:
+        """`forked`: workers forked before the node started, for the first slots."""
         self.config = config
         self.count = count
+        self._forked = dict(enumerate(forked, start=1))
         self.layout = layout
         self.objects = objects
         self.kicks = kicks
         self.restarts = 0
         self._channels: dict[int, Channel] = {}
-        self._processes: dict[int, asyncio.subprocess.Process] = {}
+        self._processes: dict[int, int] = {}  # slot -> pid
         self._ready: dict[int, asyncio.Event] = {}
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
@@ -98,14 +70,14 @@ class S3Workers:
 
     @property
     def pids(self) -> list[int]:
-        return [process.pid for process in self._processes.values()]
+        return list(self._processes.values())
 
-    async def start(self, host: str, port: int) -> None:
-        """Start every worker, each with a socket of host:port; return once each is
-        ready to serve (see `serve`)."""
+    async def start(self, port: int) -> None:
+        """Start every worker on the S3 port `port`; return once each is ready to
+        serve (see `serve`)."""
         for slot in range(1, self.count + 1):
             self._ready[slot] = asyncio.Event()
-            self._tasks.append(asyncio.ensure_future(self._keep_running(slot, host, port)))
+            self._tasks.append(asyncio.ensure_future(self._keep_running(slot, port)))
         waits = [asyncio.ensure_future(e.wait()) for e in self._ready.values()]
         _, pending = await asyncio.wait(waits, timeout=START_TIMEOUT_SECS)
         for wait in pending:
@@ -113,11 +85,11 @@ class S3Workers:
         if pending:
             log.error("%d S3 worker process(es) not ready yet", len(pending))
 
-    async def _keep_running(self, slot: int, host: str, port: int) -> None:
+    async def _keep_running(self, slot: int, port: int) -> None:
         attempt = 0
         while not self._stopping:
             try:
-                served = await self._run_once(slot, host, port)
+                served = await self._run_once(slot, port)
             except OSError as error:  # could not start it (fork, file or socket limits)
                 log.error("S3 worker %d could not start: %s", slot, error)
                 served = False
@@ -128,31 +100,13 @@ class S3Workers:
             await self._recover_uploads(slot)
             await asyncio.sleep(RESTART_DELAYS_SECS[min(attempt, len(RESTART_DELAYS_SECS) - 1)])
 
-    async def _run_once(self, slot: int, host: str, port: int) -> bool:
-        """Run slot's worker until it exits; whether it served requests."""
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    async def _run_once(self, slot: int, port: int) -> bool:
+        """Run slot's worker until it exits; whether it was ready to serve."""
+        process = self._forked.pop(slot, None) or exec_worker()
+        self._processes[slot] = process.pid
+        ready = False
         try:
-            sock = bound_socket(host, port)
-            try:
-                process = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "granary.processes.worker",
-                    str(sock.fileno()),
-                    str(theirs.fileno()),
-                    pass_fds=(sock.fileno(), theirs.fileno()),
-                )
-            finally:
-                sock.close()  # the worker's own now: it closes with the worker
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
-        self._processes[slot] = process
-        served = False
-        try:
-            channel = await Channel.open(ours)
+            channel = await Channel.open(process.control)
             self._channels[slot] = channel
             # No await from here to the send: the worker starts with this history,
             # and its writes are counted at its version until it reports otherwise.
@@ -162,24 +116,27 @@ class S3Workers:
                     slot,
                     msgspec.json.encode(self.config),
                     self._encoder.encode(self.layout.history),
+                    port,
                 )
             )
             while (message := await channel.receive()) is not None:
-                served |= self._handle(slot, message)
+                ready |= self._handle(slot, message)
         except Exception as error:  # a broken channel: the worker is restarted
             log.error("S3 worker %d: control channel failed: %s", slot, error)
             with contextlib.suppress(ProcessLookupError):
-                process.kill()
+                os.kill(process.pid, signal.SIGKILL)
         finally:
             if (opened := self._channels.pop(slot, None)) is not None:
                 opened.close()
-        code = await process.wait()
+            else:
+                process.control.close()
+        code = await exit_code(process.pid)
         del self._processes[slot]
         self.layout.report_process_writes(slot, None)
         self.objects.model.db.forget_dead_readers()
         if not self._stopping:
             log.error("S3 worker %d (pid %d) exited with status %s", slot, process.pid, code)
-        return served
+        return ready
 
     def _handle(self, slot: int, message) -> bool:
         match message:
@@ -224,13 +181,15 @@ class S3Workers:
     async def stop(self) -> None:
         """Ask every worker to finish its requests and stop; kill the late ones."""
         self._stopping = True
-        for process in self._processes.values():
+        for forked in self._forked.values():  # never started: the closed channel stops it
+            forked.control.close()
+        for pid in self._processes.values():
             with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
+                os.kill(pid, signal.SIGTERM)
         if self._tasks:
             _, late = await asyncio.wait(self._tasks, timeout=STOP_GRACE_SECS)
             if late:
-                for process in self._processes.values():
+                for pid in self._processes.values():
                     with contextlib.suppress(ProcessLookupError):
-                        os.kill(process.pid, signal.SIGKILL)
+                        os.kill(pid, signal.SIGKILL)
                 await asyncio.wait(late, timeout=5)

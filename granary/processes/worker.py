@@ -1,14 +1,15 @@
-"""An S3 worker process: serves S3 on a socket of the node's S3 port.
+"""An S3 worker process: serves S3 on its own socket of the node's S3 port.
 
-Started by the primary (`supervisor.py`) as
-`python -m granary.processes.worker <socket fd> <control fd>`; its
-settings and the layout come over the control channel, never in argv or the
-environment. It builds the node's `S3Stack` on the same folders, follows
-the primary's layout, reports its writes in flight, and forwards to the
-primary the wake-ups its writes give to background workers, which run in
-the primary only. It stops on SIGTERM (after its requests), and when the
-control channel closes: the primary is gone. It ignores SIGINT, which a
-terminal sends to the whole process group: the primary stops it.
+Forked by `granary server` before the node starts, or started later by the
+primary's supervisor as `python -m granary.processes.worker <control fd>`
+(see spawn.py); its settings, the layout and the S3 port come over the
+control channel, never in argv or the environment. It builds the node's
+`S3Stack` on the same folders, follows the primary's layout, reports its
+writes in flight, and forwards to the primary the wake-ups its writes give
+to background workers, which run in the primary only. It stops on SIGTERM
+(after its requests), and when the control channel closes: the primary is
+gone. It ignores SIGINT, which a terminal sends to the whole process group:
+the primary stops it.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from granary.processes.control import (
     Start,
     WriteProgress,
 )
+from granary.processes.sockets import bound_socket
 from granary.processes.stack import LOCKS_DIR, SLOTS_FILE, S3Stack
 from granary.server import rpc_secret_for, s3_http_limits
 from granary.util.files import PRIVATE_UMASK
@@ -117,7 +119,7 @@ def build_stack(start: Start, config: Config, layout: FollowerLayout, channel: C
     return stack
 
 
-async def run_worker(listening: socket.socket, control: socket.socket) -> int:
+async def run_worker(control: socket.socket) -> int:
     """Serve until told to stop; the process's exit status."""
     channel = await Channel.open(control)
     try:
@@ -143,7 +145,8 @@ async def run_worker(listening: socket.socket, control: socket.socket) -> int:
     stack = build_stack(start, config, layout, channel)
     stopping = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
-    host, port = parse_host_port(config.s3_api.api_bind_addr, what="s3_api.api_bind_addr")
+    host, _ = parse_host_port(config.s3_api.api_bind_addr, what="s3_api.api_bind_addr")
+    listening = bound_socket(host, start.s3_port)
     channel.send(Ready())
 
     async def follow_primary() -> None:
@@ -152,7 +155,7 @@ async def run_worker(listening: socket.socket, control: socket.socket) -> int:
                 if isinstance(message, LayoutUpdate):
                     layout.follow(decoder.decode(message.layout))
                 elif isinstance(message, Serve) and not stack.s3_server.serving:
-                    await stack.s3_server.start(host, port, sock=listening)
+                    await stack.s3_server.start(host, start.s3_port, sock=listening)
         except (OSError, ControlError) as error:
             log.error("S3 worker %d: control channel failed: %s", start.slot, error)
         finally:
@@ -169,17 +172,21 @@ async def run_worker(listening: socket.socket, control: socket.socket) -> int:
     return 0
 
 
-def main(argv: list[str]) -> None:
-    listening_fd, control_fd = int(argv[1]), int(argv[2])
+def main_forked(control: socket.socket) -> int:
+    """A worker forked by `granary server` before it started (see spawn.py)."""
     # Ctrl-C reaches the whole process group: the primary stops its workers itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return uvloop.run(run_worker(control))
+
+
+def main(argv: list[str]) -> None:
+    """A worker started in a fresh interpreter, in place of one that died."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     tune_malloc()
-    listening = socket.socket(fileno=listening_fd)
-    control = socket.socket(fileno=control_fd)
-    sys.exit(uvloop.run(run_worker(listening, control)))
+    sys.exit(uvloop.run(run_worker(socket.socket(fileno=int(argv[1])))))
 
 
 if __name__ == "__main__":

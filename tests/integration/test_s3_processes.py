@@ -251,19 +251,19 @@ def test_another_node_cannot_share_the_s3_port_of_a_node_with_workers(own_server
     assert "cannot start" in result.stderr and "in use" in result.stderr, result.stderr
 
 
-def test_the_quick_start_runs_s3_on_every_core_when_asked(own_server):
+def test_the_quick_start_serves_s3_from_every_core(own_server):
     own_server.config_text = None
-    own_server.start()  # the no-config command: one process by default
-    assert len(node_pids(own_server)) == 1
-    own_server.stop()
-    command = own_server.command
-    own_server.command = lambda: [*command(), "--s3-processes", "auto"]  # type: ignore[method-assign]
-    own_server.start()
+    own_server.start()  # the no-config command: s3 processes "auto"
     assert len(node_pids(own_server)) == min(os.cpu_count() or 1, 64)
     s3 = own_server.client()
     s3.create_bucket(Bucket="every-core")
     s3.put_object(Bucket="every-core", Key="k", Body=b"v")
     assert s3.get_object(Bucket="every-core", Key="k")["Body"].read() == b"v"
+    own_server.stop()
+    command = own_server.command
+    own_server.command = lambda: [*command(), "--s3-processes", "1"]  # type: ignore[method-assign]
+    own_server.start()
+    assert len(node_pids(own_server)) == 1
     bad = own_server.cli("server", "--s3-processes", "0", check=False)
     assert bad.returncode != 0 and "--s3-processes" in bad.stderr, bad.stderr
 

@@ -56,6 +56,10 @@ ALLOWED = {
         "the `granary server` command starts the composition root (a lazy import); "
         "ARCHITECTURE.md puts the CLI below server.py"
     ),
+    ("granary.cli.main", "granary.processes.spawn"): (
+        "the same command forks the node's S3 workers before the node starts, so that "
+        "they share its pages (a lazy import)"
+    ),
 }
 """Known upward imports, each with the reason it stays for now."""
 

@@ -26,7 +26,7 @@ from granary.processes.worker import KickEvent
 
 def test_messages_survive_any_split_of_the_byte_stream():
     messages = [
-        Start(1, b"{}", b"\x90"),
+        Start(1, b"{}", b"\x90", 3900),
         LayoutUpdate(b"x" * 1000),
         Ready(),
         Serve(),
