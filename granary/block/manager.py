@@ -42,7 +42,7 @@ from granary.net.hedging import Hedging, hedged_read
 from granary.net.messages import BACKGROUND, NORMAL
 from granary.table.quorum import call_quorum
 from granary.util.locks import KeyedLocks
-from granary.util.process_locks import SharedKeyedLocks
+from granary.util.process_locks import KeyLocks
 from granary.util.time import now_ms
 from granary.util.waits import sleep_until
 
@@ -95,7 +95,7 @@ class BlockManager:
         *,
         gc_grace_ms: int,
         resync_retry_base_ms: int,
-        locks: KeyedLocks | SharedKeyedLocks | None = None,
+        locks: KeyLocks | None = None,
     ) -> None:
         self.net = net
         self.db = db

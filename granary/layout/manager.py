@@ -6,8 +6,9 @@ layout change) is written to disk and pushed to the connected peers at once;
 a periodic exchange repairs whatever a push missed.
 
 It also tells the tables which versions to write to and which one to read
-from, and takes their reports: writes in flight (the ack lock) and completed
-sync passes (see progress.py for the rules).
+from (a `LayoutView`), and takes their reports: writes in flight (the ack
+lock), those of the node's S3 worker processes, and completed sync passes
+(see progress.py for the rules).
 """
 
 from __future__ import annotations
