@@ -286,8 +286,18 @@ class Node:
             self.kicks(),
             forked_workers or [],
         )
+        self._expose_s3_processes()
         self.admin_server: HttpServer | None = None
         self._tasks: list[asyncio.Task] = []
+
+    def _expose_s3_processes(self) -> None:
+        """What an operator sees of the S3 workers (`granary worker get`)."""
+        s3_workers = self.s3_workers
+        self.workers.variable(
+            "s3-processes", lambda: s3_workers.count + 1, help="processes serving S3"
+        )
+        self.workers.variable("s3-worker-pids", lambda: s3_workers.pids)
+        self.workers.variable("s3-worker-restarts", lambda: s3_workers.restarts)
 
     def kicks(self) -> dict[str, Callable[[], None]]:
         """The wake-ups of background workers that an S3 worker process's writes may

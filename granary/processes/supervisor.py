@@ -70,7 +70,7 @@ class S3Workers:
 
     @property
     def pids(self) -> list[int]:
-        return list(self._processes.values())
+        return sorted(self._processes.values())
 
     async def start(self, port: int) -> None:
         """Start every worker on the S3 port `port`; return once each is ready to

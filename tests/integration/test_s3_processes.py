@@ -18,6 +18,7 @@ from conftest import (
     ACCESS_KEY,
     SECRET_KEY,
     GranaryServer,
+    admin_call,
     block_files,
     node_config,
     node_pids,
@@ -131,6 +132,10 @@ def test_a_killed_worker_is_replaced_and_its_unfinished_upload_released(own_serv
     wait_until(lambda: not block_files(data_dir), what="every block to be collected")
     assert "Contents" not in s3.list_objects_v2(Bucket="cut")
     assert "aborted 1 upload(s) of S3 worker 1" in own_server.log()
+    shown = admin_call(own_server, "GET", "/v1/workers/vars")
+    assert shown["s3-processes"] == 2
+    assert shown["s3-worker-restarts"] == 1
+    assert shown["s3-worker-pids"] == sorted(workers_of(own_server))
     replacement, _ = connection_to(own_server, workers_of(own_server) - {worker})
     with replacement:  # the new worker serves
         replacement.sendall(raw_head(own_server, "PUT", "/cut/after", b"still serving"))
