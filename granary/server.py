@@ -438,7 +438,10 @@ class Node:
         await self._seal_clear_secrets()
         # The S3 workers of a previous primary stop once it is gone (their requests
         # first): until then their uploads are running, not interrupted.
-        await self.slots.wait_until_free(range(1, MAX_S3_PROCESSES + 1))
+        old_workers = range(1, MAX_S3_PROCESSES + 1)
+        if any(self.slots.held_elsewhere(slot) for slot in old_workers):
+            log.info("waiting for the S3 workers of the previous run to finish and stop")
+            await self.slots.wait_until_free(old_workers)
         interrupted = self.objects.interrupted_uploads()  # before any new upload starts
         if runs_standalone(self.config):
             await self._recover_uploads(interrupted)
