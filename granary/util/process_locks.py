@@ -44,14 +44,34 @@ def _flock(lock_type: int, offset: int) -> bytes:
     return _FLOCK.pack(lock_type, os.SEEK_SET, offset, 1, 0)
 
 
+def _open_lock_file(path: Path) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+
+def _try_lock_byte(fd: int, offset: int) -> bool:
+    """Lock byte `offset` for this open file; False when another one holds it."""
+    try:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_WRLCK, offset))
+    except OSError as error:
+        if error.errno in (errno.EAGAIN, errno.EACCES):
+            return False
+        raise
+    return True
+
+
+def _byte_held_elsewhere(fd: int, offset: int) -> bool:
+    probe = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _flock(fcntl.F_WRLCK, offset))
+    return _FLOCK.unpack(probe)[0] != fcntl.F_UNLCK
+
+
 class SharedKeyedLocks:
     """`KeyedLocks` that also exclude the other processes opening the same `path`."""
 
     def __init__(self, path: Path, stripes: int = DEFAULT_STRIPES) -> None:
         self.path = path
         self.stripes = stripes
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._fd = _open_lock_file(path)
         self._local = KeyedLocks()
 
     def stripe_of(self, key: Hashable) -> int:
@@ -70,21 +90,13 @@ class SharedKeyedLocks:
 
     async def _lock_byte(self, stripe: int) -> None:
         wait = _FIRST_WAIT_SECS
-        request = _flock(fcntl.F_WRLCK, stripe)
-        while True:
-            try:
-                fcntl.fcntl(self._fd, fcntl.F_OFD_SETLK, request)
-                return
-            except OSError as error:
-                if error.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
+        while not _try_lock_byte(self._fd, stripe):
             await asyncio.sleep(wait)
             wait = min(wait * 2, _LONGEST_WAIT_SECS)
 
     def held_elsewhere(self, key: Hashable) -> bool:
         """Whether another process holds `key`'s stripe now (for tests and diagnostics)."""
-        probe = fcntl.fcntl(self._fd, fcntl.F_OFD_GETLK, _flock(fcntl.F_WRLCK, self.stripe_of(key)))
-        return _FLOCK.unpack(probe)[0] != fcntl.F_UNLCK
+        return _byte_held_elsewhere(self._fd, self.stripe_of(key))
 
     def close(self) -> None:
         os.close(self._fd)
@@ -127,22 +139,14 @@ class ProcessSlots:
     """
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._fd = _open_lock_file(path)
 
     def claim(self, slot: int) -> bool:
         """Lock `slot` for this process; False when another process holds it."""
-        try:
-            fcntl.fcntl(self._fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_WRLCK, slot))
-        except OSError as error:
-            if error.errno in (errno.EAGAIN, errno.EACCES):
-                return False
-            raise
-        return True
+        return _try_lock_byte(self._fd, slot)
 
     def held_elsewhere(self, slot: int) -> bool:
-        probe = fcntl.fcntl(self._fd, fcntl.F_OFD_GETLK, _flock(fcntl.F_WRLCK, slot))
-        return _FLOCK.unpack(probe)[0] != fcntl.F_UNLCK
+        return _byte_held_elsewhere(self._fd, slot)
 
     async def wait_until_free(self, slots: range, poll_secs: float = 0.1) -> None:
         """Return once no other process holds any of `slots`."""
