@@ -224,6 +224,15 @@ def signed_request_headers(
     return dict(request.headers.items())
 
 
+def raw_request(server, method: str, path: str, body: bytes) -> tuple[bytes, bytes]:
+    """(head, body) of a signed request to send by hand, in pieces."""
+    headers = signed_request_headers(
+        method, f"{server.endpoint}{path}", {"Content-Length": str(len(body))}, body
+    )
+    head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return (head + "\r\n").encode(), body
+
+
 CLUSTER_SECRET = "c1" * 32
 
 

@@ -16,7 +16,7 @@ from conftest import (
     Cluster,
     admin_call,
     block_files,
-    signed_request_headers,
+    raw_request,
     start_cluster,
     start_configured,
     wait_until,
@@ -38,15 +38,6 @@ def complete_xml(etags: dict[int, str], numbers: tuple[int, ...]) -> bytes:
         f"<Part><PartNumber>{n}</PartNumber><ETag>{etags[n]}</ETag></Part>" for n in numbers
     )
     return f"<CompleteMultipartUpload>{parts}</CompleteMultipartUpload>".encode()
-
-
-def raw_request(server, method: str, path: str, body: bytes) -> tuple[bytes, bytes]:
-    """(head, body) of a signed request to send by hand, in pieces."""
-    headers = signed_request_headers(
-        method, f"{server.endpoint}{path}", {"Content-Length": str(len(body))}, body
-    )
-    head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    return (head + "\r\n").encode(), body
 
 
 def status_of(sock: socket.socket) -> int:

@@ -22,7 +22,7 @@ from conftest import (
     block_files,
     node_config,
     node_pids,
-    signed_request_headers,
+    raw_request,
     start_configured,
     wait_until,
 )
@@ -65,20 +65,12 @@ def owner_of(sock: socket.socket, server_port: int, pids: set[int]) -> int | Non
     return None
 
 
-def raw_head(server: GranaryServer, method: str, path: str, body: bytes) -> bytes:
-    headers = signed_request_headers(
-        method, f"{server.endpoint}{path}", {"Content-Length": str(len(body))}, body
-    )
-    head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    return (head + "\r\n").encode()
-
-
 def connection_to(server: GranaryServer, wanted: set[int]) -> tuple[socket.socket, int]:
     """A connection (a request answered on it first) that one of `wanted` accepted."""
     everyone = wanted | {server.process.pid} | workers_of(server)  # type: ignore[union-attr]
     for _ in range(500):
         sock = socket.create_connection(("127.0.0.1", server.s3_port))
-        sock.sendall(raw_head(server, "GET", "/", b""))
+        sock.sendall(raw_request(server, "GET", "/", b"")[0])
         sock.settimeout(30)
         sock.recv(65536)
         owner = owner_of(sock, server.s3_port, everyone)
@@ -97,13 +89,13 @@ def test_every_process_of_a_node_serves_and_sees_the_others_writes(own_server):
     for writer in sorted(pids):
         sock, _ = connection_to(own_server, {writer})
         with sock:
-            sock.sendall(raw_head(own_server, "PUT", f"/spread/by-{writer}", body) + body)
+            sock.sendall(raw_request(own_server, "PUT", f"/spread/by-{writer}", body)[0] + body)
             assert sock.recv(65536).startswith(b"HTTP/1.1 200")
     for reader in sorted(pids):
         sock, _ = connection_to(own_server, {reader})
         with sock:
             for writer in sorted(pids):
-                sock.sendall(raw_head(own_server, "GET", f"/spread/by-{writer}", b""))
+                sock.sendall(raw_request(own_server, "GET", f"/spread/by-{writer}", b"")[0])
                 received = b""
                 while not received.endswith(body):
                     chunk = sock.recv(1 << 20)
@@ -120,7 +112,7 @@ def test_a_killed_worker_is_replaced_and_its_unfinished_upload_released(own_serv
     s3.create_bucket(Bucket="cut")
     sock, worker = connection_to(own_server, workers_of(own_server))
     body = os.urandom(8 * MIB)
-    sock.sendall(raw_head(own_server, "PUT", "/cut/big", body) + body[: 5 * MIB])
+    sock.sendall(raw_request(own_server, "PUT", "/cut/big", body)[0] + body[: 5 * MIB])
     data_dir = own_server.root / "data"
     wait_until(lambda: len(block_files(data_dir)) >= 3, what="blocks of the unfinished upload")
     os.kill(worker, signal.SIGKILL)
@@ -138,7 +130,7 @@ def test_a_killed_worker_is_replaced_and_its_unfinished_upload_released(own_serv
     assert shown["s3-worker-pids"] == sorted(workers_of(own_server))
     replacement, _ = connection_to(own_server, workers_of(own_server) - {worker})
     with replacement:  # the new worker serves
-        replacement.sendall(raw_head(own_server, "PUT", "/cut/after", b"still serving"))
+        replacement.sendall(raw_request(own_server, "PUT", "/cut/after", b"still serving")[0])
         replacement.sendall(b"still serving")
         assert replacement.recv(65536).startswith(b"HTTP/1.1 200")
     assert s3.get_object(Bucket="cut", Key="after")["Body"].read() == b"still serving"
