@@ -117,17 +117,10 @@ def runs_standalone(config: Config) -> bool:
 
 
 def check_process_model(config: Config) -> None:
-    """Several S3 processes need what is built for them so far: LMDB (one writer at a
-    time across processes) and a node running alone (workers dial no peers yet)."""
-    if config.s3_process_count == 1:
-        return
-    if config.db_engine != "lmdb":
+    """Several S3 processes need LMDB: one writer at a time across processes, and
+    readers that never wait for a writer (SQLite's locks would fail whole batches)."""
+    if config.s3_process_count > 1 and config.db_engine != "lmdb":
         raise ConfigError('s3_processes: several processes need db_engine = "lmdb"')
-    if not runs_standalone(config):
-        raise ConfigError(
-            "s3_processes: several processes per node are supported on a node that runs "
-            "alone (replication_factor = 1, no bootstrap_peers) so far; set 1 in a cluster"
-        )
 
 
 def rpc_secret_for(config: Config) -> bytes:
@@ -282,6 +275,7 @@ class Node:
             config,
             config.s3_process_count - 1,
             self.layout,
+            self.peering,
             self.objects,
             self.kicks(),
             forked_workers or [],

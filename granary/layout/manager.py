@@ -7,7 +7,8 @@ a periodic exchange repairs whatever a push missed.
 
 It also tells the tables which versions to write to and which one to read
 from (a `LayoutView`), and takes their reports: writes in flight (the ack
-lock), those of the node's S3 worker processes, and completed sync passes
+lock), the S3 worker processes' writes in flight and read versions, and
+completed sync passes
 (see progress.py for the rules).
 """
 
@@ -23,7 +24,7 @@ import msgspec
 from granary.layout import progress
 from granary.layout.history import LayoutConflict, LayoutHistory
 from granary.layout.quorums import ConsistencyMode, quorums
-from granary.layout.view import LayoutView
+from granary.layout.view import LayoutView, ProcessProgress
 from granary.util.files import write_atomic
 from granary.util.waits import sleep_until
 
@@ -54,7 +55,7 @@ class LayoutManager(LayoutView):
         self._decoder = msgspec.msgpack.Decoder(LayoutHistory)
         self.conflict: str | None = None
         self._synced: dict[str, int] = {}  # table -> version its last complete pass certified
-        self._process_writes: dict[int, int] = {}  # other process -> its oldest write version
+        self._processes: dict[int, ProcessProgress] = {}  # the node's other processes
         self._push_needed = False
         self._pusher: asyncio.Task | None = None
         loaded = self._load(replication_factor)
@@ -87,12 +88,12 @@ class LayoutManager(LayoutView):
     def _old_writes_done(self) -> None:
         self._adopt(self.history)
 
-    def report_process_writes(self, process: int, oldest_version: int | None) -> None:
-        """Another process of this node writes under `oldest_version` or newer (None: gone)."""
-        if oldest_version is None:
-            self._process_writes.pop(process, None)
+    def report_process(self, process: int, progress: ProcessProgress | None) -> None:
+        """Where another process of this node stands (None: it is gone)."""
+        if progress is None:
+            self._processes.pop(process, None)
         else:
-            self._process_writes[process] = oldest_version
+            self._processes[process] = progress
         self._adopt(self.history)
 
     def expect_sync(self, table: str) -> None:
@@ -134,10 +135,19 @@ class LayoutManager(LayoutView):
         return progress.settle(
             history,
             self.me,
-            acked=min([*self._writes, *self._process_writes.values(), history.current.version]),
+            acked=min(
+                [
+                    *self._writes,
+                    *(process.oldest_write for process in self._processes.values()),
+                    history.current.version,
+                ]
+            ),
             synced=min(self._synced.values(), default=0),
             write_quorum=self.write_quorum,
             single_version=self.single_version,
+            others_read=min(
+                (process.read_version for process in self._processes.values()), default=None
+            ),
         )
 
     def _adopt(self, history: LayoutHistory) -> bool:

@@ -90,6 +90,7 @@ def settle(
     synced: int,
     write_quorum: int,
     single_version: bool = False,
+    others_read: int | None = None,
 ) -> LayoutHistory:
     """`history` with this node's trackers raised to what it has done, and the
     versions nobody reads any more retired.
@@ -98,7 +99,9 @@ def settle(
     runs (the current version when none does). `synced`: the version its
     last complete sync pass of every table certified. `single_version`: the
     degraded and dangerous modes, which give up read-after-write and keep
-    only the current version.
+    only the current version. `others_read`: the oldest version the node's
+    other processes still read from (they follow this history with a delay),
+    which caps its sync_ack.
     """
     if single_version:
         return history.retire_before(history.current.version)
@@ -108,12 +111,18 @@ def settle(
             trackers = (
                 history.trackers.raised("ack", [node], min(acked, history.current.version))
                 .raised("sync", [node], min(synced, history.current.version))
-                .raised("sync_ack", [node], read_version(history, write_quorum))
+                .raised("sync_ack", [node], _reading(history, write_quorum, others_read))
             )
             history = history.with_trackers(trackers)
         history = history.retire_unread()
         if history == before:
             return history
+
+
+def _reading(history: LayoutHistory, write_quorum: int, others_read: int | None) -> int:
+    """The oldest version a process of this node reads from."""
+    version = read_version(history, write_quorum)
+    return version if others_read is None else min(version, others_read)
 
 
 def skip_dead_nodes(

@@ -3,8 +3,10 @@ writes in flight under each version.
 
 `LayoutManager` (the node's primary process) extends it with persistence,
 gossip and the node's own progress. A node's S3 worker processes follow the
-primary's history with a `FollowerLayout` and report their writes in flight,
-so the primary acks no version that one of their writes may still miss.
+primary's history with a `FollowerLayout` and report their writes in flight
+and the version they read from, so the primary acks no version that one of
+their writes may still miss, nor says the node reads from a version they do
+not read from yet.
 """
 
 from __future__ import annotations
@@ -12,9 +14,18 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from granary.layout import progress
 from granary.layout.history import ClusterLayout, LayoutHistory
+
+
+@dataclass(frozen=True)
+class ProcessProgress:
+    """Where another process of the node stands in the layout history."""
+
+    oldest_write: int  # the oldest version one of its writes may still use
+    read_version: int  # the version its reads go to
 
 
 class LayoutView:
@@ -83,21 +94,28 @@ class LayoutView:
 
 
 class FollowerLayout(LayoutView):
-    """A worker process's view: the primary's history, and reports of its own writes."""
+    """A worker process's view: the primary's history, and reports of its progress."""
 
     def __init__(
-        self, history: LayoutHistory, write_quorum: int, report: Callable[[int], None]
+        self,
+        history: LayoutHistory,
+        write_quorum: int,
+        report: Callable[[ProcessProgress], None],
     ) -> None:
         super().__init__(history, write_quorum)
         self._report = report
 
+    def progress(self) -> ProcessProgress:
+        return ProcessProgress(self.oldest_write_version(), self.read_version())
+
     def follow(self, history: LayoutHistory) -> None:
-        """Take the primary's new history; report the writes it may still wait for."""
+        """Take the primary's new history; report the writes it may still wait for
+        and the version it reads from now."""
         if history == self.history:
             return
         self._set(history)
-        self._report(self.oldest_write_version())
+        self._report(self.progress())
         self._tell_listeners()
 
     def _old_writes_done(self) -> None:
-        self._report(self.oldest_write_version())
+        self._report(self.progress())

@@ -37,13 +37,18 @@ class Hello(msgspec.Struct, tag=1, array_like=True):
     """The first frame each side sends after TLS.
 
     `port` is the RPC port we listen on, for peers to reach us at the address
-    they see when we announce no `public_addr`.
+    they see when we announce no `public_addr`. `serves` is False on the links
+    of a node's S3 worker processes: they call peers but answer no calls, so
+    peers never route a call to one, nor count it as the node being up. (Added
+    as a trailing field with a default: a node that predates it decodes it as
+    True, and this node ignores the field when an older one leaves it out.)
     """
 
     version: int
     node_id: bytes
     public_addr: str | None
     port: int
+    serves: bool = True
 
 
 class Request(msgspec.Struct, tag=2, array_like=True):

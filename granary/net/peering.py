@@ -6,6 +6,10 @@ Peers come from the config's bootstrap list, the persisted peer list, gossip
 capped, jittered exponential backoff. Connected peers are pinged at HIGH
 priority: the round trips give a smoothed RTT per peer, and a peer that misses
 `max_missed_pings` in a row is disconnected, hence down, hence redialed.
+
+An S3 worker process runs a Peering without gossip: it learns the peers from
+its node's primary (`learn`) and keeps its own links to them, pinged, so its
+calls go to peers it has heard from lately, nearest first.
 """
 
 from __future__ import annotations
@@ -78,8 +82,10 @@ class Peering:
         gossip_interval: float = 60.0,
         retry_min: float = 1.0,
         retry_max: float = 60.0,
+        gossip: bool = True,
     ) -> None:
         self.netapp = netapp
+        self._gossip = gossip
         self._bootstrap = [parse_peer(peer) for peer in bootstrap_peers]
         self._path = metadata_dir / PEER_LIST_FILE if metadata_dir is not None else None
         self._ping_interval = ping_interval
@@ -106,8 +112,10 @@ class Peering:
             elif all(peer.addr != addr for peer in self._peers.values()):
                 self._anonymous[addr] = _Backoff()
         self._persist()
-        for loop in (self._reconnect_loop(), self._ping_loop(), self._gossip_loop()):
-            self._spawn(loop)
+        self._spawn(self._reconnect_loop())
+        self._spawn(self._ping_loop())
+        if self._gossip:
+            self._spawn(self._gossip_loop())
 
     async def stop(self) -> None:
         tasks = list(self._tasks)
@@ -123,6 +131,10 @@ class Peering:
         if found != self.netapp.node_id:
             self._remember(found, addr)
         return found
+
+    def learn(self, entries: PeerEntries) -> None:
+        """Dial these (node id, address) pairs too, as if a peer had gossiped them."""
+        self._merge(entries)
 
     def peer_status(self) -> list[PeerInfo]:
         """Every known peer (this node excluded), by node id."""
@@ -183,7 +195,8 @@ class Peering:
         peer.backoff = _Backoff()
         peer.missed = 0
         peer.last_seen = time.time()
-        self._spawn(self._exchange_peers(node))
+        if self._gossip:
+            self._spawn(self._exchange_peers(node))
 
     def _peer_down(self, node: bytes) -> None:
         peer = self._peers.get(node)

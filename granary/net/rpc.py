@@ -1,5 +1,11 @@
 """NetApp: this node's RPC endpoint. It listens, dials, and routes each call to
-the connection of the node it names, or straight to the handler for itself."""
+the connection of the node it names, or straight to the handler for itself.
+
+A node's S3 worker processes run a NetApp that `serves` nothing: it never
+listens, and its links tell the peer (in their Hello) to answer its calls
+without ever routing a call of its own to them; such links are kept apart as
+*callers*, counted against the connection limit and nothing else.
+"""
 
 from __future__ import annotations
 
@@ -54,8 +60,10 @@ class NetApp:
         public_addr: str | None,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
         max_connections: int = MAX_CONNECTIONS,
+        serves: bool = True,
     ) -> None:
         self.node_id = node_id_of(node_key)
+        self.serves = serves
         self.public_addr = public_addr
         self._bind = bind
         self._handshake_timeout = handshake_timeout
@@ -66,6 +74,8 @@ class NetApp:
         self._handlers: dict[str, Handler] = {}
         # Open connections per peer, oldest first; calls use the newest.
         self._conns: dict[bytes, list[Connection]] = {}
+        # Links of the peers' S3 workers: they call us; we never call over them.
+        self._callers: dict[bytes, list[Connection]] = {}
         self._up_listeners: list[PeerUp] = []
         self._down_listeners: list[PeerDown] = []
         self._listener: socket.socket | None = None
@@ -90,6 +100,8 @@ class NetApp:
         self._down_listeners.append(on_down)
 
     async def start(self) -> None:
+        if not self.serves:
+            raise RuntimeError("a NetApp that serves no calls does not listen")
         host, port = self._bind
         # Sockets are accepted here and TLS started on them in `_handshake`, so that
         # handshakes in progress are counted, bounded in time and replaced.
@@ -106,7 +118,9 @@ class NetApp:
             self._accepting.cancel()
         for handshake in list(self._handshaking):
             handshake.cancel()
-        conns = [conn for conns in self._conns.values() for conn in conns]
+        conns = [
+            conn for links in (self._conns, self._callers) for c in links.values() for conn in c
+        ]
         await asyncio.gather(*(conn.aclose() for conn in conns))
         if self._listener is not None:
             self._listener.close()
@@ -134,7 +148,7 @@ class NetApp:
             if isinstance(exc, HandshakeError):
                 raise PeerUnavailable(str(exc)) from None
             raise
-        self._register(reader, writer, peer, where, dialer=self.node_id)
+        self._register(reader, writer, peer, where, dialer=self.node_id, routed=True)
         return peer
 
     async def disconnect(self, node: bytes) -> None:
@@ -175,8 +189,12 @@ class NetApp:
 
     # -- internals
 
+    def connected_callers(self) -> list[bytes]:
+        """Peers whose S3 workers have links to us (calls to us only)."""
+        return list(self._callers)
+
     def _hello(self) -> Hello:
-        return Hello(PROTOCOL_VERSION, self.node_id, self.public_addr, self.port)
+        return Hello(PROTOCOL_VERSION, self.node_id, self.public_addr, self.port, self.serves)
 
     async def _accept_loop(self, listener: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -201,7 +219,7 @@ class NetApp:
     def _make_room(self) -> bool:
         """Whether one more incoming connection fits, once the oldest one still in its
         handshake is dropped if needed; False if every connection is established."""
-        established = sum(len(conns) for conns in self._conns.values())
+        established = sum(len(c) for links in (self._conns, self._callers) for c in links.values())
         if established + len(self._handshaking) < self._max_connections:
             return True
         if not self._handshaking:
@@ -248,7 +266,7 @@ class NetApp:
                 log.warning(
                     "node %s announced a bad address %r", peer.hex()[:16], hello.public_addr
                 )
-        self._register(reader, writer, peer, addr, dialer=peer)
+        self._register(reader, writer, peer, addr, dialer=peer, routed=hello.serves)
 
     def _register(
         self,
@@ -258,8 +276,11 @@ class NetApp:
         addr: str,
         *,
         dialer: bytes,
+        routed: bool,
     ) -> None:
-        conns = self._conns.get(peer, [])
+        """Keep a new link: `routed` ones carry our calls to `peer` and make it up."""
+        links = self._conns if routed else self._callers
+        conns = links.get(peer, [])
         dialed_twice = dialer == self.node_id and any(c.dialer_id == dialer for c in conns)
         if self._stopped or peer == self.node_id or dialed_twice:
             writer.close()
@@ -273,22 +294,24 @@ class NetApp:
             dispatch=self._dispatch,
             on_closed=self._on_closed,
         )
-        self._conns[peer] = [*conns, conn]
+        links[peer] = [*conns, conn]
         conn.start()
-        if not conns:
+        if routed and not conns:
             log.info("connected to node %s at %s", peer.hex()[:16], addr)
             for on_up in self._up_listeners:
                 on_up(peer, addr)
 
     def _on_closed(self, conn: Connection) -> None:
-        conns = [c for c in self._conns.get(conn.peer_id, ()) if c is not conn]
+        peer = conn.peer_id
+        links = self._callers if conn in self._callers.get(peer, ()) else self._conns
+        conns = [c for c in links.get(peer, ()) if c is not conn]
         if conns:
-            self._conns[conn.peer_id] = conns
+            links[peer] = conns
             return
-        if self._conns.pop(conn.peer_id, None) is not None:
-            log.info("disconnected from node %s", conn.peer_id.hex()[:16])
+        if links.pop(peer, None) is not None and links is self._conns:
+            log.info("disconnected from node %s", peer.hex()[:16])
             for on_down in self._down_listeners:
-                on_down(conn.peer_id)
+                on_down(peer)
 
     async def _dispatch(
         self, peer: bytes, endpoint: str, body: bytes, stream: AsyncIterator[bytes] | None

@@ -1,12 +1,13 @@
 """The control channel between a node's primary process and each S3 worker process.
 
 One Unix socket pair per worker carries small msgpack messages, each behind
-its 4-byte length. The primary starts a worker with its settings and the
-layout, then sends every new layout, and tells it when to open the S3
-port; the worker says when it is ready, how far its writes have come
-through the layout versions, and which of the
-primary's background workers its writes have given work to. Framing is
-sans-IO (`encode`, `FrameReader`); `Channel` runs it over asyncio streams.
+its 4-byte length. The primary starts a worker with its settings, the
+layout and the peers it knows, then sends every new layout and every peer
+it meets, and tells it when to open the S3 port; the worker says when it is
+ready, how far its writes and reads have come through the layout versions,
+and which of the primary's background workers its writes have given work
+to. Framing is sans-IO (`encode`, `FrameReader`); `Channel` runs it over
+asyncio streams.
 """
 
 from __future__ import annotations
@@ -28,12 +29,20 @@ class Start(msgspec.Struct, tag="start", array_like=True):
     config: bytes  # the primary's resolved Config, JSON (secrets included: never in argv or env)
     layout: bytes  # the layout history, as the primary stores it
     s3_port: int  # the S3 port (the config may say 0: any free port)
+    peers: list[tuple[bytes, str]]  # (node id, address) of the peers the primary knows
+    connected: list[bytes]  # those it is connected to: the worker dials them before Ready
 
 
 class LayoutUpdate(msgspec.Struct, tag="layout", array_like=True):
     """Primary → worker: the node's layout history changed."""
 
     layout: bytes
+
+
+class Peers(msgspec.Struct, tag="peers", array_like=True):
+    """Primary → worker: peers to dial, (node id, address) (a new one, or a new address)."""
+
+    entries: list[tuple[bytes, str]]
 
 
 class Serve(msgspec.Struct, tag="serve", array_like=True):
@@ -44,10 +53,12 @@ class Ready(msgspec.Struct, tag="ready", array_like=True):
     """Worker → primary: its stack is built; it serves S3 when told to."""
 
 
-class WriteProgress(msgspec.Struct, tag="progress", array_like=True):
-    """Worker → primary: the oldest layout version one of its writes may still use."""
+class Progress(msgspec.Struct, tag="progress", array_like=True):
+    """Worker → primary: the oldest layout version one of its writes may still use,
+    and the version its reads go to."""
 
-    oldest_version: int
+    oldest_write: int
+    read_version: int
 
 
 class Kick(msgspec.Struct, tag="kick", array_like=True):
@@ -56,7 +67,7 @@ class Kick(msgspec.Struct, tag="kick", array_like=True):
     worker: str
 
 
-Message = Start | LayoutUpdate | Serve | Ready | WriteProgress | Kick
+Message = Start | LayoutUpdate | Peers | Serve | Ready | Progress | Kick
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Message)

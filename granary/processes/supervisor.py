@@ -2,9 +2,11 @@
 
 Each worker has a slot (1..count; the primary is 0) and a control channel.
 While a worker lives, the primary's layout manager counts its writes in
-flight (it acks no layout version a worker's write may still miss); when
-one dies, the uploads it was running are aborted before its slot starts
-again, and the kernel has already released its locks.
+flight and its read version (it acks no layout version a worker's write may
+still miss, and lets no version retire that a worker still reads); the
+worker learns every peer the primary meets. When one dies, the uploads it
+was running are aborted before its slot starts again, and the kernel has
+already released its locks.
 """
 
 from __future__ import annotations
@@ -20,15 +22,18 @@ import msgspec
 
 from granary.config import Config
 from granary.layout.manager import LayoutManager
+from granary.layout.view import ProcessProgress
 from granary.model.objects import Objects
+from granary.net.peering import Peering
 from granary.processes.control import (
     Channel,
     Kick,
     LayoutUpdate,
+    Peers,
+    Progress,
     Ready,
     Serve,
     Start,
-    WriteProgress,
 )
 from granary.processes.spawn import WorkerProcess, exec_worker, exit_code
 from granary.table.quorum import QuorumError
@@ -47,6 +52,7 @@ class S3Workers:
         config: Config,
         count: int,
         layout: LayoutManager,
+        peering: Peering,
         objects: Objects,
         kicks: Mapping[str, Callable[[], None]],
         forked: list[WorkerProcess],
@@ -56,6 +62,7 @@ class S3Workers:
         self.count = count
         self._forked = dict(enumerate(forked, start=1))
         self.layout = layout
+        self.peering = peering
         self.objects = objects
         self.kicks = kicks
         self.restarts = 0
@@ -67,6 +74,7 @@ class S3Workers:
         self._serve_now = False
         self._encoder = msgspec.msgpack.Encoder()
         layout.on_change(self._send_layout)
+        peering.netapp.add_listener(self._send_peer, lambda node: None)
 
     @property
     def pids(self) -> list[int]:
@@ -109,14 +117,19 @@ class S3Workers:
             channel = await Channel.open(process.control)
             self._channels[slot] = channel
             # No await from here to the send: the worker starts with this history,
-            # and its writes are counted at its version until it reports otherwise.
-            self.layout.report_process_writes(slot, self.layout.current.version)
+            # and is counted where it stands in it until it reports otherwise.
+            layout = self.layout
+            progress = ProcessProgress(layout.current.version, layout.read_version())
+            layout.report_process(slot, progress)
+            peers = self.peering.peer_status()
             channel.send(
                 Start(
                     slot,
                     msgspec.json.encode(self.config),
-                    self._encoder.encode(self.layout.history),
+                    self._encoder.encode(layout.history),
                     port,
+                    [(peer.node_id, peer.addr) for peer in peers],
+                    [peer.node_id for peer in peers if peer.up],
                 )
             )
             while (message := await channel.receive()) is not None:
@@ -132,7 +145,7 @@ class S3Workers:
                 process.control.close()
         code = await exit_code(process.pid)
         del self._processes[slot]
-        self.layout.report_process_writes(slot, None)
+        self.layout.report_process(slot, None)
         self.objects.model.db.forget_dead_readers()
         if not self._stopping:
             log.error("S3 worker %d (pid %d) exited with status %s", slot, process.pid, code)
@@ -145,8 +158,8 @@ class S3Workers:
                 if self._serve_now:  # a worker started again while the node serves
                     self._channels[slot].send(Serve())
                 return True
-            case WriteProgress(oldest_version=version):
-                self.layout.report_process_writes(slot, version)
+            case Progress(oldest_write=oldest_write, read_version=read_version):
+                self.layout.report_process(slot, ProcessProgress(oldest_write, read_version))
             case Kick(worker=name):
                 kick = self.kicks.get(name)
                 if kick is not None:
@@ -163,6 +176,12 @@ class S3Workers:
         if not self._channels:
             return
         update = LayoutUpdate(self._encoder.encode(history))
+        for channel in self._channels.values():
+            channel.send(update)
+
+    def _send_peer(self, node: bytes, addr: str) -> None:
+        """The primary met a peer (or found it at a new address): the workers dial it."""
+        update = Peers([(node, addr)])
         for channel in self._channels.values():
             channel.send(update)
 

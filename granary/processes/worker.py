@@ -5,8 +5,11 @@ primary's supervisor as `python -m granary.processes.worker <control fd>`
 (see spawn.py); its settings, the layout and the S3 port come over the
 control channel, never in argv or the environment. It builds the node's
 `S3Stack` on the same folders, follows the primary's layout, reports its
-writes in flight, and forwards to the primary the wake-ups its writes give
-to background workers, which run in the primary only. It stops on SIGTERM
+writes in flight and the version it reads from, and forwards to the primary
+the wake-ups its writes give to background workers, which run in the
+primary only. In a cluster it keeps its own links to the peers the primary
+knows (links that serve no calls: peers route nothing to a worker), pings
+them, and opens the S3 socket once it is connected to those the primary is. It stops on SIGTERM
 (after its requests), and when the control channel closes: the primary is
 gone. It ignores SIGINT, which a terminal sends to the whole process group:
 the primary stops it.
@@ -20,7 +23,8 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -32,16 +36,18 @@ from granary.layout.quorums import quorums
 from granary.layout.view import FollowerLayout
 from granary.model.key_secrets import SecretSealer
 from granary.net.identity import load_or_create_identity
+from granary.net.peering import Peering
 from granary.net.rpc import NetApp
 from granary.processes.control import (
     Channel,
     ControlError,
     Kick,
     LayoutUpdate,
+    Peers,
+    Progress,
     Ready,
     Serve,
     Start,
-    WriteProgress,
 )
 from granary.processes.sockets import bound_socket
 from granary.processes.stack import LOCKS_DIR, SLOTS_FILE, S3Stack
@@ -52,16 +58,6 @@ from granary.util.resources import tune_malloc
 from granary.util.time import set_clock_offset
 
 log = logging.getLogger("granary.processes")
-
-
-class NoDistances:
-    """A worker measures no round-trip times: nodes in the order given."""
-
-    def by_distance(self, nodes: Iterable[bytes]) -> list[bytes]:
-        return list(nodes)
-
-    def rtt(self, node: bytes) -> float | None:
-        return None
 
 
 class KickEvent(asyncio.Event):
@@ -94,22 +90,43 @@ def primary_wakeups(stack: S3Stack) -> Iterator[tuple[str, object, str]]:
         yield f"table-queue:{table.name}", table, "queue_wakeup"
 
 
-def build_stack(start: Start, config: Config, layout: FollowerLayout, channel: Channel) -> S3Stack:
-    """The node's S3 stack, as the primary builds it, with the wake-ups of the
-    primary's background workers forwarded to it."""
-    metadata_dir = Path(config.metadata_dir)
-    net = NetApp(  # dials nobody yet: a node with workers runs alone (check_process_model)
-        load_or_create_identity(metadata_dir),
+def worker_peering(config: Config) -> Peering:
+    """Links to the node's peers that serve no calls, with the node's identity."""
+    net = NetApp(
+        load_or_create_identity(Path(config.metadata_dir)),
         rpc_secret_for(config),
         bind=parse_host_port(config.rpc_bind_addr, what="rpc_bind_addr"),
         public_addr=config.rpc_public_addr,
+        handshake_timeout=config.rpc_handshake_timeout_secs,
+        serves=False,
     )
+    return Peering(net, ping_interval=config.ping_interval_secs, gossip=False)
+
+
+async def connect_like_the_primary(peering: Peering, start: Start, timeout: float) -> None:
+    """Wait (at most `timeout`) until linked to every peer the primary was linked to:
+    a worker that served before would fail calls the primary's requests make."""
+    peering.learn(start.peers)
+    deadline = time.monotonic() + timeout
+    missing = set(start.connected)
+    while missing and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        missing = {node for node in missing if not peering.netapp.is_connected(node)}
+    if missing:
+        log.warning("S3 worker %d serves without links to %d peer(s) yet", start.slot, len(missing))
+
+
+def build_stack(
+    start: Start, config: Config, layout: FollowerLayout, peering: Peering, channel: Channel
+) -> S3Stack:
+    """The node's S3 stack, as the primary builds it, with the wake-ups of the
+    primary's background workers forwarded to it."""
     stack = S3Stack(
         config,
-        node_id=net.node_id,
-        net=net,
+        node_id=peering.netapp.node_id,
+        net=peering.netapp,
         layout=layout,
-        distances=NoDistances(),
+        distances=peering,
         sealer=SecretSealer(bytes.fromhex(config.rpc_secret)) if config.rpc_secret else None,
         http_limits=s3_http_limits(config.s3_api),
         process=start.slot,
@@ -140,13 +157,16 @@ async def run_worker(control: socket.socket) -> int:
     layout = FollowerLayout(
         decoder.decode(start.layout),
         quorums(config.replication_factor, config.consistency_mode)[1],
-        lambda version: channel.send(WriteProgress(version)),
+        lambda progress: channel.send(Progress(progress.oldest_write, progress.read_version)),
     )
-    stack = build_stack(start, config, layout, channel)
+    peering = worker_peering(config)
+    stack = build_stack(start, config, layout, peering, channel)
     stopping = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
     host, _ = parse_host_port(config.s3_api.api_bind_addr, what="s3_api.api_bind_addr")
     listening = bound_socket(host, start.s3_port)
+    await peering.start()
+    await connect_like_the_primary(peering, start, config.rpc_handshake_timeout_secs)
     channel.send(Ready())
 
     async def follow_primary() -> None:
@@ -154,6 +174,8 @@ async def run_worker(control: socket.socket) -> int:
             while (message := await channel.receive()) is not None:
                 if isinstance(message, LayoutUpdate):
                     layout.follow(decoder.decode(message.layout))
+                elif isinstance(message, Peers):
+                    peering.learn(message.entries)
                 elif isinstance(message, Serve) and not stack.s3_server.serving:
                     await stack.s3_server.start(host, start.s3_port, sock=listening)
         except (OSError, ControlError) as error:
@@ -167,6 +189,8 @@ async def run_worker(control: socket.socket) -> int:
     await stack.s3_server.close()
     follower.cancel()
     await trimmer
+    await peering.stop()
+    await peering.netapp.stop()
     channel.close()
     stack.close()
     return 0

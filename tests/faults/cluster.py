@@ -4,10 +4,16 @@ Node i listens for RPC on its own port but announces its proxy as
 rpc_public_addr (and the others bootstrap through node 0's proxy), so all
 node-to-node traffic crosses the proxies and `Network` can cut, heal and
 slow any link. Clients talk S3 to the nodes directly.
+
+A node may run several S3 processes (`s3_processes`): each node starts in a
+process group of its own, signals go to the whole group (a SIGKILL or SIGSTOP
+strikes the node, not just its primary), and the proxies know a node's links
+by the process group of the process that dialed them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -69,6 +75,7 @@ class Node:
     s3_port: int = field(default_factory=free_port)
     admin_port: int = field(default_factory=free_port)
     capacity: str = CAPACITY  # its role's, once it has one
+    s3_processes: int = 1
     process: subprocess.Popen | None = None
     paused: bool = False
     node_id: str = ""
@@ -103,6 +110,7 @@ class Node:
             "rpc_public_addr": f"127.0.0.1:{self.proxy_port}",
             "bootstrap_peers": self.bootstrap,
             "clock_offset_ms": self.clock_offset_ms,
+            "s3_processes": self.s3_processes,
         }
         lines = [f"{key} = {_toml(value)}" for key, value in settings.items()]
         lines += ["[s3_api]", f'api_bind_addr = "127.0.0.1:{self.s3_port}"']
@@ -126,6 +134,7 @@ class Node:
                 stderr=subprocess.STDOUT,
                 env=env,
                 cwd=self.root,
+                process_group=0,  # its own group, which its S3 workers join
             )
         self.paused = False
         return self.process.pid
@@ -148,8 +157,20 @@ class Node:
                     time.sleep(0.05)
 
     def signal(self, signum: int) -> None:
+        """Signal every process of the node (its group: the primary's pid)."""
         if self.process is not None:
-            self.process.send_signal(signum)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signum)
+
+    def worker_pids(self) -> list[int]:
+        """The node's S3 worker processes (the primary's children)."""
+        if self.process is None:
+            return []
+        pid = self.process.pid
+        try:
+            return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        except OSError:
+            return []
 
     def kill(self) -> None:
         if self.process is None:
@@ -197,13 +218,15 @@ class Node:
 class FaultCluster:
     """Five storage nodes in three zones, plus `spare` nodes started without a role."""
 
-    def __init__(self, root: Path, *, spare: int = 0) -> None:
+    def __init__(self, root: Path, *, spare: int = 0, s3_processes: int = 1) -> None:
         self.root = root
         self.nodes: list[Node] = []
         for index in range(len(ZONES) + spare):
             zone = ZONES[index] if index < len(ZONES) else SPARE_ZONE
             bootstrap = [f"127.0.0.1:{self.nodes[0].proxy_port}"] if index else []
-            self.nodes.append(Node(f"n{index + 1}", root / f"n{index + 1}", zone, bootstrap))
+            name = f"n{index + 1}"
+            node = Node(name, root / name, zone, bootstrap, s3_processes=s3_processes)
+            self.nodes.append(node)
         self.network = Network({n.name: (n.proxy_port, n.rpc_port) for n in self.nodes})
         self.start_failures: dict[str, list[str]] = {}  # node name -> why it did not start
 

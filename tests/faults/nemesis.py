@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import random
 import shutil
+import signal
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -66,7 +68,10 @@ class Nemesis:
 
 class Kill(Nemesis):
     """SIGKILL one node, or two in different zones, then restart them. The first
-    kill, and half the others, strike the first victim in the middle of an upload."""
+    kill, and half the others, strike the first victim in the middle of an upload.
+    On nodes with S3 worker processes, the first step and a third of the others
+    SIGKILL one worker instead ("kill-worker"): its node's primary restarts it
+    and aborts its unfinished uploads."""
 
     name = "kill"
 
@@ -74,6 +79,7 @@ class Kill(Nemesis):
         super().__init__(cluster, history, rng)
         self.client: Client | None = None
         self.mid_upload_done = False
+        self.worker_killed = False
 
     def prepare(self, client: Client, frozen: dict[str, str]) -> None:
         self.client = client
@@ -85,6 +91,9 @@ class Kill(Nemesis):
         running = sum(node.running for node in self.cluster.storage)
         victims = self._victims(min(running - 3, 1 if self.rng.random() < 0.7 else 2))
         if not victims:
+            return
+        if (not self.worker_killed or self.rng.random() < 1 / 3) and self._kill_a_worker(start):
+            self.worker_killed = True
             return
         detail = "SIGKILL+restart " + ",".join(n.name for n in victims)
         if not self.mid_upload_done or self.rng.random() < 0.5:
@@ -99,6 +108,18 @@ class Kill(Nemesis):
         for node in victims:
             self.cluster.revive(node)
         self.history.fault(start, self.name, detail)
+
+    def _kill_a_worker(self, start: float) -> bool:
+        running = [node for node in self.cluster.storage if node.running and node.worker_pids()]
+        if not running:
+            return False
+        node = self.rng.choice(running)
+        pid = self.rng.choice(node.worker_pids())
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        self._hold(1, 4)
+        self.history.fault(start, "kill-worker", f"SIGKILL S3 worker {pid} of {node.name}")
+        return True
 
 
 class Pause(Nemesis):

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import combinations
 
-from .sockets import connection_owner
+from .sockets import connection_owner, group_members
 
 Address = tuple[str, int]
 Identify = Callable[[Address, Address], str | None]
@@ -180,7 +180,8 @@ class Network:
     """One proxy per node on an event loop in a thread, controlled from any thread.
 
     `pids` maps a node's current process id to its name; keep it up to date
-    when a node restarts, so the proxies know who dials them.
+    when a node restarts, so the proxies know who dials them. Each is also the
+    id of the node's process group: a link its S3 workers dial is the node's.
     """
 
     def __init__(self, ports: dict[str, tuple[int, int]]) -> None:
@@ -196,9 +197,10 @@ class Network:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
     def _identify(self, peer: Address, local: Address) -> str | None:
-        pids = dict(self.pids)
-        owner = connection_owner(peer, local, pids)
-        return None if owner is None else pids[owner]
+        nodes = dict(self.pids)
+        members = group_members(nodes)
+        owner = connection_owner(peer, local, members)
+        return None if owner is None else nodes[members[owner]]
 
     def _run(self, work) -> None:
         asyncio.run_coroutine_threadsafe(work, self._loop).result(timeout=30)

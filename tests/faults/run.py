@@ -1,7 +1,7 @@
 """Run the fault suite: a workload and a nemesis against a fresh cluster, then the checker.
 
     python -m tests.faults.run --mix kill|pause|partition|clock|layout|bitrot|all \\
-        [--duration 60] [--seed 1] [--runs 10] [--threads 4] [--keep]
+        [--duration 60] [--seed 1] [--runs 10] [--threads 4] [--s3-processes 1] [--keep]
 
 Prints the operations by kind and outcome, the faults injected and every
 violation; exits 1 if any run had a violation.
@@ -136,12 +136,21 @@ def final_reads(cluster: FaultCluster, history: History, values: Values, keys: l
 
 
 def run_mix(
-    mix: str, duration: float, seed: int, root: Path, *, threads: int = 4, log=print
+    mix: str,
+    duration: float,
+    seed: int,
+    root: Path,
+    *,
+    threads: int = 4,
+    s3_processes: int = 1,
+    log=print,
 ) -> Result:
+    """`s3_processes`: the S3 processes of each node."""
     rng = random.Random(seed)
     result = Result(mix, seed, root=root)
     values = Values(seed)
-    cluster = FaultCluster(root, spare=1 if mix in ("layout", "all") else 0)
+    spare = 1 if mix in ("layout", "all") else 0
+    cluster = FaultCluster(root, spare=spare, s3_processes=s3_processes)
     try:
         log(f"[{mix}] starting {len(cluster.nodes)} nodes in {root}")
         cluster.start()
@@ -234,13 +243,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--runs", type=int, default=1, help="runs, with seeds seed, seed+1, ...")
     parser.add_argument("--threads", type=int, default=4, help="client threads")
+    parser.add_argument("--s3-processes", type=int, default=1, help="S3 processes per node")
     parser.add_argument("--keep", action="store_true", help="keep the nodes' folders and logs")
     args = parser.parse_args(argv)
     failed = 0
     for run in range(args.runs):
         root = Path(tempfile.mkdtemp(prefix=f"granary-faults-{args.mix}-"))
         try:
-            result = run_mix(args.mix, args.duration, args.seed + run, root, threads=args.threads)
+            result = run_mix(
+                args.mix,
+                args.duration,
+                args.seed + run,
+                root,
+                threads=args.threads,
+                s3_processes=args.s3_processes,
+            )
         except Exception:  # a broken run counts as failed; the next one may still work
             traceback.print_exc()
             print(f"run {run + 1} (seed {args.seed + run}) broke; logs kept in {root}")

@@ -49,6 +49,22 @@ def inode_owner(inode: int, pids: Iterable[int]) -> int | None:
     return None
 
 
+def group_members(groups: Iterable[int]) -> dict[int, int]:
+    """Every live process in one of the process `groups`, with its group."""
+    wanted = set(groups)
+    members: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            group = os.getpgid(int(entry))
+        except OSError:
+            continue
+        if group in wanted:
+            members[int(entry)] = group
+    return members
+
+
 def connection_owner(
     peer: tuple[str, int], local: tuple[str, int], pids: Iterable[int]
 ) -> int | None:

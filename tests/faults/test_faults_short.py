@@ -22,3 +22,14 @@ def test_no_violations_under_faults(mix, tmp_path):
     result = run_mix(mix, DURATION, SEED, tmp_path, log=lambda line: None)
     print(result.report())
     result.assert_clean()
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("mix", ["kill", "partition"])
+def test_no_violations_under_faults_with_two_s3_processes_per_node(mix, tmp_path):
+    """Nodes whose S3 workers have links of their own: a kill strikes a whole node
+    or one worker, a partition cuts the workers' links with their primary's."""
+    result = run_mix(mix, DURATION, SEED, tmp_path, s3_processes=2, log=lambda line: None)
+    print(result.report())
+    assert result.faults["kill-worker"] >= 1 or mix != "kill"
+    result.assert_clean()

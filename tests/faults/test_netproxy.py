@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -12,7 +15,7 @@ import pytest
 
 from .cluster import free_port
 from .netproxy import Network
-from .sockets import connection_owner
+from .sockets import connection_owner, group_members
 
 
 @pytest.fixture
@@ -47,7 +50,7 @@ def echo_port() -> Iterator[int]:
 def network(echo_port) -> Iterator[Network]:
     """A proxy for node "b" in front of the echo server; this process is node "a"."""
     net = Network({"a": (free_port(), free_port()), "b": (free_port(), echo_port)})
-    net.pids[os.getpid()] = "a"
+    net.pids[os.getpgid(0)] = "a"  # this process's group: node a's processes
     net.start()
     yield net
     net.stop()
@@ -72,6 +75,31 @@ def test_the_owner_of_a_connection_is_found_in_proc():
         with client, conn:
             owner = connection_owner(peer, server.getsockname(), [1, os.getpid()])
             assert owner == os.getpid()
+
+
+def test_a_connection_is_known_by_the_process_group_of_its_owner():
+    """A node's S3 workers dial its peers too: their links are the node's."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        dialer = (
+            f"import socket, time; s = socket.create_connection(('127.0.0.1', {port})); "
+            "time.sleep(60)"
+        )
+        # The shell leads the group and the dialer is its child, not the leader.
+        leader = subprocess.Popen(
+            ["sh", "-c", f'{sys.executable} -c "{dialer}"; true'], process_group=0
+        )
+        try:
+            server.settimeout(30)
+            conn, peer = server.accept()
+            with conn:
+                members = group_members([leader.pid])
+                owner = connection_owner(peer, server.getsockname(), members)
+                assert owner is not None and owner != leader.pid
+                assert members[owner] == leader.pid
+        finally:
+            os.killpg(leader.pid, signal.SIGKILL)
+            leader.wait()
 
 
 def test_a_cut_drops_the_link_and_a_heal_restores_it(network):

@@ -13,7 +13,14 @@ import pytest
 import uvloop
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from granary.net.errors import HANDLER_ERROR, NO_SUCH_ENDPOINT, STREAM_ERROR, CallTimeout, RpcError
+from granary.net.errors import (
+    HANDLER_ERROR,
+    NO_SUCH_ENDPOINT,
+    STREAM_ERROR,
+    CallTimeout,
+    PeerUnavailable,
+    RpcError,
+)
 from granary.net.messages import BACKGROUND, HIGH, MAX_BODY_SIZE, STREAM_WINDOW
 from granary.net.rpc import NetApp
 
@@ -405,5 +412,49 @@ def test_stopping_a_node_fails_calls_in_flight() -> None:
                 await asyncio.sleep(0.01)
             with pytest.raises(RpcError, match="not connected"):
                 await a.call(b.node_id, "stuck", b"")
+
+    run(scenario())
+
+
+def test_a_link_that_serves_no_calls_carries_its_callers_calls_only() -> None:
+    """An S3 worker's link (Hello `serves` False): the peer answers its calls but
+    never routes one of its own to it, nor counts the worker's node as up; the
+    node's own serving link (its primary's) is the one calls to the node use."""
+
+    async def scenario() -> None:
+        async with nodes(1) as (peer,):
+            peer.endpoint("echo", echo)
+            ups: list[bytes] = []
+            peer.add_listener(lambda node, _: ups.append(node), lambda node: None)
+            key = Ed25519PrivateKey.generate()
+            worker = NetApp(key, SECRET, bind=("127.0.0.1", 0), public_addr=None, serves=False)
+            with pytest.raises(RuntimeError):
+                await worker.start()
+            assert await worker.connect(peer.node_id, "127.0.0.1", peer.port) == peer.node_id
+            while peer.connected_callers() != [worker.node_id]:
+                await asyncio.sleep(0.01)
+            assert (await worker.call(peer.node_id, "echo", b"hi"))[0] == worker.node_id + b"hi"
+            assert not peer.is_connected(worker.node_id) and ups == []
+            with pytest.raises(PeerUnavailable):
+                await peer.call(worker.node_id, "echo", b"to the worker")
+
+            primary = NetApp(key, SECRET, bind=("127.0.0.1", 0), public_addr=None)
+            await primary.start()
+
+            async def primary_echo(sender: bytes, body: bytes, stream) -> Reply:
+                return b"primary:" + body, None
+
+            primary.endpoint("echo", primary_echo)
+            try:
+                await connect(primary, peer)
+                assert ups == [primary.node_id]
+                assert (await peer.call(primary.node_id, "echo", b"x"))[0] == b"primary:x"
+                await worker.stop()
+                while peer.connected_callers():
+                    await asyncio.sleep(0.01)
+                assert peer.is_connected(primary.node_id)  # the worker's link closing is no down
+                assert (await peer.call(primary.node_id, "echo", b"y"))[0] == b"primary:y"
+            finally:
+                await primary.stop()
 
     run(scenario())

@@ -4,6 +4,7 @@ on one listening socket, one metadata engine and one set of data folders."""
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import os
 import random
@@ -20,9 +21,12 @@ from conftest import (
     GranaryServer,
     admin_call,
     block_files,
+    cluster_config,
+    free_port,
     node_config,
     node_pids,
     raw_request,
+    start_cluster,
     start_configured,
     wait_until,
 )
@@ -220,11 +224,10 @@ def test_a_layout_change_reaches_the_workers_and_the_old_version_retires(own_ser
     assert len(s3.list_objects_v2(Bucket="moving")["Contents"]) == 20
 
 
-def test_several_processes_are_refused_where_they_are_not_built_yet(own_server):
+def test_several_processes_are_refused_without_lmdb(own_server):
     own_server.config_text = None
     for extra, message in (
         ({"s3_processes": 2, "db_engine": "sqlite"}, 'db_engine = "lmdb"'),
-        ({"s3_processes": 2, "replication_factor": 3}, "node that runs alone"),
         ({"s3_processes": 0}, "s3_processes must be 1..64"),
     ):
         own_server.config_text = node_config(own_server, **extra)
@@ -312,3 +315,81 @@ def test_killing_s3_processes_under_load_breaks_no_acknowledged_write(own_server
     assert kills == 10
     assert counts[("put", "ok")] >= 20, counts  # the workload ran through the kills
     assert "Traceback" not in own_server.log()
+
+
+def request_via(
+    node: GranaryServer, pid: int, method: str, path: str, body: bytes = b""
+) -> tuple[int, bytes]:
+    """(status, body) of a request served by the node's process `pid`."""
+    sock, _ = connection_to(node, {pid})
+    with sock:
+        sock.sendall(raw_request(node, method, path, body)[0] + body)
+        response = http.client.HTTPResponse(sock, method=method)
+        response.begin()
+        return response.status, response.read()
+
+
+def test_the_workers_of_cluster_nodes_call_peers_and_follow_a_layout_change(tmp_path):
+    """Three nodes of two S3 processes each (replication factor 3): every process
+    of every node writes (a quorum needs a peer, so a worker without its own links
+    would answer 503) and reads every other's writes; a killed worker's
+    replacement links up before it serves; a fourth node with a worker joins,
+    and the workers follow the layout change to its end."""
+    cluster = start_cluster(tmp_path, 3, ["dc1", "dc2", "dc3"], s3_processes=2)
+    newcomer = GranaryServer(tmp_path / "node3")
+    newcomer.config_text = cluster_config(
+        newcomer, free_port(), [f"127.0.0.1:{cluster.rpc_ports[0]}"], s3_processes=2
+    )
+    cluster.nodes.append(newcomer)
+    try:
+        first = cluster.nodes[0]
+        for node in cluster.nodes[:3]:
+            wait_until(lambda n=node: len(workers_of(n)) == 1, what="an S3 worker per node")
+        first.client().create_bucket(Bucket="spread")
+        written: dict[str, bytes] = {}
+
+        def write_through_every_process(nodes: list[GranaryServer], tag: str) -> None:
+            for index, node in enumerate(nodes):
+                for pid in node_pids(node):
+                    for size in (100, 6000):  # inline, and in a block
+                        key = f"{tag}-n{index}-{pid}-{size}"
+                        written[key] = os.urandom(size)
+                        status, _ = request_via(node, pid, "PUT", f"/spread/{key}", written[key])
+                        assert status == 200, (key, status)
+
+        def read_through_every_process(nodes: list[GranaryServer]) -> None:
+            for node in nodes:
+                for pid in node_pids(node):
+                    for key, body in written.items():
+                        assert request_via(node, pid, "GET", f"/spread/{key}") == (200, body)
+
+        write_through_every_process(cluster.nodes[:3], "before")
+        read_through_every_process(cluster.nodes[:3])
+
+        (worker,) = workers_of(first)
+        os.kill(worker, signal.SIGKILL)
+        wait_until(lambda: workers_of(first) - {worker}, what="a new worker on the first node")
+        (replacement,) = workers_of(first)
+        key = "after-restart"
+        written[key] = os.urandom(6000)
+        assert request_via(first, replacement, "PUT", f"/spread/{key}", written[key])[0] == 200
+
+        newcomer.start()
+        wait_until(lambda: len(workers_of(newcomer)) == 1, what="the newcomer's worker")
+        ids = cluster.node_ids()
+        first.cli("layout", "assign", "-z", "dc4", "-c", "1G", ids[3])
+        first.cli("layout", "apply", "--version", "2")
+        write_through_every_process(cluster.nodes, "during")
+        for node in cluster.nodes:
+            wait_until(
+                lambda n=node: (
+                    json.loads(n.cli("layout", "show", "--json").stdout)["active_versions"] == [2]
+                ),
+                timeout=60,
+                what="version 1 to retire",
+            )
+        read_through_every_process(cluster.nodes)
+        for node in cluster.nodes:
+            assert "Traceback" not in node.log()
+    finally:
+        cluster.stop()

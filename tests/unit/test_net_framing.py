@@ -42,8 +42,14 @@ def test_frames_round_trip_with_their_length_prefix() -> None:
 
 
 def test_a_later_hello_with_more_fields_still_decodes() -> None:
-    future = msgspec.msgpack.encode([1, 2, b"\x01" * 32, "h:1", 3901, "new field"])
+    future = msgspec.msgpack.encode([1, 2, b"\x01" * 32, "h:1", 3901, False, "new field"])
     assert hello_decoder.decode(future).version == 2
+    assert hello_decoder.decode(future).serves is False
+
+
+def test_a_hello_from_before_links_could_serve_nothing_serves() -> None:
+    older = msgspec.msgpack.encode([1, 1, b"\x01" * 32, "h:1", 3901])
+    assert hello_decoder.decode(older).serves is True
 
 
 def test_invalid_priority_is_refused() -> None:

@@ -15,10 +15,11 @@ from granary.processes.control import (
     FrameReader,
     Kick,
     LayoutUpdate,
+    Peers,
+    Progress,
     Ready,
     Serve,
     Start,
-    WriteProgress,
     encode,
 )
 from granary.processes.worker import KickEvent
@@ -26,11 +27,12 @@ from granary.processes.worker import KickEvent
 
 def test_messages_survive_any_split_of_the_byte_stream():
     messages = [
-        Start(1, b"{}", b"\x90", 3900),
+        Start(1, b"{}", b"\x90", 3900, [(b"\x01" * 32, "10.0.0.2:3901")], [b"\x01" * 32]),
         LayoutUpdate(b"x" * 1000),
+        Peers([(b"\x02" * 32, "[::1]:3901")]),
         Ready(),
         Serve(),
-        WriteProgress(7),
+        Progress(7, 6),
     ]
     stream = b"".join(encode(m) for m in messages)
     for size in (1, 3, 17, len(stream)):
