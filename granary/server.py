@@ -9,6 +9,7 @@ import os
 import secrets
 import shutil
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -437,6 +438,7 @@ class Node:
             log.info("waiting for the S3 workers of the previous run to finish and stop")
             await self.slots.wait_until_free(old_workers)
         interrupted = self.objects.interrupted_uploads()  # before any new upload starts
+        started = time.time()  # older temporary block files were left by a crash
         if runs_standalone(self.config):
             await self._recover_uploads(interrupted)
         spawn, stop = self.workers.spawn, self.stop_event
@@ -465,6 +467,7 @@ class Node:
         if not runs_standalone(self.config):
             self._tasks.append(asyncio.ensure_future(self._recover_uploads(interrupted)))
         self._tasks.append(asyncio.ensure_future(self._index_legacy_uploads()))
+        self._tasks.append(asyncio.ensure_future(blocks.sweep_temp_files(before=started)))
         if self.default_key:
             await self._default_key_when_laid_out()
         if config.admin.api_bind_addr:

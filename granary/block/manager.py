@@ -117,6 +117,13 @@ class BlockManager:
         net.endpoint(GET_ENDPOINT, self._serve_get)
         net.endpoint(NEED_ENDPOINT, self._serve_need)
 
+    async def sweep_temp_files(self, *, before: float, pid: int | None = None) -> None:
+        """Remove what crashed writers (all, or process `pid`) left half written."""
+        removed = await self.in_thread(lambda: self.store.sweep_temp_files(before=before, pid=pid))
+        if removed:
+            whose = "crashed writers" if pid is None else f"process {pid}"
+            log.info("removed %d unfinished block file(s) of %s", removed, whose)
+
     async def in_thread(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 

@@ -236,6 +236,18 @@ class BlockStore:
                 pass
         return names
 
+    def sweep_temp_files(self, *, before: float, pid: int | None = None) -> int:
+        """Remove the temporary files a crashed writer left (all of them, or those
+        of process `pid`), last written before `before` (a Unix time: files of a
+        live writer are newer); return how many. Reads every block folder."""
+        marker = ".tmp-" if pid is None else f".tmp-{pid}-"
+        removed = 0
+        for top in self._subdirs(()):
+            for sub in self._subdirs((top,)):
+                for directory in self.directories:
+                    removed += _remove_temp_files(directory.path / top / sub, marker, before)
+        return removed
+
     def relocate(self, block_id: bytes) -> bool:
         """Move a block into its primary directory; return whether a file moved.
 
@@ -287,6 +299,21 @@ class BlockStore:
 def _folder(directory: DataDirectory, hexid: str) -> str:
     """The `ab/cd` folder of a block in a data directory."""
     return f"{directory.path}/{hexid[:2]}/{hexid[2:4]}"
+
+
+def _remove_temp_files(folder: Path, marker: str, before: float) -> int:
+    try:
+        with os.scandir(folder) as entries:
+            candidates = [e for e in entries if e.name.startswith(".") and marker in e.name]
+    except FileNotFoundError:
+        return 0
+    removed = 0
+    for entry in candidates:
+        with contextlib.suppress(FileNotFoundError):  # renamed into place meanwhile
+            if entry.stat(follow_symlinks=False).st_mtime < before:
+                os.unlink(entry.path)
+                removed += 1
+    return removed
 
 
 def _is_hex(name: str, length: int) -> bool:

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable, Mapping
 
 import msgspec
@@ -149,6 +150,8 @@ class S3Workers:
         self.objects.model.db.forget_dead_readers()
         if not self._stopping:
             log.error("S3 worker %d (pid %d) exited with status %s", slot, process.pid, code)
+            blocks = self.objects.model.blocks
+            await blocks.sweep_temp_files(before=time.time(), pid=process.pid)
         return ready
 
     def _handle(self, slot: int, message) -> bool:

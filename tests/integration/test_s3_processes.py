@@ -119,6 +119,12 @@ def test_a_killed_worker_is_replaced_and_its_unfinished_upload_released(own_serv
     sock.sendall(raw_request(own_server, "PUT", "/cut/big", body)[0] + body[: 5 * MIB])
     data_dir = own_server.root / "data"
     wait_until(lambda: len(block_files(data_dir)) >= 3, what="blocks of the unfinished upload")
+    # What a worker killed while writing a block leaves, and another process's file.
+    folder = block_files(data_dir)[0].parent
+    half_written = folder / f".{'ab' * 32}.tmp-{worker}-3"
+    someone_elses = folder / f".{'ab' * 32}.tmp-{own_server.process.pid}-9"  # type: ignore[union-attr]
+    for path in (half_written, someone_elses):
+        path.write_bytes(b"half a block")
     os.kill(worker, signal.SIGKILL)
     sock.close()
     wait_until(
@@ -126,6 +132,7 @@ def test_a_killed_worker_is_replaced_and_its_unfinished_upload_released(own_serv
     )
     # The primary aborted the dead worker's upload: its blocks are collected.
     wait_until(lambda: not block_files(data_dir), what="every block to be collected")
+    assert not half_written.exists() and someone_elses.exists()
     assert "Contents" not in s3.list_objects_v2(Bucket="cut")
     assert "aborted 1 upload(s) of S3 worker 1" in own_server.log()
     shown = admin_call(own_server, "GET", "/v1/workers/vars")
@@ -183,6 +190,25 @@ def test_a_block_write_waits_for_a_block_lock_held_by_another_process(own_server
     writer.join(30)
     assert done.is_set()
     assert s3.get_object(Bucket="locked", Key="k")["Body"].read() == body
+
+
+def test_a_start_removes_the_block_files_a_crash_left_half_written(own_server):
+    s3 = start_configured(own_server, s3_processes=2, compression_level="none")
+    s3.create_bucket(Bucket="crashed")
+    body = os.urandom(MIB)
+    s3.put_object(Bucket="crashed", Key="k", Body=body)
+    (stored,) = block_files(own_server.root / "data")
+    crashed = node_pids(own_server)
+    own_server.kill()
+    half_written = [stored.parent / f".{stored.name}.tmp-{pid}-0" for pid in crashed]
+    for path in half_written:
+        path.write_bytes(b"half a block")
+    own_server.start()
+    wait_until(
+        lambda: not any(p.exists() for p in half_written), what="the half-written files removed"
+    )
+    assert s3.get_object(Bucket="crashed", Key="k")["Body"].read() == body
+    assert block_files(own_server.root / "data") == [stored]
 
 
 def test_the_workers_stop_with_the_primary_even_when_it_is_killed(own_server):

@@ -131,3 +131,31 @@ def test_a_block_folder_removed_behind_the_stores_back_is_made_again(tmp_path):
     assert store.write(second, b"two") == 3
     assert (tmp_path / "d" / "ab" / "cd" / second.hex()).read_bytes() == b"two"
     assert not store.contains(first)
+
+
+def test_a_crashed_writers_temporary_files_are_swept_and_no_one_elses(tmp_path):
+    a = DataDirectory(tmp_path / "a", 1)
+    b = DataDirectory(tmp_path / "b", 1, read_only=False)
+    store = store_over(a, b)
+    stored = blocks(4)
+    for block_id, data in stored.items():
+        store.write(block_id, data)
+    hexid = next(iter(stored)).hex()
+    folder = a.path / hexid[:2] / hexid[2:4]
+    folder.mkdir(parents=True, exist_ok=True)
+    old, live = 1_000_000.0, 2_000_000.0
+    left = {
+        f".{hexid}.tmp-4242-0": old,  # the dead worker's
+        f".{hexid}.tmp-4242-1": live,  # pid 4242 again, after `before`: a live writer
+        f".{hexid}.tmp-77-0": old,  # another process's
+        f".{hexid}.zst.tmp-0a1b2c3d4e5f": old,  # a move between directories
+    }
+    for name, mtime in left.items():
+        (folder / name).write_bytes(b"partial")
+        os.utime(folder / name, (mtime, mtime))
+    assert store.sweep_temp_files(before=1_500_000.0, pid=4242) == 1
+    assert {p.name for p in folder.iterdir()} >= set(left) - {f".{hexid}.tmp-4242-0"}
+    assert store.sweep_temp_files(before=1_500_000.0) == 2  # every crashed writer's
+    assert {p.name for p in folder.iterdir() if p.name.startswith(".")} == {f".{hexid}.tmp-4242-1"}
+    for block_id, data in stored.items():
+        assert store.read(block_id) == data
