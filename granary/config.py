@@ -63,8 +63,9 @@ class AdminConfig(msgspec.Struct, forbid_unknown_fields=True):
     api_bind_addr: str | None = "127.0.0.1:3903"
     admin_token: str | None = None
     admin_token_file: str | None = None
-    metrics_token: str | None = None  # accepted; there is no /metrics yet
+    metrics_token: str | None = None  # bearer token for /metrics; open without one
     metrics_token_file: str | None = None
+    metrics_require_token: bool = False  # /metrics refused without metrics_token
     trace_sink: str | None = None  # accepted; traces are not exported yet
 
 
@@ -125,7 +126,6 @@ UNSUPPORTED = {
     "kubernetes_discovery": "Kubernetes discovery is not implemented yet; use bootstrap_peers",
     "s3_web": "static website hosting is not implemented yet",
     "k2v_api": "the K2V API is not implemented",
-    "admin.metrics_token": "there is no /metrics endpoint yet",
     "admin.trace_sink": "traces are not exported yet",
 }
 

@@ -18,6 +18,8 @@ from typing import Literal
 from granary.api.admin.app import AdminApp
 from granary.api.admin.block_ops import BlockOps
 from granary.api.admin.cluster_ops import ClusterAdmin
+from granary.api.admin.metrics import MetricsEndpoint
+from granary.api.admin.node_gauges import expose_node_gauges
 from granary.api.http.server import HttpServer
 from granary.api.http.types import HttpLimits
 from granary.block.healing import BlockHealing
@@ -46,10 +48,12 @@ from granary.net.peering import Peering
 from granary.net.rpc import NetApp
 from granary.processes.sockets import bound_socket, free_s3_port
 from granary.processes.spawn import WorkerProcess
-from granary.processes.stack import LOCKS_DIR, SLOTS_FILE, S3Stack
+from granary.processes.stack import LOCKS_DIR, METRICS_DIR, SLOTS_FILE, S3Stack
 from granary.processes.supervisor import S3Workers
 from granary.table.quorum import QuorumError
 from granary.table.sync import TableSync
+from granary.telemetry import prometheus
+from granary.telemetry.prometheus import MetricsExposition
 from granary.util.background import Workers
 from granary.util.files import (
     PRIVATE_UMASK,
@@ -439,6 +443,8 @@ class Node:
             await self.slots.wait_until_free(old_workers)
         interrupted = self.objects.interrupted_uploads()  # before any new upload starts
         started = time.time()  # older temporary block files were left by a crash
+        metrics_folder = Path(config.metadata_dir) / METRICS_DIR
+        prometheus.install(metrics_folder, fresh=True)  # no process of the last run is left
         if runs_standalone(self.config):
             await self._recover_uploads(interrupted)
         spawn, stop = self.workers.spawn, self.stop_event
@@ -481,7 +487,14 @@ class Node:
                 self.model.tables,
             )
             ops = BlockOps(self.workers, self.healing, self.objects, self.access, self.syncs)
-            admin = AdminApp(self.access, admin_token_for(config), cluster, ops)
+            admin_token = admin_token_for(config)
+            admin = AdminApp(
+                self.access,
+                admin_token,
+                cluster,
+                ops,
+                self._metrics_endpoint(metrics_folder, cluster, admin_token),
+            )
             self.admin_server = HttpServer(admin.handle)
             host, port = parse_host_port(config.admin.api_bind_addr, what="admin.api_bind_addr")
             await self.admin_server.start(host, port)
@@ -496,6 +509,28 @@ class Node:
         await self.s3_workers.start(port)
         await self.s3_server.start(host, port, sock=bound_socket(host, port))
         self.s3_workers.serve()
+
+    def _metrics_endpoint(
+        self, folder: Path, cluster: ClusterAdmin, admin_token: str
+    ) -> MetricsEndpoint:
+        config = self.config
+        exposition = MetricsExposition(folder)
+        expose_node_gauges(
+            exposition,
+            cluster,
+            replication_factor=config.replication_factor,
+            volumes={
+                "metadata": [Path(config.metadata_dir)],
+                "data": [Path(d.path) for d in config.data_dirs],
+            },
+            pids=lambda: [os.getpid(), *self.s3_workers.pids],
+        )
+        return MetricsEndpoint(
+            exposition,
+            config.admin.metrics_token,
+            config.admin.metrics_require_token,
+            admin_token,
+        )
 
     def _record_admin_endpoint(self, endpoint: str) -> None:
         """Tell the CLI where the admin API listens; a full disk must not stop the node."""

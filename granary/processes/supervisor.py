@@ -38,6 +38,7 @@ from granary.processes.control import (
 )
 from granary.processes.spawn import WorkerProcess, exec_worker, exit_code
 from granary.table.quorum import QuorumError
+from granary.telemetry import prometheus
 
 log = logging.getLogger("granary.processes")
 
@@ -145,6 +146,7 @@ class S3Workers:
             else:
                 process.control.close()
         code = await exit_code(process.pid)
+        prometheus.forget_process(process.pid)
         del self._processes[slot]
         self.layout.report_process(slot, None)
         self.objects.model.db.forget_dead_readers()

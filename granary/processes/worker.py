@@ -50,8 +50,9 @@ from granary.processes.control import (
     Start,
 )
 from granary.processes.sockets import bound_socket
-from granary.processes.stack import LOCKS_DIR, SLOTS_FILE, S3Stack
+from granary.processes.stack import LOCKS_DIR, METRICS_DIR, SLOTS_FILE, S3Stack
 from granary.server import rpc_secret_for, s3_http_limits
+from granary.telemetry import prometheus
 from granary.util.files import PRIVATE_UMASK
 from granary.util.process_locks import ProcessSlots
 from granary.util.resources import tune_malloc
@@ -153,6 +154,7 @@ async def run_worker(control: socket.socket) -> int:
         return 1
     os.umask(PRIVATE_UMASK)
     set_clock_offset(config.clock_offset_ms)
+    prometheus.install(Path(config.metadata_dir) / METRICS_DIR, fresh=False)
     decoder = msgspec.msgpack.Decoder(LayoutHistory)
     layout = FollowerLayout(
         decoder.decode(start.layout),

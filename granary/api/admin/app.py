@@ -2,6 +2,7 @@
 
 Routes (all under /v1 need `Authorization: Bearer <admin_token>`):
   GET    /health
+  GET    /metrics                      Prometheus text; see metrics.py for its token
   GET    /v1/keys                      POST /v1/keys {name, key_id?, secret?, allow_create_bucket?}
   GET    /v1/keys/{id}                 POST /v1/keys/{id} {name?, allow_create_bucket?}
   DELETE /v1/keys/{id}
@@ -15,11 +16,13 @@ from __future__ import annotations
 
 import hmac
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import msgspec
 
+from granary.api.admin import metrics
 from granary.api.admin.cluster_ops import ClusterAdmin
 from granary.api.http.types import Request, Response
 from granary.api.s3.errors import S3Error
@@ -138,11 +141,17 @@ def bucket_json(name: str, bucket: Bucket) -> dict:
 
 class AdminApp:
     def __init__(
-        self, access: Access, token: str, cluster: ClusterAdmin, ops: BlockOps | None = None
+        self,
+        access: Access,
+        token: str,
+        cluster: ClusterAdmin,
+        ops: BlockOps | None = None,
+        metrics_endpoint: metrics.MetricsEndpoint | None = None,
     ) -> None:
         self.access = access
         self.token = token
         self.cluster = cluster
+        self.metrics_endpoint = metrics_endpoint
         self.routes: list[tuple[str, re.Pattern, Callable[..., Awaitable[object]]]] = [
             ("GET", re.compile(r"^/v1/status$"), self.status),
             ("GET", re.compile(r"^/v1/node/id$"), self.node_id),
@@ -172,10 +181,30 @@ class AdminApp:
             self.routes.extend(ops.routes(self._body))
 
     async def handle(self, request: Request) -> Response:
+        started = time.perf_counter()
+        response = await self._answer(request)
+        endpoint = self._endpoint_of(request)
+        if endpoint is not None:  # an unknown path is not counted, as in Garage
+            metrics.record(endpoint, response.status, time.perf_counter() - started)
+        return response
+
+    def _endpoint_of(self, request: Request) -> str | None:
+        """The name of the route a request takes (`list_keys` is `ListKeys`)."""
+        if request.method == "GET" and request.path in ("/health", "/metrics"):
+            return request.path[1:].capitalize()
+        for method, pattern, handler in self.routes:
+            if method == request.method and pattern.match(request.path):
+                name = getattr(handler, "__name__", "?")
+                return "".join(part.capitalize() for part in name.split("_"))
+        return None
+
+    async def _answer(self, request: Request) -> Response:
         try:
             if request.path == "/health" and request.method == "GET":
                 health = self.cluster.health()
                 return _json(200 if health.serving else 503, {"status": health.status})
+            if request.path == "/metrics" and request.method == "GET":
+                return self._metrics(request)
             self._authenticate(request)
             for method, pattern, handler in self.routes:
                 match = pattern.match(request.path)
@@ -194,6 +223,14 @@ class AdminApp:
             return _json(400, {"error": str(error)})
         except RpcError as error:
             return _json(502, {"error": str(error)})
+
+    def _metrics(self, request: Request) -> Response:
+        served = self.metrics_endpoint
+        if served is None:
+            raise AdminError(404, "metrics are not exported by this process")
+        if not served.allows(request):
+            raise AdminError(403, "missing or wrong metrics token")
+        return served.render()
 
     def _authenticate(self, request: Request) -> None:
         header = request.headers.get("authorization") or ""

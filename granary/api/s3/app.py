@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -15,6 +16,7 @@ from granary.api.s3 import (
     delete_ops,
     get_ops,
     list_ops,
+    metrics,
     mpu_ops,
     post_ops,
     put_ops,
@@ -65,6 +67,17 @@ OPERATIONS: dict[str, tuple[OperationHandler, str | None]] = {
 }
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 COPY_HANDLERS = {"PutObject": copy_ops.copy_object, "UploadPart": copy_ops.upload_part_copy}
+COPY_ENDPOINTS = {"PutObject": "CopyObject", "UploadPart": "UploadPartCopy"}
+
+
+class Endpoint:
+    """The name of a request's operation once known (Garage's `api_endpoint`
+    label): requests whose operation cannot be told are not counted, as in Garage."""
+
+    __slots__ = ("name",)
+
+    def __init__(self) -> None:
+        self.name: str | None = None
 
 
 class S3App:
@@ -72,9 +85,28 @@ class S3App:
         self.services = services
 
     async def handle(self, request: Request) -> Response:
+        started = time.perf_counter()
+        endpoint = Endpoint()
+        try:
+            response = await self._answer(request, endpoint)
+        except Exception:
+            if endpoint.name is not None:  # answered InternalError by the HTTP layer
+                metrics.record(endpoint.name, 500, time.perf_counter() - started, 0, 0)
+            raise
+        if endpoint.name is not None:
+            metrics.record(
+                endpoint.name,
+                response.status,
+                time.perf_counter() - started,
+                _announced_request_body(request),
+                _announced_body(response),
+            )
+        return response
+
+    async def _answer(self, request: Request, endpoint: Endpoint) -> Response:
         request_id = secrets.token_hex(8).upper()
         try:
-            response = await self._dispatch(request, request_id)
+            response = await self._dispatch(request, request_id, endpoint)
         except S3Error as error:
             response = self.error_response(request, error, request_id)
         except BucketGone:
@@ -113,7 +145,7 @@ class S3App:
         )
         return name or ""
 
-    async def _dispatch(self, request: Request, request_id: str) -> Response:
+    async def _dispatch(self, request: Request, request_id: str, endpoint: Endpoint) -> Response:
         settings = self.services.settings
         try:
             query_pairs = parse_query(request.query_string)
@@ -122,12 +154,14 @@ class S3App:
         headers = request.headers
         path = decode_path(request.path)
         bucket_name, key = split_bucket_key(path, headers.get("host"), settings.root_domain)
+        endpoint.name = _endpoint_name(request, bucket_name, key, dict(query_pairs))
         if request.method == "OPTIONS":
             raise S3Error(
                 "BadRequest", "Insufficient information. Origin request header needed.", status=400
             )
         if bucket_name is not None and post_ops.is_form_upload(request.method, key, headers):
             # Authenticated by the form's signed policy, not by a header.
+            endpoint.name = "PostObject"
             return await post_ops.post_object(self.services, request, bucket_name)
         signed_headers = _utf8_values(headers.as_dict())
         access = self.services.access
@@ -283,3 +317,31 @@ def _common_headers(request_id: str) -> list[tuple[str, str]]:
         ("date", format_http_date(now_ms())),
         ("server", "Granary"),
     ]
+
+
+def _endpoint_name(
+    request: Request, bucket: str | None, key: str | None, query: dict[str, str]
+) -> str | None:
+    """The operation a request asks for, as Garage names it; None if it names none."""
+    if request.method == "OPTIONS":
+        return "Options"
+    try:
+        operation = route(request.method, bucket, key, query).operation
+    except S3Error:
+        return None
+    if operation in COPY_ENDPOINTS and "x-amz-copy-source" in request.headers:
+        return COPY_ENDPOINTS[operation]
+    return operation
+
+
+def _announced_request_body(request: Request) -> int:
+    """The payload size a request announced (its decoded size when aws-chunked)."""
+    headers = request.headers
+    announced = headers.get("x-amz-decoded-content-length") or headers.get("content-length")
+    return int(announced) if announced is not None and announced.isdigit() else 0
+
+
+def _announced_body(response: Response) -> int:
+    if isinstance(response.body, bytes):
+        return len(response.body)
+    return response.content_length or 0

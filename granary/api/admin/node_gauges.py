@@ -1,0 +1,171 @@
+"""Gauges of a node read at scrape time from state it keeps anyway: build,
+settings, disks, cluster health (Garage's names and labels) and the node's
+processes. Nothing here scans a table or a folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from granary import __version__
+from granary.api.admin.cluster_ops import ClusterAdmin
+from granary.telemetry.prometheus import MetricsExposition
+
+Samples = Iterable[tuple[tuple[str, ...], float]]
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def expose_node_gauges(
+    exposition: MetricsExposition,
+    cluster: ClusterAdmin,
+    *,
+    replication_factor: int,
+    volumes: dict[str, list[Path]],
+    pids: Callable[[], list[int]],
+) -> None:
+    """`volumes`: "metadata" and "data" and their folders; `pids`: the node's processes."""
+    gauge = exposition.gauge
+    gauge("granary_build_info", "Granary's version", ["version"], lambda: [((__version__,), 1)])
+    gauge(
+        "garage_replication_factor",
+        "Copies kept of every object",
+        [],
+        lambda: [((), replication_factor)],
+    )
+    gauge(
+        "garage_local_disk_avail",
+        "Bytes free for the node's data or metadata",
+        ["volume"],
+        lambda: _disk(volumes, "free"),
+    )
+    gauge(
+        "garage_local_disk_total",
+        "Bytes in all of the node's data or metadata filesystems",
+        ["volume"],
+        lambda: _disk(volumes, "total"),
+    )
+    _expose_health(exposition, cluster)
+    gauge("granary_processes", "Processes of the node", [], lambda: [((), len(pids()))])
+    gauge(
+        "granary_process_resident_memory_bytes",
+        "Resident memory of the node's processes, shared pages counted in each",
+        [],
+        lambda: [((), sum(_status_kib(pid, "VmRSS:") for pid in pids()) * 1024)],
+    )
+    gauge(
+        "granary_process_cpu_seconds",
+        "CPU time used by the node's live processes, user and system",
+        [],
+        lambda: [((), sum(_cpu_seconds(pid) for pid in pids()))],
+    )
+    gauge(
+        "granary_process_open_fds",
+        "Open file descriptors of the node's processes",
+        [],
+        lambda: [((), sum(_open_fds(pid) for pid in pids()))],
+    )
+
+
+def _expose_health(exposition: MetricsExposition, cluster: ClusterAdmin) -> None:
+    """Garage's cluster gauges, from the same health figures as `/health`."""
+
+    def health_gauge(name: str, documentation: str, value: Callable[[], float]) -> None:
+        exposition.gauge(name, documentation, [], lambda: [((), value())])
+
+    health_gauge(
+        "cluster_healthy",
+        "1 if every storage node is up",
+        lambda: float(cluster.health().status == "healthy"),
+    )
+    health_gauge(
+        "cluster_available",
+        "1 if every partition has a write quorum of up nodes",
+        lambda: float(cluster.health().serving),
+    )
+    health_gauge(
+        "cluster_known_nodes",
+        "Nodes this node knows of, itself included",
+        lambda: 1 + len(cluster.peering.peer_status()),
+    )
+    health_gauge(
+        "cluster_connected_nodes", "Nodes up, this one included", lambda: len(cluster.up_nodes())
+    )
+    health_gauge(
+        "cluster_storage_nodes",
+        "Nodes with a storage role in the layout",
+        lambda: cluster.health().storage_nodes,
+    )
+    health_gauge(
+        "cluster_storage_nodes_ok",
+        "Nodes with a storage role that are up",
+        lambda: cluster.health().storage_nodes_up,
+    )
+    health_gauge("cluster_partitions", "Partitions", lambda: cluster.health().partitions)
+    health_gauge(
+        "cluster_partitions_quorum",
+        "Partitions with a write quorum of up nodes",
+        lambda: cluster.health().partitions_with_quorum,
+    )
+    health_gauge(
+        "cluster_partitions_all_ok",
+        "Partitions whose nodes are all up",
+        lambda: cluster.health().partitions_all_up,
+    )
+    exposition.gauge(
+        "cluster_layout_node_connected",
+        "1 if the layout's node is up",
+        ["id", "role_zone", "role_capacity", "role_gateway"],
+        lambda: _layout_nodes(cluster),
+    )
+
+
+def _layout_nodes(cluster: ClusterAdmin) -> Samples:
+    up = cluster.up_nodes()
+    for node, role in sorted(cluster.layout.current.roles.items()):
+        capacity = "" if role.is_gateway else str(role.capacity)
+        labels = (node[:16], role.zone, capacity, "1" if role.is_gateway else "0")
+        yield labels, float(node in up)
+
+
+def _disk(volumes: dict[str, list[Path]], which: str) -> Samples:
+    for volume, folders in volumes.items():
+        seen: set[int] = set()
+        total = 0
+        for folder in folders:
+            try:
+                device = folder.stat().st_dev
+                usage = shutil.disk_usage(folder)
+            except OSError:
+                continue
+            if device not in seen:
+                seen.add(device)
+                total += usage.free if which == "free" else usage.total
+        if seen:
+            yield (volume,), total
+
+
+def _status_kib(pid: int, field: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+
+
+def _open_fds(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return 0

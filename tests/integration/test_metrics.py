@@ -1,0 +1,91 @@
+"""`/metrics` on the admin port of a real node: Garage's names, the sum over the
+node's S3 processes, the token that protects it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import urllib.error
+import urllib.request
+
+from conftest import GranaryServer, node_pids, start_configured, wait_until
+
+from granary.config import ADMIN_TOKEN_FILE
+from tests.integration.test_s3_processes import request_via, workers_of
+
+
+def scrape(server: GranaryServer, token: str | None = None) -> tuple[int, str]:
+    request = urllib.request.Request(f"http://127.0.0.1:{server.admin_port}/metrics")
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def samples(text: str) -> dict[str, float]:
+    """`name{labels}` -> value, for every sample line."""
+    found = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            found[name] = float(value)
+    return found
+
+
+def test_a_node_of_two_processes_counts_every_request_once(own_server):
+    s3 = start_configured(own_server, s3_processes=2)
+    wait_until(lambda: len(workers_of(own_server)) == 1, what="an S3 worker")
+    s3.create_bucket(Bucket="counted")
+    body = os.urandom(3000)
+    for pid in node_pids(own_server):
+        for index in range(3):
+            status, _ = request_via(own_server, pid, "PUT", f"/counted/k{pid}-{index}", body)
+            assert status == 200
+        assert request_via(own_server, pid, "GET", "/counted/absent")[0] == 404
+    status, text = scrape(own_server)
+    assert status == 200
+    shown = samples(text)
+    assert shown['api_s3_request_counter{api_endpoint="PutObject"}'] == 6
+    assert shown['api_s3_request_counter{api_endpoint="CreateBucket"}'] == 1
+    assert shown['api_s3_error_counter{api_endpoint="GetObject",status_code="404"}'] == 2
+    assert shown['api_s3_request_duration_count{api_endpoint="PutObject"}'] == 6
+    assert shown['api_s3_request_duration_bucket{api_endpoint="PutObject",le="+Inf"}'] == 6
+    assert shown['api_s3_request_body_bytes{api_endpoint="PutObject"}'] == 6 * 3000
+    assert shown["cluster_healthy"] == 1 and shown["cluster_partitions_quorum"] == 256
+    assert shown["garage_replication_factor"] == 1
+    assert shown['garage_local_disk_total{volume="data"}'] > 0
+    assert shown["granary_processes"] == 2
+    assert not any(name.endswith("_total") for name in shown)
+
+    # A dead worker's counts stay in the node's totals.
+    (worker,) = workers_of(own_server)
+    os.kill(worker, signal.SIGKILL)
+    wait_until(lambda: workers_of(own_server) - {worker}, what="a new worker")
+    shown = samples(scrape(own_server)[1])
+    assert shown['api_s3_request_counter{api_endpoint="PutObject"}'] == 6
+    assert shown['api_admin_request_counter{api_endpoint="Metrics"}'] == 1  # the first scrape
+
+
+def test_the_metrics_token_guards_metrics_only_when_set(own_server):
+    start_configured(own_server)
+    assert scrape(own_server)[0] == 200  # no token set: open, as in Garage
+    own_server.stop()
+    text = own_server.config_text or ""
+    own_server.config_text = text.replace("[admin]\n", '[admin]\nmetrics_token = "m3trics"\n')
+    (own_server.root / "granary.toml").write_text(own_server.config_text)
+    own_server.start()
+    assert scrape(own_server)[0] == 403
+    assert scrape(own_server, "wrong")[0] == 403
+    status, text = scrape(own_server, "m3trics")
+    assert status == 200 and "api_admin_request_counter" in text
+    admin_token = (own_server.root / "meta" / ADMIN_TOKEN_FILE).read_text().strip()
+    assert scrape(own_server, admin_token)[0] == 200
+    assert (
+        samples(scrape(own_server, "m3trics")[1])[
+            'api_admin_error_counter{api_endpoint="Metrics",status_code="403"}'
+        ]
+        == 2
+    )
