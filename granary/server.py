@@ -19,7 +19,7 @@ from granary.api.admin.app import AdminApp
 from granary.api.admin.block_ops import BlockOps
 from granary.api.admin.cluster_ops import ClusterAdmin
 from granary.api.admin.metrics import MetricsEndpoint
-from granary.api.admin.node_gauges import expose_node_gauges
+from granary.api.admin.node_gauges import expose_node_gauges, expose_storage_gauges
 from granary.api.http.server import HttpServer
 from granary.api.http.types import HttpLimits
 from granary.block.healing import BlockHealing
@@ -524,6 +524,14 @@ class Node:
                 "data": [Path(d.path) for d in config.data_dirs],
             },
             pids=lambda: [os.getpid(), *self.s3_workers.pids],
+        )
+        level = config.compression_level
+        expose_storage_gauges(
+            exposition,
+            self.model.tables,
+            self.tombstone_gcs,
+            self.model.blocks,
+            None if level == "none" else level,
         )
         return MetricsEndpoint(
             exposition,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from granary.block import metrics
 from granary.block.manager import BlockManager
 from granary.block.resync import Action, decide
 from granary.net.messages import BACKGROUND
@@ -104,14 +105,17 @@ class Resyncer:
         started = loop.time()
         try:
             if not self.queue.postponed(block_id):
+                metrics.RESYNCS.inc()
                 try:
                     await self.resync_block(block_id)
                 except Exception as exc:
+                    metrics.RESYNC_ERRORS.inc()
                     log.info("resync of block %s failed: %s", block_id.hex(), exc)
                     self.status.failed(exc)
                     await self.queue.failed(block_id, f"{type(exc).__name__}: {exc}")
                 else:
                     await self.queue.succeeded(block_id)
+                metrics.RESYNC_DURATION.observe(loop.time() - started)
             await self.queue.done(key)
         finally:
             self._busy.discard(block_id)
@@ -133,6 +137,7 @@ class Resyncer:
             await manager.put_local(block_id, data)
             self.fetched_blocks += 1
             self.fetched_bytes += len(data)
+            metrics.RESYNC_RECEIVED.inc()
         elif action is Action.OFFLOAD:
             await self._offload(block_id)
         elif action is Action.FORGET:

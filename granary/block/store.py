@@ -20,9 +20,11 @@ import itertools
 import os
 import secrets
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from granary.block import metrics
 from granary.block.codec import CorruptBlock, decode_block, maybe_compress
 from granary.util.files import fsync_dir
 
@@ -98,6 +100,7 @@ class BlockStore:
         """
         if self.contains(block_id):
             return 0
+        started = time.perf_counter()
         stored, compressed = maybe_compress(data, self.compression_level)
         directory = self._primary(block_id)
         hexid = block_id.hex()
@@ -121,6 +124,8 @@ class BlockStore:
             raise
         if self.fsync:
             fsync_dir(Path(folder))
+        metrics.WRITE_DURATION.observe(time.perf_counter() - started)
+        metrics.BYTES_WRITTEN.inc(len(stored))
         return len(stored)
 
     def _create_in_folder(self, directory: DataDirectory, hexid: str, path: str) -> int:
@@ -158,6 +163,7 @@ class BlockStore:
         A copy that fails verification is renamed ``*.corrupted`` and
         `CorruptBlock` is raised.
         """
+        started = time.perf_counter()
         found = self.find(block_id)
         if found is None:
             return None
@@ -166,9 +172,13 @@ class BlockStore:
             stored = path.read_bytes()
         except FileNotFoundError:
             return None
+        metrics.BYTES_READ.inc(len(stored))
         try:
-            return decode_block(stored, compressed, block_id)
+            data = decode_block(stored, compressed, block_id)
+            metrics.READ_DURATION.observe(time.perf_counter() - started)
+            return data
         except CorruptBlock:
+            metrics.CORRUPT.inc()
             # Quarantined, not deleted: an operator may still want to look at it.
             # FileNotFoundError: another reader quarantined it first.
             with contextlib.suppress(FileNotFoundError):
@@ -184,6 +194,8 @@ class BlockStore:
                     removed = True
                 except FileNotFoundError:
                     pass
+        if removed:
+            metrics.DELETED.inc()
         return removed
 
     def locations(self, block_id: bytes) -> list[tuple[Path, int]]:

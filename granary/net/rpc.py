@@ -13,10 +13,12 @@ import asyncio
 import logging
 import socket
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from granary.net import metrics
 from granary.net.addresses import format_addr, parse_addr
 from granary.net.connection import Connection, Reply
 from granary.net.errors import (
@@ -63,6 +65,7 @@ class NetApp:
         serves: bool = True,
     ) -> None:
         self.node_id = node_id_of(node_key)
+        self._short_id = self.node_id.hex()[:16]  # as metrics label nodes
         self.serves = serves
         self.public_addr = public_addr
         self._bind = bind
@@ -176,6 +179,36 @@ class NetApp:
         timeout = DEFAULT_TIMEOUT if timeout is None else timeout
         if node == self.node_id:
             return await self._call_local(endpoint, bytes(body), stream, timeout)
+        if endpoint.startswith(metrics.UNCOUNTED_PREFIX):
+            return await self._call_remote(node, endpoint, body, priority, stream, timeout)
+        labels = (endpoint, self._short_id, node.hex()[:16])
+        metrics.CALLS.labels(*labels).inc()
+        started = time.perf_counter()
+        try:
+            reply = await self._call_remote(node, endpoint, body, priority, stream, timeout)
+        except CallTimeout:
+            metrics.TIMEOUTS.labels(*labels).inc()
+            raise
+        except PeerUnavailable:
+            metrics.UNREACHABLE.labels(*labels).inc()
+            metrics.DURATION.labels(*labels).observe(time.perf_counter() - started)
+            raise
+        except RpcError:
+            metrics.FAILED.labels(*labels).inc()
+            metrics.DURATION.labels(*labels).observe(time.perf_counter() - started)
+            raise
+        metrics.DURATION.labels(*labels).observe(time.perf_counter() - started)
+        return reply
+
+    async def _call_remote(
+        self,
+        node: bytes,
+        endpoint: str,
+        body: bytes,
+        priority: int,
+        stream: AsyncIterator[bytes] | None,
+        timeout: float,
+    ) -> Reply:
         conns = self._conns.get(node)
         if not conns:
             raise PeerUnavailable(f"not connected to node {node.hex()[:16]}")

@@ -191,11 +191,13 @@ class TableSync:
                 continue  # forgotten meanwhile
             if batch and (len(batch) >= ROWS_PER_CALL or size + len(raw) > BYTES_PER_CALL):
                 await self.rpc.merge(node, self.table.name, batch, priority=BACKGROUND)
+                self.table.counts.sent(node, len(batch))
                 batch, size = [], 0
             batch.append(raw)
             size += len(raw)
         if batch:
             await self.rpc.merge(node, self.table.name, batch, priority=BACKGROUND)
+            self.table.counts.sent(node, len(batch))
         return len(keys)
 
     async def _pull(self, node: bytes, keys: list[bytes]) -> int:
@@ -208,6 +210,7 @@ class TableSync:
                     raise ValueError(f"{node.hex()[:16]} answered no row of a fetch")
                 wanted = wanted[len(rows) :]
                 await self.table.local_merge([self.table.decode(r) for r in rows if r is not None])
+                self.table.counts.received(node, len(rows))
         return len(keys)
 
     # ---- handing over partitions held no more ----------------------------------

@@ -30,6 +30,7 @@ from granary.table.keys import (
     storage_key,
 )
 from granary.table.merkle import MerkleIndex
+from granary.table.metrics import TableCounts
 from granary.table.quorum import QuorumError, call_nearest
 from granary.table.replication import Replication, call_write_sets
 from granary.table.scan import RangePage, ReplicaScan, ScanBounds, merge_scans, scan_bounded
@@ -88,6 +89,7 @@ class Table(Generic[E]):
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder = msgspec.msgpack.Decoder(schema.entry_type)
         self.queue_wakeup = asyncio.Event()
+        self.counts = TableCounts(schema.name)
 
     @property
     def name(self) -> str:
@@ -172,7 +174,7 @@ class Table(Generic[E]):
         The write guard keeps this node from acknowledging a newer layout
         version until the write is over (see granary/layout/progress.py).
         """
-        with self.replication.write_guard():
+        with self.counts.writing(), self.replication.write_guard():
             by_sets: dict[tuple[tuple[bytes, ...], ...], list[E]] = {}
             for entry in entries:
                 partition = self._partition(self.schema.partition_key(entry))
@@ -196,12 +198,13 @@ class Table(Generic[E]):
     async def get(self, pk: bytes, sk: bytes) -> E | None:
         """Read one entry at the read quorum, merging the replicas' answers."""
         nodes = self.nearest_first(self.replication.read_nodes(self._partition(pk)))
-        answers = await call_nearest(
-            nodes,
-            lambda node: self._get_on(node, pk, sk),
-            self.replication.read_quorum(len(nodes)),
-            self.hedging,
-        )
+        with self.counts.reading():
+            answers = await call_nearest(
+                nodes,
+                lambda node: self._get_on(node, pk, sk),
+                self.replication.read_quorum(len(nodes)),
+                self.hedging,
+            )
         merged = _merge_all([a for a in answers if a is not None])
         if merged is not None and any(a is None or a != merged for a in answers):
             self._repair_later([merged])
@@ -232,12 +235,13 @@ class Table(Generic[E]):
         if limit < 1:
             raise ValueError("a range read needs a limit of at least 1")
         nodes = self.nearest_first(self.replication.read_nodes(self._partition(pk)))
-        answers = await call_nearest(
-            nodes,
-            lambda node: self._scan_on(node, pk, start, filter, limit),
-            self.replication.read_quorum(len(nodes)),
-            self.hedging,
-        )
+        with self.counts.reading():
+            answers = await call_nearest(
+                nodes,
+                lambda node: self._scan_on(node, pk, start, filter, limit),
+                self.replication.read_quorum(len(nodes)),
+                self.hedging,
+            )
         page, stale = merge_scans(answers, self.schema.sort_key, self._filter(filter), limit)
         if stale:
             self._repair_later(stale)

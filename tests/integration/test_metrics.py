@@ -8,7 +8,7 @@ import signal
 import urllib.error
 import urllib.request
 
-from conftest import GranaryServer, node_pids, start_configured, wait_until
+from conftest import GranaryServer, node_pids, start_cluster, start_configured, wait_until
 
 from granary.config import ADMIN_TOKEN_FILE
 from tests.integration.test_s3_processes import request_via, workers_of
@@ -89,3 +89,46 @@ def test_the_metrics_token_guards_metrics_only_when_set(own_server):
         ]
         == 2
     )
+
+
+def test_a_cluster_shows_its_tables_blocks_calls_and_health(tmp_path):
+    cluster = start_cluster(tmp_path, 3, ["dc1", "dc2", "dc3"], s3_processes=2)
+    try:
+        first, _, third = cluster.nodes
+        me, peer, down = (node_id[:16] for node_id in cluster.node_ids())
+        s3 = first.client()
+        s3.create_bucket(Bucket="watched")
+        for index in range(5):
+            s3.put_object(Bucket="watched", Key=f"k{index}", Body=os.urandom(200_000))
+        assert s3.get_object(Bucket="watched", Key="k0")["Body"].read()
+        shown = samples(scrape(first)[1])
+        assert (
+            shown[f'rpc_request_counter{{from="{me}",rpc_endpoint="table/object",to="{peer}"}}'] > 0
+        )
+        assert shown[f'rpc_duration_count{{from="{me}",rpc_endpoint="block/put",to="{peer}"}}'] > 0
+        assert shown['table_put_request_counter{table_name="object"}'] >= 5
+        assert shown['table_get_request_counter{table_name="object"}'] >= 1
+        for node in cluster.nodes:  # every node holds every object (replication factor 3)
+            held = samples(scrape(node)[1])
+            assert held['table_size{table_name="object"}'] >= 5
+            assert held["block_bytes_written"] >= 5 * 200_000 * 0.9  # compressed a little at most
+            assert held["block_rc_size"] >= 5
+        assert shown["block_bytes_read"] > 0
+        assert shown["cluster_healthy"] == 1 and shown["cluster_connected_nodes"] == 3
+
+        third.kill()
+        wait_until(
+            lambda: samples(scrape(first)[1])["cluster_storage_nodes_ok"] == 2,
+            what="the killed node seen down",
+        )
+        shown = samples(scrape(first)[1])
+        assert shown["cluster_healthy"] == 0
+        assert shown["cluster_available"] == 1  # two of three copies: every quorum holds
+        assert shown["cluster_partitions_all_ok"] == 0
+        assert shown["cluster_partitions_quorum"] == 256
+        assert any(
+            name.startswith("cluster_layout_node_connected{") and f'id="{down}"' in name and not v
+            for name, v in shown.items()
+        )
+    finally:
+        cluster.stop()

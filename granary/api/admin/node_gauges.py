@@ -1,6 +1,7 @@
 """Gauges of a node read at scrape time from state it keeps anyway: build,
-settings, disks, cluster health (Garage's names and labels) and the node's
-processes. Nothing here scans a table or a folder."""
+settings, disks, cluster health, tables and blocks (Garage's names and
+labels) and the node's processes. Nothing here scans a table or a folder:
+the sizes of the trees are the metadata engine's own counts."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from pathlib import Path
 
 from granary import __version__
 from granary.api.admin.cluster_ops import ClusterAdmin
+from granary.block.manager import BlockManager
+from granary.table.gc import TombstoneGc
+from granary.table.table import Table
 from granary.telemetry.prometheus import MetricsExposition
 
 Samples = Iterable[tuple[tuple[str, ...], float]]
@@ -68,11 +72,70 @@ def expose_node_gauges(
     )
 
 
+def expose_storage_gauges(
+    exposition: MetricsExposition,
+    tables: list[Table],
+    tombstone_gcs: list[TombstoneGc],
+    blocks: BlockManager,
+    compression_level: int | None,
+) -> None:
+    """The sizes and backlogs of the node's tables and block store."""
+
+    def per_table(name: str, documentation: str, size: Callable[[Table], int]) -> None:
+        exposition.gauge(
+            name,
+            documentation,
+            ["table_name"],
+            lambda: [((table.name,), size(table)) for table in tables],
+        )
+
+    per_table("table_size", "Rows stored here, tombstones included", lambda t: t.tree.count())
+    per_table(
+        "table_merkle_tree_size",
+        "Nodes of the table's Merkle tree",
+        lambda t: t.merkle.tree.count(),
+    )
+    per_table(
+        "table_insert_queue_length",
+        "Rows waiting for their follow-up writes",
+        lambda t: t.queue_tree.count(),
+    )
+    exposition.gauge(
+        "table_gc_todo_queue_length",
+        "Tombstones waiting for their collection",
+        ["table_name"],
+        lambda: [((gc.table.name,), gc.todo.count()) for gc in tombstone_gcs],
+    )
+    refcounts, resync = blocks.refcounts, blocks.resync
+    gauges = (
+        ("block_rc_size", "Blocks with a reference count here", refcounts.counts.count),
+        ("block_resync_queue_length", "Blocks queued for a resync", resync.length),
+        (
+            "block_resync_errored_blocks",
+            "Blocks whose last resync failed (0 in a healthy cluster)",
+            resync.errors.count,
+        ),
+        (
+            "granary_block_gc_queue_length",
+            "Blocks waiting for their GC check",
+            refcounts.gc_todo.count,
+        ),
+    )
+    for name, documentation, read in gauges:
+        exposition.gauge(name, documentation, [], _unlabelled(read))
+    exposition.gauge(
+        "block_compression_level",
+        "zstd level of new blocks (0: not compressed)",
+        [],
+        lambda: [((), compression_level or 0)],
+    )
+
+
 def _expose_health(exposition: MetricsExposition, cluster: ClusterAdmin) -> None:
     """Garage's cluster gauges, from the same health figures as `/health`."""
 
     def health_gauge(name: str, documentation: str, value: Callable[[], float]) -> None:
-        exposition.gauge(name, documentation, [], lambda: [((), value())])
+        exposition.gauge(name, documentation, [], _unlabelled(value))
 
     health_gauge(
         "cluster_healthy",
@@ -119,6 +182,10 @@ def _expose_health(exposition: MetricsExposition, cluster: ClusterAdmin) -> None
         ["id", "role_zone", "role_capacity", "role_gateway"],
         lambda: _layout_nodes(cluster),
     )
+
+
+def _unlabelled(read: Callable[[], float]) -> Callable[[], Samples]:
+    return lambda: [((), read())]
 
 
 def _layout_nodes(cluster: ClusterAdmin) -> Samples:

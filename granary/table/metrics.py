@@ -1,0 +1,55 @@
+"""What the tables count, under Garage's names (`table_*`, by `table_name`):
+quorum reads and writes with their durations, and the rows anti-entropy sends
+and receives."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from granary.telemetry.metrics import Counter, Histogram
+
+GETS = Counter("table_get_request_counter", "Quorum reads (one row or a range)", ["table_name"])
+GET_DURATION = Histogram("table_get_request_duration", "Seconds of a quorum read", ["table_name"])
+PUTS = Counter("table_put_request_counter", "Quorum writes (of one row or more)", ["table_name"])
+PUT_DURATION = Histogram("table_put_request_duration", "Seconds of a quorum write", ["table_name"])
+SYNC_SENT = Counter(
+    "table_sync_items_sent", "Rows anti-entropy sent to a node", ["table_name", "to"]
+)
+SYNC_RECEIVED = Counter(
+    "table_sync_items_received", "Rows anti-entropy fetched from a node", ["table_name", "from"]
+)
+
+
+class TableCounts:
+    """One table's counters, bound once."""
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+        self._gets, self._get_duration = GETS.labels(table), GET_DURATION.labels(table)
+        self._puts, self._put_duration = PUTS.labels(table), PUT_DURATION.labels(table)
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:  # failures count too, as in Garage
+            self._get_duration.observe(time.perf_counter() - started)
+            self._gets.inc()
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._put_duration.observe(time.perf_counter() - started)
+            self._puts.inc()
+
+    def sent(self, node: bytes, rows: int) -> None:
+        SYNC_SENT.labels(self.table, node.hex()[:16]).inc(rows)
+
+    def received(self, node: bytes, rows: int) -> None:
+        SYNC_RECEIVED.labels(self.table, node.hex()[:16]).inc(rows)
