@@ -53,6 +53,7 @@ from granary.processes.supervisor import S3Workers
 from granary.table.quorum import QuorumError
 from granary.table.sync import TableSync
 from granary.telemetry import prometheus
+from granary.telemetry.loop_lag import watch_event_loop
 from granary.telemetry.prometheus import MetricsExposition
 from granary.util.background import Workers
 from granary.util.files import (
@@ -469,6 +470,7 @@ class Node:
             ),
             *self.healing.start(stop),
             asyncio.ensure_future(self.stack.trim_memory_after_bursts(stop)),
+            asyncio.ensure_future(watch_event_loop(stop)),
         ]
         if not runs_standalone(self.config):
             self._tasks.append(asyncio.ensure_future(self._recover_uploads(interrupted)))

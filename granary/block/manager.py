@@ -108,7 +108,7 @@ class BlockManager:
         self.refcounts = RefCounts(db, gc_grace_ms)
         self.resync = ResyncQueue(db, resync_retry_base_ms)
         self.refcounts.changed = self._references_changed
-        self.hedging = Hedging(distances.rtt)
+        self.hedging = Hedging(distances.rtt, reads="block")
         self.stats = ReadStats()
         # Per block: a write against a GC deletion, resync or move of the same
         # block; shared by the node's processes when it runs several.

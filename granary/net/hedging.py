@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from granary.net import metrics
 from granary.util.background import Workers, bool_setter
 
 T = TypeVar("T")
@@ -148,13 +149,25 @@ class Hedging:
         rtt: Callable[[bytes], float | None],
         latencies: ReadLatencies | None = None,
         budget: HedgeBudget | None = None,
+        reads: str = "",
     ) -> None:
+        """`reads`: what is read ("table", "block"), the label of the hedge counters."""
         self.rtt = rtt
+        self._started_counter = metrics.HEDGES_STARTED.labels(reads)
+        self._won_counter = metrics.HEDGES_WON.labels(reads)
         self.latencies = latencies or ReadLatencies()
         self.budget = budget or HedgeBudget()
         self.enabled = True
         self.started = 0
         self.won = 0
+
+    def count_started(self) -> None:
+        self.started += 1
+        self._started_counter.inc()
+
+    def count_won(self) -> None:
+        self.won += 1
+        self._won_counter.inc()
 
     def delay(self, node: bytes, backup: bytes | None) -> float:
         """How long to wait for `node` before asking `backup` too."""
@@ -258,7 +271,7 @@ async def hedged_read(
                 late = min(running.values(), key=lambda c: c.deadline)
                 stalled = not late.rationed or hedging.latencies.is_slow(late.node)
                 if stalled or hedging.budget.take():
-                    hedging.started += 1
+                    hedging.count_started()
                     late.hedged, late.deadline = True, math.inf
                     launch(waiting.pop(0))
                 else:
@@ -299,7 +312,7 @@ def _count_losers(hedging: Hedging | None, unfinished: Iterable[_Call]) -> None:
     losers = [call.node for call in unfinished if call.hedged]
     if hedging is None or not losers:
         return
-    hedging.won += 1
+    hedging.count_won()
     for node in losers:
         hedging.latencies.mark_slow(node)
 

@@ -16,3 +16,9 @@ UNREACHABLE = Counter(
 )
 FAILED = Counter("rpc_garage_error_counter", "Calls the other node answered with an error", LABELS)
 UNCOUNTED_PREFIX = "granary.net/"
+HEDGES_STARTED = Counter(
+    "granary_hedged_reads_started", "Reads that asked one more node, being late", ["reads"]
+)
+HEDGES_WON = Counter(
+    "granary_hedged_reads_won", "Hedged reads answered before the late node", ["reads"]
+)

@@ -106,7 +106,7 @@ class S3Stack:
             self.db, self.blocks, self.sharded, FullReplication(layout), node_id, self.executor
         )
         self.table_rpc = TableRpc(net, self.model.tables)
-        self.table_hedging = Hedging(distances.rtt)
+        self.table_hedging = Hedging(distances.rtt, reads="table")
         for table in self.model.tables:
             table.nearest_first = distances.by_distance
             table.hedging = self.table_hedging

@@ -53,6 +53,7 @@ from granary.processes.sockets import bound_socket
 from granary.processes.stack import LOCKS_DIR, METRICS_DIR, SLOTS_FILE, S3Stack
 from granary.server import rpc_secret_for, s3_http_limits
 from granary.telemetry import prometheus
+from granary.telemetry.loop_lag import watch_event_loop
 from granary.util.files import PRIVATE_UMASK
 from granary.util.process_locks import ProcessSlots
 from granary.util.resources import tune_malloc
@@ -187,10 +188,12 @@ async def run_worker(control: socket.socket) -> int:
 
     follower = asyncio.ensure_future(follow_primary())
     trimmer = asyncio.ensure_future(stack.trim_memory_after_bursts(stopping))
+    lag_watch = asyncio.ensure_future(watch_event_loop(stopping))
     await stopping.wait()
     await stack.s3_server.close()
     follower.cancel()
     await trimmer
+    await lag_watch
     await peering.stop()
     await peering.netapp.stop()
     channel.close()

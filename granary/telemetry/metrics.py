@@ -14,7 +14,7 @@ child; keep it (e.g. per endpoint, built once) rather than calling
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 LATENCY_BUCKETS = (
     *(0.001, 0.0015, 0.002, 0.003, 0.005, 0.007),
@@ -106,9 +106,20 @@ class Counter(_Metric):
 
 
 class Gauge(_Metric):
-    """A value each process sets; the node shows the sum over its live processes."""
+    """A value each process sets; the node shows the sum over its live processes
+    (`across_processes="max"`: the largest)."""
 
     kind = "gauge"
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labels: Sequence[str] = (),
+        across_processes: Literal["sum", "max"] = "sum",
+    ) -> None:
+        self.across_processes = across_processes
+        super().__init__(name, documentation, labels)
 
     def inc(self, amount: float = 1.0) -> None:
         if self._impl is not None:

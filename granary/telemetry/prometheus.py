@@ -47,7 +47,7 @@ def _make(metric: metrics._Metric) -> Any:
             metric.documentation,
             metric.label_names,
             registry=None,
-            multiprocess_mode="livesum",
+            multiprocess_mode="livemax" if metric.across_processes == "max" else "livesum",
         )
     if isinstance(metric, metrics.Histogram):
         return prometheus_client.Histogram(

@@ -67,6 +67,11 @@ def test_a_node_of_two_processes_counts_every_request_once(own_server):
     shown = samples(scrape(own_server)[1])
     assert shown['api_s3_request_counter{api_endpoint="PutObject"}'] == 6
     assert shown['api_admin_request_counter{api_endpoint="Metrics"}'] == 1  # the first scrape
+    wait_until(  # published every 5 s by each process, the worst shown
+        lambda: "granary_event_loop_lag_seconds" in samples(scrape(own_server)[1]),
+        what="the event loops' lag",
+    )
+    assert 0 <= samples(scrape(own_server)[1])["granary_event_loop_lag_seconds"] < 5
 
 
 def test_the_metrics_token_guards_metrics_only_when_set(own_server):
