@@ -181,6 +181,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     rpc_handshake_timeout_secs: float = 10.0
     """Time for an RPC connection to complete TLS and the Hello swap."""
     s3_processes: int | Literal["auto"] = 1
+    log_format: Literal["text", "json"] | None = None
+    """Log lines as text or JSON; unset: GRANARY_LOG_FORMAT, else text."""
     """Processes serving S3 on this node (docs/process-model.md); "auto": one per core."""
 
     def __post_init__(self) -> None:

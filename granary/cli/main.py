@@ -12,7 +12,6 @@ Output is text for people; `--json` prints the admin API's JSON for scripts.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from granary.cli import render
 from granary.cli.admin_client import AdminClient, AdminClientError
 from granary.cli.global_options import accept_global_options_everywhere
 from granary.config import MAX_S3_PROCESSES, ConfigError, load_config
+from granary.telemetry.logs import setup_logging
 
 DEFAULT_DATA = "granary-data"
 
@@ -105,10 +105,13 @@ def server(
     from granary.server import check_process_model, default_config, run_node
     from granary.util.resources import tune_malloc
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    config = _load(ctx)
+    try:
+        setup_logging()
+        config = _load(ctx)
+        if config is not None and config.log_format is not None:
+            setup_logging(config.log_format)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
     default_key = config is None or bool(os.environ.get("GRANARY_ACCESS_KEY_ID"))
     where = _location_options(ctx)
     try:

@@ -53,6 +53,7 @@ from granary.processes.sockets import bound_socket
 from granary.processes.stack import LOCKS_DIR, METRICS_DIR, SLOTS_FILE, S3Stack
 from granary.server import rpc_secret_for, s3_http_limits
 from granary.telemetry import prometheus
+from granary.telemetry.logs import setup_logging
 from granary.telemetry.loop_lag import watch_event_loop
 from granary.util.files import PRIVATE_UMASK
 from granary.util.process_locks import ProcessSlots
@@ -149,6 +150,7 @@ async def run_worker(control: socket.socket) -> int:
         log.error("S3 worker: the primary sent no start message")
         return 1
     config = msgspec.json.decode(start.config, type=Config)
+    setup_logging(config.log_format)
     slots = ProcessSlots(Path(config.metadata_dir) / LOCKS_DIR / SLOTS_FILE)
     if not slots.claim(start.slot):  # held until this process ends
         log.error("S3 worker %d: another process still holds its slot", start.slot)
@@ -211,9 +213,7 @@ def main_forked(control: socket.socket) -> int:
 def main(argv: list[str]) -> None:
     """A worker started in a fresh interpreter, in place of one that died."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging()
     tune_malloc()
     sys.exit(uvloop.run(run_worker(socket.socket(fileno=int(argv[1])))))
 

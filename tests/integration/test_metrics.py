@@ -3,6 +3,7 @@ node's S3 processes, the token that protects it."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import urllib.error
@@ -137,3 +138,19 @@ def test_a_cluster_shows_its_tables_blocks_calls_and_health(tmp_path):
         )
     finally:
         cluster.stop()
+
+
+def test_json_logs_carry_the_request_id_the_client_got(own_server, monkeypatch):
+    monkeypatch.setenv("GRANARY_LOG", "info,granary.s3.access=debug")
+    s3 = start_configured(own_server, s3_processes=2, log_format="json")
+    s3.create_bucket(Bucket="logged")
+    answer = s3.put_object(Bucket="logged", Key="k", Body=b"v")
+    request_id = answer["ResponseMetadata"]["RequestId"]
+    wait_until(lambda: request_id in own_server.log(), what="the request's log line")
+    lines = [json.loads(line) for line in own_server.log().splitlines() if line.startswith("{")]
+    mine = [line for line in lines if line.get("request_id") == request_id]
+    assert [line["logger"] for line in mine] == ["granary.s3.access"]
+    assert "PutObject PUT /logged/k 200" in mine[0]["message"]
+    assert {line["pid"] for line in lines} <= set(node_pids(own_server))
+    text_lines = [line for line in own_server.log().splitlines() if line.startswith("20")]
+    assert text_lines == []  # the banner on stdout aside, every line is JSON

@@ -32,10 +32,12 @@ from granary.block.manager import BlockUnavailable
 from granary.model.access import Access, BucketGone
 from granary.model.buckets import AccessKey
 from granary.table.quorum import QuorumError
+from granary.telemetry import logs
 from granary.util.checksums import ChecksumRequestError
 from granary.util.time import now_ms
 
 log = logging.getLogger("granary.s3")
+access_log = logging.getLogger("granary.s3.access")
 
 OperationHandler = Callable[[S3Context], Awaitable[Response]]
 
@@ -87,24 +89,35 @@ class S3App:
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
         endpoint = Endpoint()
+        request_id = secrets.token_hex(8).upper()
+        logs.request_id.set(request_id)  # on every log line written for this request
         try:
-            response = await self._answer(request, endpoint)
+            response = await self._answer(request, request_id, endpoint)
         except Exception:
             if endpoint.name is not None:  # answered InternalError by the HTTP layer
                 metrics.record(endpoint.name, 500, time.perf_counter() - started, 0, 0)
             raise
+        seconds = time.perf_counter() - started
         if endpoint.name is not None:
             metrics.record(
                 endpoint.name,
                 response.status,
-                time.perf_counter() - started,
+                seconds,
                 _announced_request_body(request),
                 _announced_body(response),
             )
+        # The access log: GRANARY_LOG=granary.s3.access=debug shows it.
+        access_log.debug(
+            "%s %s %s %d %.1fms",
+            endpoint.name or "-",
+            request.method,
+            request.path,
+            response.status,
+            seconds * 1000,
+        )
         return response
 
-    async def _answer(self, request: Request, endpoint: Endpoint) -> Response:
-        request_id = secrets.token_hex(8).upper()
+    async def _answer(self, request: Request, request_id: str, endpoint: Endpoint) -> Response:
         try:
             response = await self._dispatch(request, request_id, endpoint)
         except S3Error as error:
