@@ -49,8 +49,9 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "pid": record.process,
         }
-        if getattr(record, "request_id", None):
-            line["request_id"] = record.request_id
+        current = getattr(record, "request_id", None)
+        if current:
+            line["request_id"] = current
         if record.exc_info:
             line["error"] = self.formatException(record.exc_info)
         return json.dumps(line, ensure_ascii=False)

@@ -185,7 +185,7 @@ class AdminApp:
         response = await self._answer(request)
         endpoint = self._endpoint_of(request)
         if endpoint is not None:  # an unknown path is not counted, as in Garage
-            metrics.record(endpoint, response.status, time.perf_counter() - started)
+            metrics.API.record(endpoint, response.status, time.perf_counter() - started)
         return response
 
     def _endpoint_of(self, request: Request) -> str | None:

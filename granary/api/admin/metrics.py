@@ -6,25 +6,10 @@ import hmac
 from dataclasses import dataclass
 
 from granary.api.http.types import Request, Response
-from granary.telemetry.metrics import Counter, Histogram
+from granary.telemetry.api_metrics import ApiMetrics
 from granary.telemetry.prometheus import CONTENT_TYPE, MetricsExposition
 
-REQUESTS = Counter("api_admin_request_counter", "Admin API requests answered", ["api_endpoint"])
-ERRORS = Counter(
-    "api_admin_error_counter",
-    "Admin API requests answered with an error status (4xx or 5xx)",
-    ["api_endpoint", "status_code"],
-)
-DURATION = Histogram(
-    "api_admin_request_duration", "Seconds to answer an admin API request", ["api_endpoint"]
-)
-
-
-def record(endpoint: str, status: int, seconds: float) -> None:
-    DURATION.labels(endpoint).observe(seconds)
-    REQUESTS.labels(endpoint).inc()
-    if status >= 400:
-        ERRORS.labels(endpoint, str(status)).inc()
+API = ApiMetrics("admin", "Admin API")
 
 
 @dataclass

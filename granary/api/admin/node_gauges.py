@@ -134,48 +134,47 @@ def expose_storage_gauges(
 def _expose_health(exposition: MetricsExposition, cluster: ClusterAdmin) -> None:
     """Garage's cluster gauges, from the same health figures as `/health`."""
 
-    def health_gauge(name: str, documentation: str, value: Callable[[], float]) -> None:
-        exposition.gauge(name, documentation, [], _unlabelled(value))
-
-    health_gauge(
-        "cluster_healthy",
-        "1 if every storage node is up",
-        lambda: float(cluster.health().status == "healthy"),
+    gauges: tuple[tuple[str, str, Callable[[], float]], ...] = (
+        (
+            "cluster_healthy",
+            "1 if every storage node is up",
+            lambda: float(cluster.health().status == "healthy"),
+        ),
+        (
+            "cluster_available",
+            "1 if every partition has a write quorum of up nodes",
+            lambda: float(cluster.health().serving),
+        ),
+        (
+            "cluster_known_nodes",
+            "Nodes this node knows of, itself included",
+            lambda: 1 + len(cluster.peering.peer_status()),
+        ),
+        ("cluster_connected_nodes", "Nodes up, this one included", lambda: len(cluster.up_nodes())),
+        (
+            "cluster_storage_nodes",
+            "Nodes with a storage role in the layout",
+            lambda: cluster.health().storage_nodes,
+        ),
+        (
+            "cluster_storage_nodes_ok",
+            "Nodes with a storage role that are up",
+            lambda: cluster.health().storage_nodes_up,
+        ),
+        ("cluster_partitions", "Partitions", lambda: cluster.health().partitions),
+        (
+            "cluster_partitions_quorum",
+            "Partitions with a write quorum of up nodes",
+            lambda: cluster.health().partitions_with_quorum,
+        ),
+        (
+            "cluster_partitions_all_ok",
+            "Partitions whose nodes are all up",
+            lambda: cluster.health().partitions_all_up,
+        ),
     )
-    health_gauge(
-        "cluster_available",
-        "1 if every partition has a write quorum of up nodes",
-        lambda: float(cluster.health().serving),
-    )
-    health_gauge(
-        "cluster_known_nodes",
-        "Nodes this node knows of, itself included",
-        lambda: 1 + len(cluster.peering.peer_status()),
-    )
-    health_gauge(
-        "cluster_connected_nodes", "Nodes up, this one included", lambda: len(cluster.up_nodes())
-    )
-    health_gauge(
-        "cluster_storage_nodes",
-        "Nodes with a storage role in the layout",
-        lambda: cluster.health().storage_nodes,
-    )
-    health_gauge(
-        "cluster_storage_nodes_ok",
-        "Nodes with a storage role that are up",
-        lambda: cluster.health().storage_nodes_up,
-    )
-    health_gauge("cluster_partitions", "Partitions", lambda: cluster.health().partitions)
-    health_gauge(
-        "cluster_partitions_quorum",
-        "Partitions with a write quorum of up nodes",
-        lambda: cluster.health().partitions_with_quorum,
-    )
-    health_gauge(
-        "cluster_partitions_all_ok",
-        "Partitions whose nodes are all up",
-        lambda: cluster.health().partitions_all_up,
-    )
+    for name, documentation, read in gauges:
+        exposition.gauge(name, documentation, [], _unlabelled(read))
     exposition.gauge(
         "cluster_layout_node_connected",
         "1 if the layout's node is up",
