@@ -5,6 +5,11 @@ are not counted, as in Garage."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from granary.net.errors import CallTimeout, PeerUnavailable, RpcError
 from granary.telemetry.metrics import Counter, Histogram
 
 LABELS = ["rpc_endpoint", "from", "to"]
@@ -22,3 +27,23 @@ HEDGES_STARTED = Counter(
 HEDGES_WON = Counter(
     "granary_hedged_reads_won", "Hedged reads answered before the late node", ["reads"]
 )
+
+
+@contextmanager
+def counted(endpoint: str, source: str, target: str) -> Iterator[None]:
+    """Count the call made inside, and how it ended (a timeout's duration is not
+    recorded, as in Garage: the wait was the timeout's, not the call's)."""
+    labels = (endpoint, source, target)
+    CALLS.labels(*labels).inc()
+    started = time.perf_counter()
+    try:
+        yield
+    except CallTimeout:
+        TIMEOUTS.labels(*labels).inc()
+        raise
+    except RpcError as error:
+        failures = UNREACHABLE if isinstance(error, PeerUnavailable) else FAILED
+        failures.labels(*labels).inc()
+        DURATION.labels(*labels).observe(time.perf_counter() - started)
+        raise
+    DURATION.labels(*labels).observe(time.perf_counter() - started)

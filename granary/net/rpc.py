@@ -13,7 +13,6 @@ import asyncio
 import logging
 import socket
 import ssl
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -181,24 +180,8 @@ class NetApp:
             return await self._call_local(endpoint, bytes(body), stream, timeout)
         if endpoint.startswith(metrics.UNCOUNTED_PREFIX):
             return await self._call_remote(node, endpoint, body, priority, stream, timeout)
-        labels = (endpoint, self._short_id, node.hex()[:16])
-        metrics.CALLS.labels(*labels).inc()
-        started = time.perf_counter()
-        try:
-            reply = await self._call_remote(node, endpoint, body, priority, stream, timeout)
-        except CallTimeout:
-            metrics.TIMEOUTS.labels(*labels).inc()
-            raise
-        except PeerUnavailable:
-            metrics.UNREACHABLE.labels(*labels).inc()
-            metrics.DURATION.labels(*labels).observe(time.perf_counter() - started)
-            raise
-        except RpcError:
-            metrics.FAILED.labels(*labels).inc()
-            metrics.DURATION.labels(*labels).observe(time.perf_counter() - started)
-            raise
-        metrics.DURATION.labels(*labels).observe(time.perf_counter() - started)
-        return reply
+        with metrics.counted(endpoint, self._short_id, node.hex()[:16]):
+            return await self._call_remote(node, endpoint, body, priority, stream, timeout)
 
     async def _call_remote(
         self,

@@ -164,3 +164,37 @@ def render_in_fresh_process(folder) -> str:
     return subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
+
+
+def test_rpc_calls_are_counted_by_how_they_ended(tmp_path):
+    script = textwrap.dedent(
+        """
+        import sys
+        from pathlib import Path
+        from granary.net import metrics
+        from granary.net.errors import CallTimeout, PeerUnavailable, RpcError
+        from granary.telemetry import prometheus
+
+        prometheus.install(Path(sys.argv[1]), fresh=True)
+        for error in (None, CallTimeout("late"), PeerUnavailable("gone"), RpcError("x", "bad")):
+            try:
+                with metrics.counted("table/object", "aa", "bb"):
+                    if error is not None:
+                        raise error
+            except RpcError:
+                pass
+        print(prometheus.MetricsExposition(Path(sys.argv[1])).render().decode())
+        """
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, check=True
+    ).stdout
+    labels = '{from="aa",rpc_endpoint="table/object",to="bb"}'
+    for line in (
+        f"rpc_request_counter{labels} 4",
+        f"rpc_timeout_counter{labels} 1",
+        f"rpc_netapp_error_counter{labels} 1",
+        f"rpc_garage_error_counter{labels} 1",
+        f"rpc_duration_count{labels} 3",  # not the timeout's
+    ):
+        assert line in shown, (line, shown)
