@@ -48,7 +48,7 @@ from granary.net.peering import Peering
 from granary.net.rpc import NetApp
 from granary.processes.sockets import bound_socket, free_s3_port
 from granary.processes.spawn import WorkerProcess
-from granary.processes.stack import LOCKS_DIR, METRICS_DIR, SLOTS_FILE, S3Stack
+from granary.processes.stack import LOCKS_DIR, SLOTS_FILE, S3Stack
 from granary.processes.supervisor import S3Workers
 from granary.table.quorum import QuorumError
 from granary.table.sync import TableSync
@@ -207,6 +207,7 @@ class Node:
         protect_folders(config)
         metadata_dir.mkdir(parents=True, exist_ok=True)
         check_process_model(config)
+        prometheus.install()
         self.slots = ProcessSlots(metadata_dir / LOCKS_DIR / SLOTS_FILE)
         if not self.slots.claim(0):
             raise ConfigError(
@@ -444,8 +445,6 @@ class Node:
             await self.slots.wait_until_free(old_workers)
         interrupted = self.objects.interrupted_uploads()  # before any new upload starts
         started = time.time()  # older temporary block files were left by a crash
-        metrics_folder = Path(config.metadata_dir) / METRICS_DIR
-        prometheus.install(metrics_folder, fresh=True)  # no process of the last run is left
         if runs_standalone(self.config):
             await self._recover_uploads(interrupted)
         spawn, stop = self.workers.spawn, self.stop_event
@@ -495,7 +494,7 @@ class Node:
                 admin_token,
                 cluster,
                 ops,
-                self._metrics_endpoint(metrics_folder, cluster, admin_token),
+                self._metrics_endpoint(cluster, admin_token),
             )
             self.admin_server = HttpServer(admin.handle)
             host, port = parse_host_port(config.admin.api_bind_addr, what="admin.api_bind_addr")
@@ -512,11 +511,9 @@ class Node:
         await self.s3_server.start(host, port, sock=bound_socket(host, port))
         self.s3_workers.serve()
 
-    def _metrics_endpoint(
-        self, folder: Path, cluster: ClusterAdmin, admin_token: str
-    ) -> MetricsEndpoint:
+    def _metrics_endpoint(self, cluster: ClusterAdmin, admin_token: str) -> MetricsEndpoint:
         config = self.config
-        exposition = MetricsExposition(folder)
+        exposition = MetricsExposition(self.s3_workers.samples)
         expose_node_gauges(
             exposition,
             cluster,

@@ -13,6 +13,7 @@ asyncio streams.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import struct
 
@@ -61,13 +62,20 @@ class Progress(msgspec.Struct, tag="progress", array_like=True):
     read_version: int
 
 
+class MetricsSnapshot(msgspec.Struct, tag="metrics", array_like=True):
+    """Worker → primary, every second and at the end: what it has counted so far
+    (`telemetry.prometheus.snapshot`)."""
+
+    samples: bytes
+
+
 class Kick(msgspec.Struct, tag="kick", array_like=True):
     """Worker → primary: a write of the worker queued work for `worker` (see `kicks.py`)."""
 
     worker: str
 
 
-Message = Start | LayoutUpdate | Peers | Serve | Ready | Progress | Kick
+Message = Start | LayoutUpdate | Peers | Serve | Ready | Progress | Kick | MetricsSnapshot
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Message)
@@ -136,3 +144,9 @@ class Channel:
 
     def close(self) -> None:
         self._writer.close()
+
+    async def aclose(self) -> None:
+        """Close once what was sent has left (the other side may still read it)."""
+        self._writer.close()
+        with contextlib.suppress(OSError):
+            await self._writer.wait_closed()

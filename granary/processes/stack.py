@@ -45,8 +45,6 @@ LOCKS_DIR = "locks"
 """In metadata_dir: one file per set of keyed locks shared by the node's processes."""
 SLOTS_FILE = "processes"
 """In LOCKS_DIR: the node's process slots (0: the primary), each locked by its process."""
-METRICS_DIR = "metrics"
-"""In metadata_dir: the values every process of the node counts (telemetry.prometheus)."""
 
 
 def io_threads(processes: int) -> int:

@@ -30,6 +30,7 @@ from granary.processes.control import (
     Channel,
     Kick,
     LayoutUpdate,
+    MetricsSnapshot,
     Peers,
     Progress,
     Ready,
@@ -68,6 +69,7 @@ class S3Workers:
         self.objects = objects
         self.kicks = kicks
         self.restarts = 0
+        self.samples = prometheus.NodeSamples()  # what the workers counted
         self._channels: dict[int, Channel] = {}
         self._processes: dict[int, int] = {}  # slot -> pid
         self._ready: dict[int, asyncio.Event] = {}
@@ -146,7 +148,7 @@ class S3Workers:
             else:
                 process.control.close()
         code = await exit_code(process.pid)
-        prometheus.forget_process(process.pid)
+        self.samples.ended(process.pid)
         del self._processes[slot]
         self.layout.report_process(slot, None)
         self.objects.model.db.forget_dead_readers()
@@ -165,6 +167,8 @@ class S3Workers:
                 return True
             case Progress(oldest_write=oldest_write, read_version=read_version):
                 self.layout.report_process(slot, ProcessProgress(oldest_write, read_version))
+            case MetricsSnapshot(samples=data):
+                self.samples.update(self._processes[slot], prometheus.read_snapshot(data))
             case Kick(worker=name):
                 kick = self.kicks.get(name)
                 if kick is not None:

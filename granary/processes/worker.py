@@ -18,6 +18,7 @@ the primary stops it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -43,6 +44,7 @@ from granary.processes.control import (
     ControlError,
     Kick,
     LayoutUpdate,
+    MetricsSnapshot,
     Peers,
     Progress,
     Ready,
@@ -50,7 +52,7 @@ from granary.processes.control import (
     Start,
 )
 from granary.processes.sockets import bound_socket
-from granary.processes.stack import LOCKS_DIR, METRICS_DIR, SLOTS_FILE, S3Stack
+from granary.processes.stack import LOCKS_DIR, SLOTS_FILE, S3Stack
 from granary.server import rpc_secret_for, s3_http_limits
 from granary.telemetry import prometheus
 from granary.telemetry.logs import setup_logging
@@ -61,6 +63,7 @@ from granary.util.resources import tune_malloc
 from granary.util.time import set_clock_offset
 
 log = logging.getLogger("granary.processes")
+METRICS_REPORT_SECS = 1.0
 
 
 class KickEvent(asyncio.Event):
@@ -157,7 +160,7 @@ async def run_worker(control: socket.socket) -> int:
         return 1
     os.umask(PRIVATE_UMASK)
     set_clock_offset(config.clock_offset_ms)
-    prometheus.install(Path(config.metadata_dir) / METRICS_DIR, fresh=False)
+    prometheus.install()
     decoder = msgspec.msgpack.Decoder(LayoutHistory)
     layout = FollowerLayout(
         decoder.decode(start.layout),
@@ -191,16 +194,28 @@ async def run_worker(control: socket.socket) -> int:
     follower = asyncio.ensure_future(follow_primary())
     trimmer = asyncio.ensure_future(stack.trim_memory_after_bursts(stopping))
     lag_watch = asyncio.ensure_future(watch_event_loop(stopping))
+    reporter = asyncio.ensure_future(report_metrics(channel, stopping))
     await stopping.wait()
     await stack.s3_server.close()
     follower.cancel()
     await trimmer
     await lag_watch
+    await reporter
     await peering.stop()
     await peering.netapp.stop()
-    channel.close()
+    channel.send(MetricsSnapshot(prometheus.snapshot()))  # the counts of the last requests
+    await channel.aclose()
     stack.close()
     return 0
+
+
+async def report_metrics(channel: Channel, stop: asyncio.Event) -> None:
+    """Send the primary what this process counted, every second (and once more
+    after the last request: see run_worker)."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), METRICS_REPORT_SECS)
+        channel.send(MetricsSnapshot(prometheus.snapshot()))
 
 
 def main_forked(control: socket.socket) -> int:

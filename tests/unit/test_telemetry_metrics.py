@@ -6,14 +6,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import time
-
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
 from granary.api.http.types import Headers, Request
 from granary.api.s3.app import OPERATIONS, _endpoint_name
 from granary.telemetry import metrics
-from granary.telemetry.prometheus import encode
+from granary.telemetry.prometheus import NodeSamples, Sample, encode, merge, read_snapshot
 
 # Garage's S3 `api_endpoint` names (src/api/s3/router.rs), those Granary serves.
 GARAGE_S3_ENDPOINTS = {
@@ -47,31 +44,68 @@ GARAGE_S3_ENDPOINTS = {
 }
 
 
+def sample(family, kind, name, labels, value, across="sum"):
+    return Sample(family, kind, "help", across, name, tuple(labels), value)
+
+
 def test_counters_print_under_their_own_name_and_numbers_as_garage_does():
-    counter = CounterMetricFamily("api_s3_request_counter", "requests", labels=["api_endpoint"])
-    counter.add_metric(["GetObject"], 12.0)
-    histogram = HistogramMetricFamily("api_s3_request_duration", "seconds", labels=["api_endpoint"])
-    histogram.add_metric(["GetObject"], [("0.5", 3.0), ("1.0", 4.0), ("+Inf", 4.0)], 1.25)
-    text = encode([histogram, counter]).decode()
+    counter = "api_s3_request_counter"
+    histogram = "api_s3_request_duration"
+    get = (("api_endpoint", "GetObject"),)
+    samples = [
+        sample(histogram, "histogram", f"{histogram}_bucket", [*get, ("le", "0.5")], 3.0),
+        sample(histogram, "histogram", f"{histogram}_bucket", [*get, ("le", "1.0")], 4.0),
+        sample(histogram, "histogram", f"{histogram}_bucket", [*get, ("le", "+Inf")], 4.0),
+        sample(histogram, "histogram", f"{histogram}_sum", get, 1.25),
+        sample(counter, "counter", f"{counter}_total", get, 12.0),
+    ]
+    text = encode(merge(samples)).decode()
     assert text.splitlines()[:3] == [
-        "# HELP api_s3_request_counter requests",
+        "# HELP api_s3_request_counter help",
         "# TYPE api_s3_request_counter counter",
         'api_s3_request_counter{api_endpoint="GetObject"} 12',
     ]
-    assert "_total" not in text and "_created" not in text
+    assert "_total" not in text
     assert 'api_s3_request_duration_bucket{api_endpoint="GetObject",le="1"} 4' in text
     assert 'api_s3_request_duration_bucket{api_endpoint="GetObject",le="+Inf"} 4' in text
     assert 'api_s3_request_duration_sum{api_endpoint="GetObject"} 1.25' in text
 
 
 def test_label_values_are_escaped():
-    counter = CounterMetricFamily("c", "help\nwith a newline", labels=["v"])
-    counter.add_metric(['a"b\\c\nd'], 1)
-    assert encode([counter]).decode().splitlines() == [
+    counted = Sample(
+        "c", "counter", "help\nwith a newline", "sum", "c_total", (("v", 'a"b\\c\nd'),), 1
+    )
+    assert encode(merge([counted])).decode().splitlines() == [
         "# HELP c help\\nwith a newline",
         "# TYPE c counter",
         'c{v="a\\"b\\\\c\\nd"} 1',
     ]
+
+
+def test_the_node_sums_its_processes_and_keeps_what_dead_ones_counted():
+    """The primary's view: each live worker's latest snapshot, and a dead worker's
+    counters (its gauges end with it); the worst event-loop lag, not their sum."""
+    node = NodeSamples()
+    requests = ("api_s3_request_counter", "counter", "api_s3_request_counter_total", ())
+    busy = ("granary_busy", "gauge", "granary_busy", ())
+    lag = ("granary_event_loop_lag_seconds", "gauge", "granary_event_loop_lag_seconds", ())
+    node.update(101, [sample(*requests, 5), sample(*busy, 1), sample(*lag, 0.2, "max")])
+    node.update(102, [sample(*requests, 2), sample(*busy, 1), sample(*lag, 0.5, "max")])
+    node.update(101, [sample(*requests, 6), sample(*busy, 1), sample(*lag, 0.1, "max")])
+    shown = {f.name: f.series for f in merge(node.all())}
+    assert list(shown["api_s3_request_counter"].values()) == [8]
+    assert list(shown["granary_busy"].values()) == [2]
+    assert list(shown["granary_event_loop_lag_seconds"].values()) == [0.5]
+    node.ended(102)
+    node.update(103, [sample(*requests, 1), sample(*busy, 1)])  # its replacement
+    shown = {f.name: f.series for f in merge(node.all())}
+    assert list(shown["api_s3_request_counter"].values()) == [9]
+    assert list(shown["granary_busy"].values()) == [2]
+    node.ended(103)
+    node.ended(101)
+    shown = {f.name: f.series for f in merge(node.all())}
+    assert list(shown["api_s3_request_counter"].values()) == [9]
+    assert "granary_busy" not in shown
 
 
 def test_a_metric_counts_nothing_until_a_backend_is_bound():
@@ -98,75 +132,30 @@ def request(method: str, headers: list[tuple[str, str]]) -> Request:
     return Request(method, "/b/k", "/b/k", "", Headers(headers), "1.1", ("127.0.0.1", 1), None)
 
 
-def test_processes_count_into_one_folder_and_the_node_shows_their_sum(tmp_path):
-    """Run in fresh interpreters: installing changes process-wide state. Two
-    processes count; one dies; its counter stays in the total, its gauge leaves."""
+def test_a_process_snapshot_carries_what_it_counted():
+    """In a fresh interpreter: installing the backend changes process-wide state."""
     script = textwrap.dedent(
         """
-        import os, sys
-        from pathlib import Path
+        import sys
         from granary.telemetry import metrics, prometheus
 
         requests = metrics.Counter("api_s3_request_counter", "requests", ["api_endpoint"])
-        busy = metrics.Gauge("granary_busy", "busy")
         get = requests.labels("GetObject")
         get.inc(100)  # before install: not counted
-        folder = Path(sys.argv[1])
-        prometheus.install(folder, fresh=sys.argv[2] == "fresh")
-        get.inc(int(sys.argv[3]))
-        busy.inc()
-        if sys.argv[2] == "fresh":
-            print(prometheus.MetricsExposition(folder).render().decode())
-        else:
-            sys.stdin.read()  # stay alive until told
+        prometheus.install()
+        get.inc(3)
+        metrics.Histogram("t_duration", "seconds").observe(0.002)
+        sys.stdout.buffer.write(prometheus.snapshot())
         """
     )
-    folder = tmp_path / "metrics"
-    first = subprocess.run(
-        [sys.executable, "-c", script, str(folder), "fresh", "2"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert 'api_s3_request_counter{api_endpoint="GetObject"} 2' in first.stdout
-    worker = subprocess.Popen(
-        [sys.executable, "-c", script, str(folder), "join", "5"],
-        stdin=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while len(list(folder.glob(f"*_{worker.pid}.db"))) < 2:
-            assert time.monotonic() < deadline, "the worker never counted"
-            time.sleep(0.05)
-        shown = render_in_fresh_process(folder)
-        assert 'api_s3_request_counter{api_endpoint="GetObject"} 7' in shown
-        assert "granary_busy 2" in shown
-    finally:
-        worker.communicate("")
-    forget = (
-        "from pathlib import Path; from granary.telemetry import prometheus; "
-        f"prometheus.install(Path({str(folder)!r}), fresh=False); "
-        f"prometheus.forget_process({worker.pid})"
-    )
-    subprocess.run([sys.executable, "-c", forget], check=True)
-    shown = render_in_fresh_process(folder)
-    assert 'api_s3_request_counter{api_endpoint="GetObject"} 7' in shown  # it stays
-    assert "granary_busy 1" in shown  # the first process's files: its gauge is not forgotten
+    data = subprocess.run([sys.executable, "-c", script], capture_output=True, check=True).stdout
+    samples = {(s.name, s.labels): s.value for s in read_snapshot(data)}
+    assert samples[("api_s3_request_counter_total", (("api_endpoint", "GetObject"),))] == 3
+    assert samples[("t_duration_bucket", (("le", "0.002"),))] == 1
+    assert samples[("t_duration_count", ())] == 1
 
 
-def render_in_fresh_process(folder) -> str:
-    code = (
-        "import sys; from granary.telemetry.prometheus import MetricsExposition; "
-        f"sys.stdout.write(MetricsExposition(__import__('pathlib').Path({str(folder)!r}))"
-        ".render().decode())"
-    )
-    return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout
-
-
-def test_rpc_calls_are_counted_by_how_they_ended(tmp_path):
+def test_rpc_calls_are_counted_by_how_they_ended():
     script = textwrap.dedent(
         """
         import sys
@@ -175,7 +164,7 @@ def test_rpc_calls_are_counted_by_how_they_ended(tmp_path):
         from granary.net.errors import CallTimeout, PeerUnavailable, RpcError
         from granary.telemetry import prometheus
 
-        prometheus.install(Path(sys.argv[1]), fresh=True)
+        prometheus.install()
         for error in (None, CallTimeout("late"), PeerUnavailable("gone"), RpcError("x", "bad")):
             try:
                 with metrics.counted("table/object", "aa", "bb"):
@@ -183,11 +172,11 @@ def test_rpc_calls_are_counted_by_how_they_ended(tmp_path):
                         raise error
             except RpcError:
                 pass
-        print(prometheus.MetricsExposition(Path(sys.argv[1])).render().decode())
+        print(prometheus.MetricsExposition(prometheus.NodeSamples()).render().decode())
         """
     )
     shown = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, check=True
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
     ).stdout
     labels = '{from="aa",rpc_endpoint="table/object",to="bb"}'
     for line in (

@@ -73,13 +73,20 @@ COPY_ENDPOINTS = {"PutObject": "CopyObject", "UploadPart": "UploadPartCopy"}
 
 
 class Endpoint:
-    """The name of a request's operation once known (Garage's `api_endpoint`
-    label): requests whose operation cannot be told are not counted, as in Garage."""
+    """The name of a request's operation (Garage's `api_endpoint` label): set once
+    routed; a request that failed earlier is named from its parsed path when it is
+    counted. Requests whose operation cannot be told are not counted, as in Garage."""
 
-    __slots__ = ("name",)
+    __slots__ = ("name", "parsed")
 
     def __init__(self) -> None:
         self.name: str | None = None
+        self.parsed: tuple[str | None, str | None, dict[str, str]] | None = None
+
+    def resolve(self, request: Request) -> str | None:
+        if self.name is None and self.parsed is not None:
+            self.name = _endpoint_name(request, *self.parsed)
+        return self.name
 
 
 class S3App:
@@ -94,13 +101,15 @@ class S3App:
         try:
             response = await self._answer(request, request_id, endpoint)
         except Exception:
-            if endpoint.name is not None:  # answered InternalError by the HTTP layer
-                metrics.record(endpoint.name, 500, time.perf_counter() - started, 0, 0)
+            name = endpoint.resolve(request)
+            if name is not None:  # answered InternalError by the HTTP layer
+                metrics.record(name, 500, time.perf_counter() - started, 0, 0)
             raise
         seconds = time.perf_counter() - started
-        if endpoint.name is not None:
+        name = endpoint.resolve(request)
+        if name is not None:
             metrics.record(
-                endpoint.name,
+                name,
                 response.status,
                 seconds,
                 _announced_request_body(request),
@@ -109,7 +118,7 @@ class S3App:
         # The access log: GRANARY_LOG=granary.s3.access=debug shows it.
         access_log.debug(
             "%s %s %s %d %.1fms",
-            endpoint.name or "-",
+            name or "-",
             request.method,
             request.path,
             response.status,
@@ -167,7 +176,8 @@ class S3App:
         headers = request.headers
         path = decode_path(request.path)
         bucket_name, key = split_bucket_key(path, headers.get("host"), settings.root_domain)
-        endpoint.name = _endpoint_name(request, bucket_name, key, dict(query_pairs))
+        query = dict(query_pairs)
+        endpoint.parsed = (bucket_name, key, query)
         if request.method == "OPTIONS":
             raise S3Error(
                 "BadRequest", "Insufficient information. Origin request header needed.", status=400
@@ -229,11 +239,12 @@ class S3App:
         access_key = keys_read.get(auth.access_key_id)
         if access_key is None:
             raise S3Error("InvalidAccessKeyId", AWSAccessKeyId=auth.access_key_id)
-        query = dict(query_pairs)
         routed = route(request.method, bucket_name, key, query)
         handler, permission = OPERATIONS[routed.operation]
+        endpoint.name = routed.operation
         if routed.operation in COPY_HANDLERS and "x-amz-copy-source" in headers:
             handler = COPY_HANDLERS[routed.operation]
+            endpoint.name = COPY_ENDPOINTS[routed.operation]
         context = S3Context(
             services=self.services,
             http=request,
