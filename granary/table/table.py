@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncGenerator, Callable, Iterator
 from functools import partial
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
@@ -174,20 +175,26 @@ class Table(Generic[E]):
         The write guard keeps this node from acknowledging a newer layout
         version until the write is over (see granary/layout/progress.py).
         """
-        with self.counts.writing(), self.replication.write_guard():
-            by_sets: dict[tuple[tuple[bytes, ...], ...], list[E]] = {}
-            for entry in entries:
-                partition = self._partition(self.schema.partition_key(entry))
-                sets = self.replication.write_sets(partition)
-                by_sets.setdefault(tuple(map(tuple, sets)), []).append(entry)
-            await asyncio.gather(
-                *(
-                    call_write_sets(
-                        sets, partial(self._merge_on, entries=group), self.replication.write_quorum
+        started = time.perf_counter()
+        try:
+            with self.replication.write_guard():
+                by_sets: dict[tuple[tuple[bytes, ...], ...], list[E]] = {}
+                for entry in entries:
+                    partition = self._partition(self.schema.partition_key(entry))
+                    sets = self.replication.write_sets(partition)
+                    by_sets.setdefault(tuple(map(tuple, sets)), []).append(entry)
+                await asyncio.gather(
+                    *(
+                        call_write_sets(
+                            sets,
+                            partial(self._merge_on, entries=group),
+                            self.replication.write_quorum,
+                        )
+                        for sets, group in by_sets.items()
                     )
-                    for sets, group in by_sets.items()
                 )
-            )
+        finally:
+            self.counts.written(started)
 
     async def _merge_on(self, node: bytes, *, entries: list[E]) -> None:
         if node == self.local_node:
@@ -198,13 +205,16 @@ class Table(Generic[E]):
     async def get(self, pk: bytes, sk: bytes) -> E | None:
         """Read one entry at the read quorum, merging the replicas' answers."""
         nodes = self.nearest_first(self.replication.read_nodes(self._partition(pk)))
-        with self.counts.reading():
+        started = time.perf_counter()
+        try:
             answers = await call_nearest(
                 nodes,
                 lambda node: self._get_on(node, pk, sk),
                 self.replication.read_quorum(len(nodes)),
                 self.hedging,
             )
+        finally:
+            self.counts.read(started)
         merged = _merge_all([a for a in answers if a is not None])
         if merged is not None and any(a is None or a != merged for a in answers):
             self._repair_later([merged])
@@ -235,13 +245,16 @@ class Table(Generic[E]):
         if limit < 1:
             raise ValueError("a range read needs a limit of at least 1")
         nodes = self.nearest_first(self.replication.read_nodes(self._partition(pk)))
-        with self.counts.reading():
+        started = time.perf_counter()
+        try:
             answers = await call_nearest(
                 nodes,
                 lambda node: self._scan_on(node, pk, start, filter, limit),
                 self.replication.read_quorum(len(nodes)),
                 self.hedging,
             )
+        finally:
+            self.counts.read(started)
         page, stale = merge_scans(answers, self.schema.sort_key, self._filter(filter), limit)
         if stale:
             self._repair_later(stale)

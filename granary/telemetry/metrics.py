@@ -45,7 +45,7 @@ class _Metric:
     def _bind(self, make: Callable[[_Metric], Any]) -> None:
         self._impl = make(self)
         for child in self._children.values():
-            child._child = None  # resolved again against the new backend
+            child._attach(self._impl)
 
     def labels(self, *values: str) -> _Bound:
         """The child for these label values (cached: keep it where it is used)."""
@@ -58,43 +58,36 @@ class _Metric:
 
 
 class _Bound:
-    """A metric with its label values: the object the hot paths keep."""
+    """A metric with its label values: the object the hot paths keep.
 
-    __slots__ = ("_child", "_metric", "_values")
+    Until a backend is bound its methods do nothing; once bound, the backend's
+    own methods replace them on the instance, so a call costs no more than
+    calling the backend directly.
+    """
 
     def __init__(self, metric: _Metric, label_values: tuple[str, ...]) -> None:
-        self._metric = metric
         self._values = label_values
-        self._child: Any = None
+        if metric._impl is not None:
+            self._attach(metric._impl)
 
-    def _target(self) -> Any:
-        child = self._child
-        if child is None:
-            impl = self._metric._impl
-            if impl is None:
-                return None
-            child = self._child = impl.labels(*self._values)
-        return child
+    def _attach(self, impl: Any) -> None:
+        child = impl.labels(*self._values)
+        for name in ("inc", "dec", "set", "observe"):
+            method = getattr(child, name, None)
+            if method is not None:
+                self.__dict__[name] = method
 
     def inc(self, amount: float = 1.0) -> None:
-        target = self._target()
-        if target is not None:
-            target.inc(amount)
+        """Nothing is counted before a backend is bound."""
 
     def dec(self, amount: float = 1.0) -> None:
-        target = self._target()
-        if target is not None:
-            target.dec(amount)
+        """Nothing is counted before a backend is bound."""
 
     def set(self, value: float) -> None:
-        target = self._target()
-        if target is not None:
-            target.set(value)
+        """Nothing is counted before a backend is bound."""
 
     def observe(self, value: float) -> None:
-        target = self._target()
-        if target is not None:
-            target.observe(value)
+        """Nothing is counted before a backend is bound."""
 
 
 class Counter(_Metric):

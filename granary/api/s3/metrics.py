@@ -16,10 +16,29 @@ BYTES_SENT = Counter(
 )
 
 
+class _Endpoint:
+    """One operation's counters, bound once."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.duration = API.duration.labels(endpoint)
+        self.requests = API.requests.labels(endpoint)
+        self.received = BYTES_RECEIVED.labels(endpoint)
+        self.sent = BYTES_SENT.labels(endpoint)
+
+
+_endpoints: dict[str, _Endpoint] = {}
+
+
 def record(endpoint: str, status: int, seconds: float, received: int, sent: int) -> None:
     """Count one answered request of operation `endpoint`."""
-    API.record(endpoint, status, seconds)
+    counters = _endpoints.get(endpoint)
+    if counters is None:
+        counters = _endpoints[endpoint] = _Endpoint(endpoint)
+    counters.duration.observe(seconds)
+    counters.requests.inc()
+    if status >= 400:
+        API.errors.labels(endpoint, str(status)).inc()
     if received:
-        BYTES_RECEIVED.labels(endpoint).inc(received)
+        counters.received.inc(received)
     if sent:
-        BYTES_SENT.labels(endpoint).inc(sent)
+        counters.sent.inc(sent)
