@@ -25,6 +25,7 @@ from granary.api.s3 import (
 from granary.api.s3.conditions import format_http_date
 from granary.api.s3.context import S3Context, S3Services
 from granary.api.s3.errors import S3Error
+from granary.api.s3.numbers import parse_decimal
 from granary.api.s3.router import decode_path, parse_query, route, split_bucket_key
 from granary.api.s3.sigv4 import AuthContext, authenticate
 from granary.api.s3.xml import error_document
@@ -359,10 +360,11 @@ def _endpoint_name(
 
 
 def _announced_request_body(request: Request) -> int:
-    """The payload size a request announced (its decoded size when aws-chunked)."""
+    """The payload size a request announced (its decoded size when aws-chunked); 0
+    when it announced none, or a value that is no size (a hostile one included)."""
     headers = request.headers
     announced = headers.get("x-amz-decoded-content-length") or headers.get("content-length")
-    return int(announced) if announced is not None and announced.isdigit() else 0
+    return (parse_decimal(announced) or 0) if announced is not None else 0
 
 
 def _announced_body(response: Response) -> int:
