@@ -7,9 +7,10 @@ control channel, never in argv or the environment. It builds the node's
 `S3Stack` on the same folders, follows the primary's layout, reports its
 writes in flight and the version it reads from, and forwards to the primary
 the wake-ups its writes give to background workers, which run in the
-primary only. In a cluster it keeps its own links to the peers the primary
-knows (links that serve no calls: peers route nothing to a worker), pings
-them, and opens the S3 socket once it is connected to those the primary is. It stops on SIGTERM
+primary only, and sends it what it counted (metrics) every second. In a
+cluster it keeps its own links to the peers the primary knows (links that
+serve no calls: peers route nothing to a worker), pings them, and opens the
+S3 socket once it is linked to those the primary is. It stops on SIGTERM
 (after its requests), and when the control channel closes: the primary is
 gone. It ignores SIGINT, which a terminal sends to the whole process group:
 the primary stops it.
