@@ -8,8 +8,7 @@ a periodic exchange repairs whatever a push missed.
 It also tells the tables which versions to write to and which one to read
 from (a `LayoutView`), and takes their reports: writes in flight (the ack
 lock), the S3 worker processes' writes in flight and read versions, and
-completed sync passes
-(see progress.py for the rules).
+completed sync passes (see progress.py for the rules).
 """
 
 from __future__ import annotations

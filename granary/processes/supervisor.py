@@ -4,9 +4,10 @@ Each worker has a slot (1..count; the primary is 0) and a control channel.
 While a worker lives, the primary's layout manager counts its writes in
 flight and its read version (it acks no layout version a worker's write may
 still miss, and lets no version retire that a worker still reads); the
-worker learns every peer the primary meets. When one dies, the uploads it
-was running are aborted before its slot starts again, and the kernel has
-already released its locks.
+worker learns every peer the primary meets, and sends what it counted
+(`samples`, merged into the node's /metrics). When one dies, the uploads it
+was running are aborted and its half-written block files removed before its
+slot starts again, and the kernel has already released its locks.
 """
 
 from __future__ import annotations
