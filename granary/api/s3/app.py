@@ -282,8 +282,9 @@ class S3App:
         return Response(error.status, headers, body)
 
     def unexpected_error(self, request: Request, exc: BaseException) -> Response:
-        """A bug or an unavailable dependency: logged here, InternalError to the client."""
-        request_id = secrets.token_hex(8).upper()
+        """A bug or an unavailable dependency: logged here, InternalError to the client
+        (under the request id `handle` gave the request and its log lines)."""
+        request_id = logs.request_id.get() or secrets.token_hex(8).upper()
         log.error("%s %s failed", request.method, request.path, exc_info=exc)
         response = self.error_response(request, S3Error("InternalError"), request_id)
         response.headers.extend(_common_headers(request_id))
