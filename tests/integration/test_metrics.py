@@ -61,6 +61,8 @@ def test_a_node_of_two_processes_counts_every_request_once(own_server):
     assert shown["garage_replication_factor"] == 1
     assert shown['garage_local_disk_total{volume="data"}'] > 0
     assert shown["granary_processes"] == 2
+    assert shown["granary_process_resident_memory_bytes"] > 2 * 10e6  # two interpreters
+    assert shown["granary_process_open_fds"] > 20 and shown["granary_process_cpu_seconds"] > 0
     assert not any(name.endswith("_total") for name in shown)
 
     # A dead worker's counts stay in the node's totals.
