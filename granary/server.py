@@ -286,6 +286,7 @@ class Node:
             self.objects,
             self.kicks(),
             forked_workers or [],
+            {"table": stack.table_hedging, "block": stack.blocks.hedging},
         )
         self._expose_s3_processes()
         self.admin_server: HttpServer | None = None

@@ -155,11 +155,28 @@ class Hedging:
         self.rtt = rtt
         self._started_counter = metrics.HEDGES_STARTED.labels(reads)
         self._won_counter = metrics.HEDGES_WON.labels(reads)
+        self._on_gauge = metrics.HEDGING_ON.labels(reads)
+        self._switch_listeners: list[Callable[[bool], None]] = []
         self.latencies = latencies or ReadLatencies()
         self.budget = budget or HedgeBudget()
         self.enabled = True
         self.started = 0
         self.won = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    @enabled.setter
+    def enabled(self, value: bool) -> None:
+        """Switch hedging on or off; the listeners (the node's other processes) follow."""
+        self._enabled = value
+        self._on_gauge.set(1 if value else 0)
+        for listener in self._switch_listeners:
+            listener(value)
+
+    def on_switch(self, listener: Callable[[bool], None]) -> None:
+        self._switch_listeners.append(listener)
 
     def count_started(self) -> None:
         self.started += 1

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from granary.net.errors import CallTimeout, PeerUnavailable, RpcError
-from granary.telemetry.metrics import Counter, Histogram
+from granary.telemetry.metrics import Counter, Gauge, Histogram
 
 LABELS = ["rpc_endpoint", "from", "to"]
 CALLS = Counter("rpc_request_counter", "Calls made to other nodes", LABELS)
@@ -26,6 +26,9 @@ HEDGES_STARTED = Counter(
 )
 HEDGES_WON = Counter(
     "granary_hedged_reads_won", "Hedged reads answered before the late node", ["reads"]
+)
+HEDGING_ON = Gauge(
+    "granary_read_hedging", "Processes of the node that hedge these reads", ["reads"]
 )
 
 

@@ -46,6 +46,13 @@ class Peers(msgspec.Struct, tag="peers", array_like=True):
     entries: list[tuple[bytes, str]]
 
 
+class Switches(msgspec.Struct, tag="switches", array_like=True):
+    """Primary → worker, after Start and on every change: which reads hedge
+    (`table-read-hedging`, `block-read-hedging`, set through the admin API)."""
+
+    hedging: dict[str, bool]
+
+
 class Serve(msgspec.Struct, tag="serve", array_like=True):
     """Primary → worker, once the node serves: open the S3 socket."""
 
@@ -75,7 +82,9 @@ class Kick(msgspec.Struct, tag="kick", array_like=True):
     worker: str
 
 
-Message = Start | LayoutUpdate | Peers | Serve | Ready | Progress | Kick | MetricsSnapshot
+Message = (
+    Start | LayoutUpdate | Peers | Switches | Serve | Ready | Progress | Kick | MetricsSnapshot
+)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Message)

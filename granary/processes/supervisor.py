@@ -26,17 +26,20 @@ from granary.config import Config
 from granary.layout.manager import LayoutManager
 from granary.layout.view import ProcessProgress
 from granary.model.objects import Objects
+from granary.net.hedging import Hedging
 from granary.net.peering import Peering
 from granary.processes.control import (
     Channel,
     Kick,
     LayoutUpdate,
+    Message,
     MetricsSnapshot,
     Peers,
     Progress,
     Ready,
     Serve,
     Start,
+    Switches,
 )
 from granary.processes.spawn import WorkerProcess, exec_worker, exit_code
 from granary.table.quorum import QuorumError
@@ -60,8 +63,10 @@ class S3Workers:
         objects: Objects,
         kicks: Mapping[str, Callable[[], None]],
         forked: list[WorkerProcess],
+        hedging: Mapping[str, Hedging],
     ) -> None:
-        """`forked`: workers forked before the node started, for the first slots."""
+        """`forked`: workers forked before the node started, for the first slots;
+        `hedging`: the primary's read hedging by kind, whose switches workers follow."""
         self.config = config
         self.count = count
         self._forked = dict(enumerate(forked, start=1))
@@ -69,6 +74,7 @@ class S3Workers:
         self.peering = peering
         self.objects = objects
         self.kicks = kicks
+        self.hedging = hedging
         self.restarts = 0
         self.samples = prometheus.NodeSamples()  # what the workers counted
         self._channels: dict[int, Channel] = {}
@@ -80,6 +86,8 @@ class S3Workers:
         self._encoder = msgspec.msgpack.Encoder()
         layout.on_change(self._send_layout)
         peering.netapp.add_listener(self._send_peer, lambda node: None)
+        for hedged in hedging.values():
+            hedged.on_switch(lambda _: self._send_to_all(self._switches()))
 
     @property
     def pids(self) -> list[int]:
@@ -137,6 +145,7 @@ class S3Workers:
                     [peer.node_id for peer in peers if peer.up],
                 )
             )
+            channel.send(self._switches())
             while (message := await channel.receive()) is not None:
                 ready |= self._handle(slot, message)
         except Exception as error:  # a broken channel: the worker is restarted
@@ -183,17 +192,19 @@ class S3Workers:
             channel.send(Serve())
 
     def _send_layout(self, history) -> None:
-        if not self._channels:
-            return
-        update = LayoutUpdate(self._encoder.encode(history))
-        for channel in self._channels.values():
-            channel.send(update)
+        if self._channels:  # else no encoding
+            self._send_to_all(LayoutUpdate(self._encoder.encode(history)))
 
     def _send_peer(self, node: bytes, addr: str) -> None:
         """The primary met a peer (or found it at a new address): the workers dial it."""
-        update = Peers([(node, addr)])
+        self._send_to_all(Peers([(node, addr)]))
+
+    def _switches(self) -> Switches:
+        return Switches({kind: hedged.enabled for kind, hedged in self.hedging.items()})
+
+    def _send_to_all(self, message: Message) -> None:
         for channel in self._channels.values():
-            channel.send(update)
+            channel.send(message)
 
     async def _recover_uploads(self, slot: int) -> None:
         """Abort the uploads a dead worker left unfinished (retried at the next start)."""

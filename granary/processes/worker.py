@@ -51,6 +51,7 @@ from granary.processes.control import (
     Ready,
     Serve,
     Start,
+    Switches,
 )
 from granary.processes.sockets import bound_socket
 from granary.processes.stack import LOCKS_DIR, SLOTS_FILE, S3Stack
@@ -185,6 +186,8 @@ async def run_worker(control: socket.socket) -> int:
                     layout.follow(decoder.decode(message.layout))
                 elif isinstance(message, Peers):
                     peering.learn(message.entries)
+                elif isinstance(message, Switches):
+                    follow_switches(stack, message)
                 elif isinstance(message, Serve) and not stack.s3_server.serving:
                     await stack.s3_server.start(host, start.s3_port, sock=listening)
         except (OSError, ControlError) as error:
@@ -217,6 +220,14 @@ async def report_metrics(channel: Channel, stop: asyncio.Event) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), METRICS_REPORT_SECS)
         channel.send(MetricsSnapshot(prometheus.snapshot()))
+
+
+def follow_switches(stack: S3Stack, switches: Switches) -> None:
+    """The primary's hedging switches (set through its admin API) apply here too."""
+    hedging = {"table": stack.table_hedging, "block": stack.blocks.hedging}
+    for kind, enabled in switches.hedging.items():
+        if kind in hedging:
+            hedging[kind].enabled = enabled
 
 
 def main_forked(control: socket.socket) -> int:

@@ -9,7 +9,14 @@ import signal
 import urllib.error
 import urllib.request
 
-from conftest import GranaryServer, node_pids, start_cluster, start_configured, wait_until
+from conftest import (
+    GranaryServer,
+    admin_call,
+    node_pids,
+    start_cluster,
+    start_configured,
+    wait_until,
+)
 
 from granary.config import ADMIN_TOKEN_FILE
 from tests.integration.test_s3_processes import request_via, workers_of
@@ -161,3 +168,28 @@ def test_json_logs_carry_the_request_id_the_client_got(own_server, monkeypatch):
     assert {line["pid"] for line in lines} <= set(node_pids(own_server))
     text_lines = [line for line in own_server.log().splitlines() if line.startswith("20")]
     assert text_lines == []  # the banner on stdout aside, every line is JSON
+
+
+def test_a_hedging_switch_reaches_every_process_of_the_node(own_server):
+    """`table-read-hedging` is set through the primary's admin API; the node's
+    worker follows it (each process reports whether it hedges)."""
+    start_configured(own_server, s3_processes=3)
+    wait_until(lambda: len(workers_of(own_server)) == 2, what="two S3 workers")
+    hedging = 'granary_read_hedging{reads="table"}'
+    wait_until(lambda: samples(scrape(own_server)[1]).get(hedging) == 3, what="3 processes on")
+    admin_call(
+        own_server, "POST", "/v1/workers/vars", {"name": "table-read-hedging", "value": "false"}
+    )
+    wait_until(lambda: samples(scrape(own_server)[1]).get(hedging) == 0, what="every process off")
+    assert samples(scrape(own_server)[1])['granary_read_hedging{reads="block"}'] == 3
+    (worker, _) = sorted(workers_of(own_server))
+    os.kill(worker, signal.SIGKILL)  # a worker started later takes the switch as it is
+    wait_until(
+        lambda: workers_of(own_server) - {worker} and len(workers_of(own_server)) == 2,
+        what="a new worker",
+    )
+    block_hedging = 'granary_read_hedging{reads="block"}'
+    wait_until(  # the new worker has reported (block reads: it hedges them)
+        lambda: samples(scrape(own_server)[1]).get(block_hedging) == 3, what="its report"
+    )
+    assert samples(scrape(own_server)[1]).get(hedging) == 0
