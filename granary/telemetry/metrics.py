@@ -4,11 +4,12 @@ Modules declare their metrics at import time (`Counter`, `Gauge`,
 `Histogram`, with Prometheus names and label names) and count through them.
 Nothing is counted until a backend is bound (`bind_backend`, done by
 `telemetry.prometheus.install` in the node's processes): unit tests, the
-CLI and tools pay one attribute check per call.
+CLI and tools pay one empty call.
 
 A labelled metric is used through `labels(...)`, which returns a bound
 child; keep it (e.g. per endpoint, built once) rather than calling
-`labels` per request: an increment is then ~2 µs.
+`labels` per request: once bound, its methods are the backend's own
+(~0.4 µs an increment, ~0.8 µs an observation here).
 """
 
 from __future__ import annotations
