@@ -65,7 +65,7 @@ class AdminConfig(msgspec.Struct, forbid_unknown_fields=True):
     admin_token_file: str | None = None
     metrics_token: str | None = None  # bearer token for /metrics; open without one
     metrics_token_file: str | None = None
-    metrics_require_token: bool = False  # /metrics refused without metrics_token
+    metrics_require_token: bool = False  # /metrics refused without a token (metrics or admin)
     trace_sink: str | None = None  # accepted; traces are not exported yet
 
 
@@ -181,9 +181,9 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     rpc_handshake_timeout_secs: float = 10.0
     """Time for an RPC connection to complete TLS and the Hello swap."""
     s3_processes: int | Literal["auto"] = 1
+    """Processes serving S3 on this node (docs/process-model.md); "auto": one per core."""
     log_format: Literal["text", "json"] | None = None
     """Log lines as text or JSON; unset: GRANARY_LOG_FORMAT, else text."""
-    """Processes serving S3 on this node (docs/process-model.md); "auto": one per core."""
 
     def __post_init__(self) -> None:
         if self.replication_factor < 1:
