@@ -10,18 +10,18 @@ from granary.telemetry.metrics import Counter, Histogram
 
 class ApiMetrics:
     def __init__(self, api: str, title: str) -> None:
-        """`api`: the name in the metrics (`s3`); `title`: in their help (`S3`)."""
+        """`api`: the name in the metrics (`s3`); `title`: in their help (`S3 API`)."""
         self.requests = Counter(
-            f"api_{api}_request_counter", f"{title} requests answered", ["api_endpoint"]
+            f"api_{api}_request_counter", f"Requests to the {title} answered", ["api_endpoint"]
         )
         self.errors = Counter(
             f"api_{api}_error_counter",
-            f"{title} requests answered with an error status (4xx or 5xx)",
+            f"Requests to the {title} answered with an error status (4xx or 5xx)",
             ["api_endpoint", "status_code"],
         )
         self.duration = Histogram(
             f"api_{api}_request_duration",
-            f"Seconds until the response to a {title} request starts",
+            f"Seconds until the response to a request to the {title} starts",
             ["api_endpoint"],
         )
 

@@ -9,7 +9,7 @@ from granary.api.http.types import Request, Response
 from granary.telemetry.api_metrics import ApiMetrics
 from granary.telemetry.prometheus import CONTENT_TYPE, MetricsExposition
 
-API = ApiMetrics("admin", "Admin API")
+API = ApiMetrics("admin", "admin API")
 
 
 @dataclass

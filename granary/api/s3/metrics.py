@@ -7,7 +7,7 @@ from __future__ import annotations
 from granary.telemetry.api_metrics import ApiMetrics
 from granary.telemetry.metrics import Counter
 
-API = ApiMetrics("s3", "S3")
+API = ApiMetrics("s3", "S3 API")
 BYTES_RECEIVED = Counter(
     "api_s3_request_body_bytes", "Bytes of S3 request bodies, as announced", ["api_endpoint"]
 )
