@@ -146,6 +146,10 @@ class Histogram(_Metric):
             self._impl.observe(value)
 
 
+def backend_bound() -> bool:
+    return bool(_backend)
+
+
 def bind_backend(make: Callable[[_Metric], Any]) -> None:
     """Count every metric, declared or to come, into what `make(metric)` returns
     (an object with prometheus_client's methods: labels, inc, dec, set, observe)."""

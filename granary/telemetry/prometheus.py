@@ -72,8 +72,10 @@ def _make(metric: metrics._Metric) -> Any:
 
 
 def install() -> None:
-    """Count, from now on, every metric declared or to come (in this process)."""
-    metrics.bind_backend(_make)
+    """Count, from now on, every metric declared or to come (in this process);
+    once per process: a second call changes nothing."""
+    if not metrics.backend_bound():
+        metrics.bind_backend(_make)
 
 
 def local_samples() -> list[Sample]:

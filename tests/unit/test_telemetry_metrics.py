@@ -187,3 +187,22 @@ def test_rpc_calls_are_counted_by_how_they_ended():
         f"rpc_duration_count{labels} 3",  # not the timeout's
     ):
         assert line in shown, (line, shown)
+
+
+def test_installing_twice_counts_once():
+    script = textwrap.dedent(
+        """
+        import sys
+        from granary.telemetry import metrics, prometheus
+
+        requests = metrics.Counter("api_s3_request_counter", "requests", ["api_endpoint"])
+        prometheus.install()
+        requests.labels("GetObject").inc()
+        prometheus.install()  # a second node in one process, say
+        requests.labels("GetObject").inc()
+        sys.stdout.buffer.write(prometheus.snapshot())
+        """
+    )
+    data = subprocess.run([sys.executable, "-c", script], capture_output=True, check=True).stdout
+    counted = [s.value for s in read_snapshot(data) if s.name == "api_s3_request_counter_total"]
+    assert counted == [2]  # one series, not a stale copy beside a new one
