@@ -9,7 +9,6 @@ import textwrap
 
 from granary.api.http.types import Headers, Request
 from granary.api.s3.app import OPERATIONS, _endpoint_name
-from granary.telemetry import metrics
 from granary.telemetry.prometheus import NodeSamples, Sample, encode, merge, read_snapshot
 
 # Garage's S3 `api_endpoint` names (src/api/s3/router.rs), those Granary serves.
@@ -106,13 +105,6 @@ def test_the_node_sums_its_processes_and_keeps_what_dead_ones_counted():
     shown = {f.name: f.series for f in merge(node.all())}
     assert list(shown["api_s3_request_counter"].values()) == [9]
     assert "granary_busy" not in shown
-
-
-def test_a_metric_counts_nothing_until_a_backend_is_bound():
-    counter = metrics.Counter("test_unbound_counter", "never bound here", ["kind"])
-    counter.labels("x").inc()  # no backend in this process: nothing, and no error
-    counter.inc()
-    metrics.Histogram("test_unbound_histogram", "never bound here").observe(0.1)
 
 
 def test_every_operation_is_counted_under_a_garage_endpoint_name():
