@@ -24,6 +24,7 @@ from typing import Any, Literal
 import msgspec
 from msgspec.structs import replace
 
+from granary.telemetry.otlp import parse_sink
 from granary.util.sizes import parse_size
 
 # Files the server keeps in metadata_dir for the CLI to find it.
@@ -66,7 +67,17 @@ class AdminConfig(msgspec.Struct, forbid_unknown_fields=True):
     metrics_token: str | None = None  # bearer token for /metrics; open without one
     metrics_token_file: str | None = None
     metrics_require_token: bool = False  # /metrics refused without a token (metrics or admin)
-    trace_sink: str | None = None  # accepted; traces are not exported yet
+    trace_sink: str | None = None
+    """OTLP collector: gRPC as in Garage (`http://localhost:4317`), HTTP on port
+    4318 or with a path (`http://localhost:4318/v1/traces`)."""
+    trace_protocol: Literal["grpc", "http"] | None = None  # unset: told from trace_sink
+    trace_sampling_ratio: float = 1.0  # share of S3 requests traced (Garage traces all)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.trace_sampling_ratio <= 1.0:
+            raise ValueError("admin.trace_sampling_ratio must be between 0 and 1")
+        if self.trace_sink is not None:
+            parse_sink(self.trace_sink, self.trace_protocol)  # raises a ValueError
 
 
 # Sections of Garage's that Granary accepts but does not implement yet: their
@@ -126,7 +137,6 @@ UNSUPPORTED = {
     "kubernetes_discovery": "Kubernetes discovery is not implemented yet; use bootstrap_peers",
     "s3_web": "static website hosting is not implemented yet",
     "k2v_api": "the K2V API is not implemented",
-    "admin.trace_sink": "traces are not exported yet",
 }
 
 

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/granary ] || [ pyproject.toml -nt .venv/.granary-installed ]; then
     python3 -m venv .venv
     .venv/bin/pip install --quiet --upgrade pip
-    .venv/bin/pip install --quiet -e .
+    .venv/bin/pip install --quiet -e '.[traces]'
     touch .venv/.granary-installed
 fi
 exec .venv/bin/granary server "$@"

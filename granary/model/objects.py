@@ -37,6 +37,7 @@ from granary.model.read_ahead import ReadAhead
 from granary.model.store import Model
 from granary.model.version import VersionBlock, tombstone
 from granary.table.scan import RangePage
+from granary.telemetry import tracing
 from granary.util.time import next_timestamp, now_ms
 
 log = logging.getLogger("granary.model")
@@ -118,6 +119,9 @@ class Upload:
         self.upload_id = upload_id
         self.completed = False
         self._completion: asyncio.Future | None = None
+        self._data_span: tracing.AnySpan | None = None
+        self._blocks_stored = 0
+        self._bytes_stored = 0
 
     async def store_block(
         self, part_number: int, offset: int, block_id: bytes, data: bytes | bytearray
@@ -128,11 +132,23 @@ class Upload:
         version's deletion would not release.
         """
         model = self.objects.model
-        await model.versions.insert(
-            VersionBlock(self.uuid, part_number, offset, block_id, len(data))
-        )
-        await model.block_refs.insert(BlockRef(block=block_id, version=self.uuid))
-        await model.blocks.put(block_id, data)
+        if self._data_span is None:  # one span for the upload's blocks, not one each
+            self._data_span = tracing.span("blocks.write")
+        with tracing.suppressed():
+            await model.versions.insert(
+                VersionBlock(self.uuid, part_number, offset, block_id, len(data))
+            )
+            await model.block_refs.insert(BlockRef(block=block_id, version=self.uuid))
+            await model.blocks.put(block_id, data)
+        self._blocks_stored += 1
+        self._bytes_stored += len(data)
+
+    def _end_data_span(self) -> None:
+        span = self._data_span
+        if span is not None:
+            span.set("blocks", self._blocks_stored)
+            span.set("bytes", self._bytes_stored)
+            span.end()
 
     async def complete(self, meta: ObjectMeta, first_block: bytes | None) -> ObjectVersion:
         """Make this version the object's current one (not for parts).
@@ -142,6 +158,7 @@ class Upload:
         finishes even if the request is cancelled, so an abort can never undo
         an object a client may already have been told of.
         """
+        self._end_data_span()
         self._completion = asyncio.ensure_future(self._commit(meta, first_block))
         return await asyncio.shield(self._completion)
 
@@ -159,10 +176,12 @@ class Upload:
         return version
 
     async def finish_part(self) -> None:
+        self._end_data_span()
         await self.objects.forget_inflight(self.uuid)
 
     async def abort(self) -> None:
         """Release what this upload wrote, unless it already became the object."""
+        self._end_data_span()
         if self._completion is not None:
             await asyncio.gather(asyncio.shield(self._completion), return_exceptions=True)
         if not self.completed:
@@ -228,8 +247,10 @@ class Objects:
             if block_end > start and position <= end:
                 wanted.append((block, position))
             position = block_end
+        span = tracing.span("blocks.read", attributes={"blocks": len(wanted)})
+        sent = 0
         fetches = ReadAhead(
-            lambda index: self.model.blocks.get(wanted[index][0].hash),
+            lambda index: self._fetch_block(wanted[index][0].hash),
             len(wanted),
             READ_AHEAD_BLOCKS,
             READ_AHEAD_PATIENCE,
@@ -241,9 +262,16 @@ class Objects:
                 low = max(start - block_start, 0)
                 high = min(end - block_start + 1, block.size)
                 yield data if (low == 0 and high == len(data)) else data[low:high]
+                sent += high - low
                 del data  # not kept while the next block is fetched
         finally:
             fetches.close()
+            span.set("bytes", sent)
+            span.end()
+
+    async def _fetch_block(self, block_id: bytes) -> bytes:
+        with tracing.suppressed():  # the read's span stands for its blocks
+            return await self.model.blocks.get(block_id)
 
     # ---- writes ----------------------------------------------------------
 

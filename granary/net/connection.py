@@ -36,6 +36,7 @@ from granary.net.messages import (
 )
 from granary.net.send_queue import SendQueue
 from granary.net.streams import CreditGate, IncomingStream, StreamOverflow
+from granary.telemetry import logs, tracing
 
 log = logging.getLogger("granary.net")
 
@@ -98,13 +99,15 @@ class Connection:
         priority: int,
         stream: AsyncIterator[bytes] | None,
         timeout: float,
+        trace: str = "",
     ) -> Reply:
+        """`trace`: the caller's W3C traceparent, empty for an untraced call."""
         if self.closed:
             raise PeerUnavailable(f"connection to {self.peer_id.hex()[:16]} is closed")
         call_id = next(self._ids)
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._calls[call_id] = future
-        self._send(Request(call_id, endpoint, priority, body, stream is not None), priority)
+        self._send(Request(call_id, endpoint, priority, body, stream is not None, trace), priority)
         if stream is not None:
             gate = CreditGate()
             pump = asyncio.create_task(self._pump(call_id, False, stream, priority, gate))
@@ -278,6 +281,19 @@ class Connection:
         self._serving[request.id] = asyncio.create_task(self._serve(request, stream))
 
     async def _serve(self, request: Request, stream: IncomingStream | None) -> None:
+        if request.trace:
+            with tracing.continued(request.trace, request.endpoint) as span:
+                if span.recording:  # its log lines carry the trace's id, as the request's
+                    logs.request_id.set(request.trace[3:35])
+                    span.set("rpc.system", "granary")
+                    span.set("granary.peer", self.peer_id.hex()[:16])
+                await self._answer(request, stream, span)
+        else:
+            await self._answer(request, stream, tracing.NO_SPAN)
+
+    async def _answer(
+        self, request: Request, stream: IncomingStream | None, span: tracing.AnySpan
+    ) -> None:
         call_id, priority = request.id, request.priority
         try:
             try:
@@ -285,9 +301,11 @@ class Connection:
                     self.peer_id, request.endpoint, request.body, stream
                 )
             except RpcError as exc:
+                span.fail(f"{exc.code}: {exc.message}")
                 self._send(Error(call_id, exc.code, exc.message), priority)
                 return
             except Exception as exc:
+                span.fail(f"{type(exc).__name__}: {exc}")
                 log.warning(
                     "handler for %s failed on a call from node %s",
                     request.endpoint,

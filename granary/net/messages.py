@@ -51,12 +51,17 @@ class Hello(msgspec.Struct, tag=1, array_like=True):
     serves: bool = True
 
 
-class Request(msgspec.Struct, tag=2, array_like=True):
+class Request(msgspec.Struct, tag=2, array_like=True, omit_defaults=True):
+    """A call. `trace` is the W3C `traceparent` of the caller's span when the
+    call is traced (a trailing field with a default, left out of untraced
+    frames: nodes that predate it decode traced ones too, ignoring it)."""
+
     id: int
     endpoint: str
     priority: Priority
     body: bytes
     streamed: bool
+    trace: str = ""
 
 
 class Response(msgspec.Struct, tag=3, array_like=True):

@@ -32,6 +32,7 @@ from granary.net.handshake import exchange_hello
 from granary.net.identity import node_id as node_id_of
 from granary.net.messages import MAX_BODY_SIZE, NORMAL, PRIORITIES, PROTOCOL_VERSION, Hello
 from granary.net.tls import cluster_tls
+from granary.telemetry import tracing
 
 log = logging.getLogger("granary.net")
 
@@ -180,8 +181,18 @@ class NetApp:
             return await self._call_local(endpoint, bytes(body), stream, timeout)
         if endpoint.startswith(metrics.UNCOUNTED_PREFIX):
             return await self._call_remote(node, endpoint, body, priority, stream, timeout)
-        with metrics.counted(endpoint, self._short_id, node.hex()[:16]):
-            return await self._call_remote(node, endpoint, body, priority, stream, timeout)
+        target = node.hex()[:16]
+        with (
+            metrics.counted(endpoint, self._short_id, target),
+            tracing.span(endpoint, tracing.CLIENT) as span,
+        ):
+            if not span.recording:
+                return await self._call_remote(node, endpoint, body, priority, stream, timeout)
+            span.set("rpc.system", "granary")
+            span.set("granary.peer", target)
+            return await self._call_remote(
+                node, endpoint, body, priority, stream, timeout, span.traceparent()
+            )
 
     async def _call_remote(
         self,
@@ -191,11 +202,12 @@ class NetApp:
         priority: int,
         stream: AsyncIterator[bytes] | None,
         timeout: float,
+        trace: str = "",
     ) -> Reply:
         conns = self._conns.get(node)
         if not conns:
             raise PeerUnavailable(f"not connected to node {node.hex()[:16]}")
-        return await conns[-1].call(endpoint, body, priority, stream, timeout)
+        return await conns[-1].call(endpoint, body, priority, stream, timeout, trace)
 
     def is_connected(self, node: bytes) -> bool:
         return node == self.node_id or bool(self._conns.get(node))

@@ -22,7 +22,7 @@ from granary.api.s3.context import S3Services, S3Settings
 from granary.block.holders import BlockHolders
 from granary.block.manager import BlockManager, Distances
 from granary.block.store import BlockStore, DataDirectory
-from granary.config import Config
+from granary.config import Config, ConfigError
 from granary.db import open_db
 from granary.layout.view import LayoutView
 from granary.model.access import Access
@@ -34,6 +34,7 @@ from granary.net.hedging import Hedging
 from granary.table.gc import TombstoneGc
 from granary.table.replication import FullReplication, ShardedReplication
 from granary.table.rpc import TableRpc
+from granary.telemetry.otlp import SpanExporter, parse_sink, start_exporter, stop_exporter
 from granary.util.files import full_disk
 from granary.util.process_locks import SharedLockFiles
 from granary.util.resources import free_heap_bytes, trim_heap
@@ -52,6 +53,34 @@ def io_threads(processes: int) -> int:
     return max(4, 2 * (os.cpu_count() or 1) // processes)
 
 
+def start_tracing(
+    config: Config, node_id: bytes, process: int, layout: LayoutView
+) -> SpanExporter | None:
+    """This process's span exporter, if `[admin] trace_sink` is set."""
+    admin = config.admin
+    if admin.trace_sink is None:
+        return None
+    node = node_id.hex()
+
+    def zone() -> str | None:
+        role = layout.current.roles.get(node)
+        return None if role is None else role.zone
+
+    try:
+        return start_exporter(
+            parse_sink(admin.trace_sink, admin.trace_protocol),
+            sampling_ratio=admin.trace_sampling_ratio,
+            node_id=node_id,
+            process="main" if process == 0 else f"s3-worker-{process}",
+            zone=zone,
+        )
+    except ImportError as error:
+        raise ConfigError(
+            f"admin.trace_sink needs the tracing packages ({error.name} is missing): "
+            "pip install 'granary[traces]'"
+        ) from None
+
+
 class S3Stack:
     def __init__(
         self,
@@ -66,6 +95,7 @@ class S3Stack:
         process: int,
     ) -> None:
         metadata_dir = Path(config.metadata_dir)
+        self.trace_exporter = start_tracing(config, node_id, process, layout)
         self.executor = ThreadPoolExecutor(
             max_workers=io_threads(config.s3_process_count), thread_name_prefix="granary-io"
         )
@@ -175,3 +205,5 @@ class S3Stack:
         self.executor.shutdown(wait=True)
         self.db.close()
         self.locks.close()
+        if self.trace_exporter is not None:
+            stop_exporter(self.trace_exporter)  # sends the spans still queued

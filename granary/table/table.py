@@ -36,6 +36,7 @@ from granary.table.quorum import QuorumError, call_nearest
 from granary.table.replication import Replication, call_write_sets
 from granary.table.scan import RangePage, ReplicaScan, ScanBounds, merge_scans, scan_bounded
 from granary.table.schema import Entry, TableSchema
+from granary.telemetry import tracing
 from granary.util.waits import sleep_until
 
 if TYPE_CHECKING:
@@ -177,7 +178,10 @@ class Table(Generic[E]):
         """
         started = time.perf_counter()
         try:
-            with self.replication.write_guard():
+            with (
+                tracing.span(f"{self.name}.insert", attributes={"rows": len(entries)}),
+                self.replication.write_guard(),
+            ):
                 by_sets: dict[tuple[tuple[bytes, ...], ...], list[E]] = {}
                 for entry in entries:
                     partition = self._partition(self.schema.partition_key(entry))
@@ -207,12 +211,13 @@ class Table(Generic[E]):
         nodes = self.nearest_first(self.replication.read_nodes(self._partition(pk)))
         started = time.perf_counter()
         try:
-            answers = await call_nearest(
-                nodes,
-                lambda node: self._get_on(node, pk, sk),
-                self.replication.read_quorum(len(nodes)),
-                self.hedging,
-            )
+            with tracing.span(f"{self.name}.get"):
+                answers = await call_nearest(
+                    nodes,
+                    lambda node: self._get_on(node, pk, sk),
+                    self.replication.read_quorum(len(nodes)),
+                    self.hedging,
+                )
         finally:
             self.counts.read(started)
         merged = _merge_all([a for a in answers if a is not None])
@@ -247,12 +252,13 @@ class Table(Generic[E]):
         nodes = self.nearest_first(self.replication.read_nodes(self._partition(pk)))
         started = time.perf_counter()
         try:
-            answers = await call_nearest(
-                nodes,
-                lambda node: self._scan_on(node, pk, start, filter, limit),
-                self.replication.read_quorum(len(nodes)),
-                self.hedging,
-            )
+            with tracing.span(f"{self.name}.get_range", attributes={"limit": limit}):
+                answers = await call_nearest(
+                    nodes,
+                    lambda node: self._scan_on(node, pk, start, filter, limit),
+                    self.replication.read_quorum(len(nodes)),
+                    self.hedging,
+                )
         finally:
             self.counts.read(started)
         page, stale = merge_scans(answers, self.schema.sort_key, self._filter(filter), limit)

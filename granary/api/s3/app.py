@@ -33,7 +33,7 @@ from granary.block.manager import BlockUnavailable
 from granary.model.access import Access, BucketGone
 from granary.model.buckets import AccessKey
 from granary.table.quorum import QuorumError
-from granary.telemetry import logs
+from granary.telemetry import logs, tracing
 from granary.util.checksums import ChecksumRequestError
 from granary.util.time import now_ms
 
@@ -97,25 +97,25 @@ class S3App:
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
         endpoint = Endpoint()
-        request_id = secrets.token_hex(8).upper()
+        trace_id = tracing.new_trace_id()
+        request_id = trace_id.hex()  # the request's id is its trace's
         logs.request_id.set(request_id)  # on every log line written for this request
-        try:
-            response = await self._answer(request, request_id, endpoint)
-        except Exception:
+        with tracing.root(trace_id, request.method) as span:
+            try:
+                response = await self._answer(request, request_id, endpoint)
+            except Exception:
+                name = endpoint.resolve(request)
+                if name is not None:  # answered InternalError by the HTTP layer
+                    metrics.record(name, 500, time.perf_counter() - started, 0, 0)
+                raise
+            seconds = time.perf_counter() - started
             name = endpoint.resolve(request)
-            if name is not None:  # answered InternalError by the HTTP layer
-                metrics.record(name, 500, time.perf_counter() - started, 0, 0)
-            raise
-        seconds = time.perf_counter() - started
-        name = endpoint.resolve(request)
-        if name is not None:
-            metrics.record(
-                name,
-                response.status,
-                seconds,
-                _announced_request_body(request),
-                _announced_body(response),
-            )
+            request_bytes = _announced_request_body(request)
+            response_bytes = _announced_body(response)
+            if name is not None:
+                metrics.record(name, response.status, seconds, request_bytes, response_bytes)
+            if span.recording:
+                _describe(span, name, endpoint, request, response, request_bytes, response_bytes)
         # The access log: GRANARY_LOG=granary.s3.access=debug shows it.
         access_log.debug(
             "%s %s %s %d %.1fms",
@@ -334,6 +334,32 @@ def _utf8_values(headers: dict[str, str]) -> dict[str, str]:
         else value
         for name, value in headers.items()
     }
+
+
+def _describe(
+    span: tracing.AnySpan,
+    name: str | None,
+    endpoint: Endpoint,
+    request: Request,
+    response: Response,
+    request_bytes: int,
+    response_bytes: int,
+) -> None:
+    """An S3 request's span: its operation, bucket and key, status and bytes."""
+    if name is not None and isinstance(span, tracing.Span):
+        span.name = name
+    span.set("http.request.method", request.method)
+    span.set("http.response.status_code", response.status)
+    if endpoint.parsed is not None:
+        bucket, key, _ = endpoint.parsed
+        if bucket is not None:
+            span.set("aws.s3.bucket", bucket)
+        if key is not None:
+            span.set("aws.s3.key", key)
+    span.set("granary.request_bytes", request_bytes)
+    span.set("granary.response_bytes", response_bytes)
+    if response.status >= 500:
+        span.fail(f"HTTP {response.status}")
 
 
 def _common_headers(request_id: str) -> list[tuple[str, str]]:

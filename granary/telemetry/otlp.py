@@ -1,0 +1,266 @@
+"""The OTLP exporter: spans queued by the event loop, encoded and sent in batches
+by a thread of their own, to an OpenTelemetry collector over gRPC or HTTP.
+
+`[admin] trace_sink` is Garage's key. Garage's documented value
+`http://localhost:4317` is OTLP/gRPC; a sink on port 4318 or with a path
+(`http://collector:4318/v1/traces`) is OTLP/HTTP, and `trace_protocol` says it
+outright. The messages are the official OTLP protobuf definitions
+(`opentelemetry-proto`), sent with `grpcio` or `urllib`; both are imported only
+when a sink is set (`pip install 'granary[traces]'`).
+
+The queue is bounded: spans beyond it are dropped and counted, and a collector
+that is down costs a warning a minute, never the requests.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import socket
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from granary import __version__
+from granary.telemetry import tracing
+from granary.telemetry.metrics import Counter
+
+log = logging.getLogger("granary.telemetry")
+
+Protocol = Literal["grpc", "http"]
+GRPC_PORT = 4317
+HTTP_PORT = 4318
+HTTP_PATH = "/v1/traces"
+MAX_QUEUED_SPANS = 16384
+BATCH_SPANS = 512
+EXPORT_INTERVAL = 1.0
+EXPORT_TIMEOUT = 10.0
+WARNING_INTERVAL = 60.0
+STATUS_ERROR = 2
+
+EXPORTED = Counter("granary_trace_spans_exported", "Spans the collector accepted")
+DROPPED = Counter(
+    "granary_trace_spans_dropped", "Spans dropped: the queue was full or the export failed"
+)
+EXPORT_ERRORS = Counter("granary_trace_export_errors", "Batches of spans the collector refused")
+
+
+class SinkError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Sink:
+    protocol: Protocol
+    url: str
+    """For gRPC, `host:port`; for HTTP, the URL spans are posted to."""
+    secure: bool
+
+
+def parse_sink(value: str, protocol: Protocol | None = None) -> Sink:
+    """Where and how to send spans, from `trace_sink` (and `trace_protocol`)."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SinkError(f"trace_sink must be an http:// or https:// URL, not {value!r}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise SinkError(f"trace_sink {value!r} has an invalid port") from None
+    secure = parts.scheme == "https"
+    path = parts.path.rstrip("/")
+    if protocol is None:
+        protocol = "http" if port == HTTP_PORT or path else "grpc"
+    if protocol == "grpc":
+        if path:
+            raise SinkError(f"an OTLP/gRPC trace_sink has no path: {value!r}")
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        return Sink("grpc", f"{host}:{port or (443 if secure else GRPC_PORT)}", secure)
+    netloc = parts.netloc if parts.port or secure else f"{parts.netloc}:{HTTP_PORT}"
+    return Sink("http", f"{parts.scheme}://{netloc}{path or HTTP_PATH}", secure)
+
+
+Send = Callable[[bytes], None]
+
+
+class SpanExporter:
+    """Queues spans (`record`, on the event loop) and exports them from a thread."""
+
+    def __init__(self, send: Send, resource: Callable[[], dict[str, str | int]]) -> None:
+        self._send = send
+        self._resource = resource
+        self._queue: collections.deque[tracing.Span] = collections.deque()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._last_warning = 0.0
+        self._thread = threading.Thread(target=self._run, name="otlp-export", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def record(self, span: tracing.Span) -> None:
+        queue = self._queue
+        if len(queue) >= MAX_QUEUED_SPANS:
+            DROPPED.inc()
+            return
+        queue.append(span)
+        if len(queue) == BATCH_SPANS:
+            self._wake.set()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Send what is queued (for at most `timeout` seconds), then stop."""
+        self._stopping = True
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(EXPORT_INTERVAL)
+            self._wake.clear()
+            while self._queue:
+                self._export(self._take(BATCH_SPANS))
+            if self._stopping:
+                return
+
+    def _take(self, limit: int) -> list[tracing.Span]:
+        queue, batch = self._queue, list[tracing.Span]()
+        while queue and len(batch) < limit:
+            batch.append(queue.popleft())
+        return batch
+
+    def _export(self, batch: list[tracing.Span]) -> None:
+        try:
+            self._send(encode_request(batch, self._resource()))
+        except Exception as error:
+            EXPORT_ERRORS.inc()
+            DROPPED.inc(len(batch))
+            now = time.monotonic()
+            if now - self._last_warning >= WARNING_INTERVAL:
+                self._last_warning = now
+                log.warning("could not export %d spans: %s", len(batch), error)
+            return
+        EXPORTED.inc(len(batch))
+
+
+def encode_request(spans: Sequence[tracing.Span], resource: dict[str, str | int]) -> bytes:
+    """An OTLP ExportTraceServiceRequest (protobuf) of `spans`."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    request = ExportTraceServiceRequest()
+    resource_spans = request.resource_spans.add()
+    _set_attributes(resource_spans.resource.attributes, resource)
+    scope_spans = resource_spans.scope_spans.add()
+    scope_spans.scope.name = "granary"
+    scope_spans.scope.version = __version__
+    for span in spans:
+        out = scope_spans.spans.add()
+        out.trace_id = span.trace_id
+        out.span_id = span.span_id
+        if span.parent_id:
+            out.parent_span_id = span.parent_id
+        out.name = span.name
+        out.kind = span.kind
+        out.start_time_unix_nano = span.start_ns
+        out.end_time_unix_nano = span.end_ns
+        _set_attributes(out.attributes, span.attributes)
+        if span.error is not None:
+            out.status.code = STATUS_ERROR
+            out.status.message = span.error
+    return request.SerializeToString()
+
+
+def _set_attributes(target: Any, attributes: Mapping[str, tracing.AttributeValue]) -> None:
+    for key, value in attributes.items():
+        pair = target.add()
+        pair.key = key
+        if isinstance(value, bool):
+            pair.value.bool_value = value
+        elif isinstance(value, int):
+            pair.value.int_value = value
+        elif isinstance(value, float):
+            pair.value.double_value = value
+        else:
+            pair.value.string_value = value
+
+
+def grpc_sender(sink: Sink) -> Send:
+    """Export over OTLP/gRPC (TraceService/Export)."""
+    import grpc
+
+    credentials = grpc.ssl_channel_credentials() if sink.secure else None
+    channel = (
+        grpc.secure_channel(sink.url, credentials)
+        if credentials is not None
+        else grpc.insecure_channel(sink.url)
+    )
+    export = channel.unary_unary(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        request_serializer=None,  # the request is encoded already
+        response_deserializer=None,
+    )
+
+    def send(request: bytes) -> None:
+        export(request, timeout=EXPORT_TIMEOUT)
+
+    return send
+
+
+def http_sender(sink: Sink) -> Send:
+    """Export over OTLP/HTTP (a protobuf POST)."""
+
+    def send(request: bytes) -> None:
+        post = urllib.request.Request(
+            sink.url,
+            data=request,
+            method="POST",
+            headers={"Content-Type": "application/x-protobuf"},
+        )
+        with urllib.request.urlopen(post, timeout=EXPORT_TIMEOUT) as answer:
+            answer.read()
+
+    return send
+
+
+def start_exporter(
+    sink: Sink,
+    *,
+    sampling_ratio: float,
+    node_id: bytes,
+    process: str,
+    zone: Callable[[], str | None],
+) -> SpanExporter:
+    """Export this process's spans to `sink`; `zone` is read at each export (a
+    layout change may move the node). Raises ImportError without the extra."""
+    import opentelemetry.proto.collector.trace.v1.trace_service_pb2  # noqa: F401
+
+    send = grpc_sender(sink) if sink.protocol == "grpc" else http_sender(sink)
+    fixed: dict[str, str | int] = {
+        "service.name": "granary",
+        "service.version": __version__,
+        "service.instance.id": f"{node_id.hex()}/{process}",
+        "granary.node_id": node_id.hex(),
+        "granary.process": process,
+        "host.name": socket.gethostname(),
+        "process.pid": os.getpid(),
+    }
+
+    def resource() -> dict[str, str | int]:
+        where = zone()
+        return fixed if where is None else {**fixed, "granary.zone": where}
+
+    exporter = SpanExporter(send, resource)
+    exporter.start()
+    tracing.install(exporter.record, sampling_ratio)
+    return exporter
+
+
+def stop_exporter(exporter: SpanExporter) -> None:
+    tracing.uninstall()
+    exporter.close()
