@@ -115,7 +115,7 @@ class S3App:
             if name is not None:
                 metrics.record(name, response.status, seconds, request_bytes, response_bytes)
             if span.recording:
-                _describe(span, name, endpoint, request, response, request_bytes, response_bytes)
+                _describe(span, name, endpoint, response, request_bytes, response_bytes)
         # The access log: GRANARY_LOG=granary.s3.access=debug shows it.
         access_log.debug(
             "%s %s %s %d %.1fms",
@@ -340,15 +340,13 @@ def _describe(
     span: tracing.AnySpan,
     name: str | None,
     endpoint: Endpoint,
-    request: Request,
     response: Response,
     request_bytes: int,
     response_bytes: int,
 ) -> None:
     """An S3 request's span: its operation, bucket and key, status and bytes."""
     if name is not None and isinstance(span, tracing.Span):
-        span.name = name
-    span.set("http.request.method", request.method)
+        span.name = name  # else it keeps the request method's
     span.set("http.response.status_code", response.status)
     if endpoint.parsed is not None:
         bucket, key, _ = endpoint.parsed
@@ -356,8 +354,10 @@ def _describe(
             span.set("aws.s3.bucket", bucket)
         if key is not None:
             span.set("aws.s3.key", key)
-    span.set("granary.request_bytes", request_bytes)
-    span.set("granary.response_bytes", response_bytes)
+    if request_bytes:
+        span.set("granary.request_bytes", request_bytes)
+    if response_bytes:
+        span.set("granary.response_bytes", response_bytes)
     if response.status >= 500:
         span.fail(f"HTTP {response.status}")
 
