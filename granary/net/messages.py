@@ -51,10 +51,10 @@ class Hello(msgspec.Struct, tag=1, array_like=True):
     serves: bool = True
 
 
-class Request(msgspec.Struct, tag=2, array_like=True, omit_defaults=True):
+class Request(msgspec.Struct, tag=2, array_like=True):
     """A call. `trace` is the W3C `traceparent` of the caller's span when the
-    call is traced (a trailing field with a default, left out of untraced
-    frames: nodes that predate it decode traced ones too, ignoring it)."""
+    call is traced, else empty (a trailing field with a default: a frame of a
+    node that predates it decodes as untraced, and such a node ignores it)."""
 
     id: int
     endpoint: str

@@ -52,6 +52,15 @@ def test_a_hello_from_before_links_could_serve_nothing_serves() -> None:
     assert hello_decoder.decode(older).serves is True
 
 
+def test_a_call_carries_its_trace_context_only_when_traced() -> None:
+    traced = Request(
+        7, "table/merge", NORMAL, b"", False, "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
+    )
+    assert decode(encode_frame(traced)) == traced
+    older = msgspec.msgpack.encode([2, 7, "table/merge", NORMAL, b"", False])
+    assert frame_decoder.decode(older) == Request(7, "table/merge", NORMAL, b"", False, "")
+
+
 def test_invalid_priority_is_refused() -> None:
     bad = msgspec.msgpack.encode([2, 1, "e", 9, b"", False])
     with pytest.raises(msgspec.ValidationError):
