@@ -1,7 +1,7 @@
 """What metrics and traces cost: the same load against one node with no metrics
 backend bound, with metrics (the default), and with metrics and every request
-traced (OTLP/gRPC to a collector that discards what it receives), in
-alternating rounds; medians, and each variant's ratio to the one without
+traced (OTLP/gRPC to a collector that discards what it receives), and with
+one request in ten traced, in alternating rounds; medians, and each variant's ratio to the one without
 metrics measured in the same run.
 
     python bench/telemetry_cost.py [--rounds 3] [--seconds 8] [--dir PATH]
@@ -32,7 +32,7 @@ from server_process import ServerProcess, new_credentials
 from workload import KIB, MIB, Endpoint, put_then_get
 from wrk_load import WrkDriver, wrk_put_then_get
 
-VARIANTS = ("no metrics", "metrics", "metrics + traces")
+VARIANTS = ("no metrics", "metrics", "traces 100 %", "traces 10 %")
 SMALL, LARGE = (4 * KIB, 16), (64 * MIB, 4)
 UNBOUND_METRICS = (
     "import granary.telemetry.prometheus as backend; backend.install = lambda: None; "
@@ -65,14 +65,13 @@ class DiscardingCollector:
 
 
 class BenchServer(ServerProcess):
-    def __init__(self, *args: object, bind_metrics: bool, trace_sink: str | None, **kw) -> None:
+    def __init__(self, *args: object, bind_metrics: bool, trace: str, **kw) -> None:
         super().__init__(*args, **kw)  # type: ignore[arg-type]
         self.bind_metrics = bind_metrics
-        self.trace_sink = trace_sink
+        self.trace = trace
 
     def config_text(self) -> str:
-        text = super().config_text()
-        return text + (f'trace_sink = "{self.trace_sink}"\n' if self.trace_sink else "")
+        return super().config_text() + self.trace
 
     def _command(self) -> list[str]:
         if self.bind_metrics:
@@ -97,6 +96,14 @@ async def load(server: ServerProcess, wrk: WrkDriver, seconds: float) -> dict[st
     return rates
 
 
+def trace_settings(variant: str, port: int) -> str:
+    """The [admin] lines of a variant (the config file's last section)."""
+    if not variant.startswith("traces"):
+        return ""
+    ratio = float(variant.split()[1]) / 100
+    return f'trace_sink = "http://127.0.0.1:{port}"\ntrace_sampling_ratio = {ratio}\n'
+
+
 def run_variant(root: Path, variant: str, collector: DiscardingCollector, seconds: float):
     cpus, _ = cpu_split()
     server = BenchServer(
@@ -105,7 +112,7 @@ def run_variant(root: Path, variant: str, collector: DiscardingCollector, second
         {cpus[0]},
         {"s3_processes": 1, "metadata_fsync": False, "data_fsync": False},
         bind_metrics=variant != "no metrics",
-        trace_sink=f"http://127.0.0.1:{collector.port}" if variant.endswith("traces") else None,
+        trace=trace_settings(variant, collector.port),
     )
     wrk = small_object_driver(root / "wrk")
     if wrk is None:
