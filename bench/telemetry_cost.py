@@ -1,8 +1,8 @@
 """What metrics and traces cost: the same load against one node with no metrics
-backend bound, with metrics (the default), and with metrics and every request
+backend bound, with metrics (the default), with metrics and every request
 traced (OTLP/gRPC to a collector that discards what it receives), and with
-one request in ten traced, in alternating rounds; medians, and each variant's ratio to the one without
-metrics measured in the same run.
+one request in ten traced, in alternating rounds; medians, and each variant's
+ratio to the one without metrics measured in the same run.
 
     python bench/telemetry_cost.py [--rounds 3] [--seconds 8] [--dir PATH]
 
