@@ -469,6 +469,7 @@ class Node:
                 for g in self.tombstone_gcs
             ),
             *self.healing.start(stop),
+            spawn("usage-recount", self.model.usage.recount(stop)),
             asyncio.ensure_future(self.stack.trim_memory_after_bursts(stop)),
             asyncio.ensure_future(watch_event_loop(stop)),
         ]
