@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from granary.telemetry.prometheus import MetricsExposition
 
 Samples = Iterable[tuple[tuple[str, ...], float]]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+USAGE_READ_REUSE_SECS = 0.5
 
 
 def expose_node_gauges(
@@ -143,8 +145,15 @@ def expose_usage_gauges(
     """Per-bucket usage as this node counts it, for the buckets whose partition it
     stores (a dashboard takes the max over nodes), and the full-redundancy signal."""
 
+    read: list[tuple[float, list[tuple[str, BucketUsage]]]] = []
+
     def held() -> list[tuple[str, BucketUsage]]:
-        return [(label, usage.local(b)) for label, b in buckets(access) if usage.stores(b)]
+        """Read once for the three gauges of a scrape (they are read one after another)."""
+        now = time.monotonic()
+        if not read or now - read[0][0] > USAGE_READ_REUSE_SECS:
+            found = [(label, usage.local(b)) for label, b in buckets(access) if usage.stores(b)]
+            read[:] = [(now, found)]
+        return read[0][1]
 
     per_bucket = (
         ("granary_bucket_objects", "Objects in the bucket (this node's replica)", "objects"),
