@@ -19,7 +19,13 @@ from granary.api.admin.app import AdminApp
 from granary.api.admin.block_ops import BlockOps
 from granary.api.admin.cluster_ops import ClusterAdmin
 from granary.api.admin.metrics import MetricsEndpoint
-from granary.api.admin.node_gauges import expose_node_gauges, expose_storage_gauges
+from granary.api.admin.node_gauges import (
+    expose_node_gauges,
+    expose_storage_gauges,
+    expose_usage_gauges,
+)
+from granary.api.admin.redundancy import Redundancy
+from granary.api.admin.usage_ops import UsageOps
 from granary.api.http.server import HttpServer
 from granary.api.http.types import HttpLimits
 from granary.block.healing import BlockHealing
@@ -41,6 +47,7 @@ from granary.layout.roles import NodeRole
 from granary.model.access import AccessError
 from granary.model.key_secrets import SecretSealer
 from granary.model.objects import InflightUpload
+from granary.model.usage import ClusterUsage
 from granary.net.hedging import expose_hedging
 from granary.net.identity import load_or_create_identity, node_id
 from granary.net.node_info import NodeInfoService
@@ -275,6 +282,8 @@ class Node:
             for table in self.model.tables
         ]
         self.node_info = NodeInfoService(self.net, [d.path for d in self.store.directories])
+        self.cluster_usage = ClusterUsage(self.model.usage, self.net)
+        self.redundancy = Redundancy(self.net, self.syncs, self.model.blocks.resync)
         self.net_host = parse_host_port(config.rpc_bind_addr, what="rpc_bind_addr")[0]
         self.layout.on_change(self._layout_changed)
         self.net.add_listener(self._peer_up, lambda node: None)
@@ -469,6 +478,7 @@ class Node:
                 for g in self.tombstone_gcs
             ),
             *self.healing.start(stop),
+            spawn("usage-recount", self.model.usage.recount(stop)),
             asyncio.ensure_future(self.stack.trim_memory_after_bursts(stop)),
             asyncio.ensure_future(watch_event_loop(stop)),
         ]
@@ -489,13 +499,16 @@ class Node:
                 self.model.tables,
             )
             ops = BlockOps(self.workers, self.healing, self.objects, self.access, self.syncs)
+            redundancy = self.redundancy
+            redundancy.cluster = cluster
             admin_token = admin_token_for(config)
             admin = AdminApp(
                 self.access,
                 admin_token,
                 cluster,
                 ops,
-                self._metrics_endpoint(cluster, admin_token),
+                self._metrics_endpoint(cluster, redundancy, admin_token),
+                UsageOps(self.access, self.cluster_usage, cluster, redundancy),
             )
             self.admin_server = HttpServer(admin.handle)
             host, port = parse_host_port(config.admin.api_bind_addr, what="admin.api_bind_addr")
@@ -512,7 +525,9 @@ class Node:
         await self.s3_server.start(host, port, sock=bound_socket(host, port))
         self.s3_workers.serve()
 
-    def _metrics_endpoint(self, cluster: ClusterAdmin, admin_token: str) -> MetricsEndpoint:
+    def _metrics_endpoint(
+        self, cluster: ClusterAdmin, redundancy: Redundancy, admin_token: str
+    ) -> MetricsEndpoint:
         config = self.config
         exposition = MetricsExposition(self.s3_workers.samples)
         expose_node_gauges(
@@ -533,6 +548,7 @@ class Node:
             self.model.blocks,
             None if level == "none" else level,
         )
+        expose_usage_gauges(exposition, self.access, self.model.usage, redundancy)
         return MetricsEndpoint(
             exposition,
             config.admin.metrics_token,

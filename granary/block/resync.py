@@ -113,6 +113,12 @@ class ResyncQueue:
     def length(self) -> int:
         return self.queue.count()
 
+    def next_due_ms(self) -> int | None:
+        """When the earliest queued check is due (None: nothing queued)."""
+        for key, _ in self.queue.range():
+            return _DUE.unpack(key[: _DUE.size])[0]
+        return None
+
     def first_free(self, busy: set[bytes]) -> QueueEntry | None:
         """The earliest entry whose block is not in `busy`, due or not.
 

@@ -418,6 +418,14 @@ def status(ctx: click.Context, as_json: bool) -> None:
         )
 
 
+@main.command()
+@json_option
+@click.pass_context
+def stats(ctx: click.Context, as_json: bool) -> None:
+    """Cluster totals, full redundancy and each bucket's usage (objects, bytes, uploads)."""
+    _output(_call(ctx, "GET", "/v1/stats"), as_json, render.stats)
+
+
 @main.group()
 def layout() -> None:
     """Who stores what: stage role changes, then apply them as a new version."""

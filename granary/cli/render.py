@@ -73,13 +73,25 @@ def key_list(keys: list[dict]) -> list[str]:
     return table(["ID", "Name"], rows)
 
 
+def _count(value: int | None) -> str:
+    return "?" if value is None else str(value)
+
+
 def bucket_info(bucket: dict, key_names: dict[str, str]) -> list[str]:
     lines = [
         f"Bucket:  {bucket['name']}",
         f"ID:      {bucket['id']}",
         f"Created: {human_time(bucket['created'])}",
-        "",
     ]
+    usage = bucket.get("usage")
+    if usage is not None:
+        size = "?" if usage["bytes"] is None else human_size(usage["bytes"])
+        lines += [
+            f"Size:    {size} ({_count(usage['bytes'])} bytes)",
+            f"Objects: {_count(usage['objects'])}",
+            f"Unfinished multipart uploads: {_count(usage['unfinished_uploads'])}",
+        ]
+    lines.append("")
     if not bucket["keys"]:
         return [*lines, "No key allowed."]
     rows = [
@@ -94,6 +106,40 @@ def bucket_list(buckets: list[dict]) -> list[str]:
         return ["No bucket."]
     rows = [[b["name"], human_time(b["created"]), b["id"]] for b in buckets]
     return table(["Name", "Created", "ID"], rows)
+
+
+def stats(result: dict) -> list[str]:
+    """`granary stats`: cluster totals, then each bucket's usage ('?': no node answered)."""
+    redundant = "yes" if result["fully_redundant"] else "NO"
+    lines = [
+        f"Cluster {result['status']}: {result['nodes_up']}/{result['nodes']} storage nodes up, "
+        f"{result['connected_nodes']}/{result['known_nodes']} nodes connected",
+        f"Partitions: {result['partitions_all_ok']}/{result['partitions']} with every node up, "
+        f"{result['partitions_quorum']}/{result['partitions']} with a quorum",
+        f"Fully redundant: {redundant}",
+        *(f"  - {reason}" for reason in result["not_fully_redundant_because"]),
+        f"Buckets: {result['buckets']}"
+        + (
+            f" ({result['buckets_unknown']} unknown: no node answered)"
+            if result["buckets_unknown"]
+            else ""
+        ),
+        f"Objects: {result['objects']}",
+        f"Bytes: {human_size(result['bytes'])} ({result['bytes']} bytes)",
+        f"Unfinished multipart uploads: {result['unfinished_uploads']}",
+    ]
+    if not result["bucket_usage"]:
+        return lines
+    rows = [
+        [
+            b["name"],
+            _count(b["objects"]),
+            "?" if b["bytes"] is None else human_size(b["bytes"]),
+            _count(b["unfinished_uploads"]),
+        ]
+        for b in result["bucket_usage"]
+    ]
+    return [*lines, "", *table(["Bucket", "Objects", "Size", "Unfinished uploads"], rows)]
 
 
 def fields(value: object, indent: str = "") -> list[str]:

@@ -59,5 +59,6 @@ class BlockRefTable(TableSchema[BlockRef]):
         # The reference now lives on the block's new holders only. Counting it
         # here still would count it twice if the partition ever came back.
         # The block GC hands the copy to a holder that needs it before deleting.
+        # (A collected tombstone comes here too: deleted, it counted for nothing.)
         if not entry.deleted:
             self.refcounts.decrement(tx, entry.block)

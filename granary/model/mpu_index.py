@@ -24,10 +24,15 @@ from __future__ import annotations
 
 import secrets
 import struct
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from granary.table.schema import TableSchema
+
+if TYPE_CHECKING:
+    from granary.db.base import Tx
+    from granary.table.counters import RowCounters
 
 _TERMINATOR = b"\x00\x00"
 _TIMESTAMP = struct.Struct(">Q")
@@ -88,10 +93,17 @@ def _in_progress(entry: UploadIndexEntry) -> bool:
     return not entry.deleted
 
 
+def upload_usage(entry: UploadIndexEntry) -> tuple[int]:
+    """What a row adds to its bucket's usage: one unfinished upload, unless ended."""
+    return (0,) if entry.deleted else (1,)
+
+
 class UploadIndexTable(TableSchema[UploadIndexEntry]):
     name = "multipart_index"
     entry_type = UploadIndexEntry
     filters = {"in_progress": _in_progress}
+    usage: RowCounters[UploadIndexEntry] | None = None
+    """This node's per-bucket counts of unfinished uploads (model/usage.py), if kept."""
 
     def partition_key(self, entry: UploadIndexEntry) -> bytes:
         return entry.bucket_id
@@ -101,3 +113,17 @@ class UploadIndexTable(TableSchema[UploadIndexEntry]):
 
     def is_tombstone(self, entry: UploadIndexEntry) -> bool:
         return entry.deleted
+
+    def updated(
+        self,
+        tx: Tx,
+        old: UploadIndexEntry | None,
+        new: UploadIndexEntry,
+        incoming: UploadIndexEntry,
+    ) -> None:
+        if self.usage is not None:
+            self.usage.changed(tx, old, new)
+
+    def forgotten(self, tx: Tx, entry: UploadIndexEntry) -> None:
+        if self.usage is not None:
+            self.usage.changed(tx, entry, None)

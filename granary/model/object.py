@@ -24,6 +24,7 @@ from granary.table.schema import TableSchema
 
 if TYPE_CHECKING:
     from granary.db.base import Tx
+    from granary.table.counters import RowCounters
     from granary.table.table import Table
 
 # States in merge order: a higher state wins. Complete is final, so the set of
@@ -141,12 +142,20 @@ def _exists(entry: Object) -> bool:
     return entry.current() is not None
 
 
+def object_usage(entry: Object) -> tuple[int, int]:
+    """What a row adds to its bucket's usage: (objects, bytes) of its current version."""
+    current = entry.current()
+    return (0, 0) if current is None else (1, current.data_meta.size)
+
+
 class ObjectTable(TableSchema[Object]):
     name = "object"
     entry_type = Object
     filters = {"data": _exists}
     versions: Table[VersionRow]
     """The version table, set by ModelStore once it is built."""
+    usage: RowCounters[Object] | None = None
+    """This node's per-bucket counts of objects and bytes (model/usage.py), if kept."""
 
     def partition_key(self, entry: Object) -> bytes:
         return entry.bucket_id
@@ -163,8 +172,14 @@ class ObjectTable(TableSchema[Object]):
         That includes an incoming version merged away at once because a newer
         one had already completed (two writes committing out of order).
         """
+        if self.usage is not None:
+            self.usage.changed(tx, old, new)
         kept = {v.uuid for v in new.versions}
         candidates = [*(old.versions if old is not None else ()), *incoming.versions]
         for version in candidates:
             if version.state == COMPLETE and version.kind == BLOCKS and version.uuid not in kept:
                 self.versions.queue_insert(tx, tombstone(version.uuid))
+
+    def forgotten(self, tx: Tx, entry: Object) -> None:
+        if self.usage is not None:
+            self.usage.changed(tx, entry, None)

@@ -18,6 +18,7 @@ from granary.model.buckets import (
 from granary.model.mpu import MpuTable, MultipartUpload
 from granary.model.mpu_index import UploadIndexEntry, UploadIndexTable
 from granary.model.object import Object, ObjectTable
+from granary.model.usage import Usage
 from granary.model.version import VersionRow, VersionTable
 from granary.table.replication import Replication
 from granary.table.table import Table
@@ -52,7 +53,11 @@ class Model:
         version_schema.table = self.versions
         self.block_refs: Table[BlockRef] = table(block_ref_schema)
         self.uploads: Table[MultipartUpload] = table(mpu_schema)
-        self.upload_index: Table[UploadIndexEntry] = table(UploadIndexTable())
+        upload_index_schema = UploadIndexTable()
+        self.upload_index: Table[UploadIndexEntry] = table(upload_index_schema)
+        self.usage = Usage(self.objects, self.upload_index)
+        object_schema.usage = self.usage.objects
+        upload_index_schema.usage = self.usage.uploads
         object_schema.versions = self.versions
         version_schema.block_refs = self.block_refs
         mpu_schema.versions = self.versions

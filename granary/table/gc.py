@@ -55,6 +55,7 @@ class TombstoneGc:
             return False
         tx.delete(self.table.tree, key)
         self.table.merkle.update(tx, key, raw, None)
+        self.table.schema.forgotten(tx, self.table.decode(raw))
         return True
 
     async def collect(self) -> int:

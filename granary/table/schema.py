@@ -47,8 +47,11 @@ class TableSchema(Generic[E]):
         """
 
     def forgotten(self, tx: Tx, entry: E) -> None:
-        """Hook run inside the transaction that forgot a row handed over to its new holders.
+        """Hook run inside the transaction that dropped a local row without a merge.
 
-        The row lives on elsewhere, so nothing cascades; only state this node
-        derived from it (a block's reference count) is let go.
+        Either the row was handed over to the partition's new holders
+        (table/sync.py) or it was a tombstone every holder had, collected by
+        table/gc.py. Either way the row lives on elsewhere or means nothing
+        any more, so nothing cascades; only state this node derived from it
+        (a block's reference count, the local usage counters) is let go.
         """

@@ -81,6 +81,9 @@ class TableSync:
         self.wakeup = asyncio.Event()
         self.last_full_sync: float | None = None
         self.complete = False
+        self.complete_pass_started: float | None = None
+        """When (loop time) the last pass began, if it reached a write quorum of every
+        holder; None after one that did not (see api/admin/redundancy.py)."""
         self.page_rows = DIGEST_PAGE_ROWS
         progress.expect_sync(table.name)
 
@@ -96,6 +99,7 @@ class TableSync:
 
     async def sync_all(self) -> int:
         """One full pass over every held partition; returns the rows exchanged."""
+        started = asyncio.get_running_loop().time()
         await self.table.merkle.build_row_index()
         target = self.progress.sync_target()
         held = self._held()
@@ -123,6 +127,7 @@ class TableSync:
             for sets in held.values()
             for nodes in sets
         )
+        self.complete_pass_started = started if self.complete else None
         if self.complete:
             self.progress.report_synced(self.table.name, target)
         if not self.table.replication.full_copy:
@@ -283,5 +288,6 @@ class TableSync:
             except Exception:
                 log.exception("anti-entropy of %s failed", self.table.name)
                 self.complete = False
+                self.complete_pass_started = None
             interval = self.interval if self.complete else min(self.interval, INCOMPLETE_RETRY_SECS)
             await sleep_until(stop, interval, self.wakeup)

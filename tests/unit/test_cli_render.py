@@ -60,3 +60,44 @@ def test_fields_renders_nested_json():
         "  d:",
         "    - yes",
     ]
+
+
+def test_stats_shows_totals_reasons_and_each_bucket():
+    result = {
+        "status": "degraded",
+        "nodes": 3,
+        "nodes_up": 2,
+        "known_nodes": 3,
+        "connected_nodes": 2,
+        "partitions": 256,
+        "partitions_all_ok": 0,
+        "partitions_quorum": 256,
+        "fully_redundant": False,
+        "not_fully_redundant_because": ["256 of 256 partitions have a node down"],
+        "buckets": 2,
+        "buckets_unknown": 1,
+        "objects": 12,
+        "bytes": 1_500_000,
+        "unfinished_uploads": 1,
+        "bucket_usage": [
+            {"name": "alpha", "objects": 12, "bytes": 1_500_000, "unfinished_uploads": 1},
+            {"name": "beta", "objects": None, "bytes": None, "unfinished_uploads": None},
+        ],
+    }
+    lines = render.stats(result)
+    assert "Fully redundant: NO" in lines
+    assert "  - 256 of 256 partitions have a node down" in lines
+    assert "Buckets: 2 (1 unknown: no node answered)" in lines
+    assert lines[-3:] == [
+        "Bucket  Objects  Size    Unfinished uploads",
+        "alpha   12       1.5 MB  1",
+        "beta    ?        ?       ?",
+    ]
+
+
+def test_bucket_info_shows_usage_when_given():
+    bucket = {"name": "b", "id": "00", "created": 0, "keys": []}
+    assert not any("Objects" in line for line in render.bucket_info(bucket, {}))
+    usage = {"objects": 3, "bytes": 2000, "unfinished_uploads": 0}
+    lines = render.bucket_info({**bucket, "usage": usage}, {})
+    assert "Size:    2.0 KB (2000 bytes)" in lines and "Objects: 3" in lines

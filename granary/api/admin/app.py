@@ -9,6 +9,7 @@ Routes (all under /v1 need `Authorization: Bearer <admin_token>`):
   GET    /v1/buckets                   POST /v1/buckets {name}
   GET    /v1/buckets/{name}            DELETE /v1/buckets/{name}
   POST   /v1/buckets/{name}/allow      POST /v1/buckets/{name}/deny   {key_id, read, write, owner}
+  GET    /v1/stats                     see usage_ops.py; `GET /v1/buckets/{name}` has `usage`
   workers, blocks and repairs: see block_ops.py
 """
 
@@ -35,6 +36,7 @@ from granary.net.errors import RpcError
 
 if TYPE_CHECKING:
     from granary.api.admin.block_ops import BlockOps
+    from granary.api.admin.usage_ops import UsageOps
 
 MAX_BODY = 64 * 1024
 
@@ -147,8 +149,10 @@ class AdminApp:
         cluster: ClusterAdmin,
         ops: BlockOps | None = None,
         metrics_endpoint: metrics.MetricsEndpoint | None = None,
+        usage: UsageOps | None = None,
     ) -> None:
         self.access = access
+        self.usage = usage
         self.token = token
         self.cluster = cluster
         self.metrics_endpoint = metrics_endpoint
@@ -179,6 +183,8 @@ class AdminApp:
         ]
         if ops is not None:
             self.routes.extend(ops.routes(self._body))
+        if usage is not None:
+            self.routes.extend(usage.routes())
 
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -354,7 +360,11 @@ class AdminApp:
         return bucket_json(body.name, bucket)
 
     async def bucket_info(self, request: Request, name: str) -> dict:
-        return bucket_json(name, self._bucket(name))
+        bucket = self._bucket(name)
+        info = bucket_json(name, bucket)
+        if self.usage is not None:
+            info["usage"] = await self.usage.bucket_usage(bucket.id)
+        return info
 
     async def delete_bucket(self, request: Request, name: str) -> None:
         await self.access.delete_bucket(name)

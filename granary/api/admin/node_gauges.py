@@ -1,24 +1,32 @@
 """Gauges of a node read at scrape time from state it keeps anyway: build,
 settings, disks, cluster health, tables and blocks (Garage's names and
-labels) and the node's processes. Nothing here scans a table or a folder:
-the sizes of the trees are the metadata engine's own counts."""
+labels), the node's processes, per-bucket usage and full redundancy. Nothing
+here scans a table or a folder: the sizes of the trees are the metadata
+engine's own counts, and bucket usage is read from counters kept with the
+rows (model/usage.py)."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from granary import __version__
 from granary.api.admin.cluster_ops import ClusterAdmin
+from granary.api.admin.redundancy import Redundancy
+from granary.api.admin.usage_ops import buckets
 from granary.block.manager import BlockManager
+from granary.model.access import Access
+from granary.model.usage import BucketUsage, Usage
 from granary.table.gc import TombstoneGc
 from granary.table.table import Table
 from granary.telemetry.prometheus import MetricsExposition
 
 Samples = Iterable[tuple[tuple[str, ...], float]]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+USAGE_READ_REUSE_SECS = 0.5
 
 
 def expose_node_gauges(
@@ -128,6 +136,46 @@ def expose_storage_gauges(
         "zstd level of new blocks (0: not compressed)",
         [],
         lambda: [((), compression_level or 0)],
+    )
+
+
+def expose_usage_gauges(
+    exposition: MetricsExposition, access: Access, usage: Usage, redundancy: Redundancy
+) -> None:
+    """Per-bucket usage as this node counts it, for the buckets whose partition it
+    stores (a dashboard takes the max over nodes), and the full-redundancy signal."""
+
+    read: list[tuple[float, list[tuple[str, BucketUsage]]]] = []
+
+    def held() -> list[tuple[str, BucketUsage]]:
+        """Read once for the three gauges of a scrape (they are read one after another)."""
+        now = time.monotonic()
+        if not read or now - read[0][0] > USAGE_READ_REUSE_SECS:
+            found = [(label, usage.local(b)) for label, b in buckets(access) if usage.stores(b)]
+            read[:] = [(now, found)]
+        return read[0][1]
+
+    per_bucket = (
+        ("granary_bucket_objects", "Objects in the bucket (this node's replica)", "objects"),
+        ("granary_bucket_bytes", "Bytes of the bucket's objects (this node's replica)", "bytes"),
+        (
+            "granary_bucket_unfinished_uploads",
+            "Multipart uploads in progress in the bucket (this node's replica)",
+            "unfinished_uploads",
+        ),
+    )
+
+    def reader(field: str) -> Callable[[], Samples]:
+        return lambda: [((label,), getattr(counted, field)) for label, counted in held()]
+
+    for name, documentation, field in per_bucket:
+        exposition.gauge(name, documentation, ["bucket"], reader(field))
+    exposition.gauge(
+        "granary_fully_redundant",
+        "1 if every partition has all its nodes up, no layout change or table catch-up "
+        "is in flight and this node's block resync has no error or overdue check",
+        [],
+        _unlabelled(lambda: float(redundancy.fully_redundant())),
     )
 
 
