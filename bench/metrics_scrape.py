@@ -22,8 +22,6 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import boto3
-from botocore.config import Config as BotoConfig
 from server_process import ServerProcess, new_credentials
 
 
@@ -52,14 +50,7 @@ def measure(port: int, scrapes: int) -> dict:
 
 
 def fill(server: ServerProcess, buckets: int, objects: int) -> None:
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=server.endpoint,
-        aws_access_key_id=server.key_id,
-        aws_secret_access_key=server.secret,
-        region_name="us-east-1",
-        config=BotoConfig(retries={"max_attempts": 3}, max_pool_connections=16),
-    )
+    s3 = server.boto3_client(retries={"max_attempts": 3}, max_pool_connections=16)
 
     def one_bucket(index: int) -> None:
         name = f"bucket-{index:04d}"

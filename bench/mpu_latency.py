@@ -23,9 +23,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import boto3
-from botocore.config import Config as BotoConfig
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from server_process import ServerProcess, new_credentials
 
@@ -108,14 +105,7 @@ def main() -> None:
         server = ServerProcess(Path(root), new_credentials(), None)
         server.start()
         try:
-            s3 = boto3.client(
-                "s3",
-                endpoint_url=server.endpoint,
-                aws_access_key_id=server.key_id,
-                aws_secret_access_key=server.secret,
-                region_name="us-east-1",
-                config=BotoConfig(retries={"max_attempts": 1}),
-            )
+            s3 = server.boto3_client(retries={"max_attempts": 1})
             s3.create_bucket(Bucket="bench")
             timed = Timer(server, args.rounds)
             open_uploads(s3, "bench", 1, timed)  # warm-up: connections, code paths

@@ -67,6 +67,20 @@ class ServerProcess:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.s3_port}"
 
+    def boto3_client(self, **config: object):
+        """A boto3 S3 client of this server's key (`config`: botocore Config options)."""
+        import boto3
+        from botocore.config import Config as BotoConfig
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.key_id,
+            aws_secret_access_key=self.secret,
+            region_name="us-east-1",
+            config=BotoConfig(**config),
+        )
+
     def top_level_settings(self) -> dict[str, object]:
         """The config file's top-level keys before `settings`: a single node, folders in `root`."""
         return {

@@ -317,6 +317,34 @@ def start_cluster(
     return cluster
 
 
+def start_gateway_cluster(root: Path, admin_lines: str = "") -> Cluster:
+    """Three storage nodes in zones dc1-dc3 and a gateway (node 3) that stores
+    nothing; `admin_lines` go into every node's `[admin]` section."""
+    ports = [free_port() for _ in range(4)]
+    nodes = []
+    for index in range(4):
+        node = GranaryServer(root / f"node{index}")
+        bootstrap = [f"127.0.0.1:{ports[0]}"] if index else []
+        node.config_text = cluster_config(node, ports[index], bootstrap) + admin_lines
+        nodes.append(node)
+    cluster = Cluster(nodes, ports)
+    try:
+        for node in nodes:
+            node.start()
+        ids = cluster.node_ids()
+        admin = nodes[0]
+        for index in range(3):
+            admin.cli("layout", "assign", "-z", f"dc{index + 1}", "-c", "1G", ids[index])
+        admin.cli("layout", "assign", "-z", "dc1", "-g", ids[3])
+        admin.cli("layout", "apply", "--version", "1")
+        for node in nodes:
+            wait_until(lambda n=node: layout_version(n) >= 1, what="layout version 1")
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
 def admin_call(node: GranaryServer, method: str, path: str, body: dict | None = None):
     """Call a node's admin API in-process, found the way the CLI finds it."""
     from granary.cli.admin_client import AdminClient

@@ -20,12 +20,10 @@ from conftest import (
     GranaryServer,
     admin_call,
     block_files,
-    cluster_config,
-    free_port,
-    layout_version,
     node_config,
     start_cluster,
     start_configured,
+    start_gateway_cluster,
     wait_until,
 )
 
@@ -200,26 +198,8 @@ def test_wiped_disk_is_refilled(cluster):
 @pytest.fixture(scope="module")
 def gateway_cluster(tmp_path_factory) -> Cluster:
     """Three storage nodes in three zones and a gateway (node 3) that stores nothing."""
-    root = tmp_path_factory.mktemp("hedging")
-    ports = [free_port() for _ in range(4)]
-    nodes = []
-    for index in range(4):
-        node = GranaryServer(root / f"node{index}")
-        bootstrap = [f"127.0.0.1:{ports[0]}"] if index else []
-        node.config_text = cluster_config(node, ports[index], bootstrap)
-        nodes.append(node)
-    cluster = Cluster(nodes, ports)
+    cluster = start_gateway_cluster(tmp_path_factory.mktemp("hedging"))
     try:
-        for node in nodes:
-            node.start()
-        ids = cluster.node_ids()
-        admin = nodes[0]
-        for index in range(3):
-            admin.cli("layout", "assign", "-z", f"dc{index + 1}", "-c", "1G", ids[index])
-        admin.cli("layout", "assign", "-z", "dc1", "-g", ids[3])
-        admin.cli("layout", "apply", "--version", "1")
-        for node in nodes:
-            wait_until(lambda n=node: layout_version(n) >= 1, what="layout version 1")
         yield cluster
     finally:
         cluster.stop()

@@ -12,11 +12,9 @@ import re
 import pytest
 from conftest import (
     Cluster,
-    GranaryServer,
-    cluster_config,
-    layout_version,
     node_config,
     node_pids,
+    start_gateway_cluster,
     wait_until,
 )
 from test_metrics import samples, scrape
@@ -44,29 +42,11 @@ def grpc_collector(collector):
 def traced_cluster(tmp_path_factory, grpc_collector) -> Cluster:
     """Three storage nodes in three zones and a gateway (node 3), each sending
     its spans to the collector over OTLP/gRPC, written as in Garage's docs."""
-    root = tmp_path_factory.mktemp("traced")
-    ports = [free_port() for _ in range(4)]
-    nodes = []
-    for index in range(4):
-        node = GranaryServer(root / f"node{index}")
-        bootstrap = [f"127.0.0.1:{ports[0]}"] if index else []
-        node.config_text = (
-            cluster_config(node, ports[index], bootstrap)
-            + f'trace_sink = "http://127.0.0.1:{grpc_collector.port}"\n'  # in [admin]
-        )
-        nodes.append(node)
-    cluster = Cluster(nodes, ports)
+    cluster = start_gateway_cluster(
+        tmp_path_factory.mktemp("traced"),
+        f'trace_sink = "http://127.0.0.1:{grpc_collector.port}"\n',
+    )
     try:
-        for node in nodes:
-            node.start()
-        ids = cluster.node_ids()
-        admin = nodes[0]
-        for index in range(3):
-            admin.cli("layout", "assign", "-z", f"dc{index + 1}", "-c", "1G", ids[index])
-        admin.cli("layout", "assign", "-z", "dc1", "-g", ids[3])
-        admin.cli("layout", "apply", "--version", "1")
-        for node in nodes:
-            wait_until(lambda n=node: layout_version(n) >= 1, what="layout version 1")
         yield cluster
     finally:
         cluster.stop()
