@@ -40,9 +40,7 @@ from multiprocessing import Process, Queue
 from pathlib import Path
 
 import aiohttp
-import boto3
 import server_process
-from botocore.config import Config as BotoConfig
 from loadgen import Signer
 from server_process import ServerProcess, new_credentials
 
@@ -83,14 +81,7 @@ def settled_rss(server: ServerProcess, seconds: float) -> float:
 
 
 def s3_client(server: ServerProcess):
-    return boto3.client(
-        "s3",
-        endpoint_url=server.endpoint,
-        aws_access_key_id=server.key_id,
-        aws_secret_access_key=server.secret,
-        region_name="us-east-1",
-        config=BotoConfig(signature_version="s3v4", retries={"max_attempts": 1}),
-    )
+    return server.boto3_client(signature_version="s3v4", retries={"max_attempts": 1})
 
 
 def stalled_readers(server: ServerProcess) -> dict[str, float]:
