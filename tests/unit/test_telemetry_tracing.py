@@ -250,3 +250,22 @@ def test_the_exporter_sends_batches_drops_beyond_its_queue_and_survives_failures
     exporter.record(spans[1])
     exporter.close()  # the failure was logged and counted, not raised: the thread goes on
     assert sent == [1]
+
+
+def test_closing_sends_every_span_recorded_before():
+    sent: list[int] = []
+
+    def send(raw: bytes) -> None:
+        request = ExportTraceServiceRequest.FromString(raw)
+        sent.append(
+            sum(len(scope.spans) for r in request.resource_spans for scope in r.scope_spans)
+        )
+
+    exporter = SpanExporter(send, lambda: {})
+    span = tracing.Span(TRACE, b"", "s", tracing.INTERNAL, None)
+    span.end_ns = span.start_ns
+    for _ in range(otlp.BATCH_SPANS + 5):  # a full batch, and five still in the encoder
+        exporter.record(span)
+    exporter.start()
+    exporter.close()
+    assert sent == [otlp.BATCH_SPANS, 5]
