@@ -266,6 +266,7 @@ def test_closing_sends_every_span_recorded_before():
     span.end_ns = span.start_ns
     for _ in range(otlp.BATCH_SPANS + 5):  # a full batch, and five still in the encoder
         exporter.record(span)
+    exporter.close()  # stopping before its thread ran once: its one pass must send all
     exporter.start()
     exporter.close()
     assert sent == [otlp.BATCH_SPANS, 5]
