@@ -176,10 +176,6 @@ def uninstall() -> None:
     _sink = None
 
 
-def installed() -> bool:
-    return _sink is not None
-
-
 def new_trace_id() -> bytes:
     """16 random bytes, never all zero (from a generator seeded per process: a
     system call per request cost 2 % of a small GET)."""
@@ -191,11 +187,11 @@ def sampled(trace_id: bytes) -> bool:
     return int.from_bytes(trace_id[8:], "big") < _ratio_bound
 
 
-def root(trace_id: bytes, name: str, kind: int = SERVER, attributes: dict | None = None) -> AnySpan:
-    """The first span of a trace (an S3 request's), if the trace is sampled."""
+def root(trace_id: bytes, name: str) -> AnySpan:
+    """The first span of a trace (an S3 request's, SERVER), if the trace is sampled."""
     if _sink is None or not sampled(trace_id):
         return NO_SPAN
-    return Span(trace_id, b"", name, kind, attributes)
+    return Span(trace_id, b"", name, SERVER, None)
 
 
 def span(name: str, kind: int = INTERNAL, attributes: dict | None = None) -> AnySpan:
@@ -209,11 +205,6 @@ def span(name: str, kind: int = INTERNAL, attributes: dict | None = None) -> Any
 def suppressed() -> _Suppressed | NoSpan:
     """Run bulk work inside (`with`): nothing in it is recorded or propagated."""
     return NO_SPAN if _current.get() is None else _Suppressed()
-
-
-def current() -> AnySpan:
-    found = _current.get()
-    return NO_SPAN if found is None else found
 
 
 def continued(traceparent: str, name: str, kind: int = SERVER) -> AnySpan:
