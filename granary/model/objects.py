@@ -247,7 +247,8 @@ class Objects:
             if block_end > start and position <= end:
                 wanted.append((block, position))
             position = block_end
-        span = tracing.span("blocks.read", attributes={"blocks": len(wanted)})
+        span = tracing.span("blocks.read")
+        span.set("blocks", len(wanted))
         sent = 0
         fetches = ReadAhead(
             lambda index: self._fetch_block(wanted[index][0].hash),

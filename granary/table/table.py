@@ -92,6 +92,10 @@ class Table(Generic[E]):
         self._decoder = msgspec.msgpack.Decoder(schema.entry_type)
         self.queue_wakeup = asyncio.Event()
         self.counts = TableCounts(schema.name)
+        # Span names, built once (not per call on the request path).
+        self._span_insert = f"{schema.name}.insert"
+        self._span_get = f"{schema.name}.get"
+        self._span_get_range = f"{schema.name}.get_range"
 
     @property
     def name(self) -> str:
@@ -179,9 +183,10 @@ class Table(Generic[E]):
         started = time.perf_counter()
         try:
             with (
-                tracing.span(f"{self.name}.insert", attributes={"rows": len(entries)}),
+                tracing.span(self._span_insert) as span,
                 self.replication.write_guard(),
             ):
+                span.set("rows", len(entries))
                 by_sets: dict[tuple[tuple[bytes, ...], ...], list[E]] = {}
                 for entry in entries:
                     partition = self._partition(self.schema.partition_key(entry))
@@ -211,7 +216,7 @@ class Table(Generic[E]):
         nodes = self.nearest_first(self.replication.read_nodes(self._partition(pk)))
         started = time.perf_counter()
         try:
-            with tracing.span(f"{self.name}.get"):
+            with tracing.span(self._span_get):
                 answers = await call_nearest(
                     nodes,
                     lambda node: self._get_on(node, pk, sk),
@@ -252,7 +257,8 @@ class Table(Generic[E]):
         nodes = self.nearest_first(self.replication.read_nodes(self._partition(pk)))
         started = time.perf_counter()
         try:
-            with tracing.span(f"{self.name}.get_range", attributes={"limit": limit}):
+            with tracing.span(self._span_get_range) as span:
+                span.set("limit", limit)
                 answers = await call_nearest(
                     nodes,
                     lambda node: self._scan_on(node, pk, start, filter, limit),

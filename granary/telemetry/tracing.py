@@ -53,20 +53,13 @@ class Span:
         "trace_id",
     )
 
-    def __init__(
-        self,
-        trace_id: bytes,
-        parent_id: bytes,
-        name: str,
-        kind: int,
-        attributes: dict[str, AttributeValue] | None,
-    ) -> None:
+    def __init__(self, trace_id: bytes, parent_id: bytes, name: str, kind: int) -> None:
         self.trace_id = trace_id
         self.span_id = (_random.getrandbits(64) or 1).to_bytes(8, "big")
         self.parent_id = parent_id
         self.name = name
         self.kind = kind
-        self.attributes = attributes if attributes is not None else {}
+        self.attributes: dict[str, AttributeValue] = {}
         self.error: str | None = None
         self.start_ns = time.time_ns()
         self.end_ns = 0
@@ -191,15 +184,15 @@ def root(trace_id: bytes, name: str) -> AnySpan:
     """The first span of a trace (an S3 request's, SERVER), if the trace is sampled."""
     if _sink is None or not sampled(trace_id):
         return NO_SPAN
-    return Span(trace_id, b"", name, SERVER, None)
+    return Span(trace_id, b"", name, SERVER)
 
 
-def span(name: str, kind: int = INTERNAL, attributes: dict | None = None) -> AnySpan:
+def span(name: str, kind: int = INTERNAL) -> AnySpan:
     """A child of the current span (enter it), or NO_SPAN outside a recorded one."""
     parent = _current.get()
     if parent is None:
         return NO_SPAN
-    return Span(parent.trace_id, parent.span_id, name, kind, attributes)
+    return Span(parent.trace_id, parent.span_id, name, kind)
 
 
 def suppressed() -> _Suppressed | NoSpan:
@@ -218,7 +211,7 @@ def continued(traceparent: str, name: str, kind: int = SERVER) -> AnySpan:
     trace_id, parent_id, flags = parent
     if not flags & 1:
         return NO_SPAN
-    return Span(trace_id, parent_id, name, kind, None)
+    return Span(trace_id, parent_id, name, kind)
 
 
 def parse_traceparent(value: str) -> tuple[bytes, bytes, int] | None:

@@ -228,7 +228,7 @@ def test_the_exporter_sends_batches_drops_beyond_its_queue_and_survives_failures
 
     monkeypatch.setattr(otlp, "MAX_QUEUED_SPANS", 600)
     exporter = SpanExporter(send, lambda: {"service.name": "granary"})
-    spans = [tracing.Span(TRACE, b"", f"s{index}", tracing.INTERNAL, None) for index in range(700)]
+    spans = [tracing.Span(TRACE, b"", f"s{index}", tracing.INTERNAL) for index in range(700)]
     for span in spans:
         span.end_ns = span.start_ns
     for span in spans:
@@ -261,7 +261,7 @@ def test_closing_sends_every_span_recorded_before():
         )
 
     exporter = SpanExporter(send, lambda: {})
-    span = tracing.Span(TRACE, b"", "s", tracing.INTERNAL, None)
+    span = tracing.Span(TRACE, b"", "s", tracing.INTERNAL)
     span.end_ns = span.start_ns
     for _ in range(otlp.BATCH_SPANS + 5):  # a full batch, and five still in the encoder
         exporter.record(span)
