@@ -77,6 +77,10 @@ def _count(value: int | None) -> str:
     return "?" if value is None else str(value)
 
 
+def _size(value: int | None) -> str:
+    return "?" if value is None else human_size(value)
+
+
 def bucket_info(bucket: dict, key_names: dict[str, str]) -> list[str]:
     lines = [
         f"Bucket:  {bucket['name']}",
@@ -85,9 +89,8 @@ def bucket_info(bucket: dict, key_names: dict[str, str]) -> list[str]:
     ]
     usage = bucket.get("usage")
     if usage is not None:
-        size = "?" if usage["bytes"] is None else human_size(usage["bytes"])
         lines += [
-            f"Size:    {size} ({_count(usage['bytes'])} bytes)",
+            f"Size:    {_size(usage['bytes'])} ({_count(usage['bytes'])} bytes)",
             f"Objects: {_count(usage['objects'])}",
             f"Unfinished multipart uploads: {_count(usage['unfinished_uploads'])}",
         ]
@@ -134,7 +137,7 @@ def stats(result: dict) -> list[str]:
         [
             b["name"],
             _count(b["objects"]),
-            "?" if b["bytes"] is None else human_size(b["bytes"]),
+            _size(b["bytes"]),
             _count(b["unfinished_uploads"]),
         ]
         for b in result["bucket_usage"]
