@@ -1,8 +1,11 @@
 """What metrics and traces cost: the same load against one node with no metrics
 backend bound, with metrics (the default), with metrics and every request
 traced (OTLP/gRPC to a collector that discards what it receives), and with
-one request in ten traced, in alternating rounds; medians, and each variant's
-ratio to the one without metrics measured in the same run.
+one request in ten traced, in alternating rounds. Each variant is compared
+with the others of the same round (a VM drifts by several per cent between
+rounds: pairing within a round cancels that), and the medians of those ratios
+over the rounds are printed: ops/s or MB/s, and the server's CPU time per
+operation or per GiB (which the hypervisor's steal does not inflate).
 
     python bench/telemetry_cost.py [--rounds 3] [--seconds 8] [--dir PATH]
 
@@ -89,8 +92,10 @@ async def load(server: ServerProcess, wrk: WrkDriver, seconds: float) -> dict[st
         await client.create_bucket()
         for phase in await wrk_put_then_get(runner, client, endpoint, wrk, *SMALL, seconds):
             rates[f"4 KiB {phase['name']} c16 ops/s"] = phase["ops_per_s"]
+            rates[f"4 KiB {phase['name']} srv ms/op"] = phase["server_cpu_ms_per_op"]
         for phase in await put_then_get(runner, client, *LARGE, seconds):
             rates[f"64 MiB {phase['name']} c4 MB/s"] = phase["mb_per_s"]
+            rates[f"64 MiB {phase['name']} srv s/GiB"] = phase["server_cpu_s_per_gib"]
     finally:
         await client.close()
     return rates
@@ -124,6 +129,31 @@ def run_variant(root: Path, variant: str, collector: DiscardingCollector, second
         server.stop()
 
 
+def paired_median(
+    results: dict[str, list[dict[str, float]]], measure: str, variant: str, base: str
+) -> float:
+    """The median over the rounds of `variant` / `base` measured in the same round."""
+    return statistics.median(
+        ours[measure] / theirs[measure]
+        for ours, theirs in zip(results[variant], results[base], strict=True)
+    )
+
+
+def print_table(results: dict[str, list[dict[str, float]]]) -> None:
+    """Medians of each measure, then each variant's cost as paired ratios (in
+    brackets for traces: against metrics alone, what tracing adds)."""
+    base = VARIANTS[0]
+    print(f"{'measure':<24}" + "".join(f"{variant:>22}" for variant in VARIANTS))
+    for measure in results[base][0]:
+        cells = [f"{statistics.median(r[measure] for r in results[base]):>22.3f}"]
+        for variant in VARIANTS[1:]:
+            cell = f"{paired_median(results, measure, variant, base) - 1:+.1%}"
+            if variant.startswith("traces"):
+                cell += f" ({paired_median(results, measure, variant, 'metrics') - 1:+.1%})"
+            cells.append(f"{cell:>22}")
+        print(f"{measure:<24}" + "".join(cells))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -146,14 +176,7 @@ def main() -> int:
                 print(f"round {round_index + 1} {variant}: {rates}", file=sys.stderr)
     collector.close()
     print(f"collector received {collector.received_bytes / 1e6:.1f} MB of spans")
-    measures = list(results[VARIANTS[0]][0])
-    print(f"{'measure':<24}" + "".join(f"{variant:>20}" for variant in VARIANTS))
-    for measure in measures:
-        medians = [statistics.median(r[measure] for r in results[v]) for v in VARIANTS]
-        cells = [f"{medians[0]:>20.1f}"] + [
-            f"{m:>11.1f} ({m / medians[0] - 1:+.1%})" for m in medians[1:]
-        ]
-        print(f"{measure:<24}" + "".join(cells))
+    print_table(results)
     return 0
 
 

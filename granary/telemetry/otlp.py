@@ -4,9 +4,9 @@ in batches by a thread, to an OpenTelemetry collector over gRPC or HTTP.
 `[admin] trace_sink` is Garage's key. Garage's documented value
 `http://localhost:4317` is OTLP/gRPC; a sink on port 4318 or with a path
 (`http://collector:4318/v1/traces`) is OTLP/HTTP, and `trace_protocol` says it
-outright. The messages are the official OTLP protobuf definitions
-(`opentelemetry-proto`), sent with `grpcio` or `urllib`; both are imported only
-when a sink is set (`pip install 'granary[traces]'`).
+outright. The requests are OTLP protobuf (written by otlp_encoding.py), sent with
+`grpcio` (imported only for a gRPC sink: `pip install 'granary[traces]'`) or
+`urllib`.
 
 The queue is bounded: spans beyond it are dropped and counted, and a collector
 that is down costs a warning a minute, never the requests.
@@ -21,14 +21,15 @@ import socket
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 
 from granary import __version__
 from granary.telemetry import tracing
 from granary.telemetry.metrics import Counter
+from granary.telemetry.otlp_encoding import encode_request, encode_span
 
 log = logging.getLogger("granary.telemetry")
 
@@ -40,12 +41,11 @@ MAX_QUEUED_SPANS = 16384
 BATCH_SPANS = 4096
 """Spans sent in one call: a gRPC call costs ~1.2 ms of CPU here, 2.3 µs a span
 in batches of 512, 0.3 µs in batches of 4096."""
-ENCODE_SPANS = 512
-"""Spans in one encoded request (several are sent in one call)."""
 EXPORT_INTERVAL = 1.0
 EXPORT_TIMEOUT = 10.0
 WARNING_INTERVAL = 60.0
-STATUS_ERROR = 2
+SCOPE = ("granary", __version__)
+"""The instrumentation scope of every span."""
 
 EXPORTED = Counter("granary_trace_spans_exported", "Spans the collector accepted")
 DROPPED = Counter(
@@ -93,22 +93,22 @@ Resource = Callable[[], dict[str, str | int]]
 
 
 class SpanExporter:
-    """Encodes each span into OTLP as it ends (`record`, on the event loop) and
-    sends the encoded batches from a thread, which releases the interpreter's
-    lock while it sends.
+    """Encodes each span into OTLP as it ends (`record`, on the event loop:
+    otlp_encoding.py, ~1.4 µs) and sends them in batches from a thread, which
+    releases the interpreter's lock while it sends.
 
-    A span encodes in ~2.2 µs alone, ~4.2 µs inside a loaded server. Queuing
-    spans for the thread to encode instead was measured too (bench/
-    telemetry_cost.py) and cost the requests no less: the encoding holds the
-    interpreter's lock wherever it runs, and slows the loop's own work.
+    Encoding in the thread instead was measured too (bench/telemetry_cost.py)
+    and cost the requests no less: it holds the interpreter's lock wherever it
+    runs, and slows the loop's own work. A batch is sent when full or after
+    EXPORT_INTERVAL: a gRPC call costs ~1.2 ms of CPU here, so a busy node
+    sends few large ones.
     """
 
     def __init__(self, send: Send, resource: Resource) -> None:
         self._send = send
-        self._encoder = SpanEncoder(resource)
-        self._lock = threading.Lock()  # the encoder: the loop fills it, both take from it
-        self._outbox: collections.deque[tuple[bytes, int]] = collections.deque()
-        self._queued = 0  # spans in the encoder and the outbox
+        self._resource = resource
+        self._spans: collections.deque[bytes] = collections.deque()
+        """Encoded spans: the loop appends, the thread takes (a deque's ends are thread-safe)."""
         self._wake = threading.Event()
         self._stopping = False
         self._last_warning = 0.0
@@ -118,15 +118,12 @@ class SpanExporter:
         self._thread.start()
 
     def record(self, span: tracing.Span) -> None:
-        if self._queued >= MAX_QUEUED_SPANS:
+        spans = self._spans
+        if len(spans) >= MAX_QUEUED_SPANS:
             DROPPED.inc()
             return
-        with self._lock:
-            self._queued += 1
-            if self._encoder.add(span) < ENCODE_SPANS:
-                return
-            self._outbox.append(self._encoder.take())
-        if len(self._outbox) * ENCODE_SPANS >= BATCH_SPANS:
+        spans.append(encode_span(span))
+        if len(spans) == BATCH_SPANS:
             self._wake.set()
 
     def close(self, timeout: float = 5.0) -> None:
@@ -138,100 +135,30 @@ class SpanExporter:
 
     def _run(self) -> None:
         while True:
-            self._wake.wait(EXPORT_INTERVAL)
+            full = self._wake.wait(EXPORT_INTERVAL)
             self._wake.clear()
             stopping = self._stopping
-            if stopping or len(self._outbox) * ENCODE_SPANS < BATCH_SPANS:
-                with self._lock:  # what a quiet second (or the last) left in the encoder
-                    if self._encoder.spans:
-                        self._outbox.append(self._encoder.take())
-            while self._outbox:
+            while len(self._spans) >= BATCH_SPANS:
+                self._export()
+            if self._spans and (stopping or not full):  # a quiet second's spans, or the last
                 self._export()
             if stopping:
                 return
 
     def _export(self) -> None:
-        parts, spans = [], 0
-        while self._outbox and spans < BATCH_SPANS:
-            encoded, count = self._outbox.popleft()
-            parts.append(encoded)
-            spans += count
-        with self._lock:
-            self._queued -= spans
+        spans = self._spans
+        batch = [spans.popleft() for _ in range(min(len(spans), BATCH_SPANS))]
         try:
-            self._send(b"".join(parts))  # concatenated requests are one, merged
+            self._send(encode_request(self._resource(), SCOPE, batch))
         except Exception as error:
             EXPORT_ERRORS.inc()
-            DROPPED.inc(spans)
+            DROPPED.inc(len(batch))
             now = time.monotonic()
             if now - self._last_warning >= WARNING_INTERVAL:
                 self._last_warning = now
-                log.warning("could not export %d spans: %s", spans, error)
+                log.warning("could not export %d spans: %s", len(batch), error)
             return
-        EXPORTED.inc(spans)
-
-
-class SpanEncoder:
-    """An OTLP ExportTraceServiceRequest (protobuf) filled a span at a time."""
-
-    def __init__(self, resource: Resource) -> None:
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-            ExportTraceServiceRequest,
-        )
-
-        self._message_type = ExportTraceServiceRequest
-        self._resource = resource
-        self.spans = 0
-        self._start()
-
-    def _start(self) -> None:
-        request = self._request = self._message_type()
-        resource_spans = self._resource_spans = request.resource_spans.add()
-        scope_spans = resource_spans.scope_spans.add()
-        scope_spans.scope.name = "granary"
-        scope_spans.scope.version = __version__
-        self._spans = scope_spans.spans
-        self.spans = 0
-
-    def add(self, span: tracing.Span) -> int:
-        """Encode `span`; the number of spans encoded so far."""
-        out = self._spans.add()
-        out.trace_id = span.trace_id
-        out.span_id = span.span_id
-        if span.parent_id:
-            out.parent_span_id = span.parent_id
-        out.name = span.name
-        out.kind = span.kind
-        out.start_time_unix_nano = span.start_ns
-        out.end_time_unix_nano = span.end_ns
-        _set_attributes(out.attributes, span.attributes.items())
-        if span.error is not None:
-            out.status.code = STATUS_ERROR
-            out.status.message = span.error
-        self.spans += 1
-        return self.spans
-
-    def take(self) -> tuple[bytes, int]:
-        """The request of the spans encoded so far, and their number; starts anew."""
-        resource = self._resource()  # as it is now (a layout change may move the node)
-        _set_attributes(self._resource_spans.resource.attributes, resource.items())
-        encoded = self._request.SerializeToString(), self.spans
-        self._start()
-        return encoded
-
-
-def _set_attributes(target: Any, attributes: Iterable[tuple[str, tracing.AttributeValue]]) -> None:
-    for key, value in attributes:
-        pair = target.add()
-        pair.key = key
-        if isinstance(value, str):
-            pair.value.string_value = value
-        elif isinstance(value, bool):
-            pair.value.bool_value = value
-        elif isinstance(value, int):
-            pair.value.int_value = value
-        else:
-            pair.value.double_value = value
+        EXPORTED.inc(len(batch))
 
 
 def grpc_sender(sink: Sink) -> Send:
@@ -282,8 +209,6 @@ def start_exporter(
 ) -> SpanExporter:
     """Export this process's spans to `sink`; `zone` is read at each export (a
     layout change may move the node). Raises ImportError without the extra."""
-    import opentelemetry.proto.collector.trace.v1.trace_service_pb2  # noqa: F401
-
     send = grpc_sender(sink) if sink.protocol == "grpc" else http_sender(sink)
     fixed: dict[str, str | int] = {
         "service.name": "granary",

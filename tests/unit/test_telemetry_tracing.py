@@ -9,11 +9,13 @@ import threading
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from granary.config import AdminConfig
-from granary.telemetry import otlp, tracing
-from granary.telemetry.otlp import Sink, SinkError, SpanEncoder, SpanExporter, parse_sink
+from granary.telemetry import otlp, otlp_encoding, tracing
+from granary.telemetry.otlp import Sink, SinkError, SpanExporter, parse_sink
 
 TRACE = bytes(range(1, 17))
 PARENT = bytes(range(1, 9))
@@ -135,36 +137,92 @@ def test_a_later_traceparent_version_is_read_as_version_00():
     )
 
 
+def _request(spans: list[tracing.Span], resource: dict) -> ExportTraceServiceRequest:
+    raw = otlp_encoding.encode_request(resource, otlp.SCOPE, map(otlp_encoding.encode_span, spans))
+    return ExportTraceServiceRequest.FromString(raw)
+
+
 def test_spans_encode_as_an_otlp_export_request(recorded):
     with tracing.root(TRACE, "PutObject") as root:
         root.set("aws.s3.bucket", "photos")
         root.set("granary.request_bytes", 5)
         root.set("ratio", 0.5)
         root.set("cached", True)
+        root.set("aws.s3.key", "bad \udcff surrogate")  # as a key read with surrogateescape
         with tracing.span("object.insert") as child:
             child.fail("QuorumError: 1 of 2")
-    encoder = SpanEncoder(lambda: {"service.name": "granary", "process.pid": 7})
-    assert [encoder.add(span) for span in recorded] == [1, 2]
-    raw, count = encoder.take()
-    assert count == 2 and encoder.spans == 0
-    request = ExportTraceServiceRequest.FromString(raw)
+    request = _request(recorded, {"service.name": "granary", "process.pid": 7})
     (resource_spans,) = request.resource_spans
     resource = {a.key: a.value for a in resource_spans.resource.attributes}
     assert resource["service.name"].string_value == "granary"
     assert resource["process.pid"].int_value == 7
     (scope,) = resource_spans.scope_spans
-    assert scope.scope.name == "granary"
+    assert (scope.scope.name, scope.scope.version) == otlp.SCOPE
     child_span, root_span = scope.spans
     assert root_span.trace_id == TRACE and root_span.parent_span_id == b""
+    assert root_span.span_id == root.span_id
     assert root_span.kind == tracing.SERVER and root_span.name == "PutObject"
     values = {a.key: a.value for a in root_span.attributes}
     assert values["aws.s3.bucket"].string_value == "photos"
     assert values["granary.request_bytes"].int_value == 5
     assert values["ratio"].double_value == 0.5 and values["cached"].bool_value is True
+    assert values["aws.s3.key"].string_value == "bad ? surrogate"
+    assert root_span.status.code == 0  # unset
     assert child_span.parent_span_id == root.span_id
+    assert child_span.kind == tracing.INTERNAL and child_span.name == "object.insert"
     assert child_span.status.code == 2 and child_span.status.message == "QuorumError: 1 of 2"
-    assert root_span.start_time_unix_nano <= child_span.start_time_unix_nano
+    assert (root_span.start_time_unix_nano, root_span.end_time_unix_nano) == (
+        root.start_ns,
+        root.end_ns,
+    )
     assert child_span.end_time_unix_nano <= root_span.end_time_unix_nano
+
+
+attribute_values = st.one_of(
+    st.text(),
+    st.booleans(),
+    st.integers(min_value=-(1 << 63), max_value=(1 << 63) - 1),
+    st.floats(allow_nan=False),
+)
+
+
+@settings(max_examples=300)
+@given(
+    name=st.text(max_size=300),
+    kind=st.sampled_from([tracing.INTERNAL, tracing.SERVER, tracing.CLIENT]),
+    times=st.tuples(st.integers(0, (1 << 64) - 1), st.integers(0, (1 << 64) - 1)),
+    attributes=st.dictionaries(st.text(max_size=40), attribute_values, max_size=6),
+    parented=st.booleans(),
+    error=st.none() | st.text(max_size=3000),
+)
+def test_the_encoding_is_what_the_official_definitions_read(
+    name, kind, times, attributes, parented, error
+):
+    """Every value a span may hold, twice (the second time from the caches),
+    read back with opentelemetry-proto's own classes."""
+    span = tracing.Span(TRACE, PARENT if parented else b"", name, kind)
+    span.start_ns, span.end_ns = times
+    span.attributes.update(attributes)
+    span.error = error
+    for read in _request([span, span], {"pid": -3}).resource_spans[0].scope_spans[0].spans:
+        assert read.name == name and read.kind == kind
+        assert (read.span_id, read.parent_span_id) == (span.span_id, span.parent_id)
+        assert (read.start_time_unix_nano, read.end_time_unix_nano) == times
+        got = {a.key: getattr(a.value, a.value.WhichOneof("value")) for a in read.attributes}
+        assert got == attributes
+        for pair in read.attributes:
+            expected = attributes[pair.key]
+            kind_of = {str: "string_value", bool: "bool_value", int: "int_value"}
+            assert pair.value.WhichOneof("value") == kind_of.get(type(expected), "double_value")
+        assert read.status.code == (0 if error is None else 2)
+        assert read.status.message == (error or "")
+
+
+def test_requests_concatenated_are_one_request():
+    span = tracing.Span(TRACE, b"", "s", tracing.INTERNAL)
+    one = otlp_encoding.encode_request({}, otlp.SCOPE, [otlp_encoding.encode_span(span)])
+    request = ExportTraceServiceRequest.FromString(one + one)
+    assert len(request.resource_spans) == 2
 
 
 @pytest.mark.parametrize(
@@ -235,7 +293,7 @@ def test_the_exporter_sends_batches_drops_beyond_its_queue_and_survives_failures
         exporter.record(span)
     exporter.start()
     exporter.close()
-    assert sent == [600]  # one call: 512 encoded, then the 88 left; 100 dropped
+    assert sent == [600]  # one call; 100 dropped
 
     sent.clear()
     failing.set()
@@ -263,7 +321,7 @@ def test_closing_sends_every_span_recorded_before():
     exporter = SpanExporter(send, lambda: {})
     span = tracing.Span(TRACE, b"", "s", tracing.INTERNAL)
     span.end_ns = span.start_ns
-    for _ in range(otlp.BATCH_SPANS + 5):  # a full batch, and five still in the encoder
+    for _ in range(otlp.BATCH_SPANS + 5):  # a full batch, and five more
         exporter.record(span)
     exporter.close()  # stopping before its thread ran once: its one pass must send all
     exporter.start()
