@@ -94,7 +94,7 @@ Resource = Callable[[], dict[str, str | int]]
 
 class SpanExporter:
     """Encodes each span into OTLP as it ends (`record`, on the event loop:
-    otlp_encoding.py, ~1.4 µs) and sends them in batches from a thread, which
+    otlp_encoding.py, ~1 µs) and sends them in batches from a thread, which
     releases the interpreter's lock while it sends.
 
     Encoding in the thread instead was measured too (bench/telemetry_cost.py)

