@@ -164,8 +164,7 @@ def encode_request(
     spans: Iterable[bytes],
 ) -> bytes:
     """An ExportTraceServiceRequest of one resource and one scope (name, version)
-    holding `spans` (each from `encode_span`). Two requests concatenated are one
-    request holding both, as protobuf merges repeated fields."""
+    holding `spans` (each from `encode_span`)."""
     resource_body = b"".join(_delimited(_FIRST, key_value(k, v)) for k, v in resource.items())
     scope_body = _delimited(_FIRST, _text(scope[0])) + _delimited(_SECOND, _text(scope[1]))
     scope_spans = _delimited(_FIRST, scope_body) + b"".join(spans)

@@ -218,13 +218,6 @@ def test_the_encoding_is_what_the_official_definitions_read(
         assert read.status.message == (error or "")
 
 
-def test_requests_concatenated_are_one_request():
-    span = tracing.Span(TRACE, b"", "s", tracing.INTERNAL)
-    one = otlp_encoding.encode_request({}, otlp.SCOPE, [otlp_encoding.encode_span(span)])
-    request = ExportTraceServiceRequest.FromString(one + one)
-    assert len(request.resource_spans) == 2
-
-
 @pytest.mark.parametrize(
     ("value", "protocol", "sink"),
     [
@@ -279,7 +272,7 @@ def test_the_exporter_sends_batches_drops_beyond_its_queue_and_survives_failures
         if failing.is_set():
             refused.append(raw)
             raise ConnectionRefusedError("collector down")
-        request = ExportTraceServiceRequest.FromString(raw)  # encoded parts, concatenated
+        request = ExportTraceServiceRequest.FromString(raw)
         sent.append(
             sum(len(scope.spans) for r in request.resource_spans for scope in r.scope_spans)
         )
