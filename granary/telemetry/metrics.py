@@ -9,7 +9,7 @@ CLI and tools pay one empty call.
 A labelled metric is used through `labels(...)`, which returns a bound
 child; keep it (e.g. per endpoint, built once) rather than calling
 `labels` per request: once bound, its methods are the backend's own
-(~0.4 µs an increment, ~0.8 µs an observation here).
+(~0.15 µs an increment, ~0.3 µs an observation here).
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ def backend_bound() -> bool:
 
 def bind_backend(make: Callable[[_Metric], Any]) -> None:
     """Count every metric, declared or to come, into what `make(metric)` returns
-    (an object with prometheus_client's methods: labels, inc, dec, set, observe)."""
+    (an object with the methods labels, inc, dec, set and observe, as prometheus_client's)."""
     _backend[:] = [make]
     for metric in _declared:
         metric._bind(make)

@@ -7,8 +7,11 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from granary.api.http.types import Headers, Request
 from granary.api.s3.app import OPERATIONS, _endpoint_name
+from granary.telemetry import metrics, prometheus
 from granary.telemetry.prometheus import NodeSamples, Sample, encode, merge, read_snapshot
 
 # Garage's S3 `api_endpoint` names (src/api/s3/router.rs), those Granary serves.
@@ -142,7 +145,7 @@ def test_a_process_snapshot_carries_what_it_counted():
     )
     data = subprocess.run([sys.executable, "-c", script], capture_output=True, check=True).stdout
     samples = {(s.name, s.labels): s.value for s in read_snapshot(data)}
-    assert samples[("api_s3_request_counter_total", (("api_endpoint", "GetObject"),))] == 3
+    assert samples[("api_s3_request_counter", (("api_endpoint", "GetObject"),))] == 3
     assert samples[("t_duration_bucket", (("le", "0.002"),))] == 1
     assert samples[("t_duration_count", ())] == 1
 
@@ -196,5 +199,37 @@ def test_installing_twice_counts_once():
         """
     )
     data = subprocess.run([sys.executable, "-c", script], capture_output=True, check=True).stdout
-    counted = [s.value for s in read_snapshot(data) if s.name == "api_s3_request_counter_total"]
+    counted = [s.value for s in read_snapshot(data) if s.name == "api_s3_request_counter"]
     assert counted == [2]  # one series, not a stale copy beside a new one
+
+
+def test_a_histogram_counts_a_value_in_the_first_bucket_whose_bound_holds_it():
+    family = prometheus._Family(metrics.Histogram("t_seconds", "s", ["op"], buckets=(0.1, 1)))
+    child = family.labels("get")
+    for value in (0.05, 0.1, 0.5, 1.0, 7.0):
+        child.observe(value)
+    got = {(name, labels): value for name, labels, value in family.samples()}
+    op = ("op", "get")
+    assert got[("t_seconds_bucket", (("le", "0.1"), op))] == 2  # a bound holds its own value
+    assert got[("t_seconds_bucket", (("le", "1.0"), op))] == 4  # cumulative
+    assert got[("t_seconds_bucket", (("le", "+Inf"), op))] == 5
+    assert got[("t_seconds_count", (op,))] == 5
+    assert got[("t_seconds_sum", (op,))] == pytest.approx(8.65)
+    assert len(got) == 5
+
+
+def test_counters_only_go_up_and_gauges_move_both_ways():
+    counter = prometheus._Family(metrics.Counter("t_plain", "c"))
+    assert list(counter.samples()) == [("t_plain", (), 0.0)]  # shown before its first use
+    counter.inc()
+    counter.inc(2.5)
+    with pytest.raises(ValueError):
+        counter.inc(-1)
+    assert list(counter.samples()) == [("t_plain", (), 3.5)]
+    gauge = prometheus._Family(metrics.Gauge("t_level", "g", ["disk"]))
+    assert list(gauge.samples()) == []  # a labelled series appears once used
+    level = gauge.labels("a")
+    level.set(5)
+    level.inc(2)
+    level.dec(10)
+    assert list(gauge.samples()) == [("t_level", (("disk", "a"),), -3.0)]
