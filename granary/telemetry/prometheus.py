@@ -4,8 +4,8 @@ Each process counts in its own memory, into the values below: a float (a
 histogram: a count per bucket and a sum) behind a lock of its own, since
 worker threads count too. prometheus_client's values, used until 0.6, cost
 ~0.35 µs an increment and ~0.65 µs an observation here (its Python layers and
-a lock per value: a histogram takes two), ~4 % of a 4 KiB request's CPU with
-the ~10 updates such a request makes; these cost ~0.2 and ~0.3 µs. The
+a lock per value: a histogram takes two): ~3 % of a server's samples under
+4 KiB requests (py-spy). These cost ~0.2 and ~0.3 µs. The
 node's S3 worker processes send a snapshot of theirs (`snapshot()`) to the
 primary every second and when they stop; the primary's `/metrics` merges
 its own values with the latest snapshot of each live worker and with what
