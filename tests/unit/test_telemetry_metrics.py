@@ -204,32 +204,32 @@ def test_installing_twice_counts_once():
 
 
 def test_a_histogram_counts_a_value_in_the_first_bucket_whose_bound_holds_it():
-    family = prometheus._Family(metrics.Histogram("t_seconds", "s", ["op"], buckets=(0.1, 1)))
+    family = prometheus._Family(metrics.Histogram("test_seconds", "s", ["op"], buckets=(0.1, 1)))
     child = family.labels("get")
     for value in (0.05, 0.1, 0.5, 1.0, 7.0):
         child.observe(value)
     got = {(name, labels): value for name, labels, value in family.samples()}
     op = ("op", "get")
-    assert got[("t_seconds_bucket", (("le", "0.1"), op))] == 2  # a bound holds its own value
-    assert got[("t_seconds_bucket", (("le", "1.0"), op))] == 4  # cumulative
-    assert got[("t_seconds_bucket", (("le", "+Inf"), op))] == 5
-    assert got[("t_seconds_count", (op,))] == 5
-    assert got[("t_seconds_sum", (op,))] == pytest.approx(8.65)
+    assert got[("test_seconds_bucket", (("le", "0.1"), op))] == 2  # a bound holds its own value
+    assert got[("test_seconds_bucket", (("le", "1.0"), op))] == 4  # cumulative
+    assert got[("test_seconds_bucket", (("le", "+Inf"), op))] == 5
+    assert got[("test_seconds_count", (op,))] == 5
+    assert got[("test_seconds_sum", (op,))] == pytest.approx(8.65)
     assert len(got) == 5
 
 
 def test_counters_only_go_up_and_gauges_move_both_ways():
-    counter = prometheus._Family(metrics.Counter("t_plain", "c"))
-    assert list(counter.samples()) == [("t_plain", (), 0.0)]  # shown before its first use
+    counter = prometheus._Family(metrics.Counter("test_plain", "c"))
+    assert list(counter.samples()) == [("test_plain", (), 0.0)]  # shown before its first use
     counter.inc()
     counter.inc(2.5)
     with pytest.raises(ValueError):
         counter.inc(-1)
-    assert list(counter.samples()) == [("t_plain", (), 3.5)]
-    gauge = prometheus._Family(metrics.Gauge("t_level", "g", ["disk"]))
+    assert list(counter.samples()) == [("test_plain", (), 3.5)]
+    gauge = prometheus._Family(metrics.Gauge("test_level", "g", ["disk"]))
     assert list(gauge.samples()) == []  # a labelled series appears once used
     level = gauge.labels("a")
     level.set(5)
     level.inc(2)
     level.dec(10)
-    assert list(gauge.samples()) == [("t_level", (("disk", "a"),), -3.0)]
+    assert list(gauge.samples()) == [("test_level", (("disk", "a"),), -3.0)]
