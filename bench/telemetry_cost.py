@@ -7,7 +7,7 @@ rounds: pairing within a round cancels that), and the medians of those ratios
 over the rounds are printed: ops/s or MB/s, and the server's CPU time per
 operation or per GiB (which the hypervisor's steal does not inflate).
 
-    python bench/telemetry_cost.py [--rounds 3] [--seconds 8] [--dir PATH]
+    python bench/telemetry_cost.py [--rounds 5] [--seconds 8] [--dir PATH]
 
 The server runs one S3 process pinned to the first core; wrk (4 KiB PUT and
 GET at 16 connections), the Python load generator (64 MiB PUT and GET at 4)
@@ -156,7 +156,7 @@ def print_table(results: dict[str, list[dict[str, float]]]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--dir", type=Path, default=None)
     args = parser.parse_args()
