@@ -39,7 +39,9 @@ _IDS: Final = struct.Struct("<2s16s2s8s2s8s")  # the three ids with their tags, 
 _ROOT_IDS: Final = struct.Struct("<2s16s2s8s")
 _NAME: Final = b"\x2a"  # Span.name = 5
 _KINDS: Final = tuple(b"\x30" + bytes([kind]) for kind in range(6))  # Span.kind = 6
-_TIMES: Final = struct.Struct("<BQBQ")  # Span.start_time_unix_nano = 7, end = 8 (fixed64)
+_TIMES: Final = struct.Struct("<BQBQ")  # two tagged fixed64 fields:
+_START_TIME: Final = 0x39  # Span.start_time_unix_nano = 7
+_END_TIME: Final = 0x41  # Span.end_time_unix_nano = 8
 _SPAN_ATTRIBUTE: Final = b"\x4a"  # Span.attributes = 9
 _STATUS: Final = b"\x7a"  # Span.status = 15
 _STATUS_MESSAGE: Final = b"\x12"  # Status.message = 2
@@ -50,7 +52,8 @@ _VALUE: Final = b"\x12"  # KeyValue.value = 2
 _STRING: Final = b"\x0a"  # AnyValue.string_value = 1
 _BOOL: Final = b"\x10"  # AnyValue.bool_value = 2
 _INT: Final = b"\x18"  # AnyValue.int_value = 3
-_DOUBLE: Final = struct.Struct("<Bd")  # AnyValue.double_value = 4 (fixed64)
+_DOUBLE: Final = struct.Struct("<Bd")  # a tagged fixed64 field:
+_DOUBLE_VALUE: Final = 0x21  # AnyValue.double_value = 4
 _FIRST: Final = b"\x0a"  # field 1, length-delimited: ExportTraceServiceRequest.resource_spans,
 # ResourceSpans.resource, ScopeSpans.scope, Resource.attributes, InstrumentationScope.name
 _SECOND: Final = b"\x12"  # ResourceSpans.scope_spans, InstrumentationScope.version
@@ -74,7 +77,7 @@ class EncodableSpan(Protocol):
     error: str | None
 
 
-def varint(value: int) -> bytes:
+def _varint(value: int) -> bytes:
     """A protobuf varint; a negative value as its 64-bit two's complement (int64)."""
     if 0 <= value < 1 << 11:
         return _SMALL_VARINTS[value]
@@ -93,19 +96,19 @@ def _text(value: str) -> bytes:
 
 
 def _delimited(tag: bytes, payload: bytes) -> bytes:
-    return tag + varint(len(payload)) + payload
+    return tag + _varint(len(payload)) + payload
 
 
-def key_value(key: str, value: AttributeValue) -> bytes:
+def _key_value(key: str, value: AttributeValue) -> bytes:
     """A KeyValue message's bytes (bool before int: a bool is an int in Python)."""
     if isinstance(value, str):
         encoded = _delimited(_STRING, _text(value))
     elif isinstance(value, bool):
         encoded = _BOOL + (b"\x01" if value else b"\x00")
     elif isinstance(value, int):
-        encoded = _INT + varint(value)
+        encoded = _INT + _varint(value)
     else:
-        encoded = _DOUBLE.pack(0x21, value)
+        encoded = _DOUBLE.pack(_DOUBLE_VALUE, value)
     return _delimited(_KEY, _text(key)) + _delimited(_VALUE, encoded)
 
 
@@ -117,7 +120,7 @@ def _span_attribute(key: str, value: AttributeValue) -> bytes:
     cache_key = (key, value.__class__, value)  # the class: True and 1 are equal keys
     encoded = _attributes.get(cache_key)
     if encoded is None:
-        encoded = _delimited(_SPAN_ATTRIBUTE, key_value(key, value))
+        encoded = _delimited(_SPAN_ATTRIBUTE, _key_value(key, value))
         if len(_attributes) >= CACHE_ENTRIES:
             _attributes.clear()
         _attributes[cache_key] = encoded
@@ -146,7 +149,7 @@ def encode_span(span: EncodableSpan) -> bytes:
         ids,
         _span_name(span.name),
         _KINDS[span.kind],
-        _TIMES.pack(0x39, span.start_ns, 0x41, span.end_ns),
+        _TIMES.pack(_START_TIME, span.start_ns, _END_TIME, span.end_ns),
     ]
     if span.attributes:
         for key, value in span.attributes.items():
@@ -155,7 +158,7 @@ def encode_span(span: EncodableSpan) -> bytes:
         status = _delimited(_STATUS_MESSAGE, _text(span.error)) + _STATUS_CODE + _ERROR
         parts.append(_delimited(_STATUS, status))
     body = b"".join(parts)
-    return _SPAN_IN_SCOPE + varint(len(body)) + body
+    return _SPAN_IN_SCOPE + _varint(len(body)) + body
 
 
 def encode_request(
@@ -165,7 +168,7 @@ def encode_request(
 ) -> bytes:
     """An ExportTraceServiceRequest of one resource and one scope (name, version)
     holding `spans` (each from `encode_span`)."""
-    resource_body = b"".join(_delimited(_FIRST, key_value(k, v)) for k, v in resource.items())
+    resource_body = b"".join(_delimited(_FIRST, _key_value(k, v)) for k, v in resource.items())
     scope_body = _delimited(_FIRST, _text(scope[0])) + _delimited(_SECOND, _text(scope[1]))
     scope_spans = _delimited(_FIRST, scope_body) + b"".join(spans)
     resource_spans = _delimited(_FIRST, resource_body) + _delimited(_SECOND, scope_spans)
