@@ -27,6 +27,9 @@ from granary.telemetry.tracing import AttributeValue
 CACHE_ENTRIES: Final = 4096
 """Bound of each cache: when full it starts again empty (object keys and byte
 counts are seldom seen twice; bucket names, status codes and span names are)."""
+CACHED_ATTRIBUTE_BYTES: Final = 128
+"""Longer attributes (long object keys: up to 1 KiB) are encoded each time, so a
+cache holds at most ~1 MB."""
 
 STATUS_ERROR: Final = 2
 
@@ -121,9 +124,10 @@ def _span_attribute(key: str, value: AttributeValue) -> bytes:
     encoded = _attributes.get(cache_key)
     if encoded is None:
         encoded = _delimited(_SPAN_ATTRIBUTE, _key_value(key, value))
-        if len(_attributes) >= CACHE_ENTRIES:
-            _attributes.clear()
-        _attributes[cache_key] = encoded
+        if len(encoded) <= CACHED_ATTRIBUTE_BYTES:
+            if len(_attributes) >= CACHE_ENTRIES:
+                _attributes.clear()
+            _attributes[cache_key] = encoded
     return encoded
 
 

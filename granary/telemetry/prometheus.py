@@ -26,6 +26,7 @@ import threading
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -113,19 +114,20 @@ class _Family:
     def __init__(self, metric: metrics._Metric) -> None:
         self.metric = metric
         self.children: dict[tuple[str, ...], Any] = {}
+        self._new_child: Callable[[], Any]
+        if isinstance(metric, metrics.Histogram):
+            self._new_child = partial(_HistogramValue, metric.buckets)
+        elif isinstance(metric, metrics.Counter):
+            self._new_child = _CounterValue
+        else:
+            self._new_child = _GaugeValue
         if not metric.label_names:  # shown at 0 before its first use, as Prometheus expects
             self._default = self.labels()
 
     def labels(self, *values: str) -> Any:
         child = self.children.get(values)
         if child is None:
-            if isinstance(self.metric, metrics.Histogram):
-                child = _HistogramValue(self.metric.buckets)
-            elif isinstance(self.metric, metrics.Counter):
-                child = _CounterValue()
-            else:
-                child = _GaugeValue()
-            child = self.children.setdefault(values, child)
+            child = self.children.setdefault(values, self._new_child())
         return child
 
     def inc(self, amount: float = 1.0) -> None:
