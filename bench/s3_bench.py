@@ -140,7 +140,8 @@ def granary_sets(
             print(f"{label}: server pid {server.pid}; running phases", file=sys.stderr)
             if profile:
                 profile.mkdir(parents=True, exist_ok=True)
-            load = uvloop.run(run_load(endpoint, server, plan, FloorProbe(limits, folder), profile))
+            probe = FloorProbe(limits, folder, server.counter)
+            load = uvloop.run(run_load(endpoint, server, plan, probe, profile))
         finally:
             exit_code = server.stop()
         load["server"]["exit_code"] = exit_code

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -150,6 +151,15 @@ class ServerProcess:
         """utime + stime of the server, all its processes and threads."""
         assert self.watch is not None
         return self.watch.cpu_seconds()
+
+    def counter(self, name: str) -> float | None:
+        """The node's unlabelled metric `name` from its `/metrics`, or None if absent."""
+        url = f"http://127.0.0.1:{self.admin_port}/metrics"
+        with urllib.request.urlopen(url, timeout=30) as response:
+            for line in response.read().decode().splitlines():
+                if line.startswith(f"{name} "):
+                    return float(line.split()[1])
+        return None
 
     def memory(self) -> dict[str, int]:
         """VmRSS, VmHWM (peak RSS) and Pss over the node's processes, in bytes."""

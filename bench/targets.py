@@ -43,16 +43,20 @@ def _phase(phases: list[dict], name: str, size: int, concurrency: int) -> dict |
     )
 
 
-def _floor_target(phases: list[dict], size: int, concurrency: int) -> Target:
-    text = f"PUT {size_label(size)} c{concurrency}: server CPU / floor"
+def _floor_target(phases: list[dict], size: int, concurrency: int, in_server: bool) -> Target:
+    """Server CPU over the PUT floor, its page-cache write measured in the server
+    (`in_server`) or probed around the phase (see workload.FloorProbe)."""
+    how = "copy measured in the server" if in_server else "copy probed"
+    text = f"PUT {size_label(size)} c{concurrency}: server CPU / floor ({how})"
     phase = _phase(phases, "PUT", size, concurrency)
     if phase is None:
         return Target(text, None, 1.3, "x", True, "not in this run")
     if phase["server_cpu_s_per_gib"] is None:
         return Target(text, None, 1.3, "x", True, NOT_WATCHED)
-    return Target(
-        text, phase["server_cpu_s_per_gib"] / phase["floor_cpu_s_per_gib"], 1.3, "x", True
-    )
+    floor = phase.get("in_server_floor_cpu_s_per_gib" if in_server else "floor_cpu_s_per_gib")
+    if floor is None:
+        return Target(text, None, 1.3, "x", True, "no copy counter (not a Granary node)")
+    return Target(text, phase["server_cpu_s_per_gib"] / floor, 1.3, "x", True)
 
 
 def _memory_targets(server: dict) -> list[Target]:
@@ -103,7 +107,11 @@ def targets(result_set: dict, limits: dict[str, float], compared: bool) -> list[
     """The goals for one result set; the peer's only when `compared`."""
     throughput = result_set["throughput"]
     largest = max(phase["size"] for phase in throughput)
-    found = [_floor_target(throughput, largest, concurrency) for concurrency in (1, 16)]
+    found = [
+        _floor_target(throughput, largest, concurrency, in_server)
+        for in_server in (True, False)
+        for concurrency in (1, 16)
+    ]
     get = _phase(throughput, "GET", largest, 1)
     if get is not None:
         text = f"GET {size_label(largest)} c1 vs min(loopback, page-cache read)"

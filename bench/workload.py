@@ -7,7 +7,7 @@ import contextlib
 import hashlib
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +15,7 @@ import machine
 from loadgen import S3Client, S3Failure, Signer
 from phases import PhaseRunner, Watched
 
-KIB, MIB = 1 << 10, 1 << 20
+KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
 MB = 1_000_000
 CONCURRENCIES = (1, 16)
 SMALL = 4 * KIB
@@ -55,38 +55,71 @@ class Plan:
 
 
 class FloorProbe:
-    """The PUT floor of a phase, from page-cache write costs probed around it.
+    """The PUT floor of a phase: the hashing, plus one page-cache write of the
+    bytes, measured in two ways.
 
-    Which pages the kernel hands out (fresh ones, a host fault each on a VM, or
-    ones freed moments ago) drifts over time, so the write cost is probed just
-    before and just after the phase and the floor uses their mean. The probe
+    Probed: which pages the kernel hands out (fresh ones, a host fault each on a
+    VM, or ones freed moments ago) drifts over time, so the write cost is probed
+    just before and just after the phase and the floor uses their mean. The probe
     files are kept until the phase is over: deleted at once, they would give the
     server their cheap, just-freed pages.
+
+    In the server: a Granary node counts the CPU time of the write calls that
+    copy its block files into the page cache (`granary_block_write_copy_cpu_seconds`),
+    so the same write is measured when and where it happened. On this VM its cost
+    swings tenfold (0.2 to 8+ CPU-s/GiB) between spells, and probes a few seconds
+    apart disagree by as much: only the floor measured in the server says what the
+    rest of a PUT costs. Other stores (`--endpoint`) have no such counter.
     """
 
-    def __init__(self, limits: dict[str, float], scratch: Path) -> None:
+    COPY_COUNTER = "granary_block_write_copy_cpu_seconds"
+
+    def __init__(
+        self,
+        limits: dict[str, float],
+        scratch: Path,
+        counter: Callable[[str], float | None] | None = None,
+    ) -> None:
         self.limits = limits
         self.scratch = scratch
+        self.counter = counter
+
+    def _copy_cpu(self) -> float | None:
+        return None if self.counter is None else self.counter(self.COPY_COUNTER)
 
     @contextlib.contextmanager
     def around_phase(self) -> Iterator[dict[str, float]]:
-        """Yields a dict filled with the floor once the phase (the `with` body) ended."""
+        """Yields a dict filled with the phase's readings once the phase (the `with`
+        body) ended; `floors` makes the floors from them."""
         paths = [self.scratch / f"floor-probe-{secrets.token_hex(4)}-{n}.bin" for n in (0, 1)]
-        result: dict[str, float] = {}
+        readings: dict[str, float] = {}
         try:
             before = machine.kept_page_cache_write_cost(paths[0])
-            yield result
+            copied_before = self._copy_cpu()
+            yield readings
+            copied_after = self._copy_cpu()
             after = machine.kept_page_cache_write_cost(paths[1])
         finally:
             for path in paths:
                 path.unlink(missing_ok=True)
-        page_cache = (before + after) / 2
-        result.update(
-            page_cache_write_cpu_s_per_gib=page_cache,
-            page_cache_write_before=before,
-            page_cache_write_after=after,
-            floor_cpu_s_per_gib=machine.put_floor(self.limits, page_cache),
-        )
+        readings.update(page_cache_write_before=before, page_cache_write_after=after)
+        if copied_before is not None and copied_after is not None:
+            readings["write_copy_cpu_s"] = copied_after - copied_before
+
+    def floors(self, readings: dict[str, float], moved: int) -> dict[str, float]:
+        """The phase's floors (CPU-s/GiB) from its `readings` and the bytes it moved."""
+        page_cache = (readings["page_cache_write_before"] + readings["page_cache_write_after"]) / 2
+        hashing = machine.hashing_floor(self.limits)
+        floors = readings | {
+            "page_cache_write_cpu_s_per_gib": page_cache,
+            "hashing_floor_cpu_s_per_gib": hashing,
+            "floor_cpu_s_per_gib": hashing + page_cache,
+        }
+        if "write_copy_cpu_s" in readings and moved:
+            copy = readings["write_copy_cpu_s"] / (moved / GIB)
+            floors["write_copy_cpu_s_per_gib"] = copy
+            floors["in_server_floor_cpu_s_per_gib"] = hashing + copy
+        return floors
 
 
 async def verify(client: S3Client, size: int) -> None:
@@ -128,9 +161,9 @@ async def put_then_get(
         return received
 
     if probe is not None and size >= MIB:
-        with probe.around_phase() as floor:
+        with probe.around_phase() as readings:
             put_phase = await runner.run("PUT", size, concurrency, seconds, put)
-        put_summary = put_phase.summary() | floor
+        put_summary = put_phase.summary() | probe.floors(readings, put_phase.moved)
     else:
         put_summary = (await runner.run("PUT", size, concurrency, seconds, put)).summary()
     get_summary = (await runner.run("GET", size, concurrency, seconds, get)).summary()

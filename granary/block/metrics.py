@@ -14,6 +14,13 @@ BYTES_WRITTEN = Counter("block_bytes_written", "Bytes of block files written, as
 WRITE_DURATION = Histogram(
     "block_write_duration", "Seconds to write a block file (and sync it, if set)"
 )
+WRITE_COPY_CPU = Counter(
+    "granary_block_write_copy_cpu_seconds",
+    "CPU seconds of the write calls that copy new block files into the page cache",
+)
+"""The kernel's share of storing a block, measured where it happens: on a VM it
+swings tenfold with the pages the guest is given (bench/s3_bench.py compares a
+PUT's other work with it)."""
 DELETED = Counter("block_delete_counter", "Block files deleted (collected or handed over)")
 CORRUPT = Counter("block_corruption_counter", "Block copies whose content did not match their id")
 RESYNCS = Counter("block_resync_counter", "Blocks the resync worker checked")

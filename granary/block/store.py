@@ -110,9 +110,11 @@ class BlockStore:
         fd = self._create_in_folder(directory, hexid, temp)
         try:
             try:
+                copy_started = time.thread_time()
                 view = memoryview(stored)
                 while view:
                     view = view[os.write(fd, view) :]
+                metrics.WRITE_COPY_CPU.inc(time.thread_time() - copy_started)
                 if self.fsync:
                     os.fdatasync(fd)
             finally:

@@ -132,6 +132,7 @@ def test_a_cluster_shows_its_tables_blocks_calls_and_health(tmp_path):
             held = samples(scrape(node)[1])
             assert held['table_size{table_name="object"}'] >= 5
             assert held["block_bytes_written"] >= 5 * 200_000 * 0.9  # compressed a little at most
+            assert held["granary_block_write_copy_cpu_seconds"] > 0
             assert held["block_rc_size"] >= 5
         assert shown["block_bytes_read"] > 0
         assert shown["cluster_healthy"] == 1 and shown["cluster_connected_nodes"] == 3
