@@ -16,6 +16,12 @@ it never counts as completed (its end is +inf).
    (not failed, started before the listing ended, not completed before the
    put started) exists; symmetrically it must not contain a key whose delete
    (or initial absence) completed before it started with no such put.
+4. Conditional writes (`check_conditional`): a key that did not exist is
+   created (If-None-Match: *) by at most one acknowledged create, and the
+   acknowledged swaps (If-Match) of a key form one chain from its first value,
+   each naming its predecessor, in an order that real time allows: the
+   history of a compare-and-set register. Values are unique, so a chain is
+   determined by who names whom.
 """
 
 from __future__ import annotations
@@ -54,7 +60,7 @@ def _writes(ops: Iterable[Op]) -> dict[str, list[_Write]]:
     for op in ops:
         if op.is_write and op.outcome is not Outcome.FAIL:
             end = op.end if op.outcome is Outcome.OK else INFINITY
-            value = op.value if op.kind is Kind.PUT else None
+            value = op.value if op.writes_value else None
             by_key[op.key].append(_Write(op.start, end, value, op))
     return by_key
 
@@ -98,7 +104,7 @@ def _show_write(write: _Write) -> str:
     if write.op is None:
         return "the initial absence"
     op = write.op
-    what = f"put {op.value}" if op.kind is Kind.PUT else "delete"
+    what = f"{op.kind} {op.value}" if op.writes_value else "delete"
     return f"{what} via {op.node} [{op.start:.3f}, {op.end:.3f}] {op.outcome}"
 
 
@@ -143,7 +149,7 @@ def check_listings(ops: list[Op], keys: Iterable[str]) -> list[Violation]:
             continue
         for key in keys:
             history = writes[key]
-            puts = [w for w in history if w.op is not None and w.op.kind is Kind.PUT]
+            puts = [w for w in history if w.op is not None and w.op.writes_value]
             deletes = [w for w in history if w.value is None]
             listed = key in listing.keys
             if not listed and _must_hold(puts, deletes, listing):
@@ -172,3 +178,71 @@ def _show_list(op: Op) -> str:
 def summary(ops: list[Op]) -> Counter[tuple[str, str]]:
     """Operations counted by (kind, outcome)."""
     return Counter((str(op.kind), str(op.outcome)) for op in ops)
+
+
+def check_conditional(ops: list[Op]) -> list[Violation]:
+    """Rule 4, over the creates and swaps of a history."""
+    violations = []
+    by_key: dict[str, list[Op]] = defaultdict(list)
+    for op in ops:
+        if op.kind in (Kind.CREATE, Kind.SWAP, Kind.PUT) and op.key is not None:
+            by_key[op.key].append(op)
+    for key, writes in by_key.items():
+        created = [op for op in writes if op.kind is Kind.CREATE and op.outcome is Outcome.OK]
+        if len(created) > 1:
+            shown = "; ".join(_show_op(op) for op in created)
+            violations.append(Violation("two-creates", key, f"{len(created)} creates won: {shown}"))
+        violations += _check_chain(key, writes)
+    return violations
+
+
+def _check_chain(key: str, writes: list[Op]) -> list[Violation]:
+    """The acknowledged swaps of `key` as one chain, in an order real time allows.
+
+    A swap of unknown outcome is on the chain when an acknowledged one names the
+    value it wrote: it took effect."""
+    swaps = [op for op in writes if op.kind is Kind.SWAP and op.outcome is not Outcome.FAIL]
+    members = [op for op in swaps if op.outcome is Outcome.OK]
+    named = {op.expected for op in members}
+    more = [op for op in swaps if op.outcome is Outcome.UNKNOWN and op.value in named]
+    while more:
+        members += more
+        named |= {op.expected for op in more}
+        more = [op for op in swaps if op not in members and op.value in named]
+    if not members:
+        return []
+    violations = []
+    successor: dict[str | None, Op] = {}
+    for op in members:
+        other = successor.setdefault(op.expected, op)
+        if other is not op:
+            detail = f"{_show_op(other)} and {_show_op(op)} both replaced {op.expected}"
+            violations.append(Violation("fork", key, detail))
+    written = {op.value for op in members}
+    roots = sorted(str(value) for value in successor if value not in written)
+    if len(roots) != 1:
+        violations.append(Violation("chain", key, f"swaps start from {roots or 'a cycle'}"))
+    for root in successor.keys() - written:
+        chain: list[Op] = []
+        op = successor.get(root)
+        while op is not None and op not in chain:
+            chain.append(op)
+            op = successor.get(op.value)
+        violations += _out_of_order(key, [op for op in chain if op.outcome is Outcome.OK])
+    return violations
+
+
+def _out_of_order(key: str, chain: list[Op]) -> list[Violation]:
+    """Swaps of one chain whose order real time forbids: a later one ended first."""
+    violations = []
+    for index, earlier in enumerate(chain):
+        for later in chain[index + 1 :]:
+            if later.end < earlier.start:
+                detail = f"{_show_op(later)} ended before {_show_op(earlier)} began"
+                violations.append(Violation("swap-order", key, detail))
+    return violations
+
+
+def _show_op(op: Op) -> str:
+    named = f" (named {op.expected})" if op.kind is Kind.SWAP else ""
+    return f"{op.kind} {op.value}{named} via {op.node} [{op.start:.3f}, {op.end:.3f}]"

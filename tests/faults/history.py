@@ -7,6 +7,7 @@ are intact. A delete is a write of the value None ("absent").
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import threading
@@ -27,6 +28,8 @@ class Kind(StrEnum):
     DELETE = "delete"
     GET = "get"
     LIST = "list"
+    CREATE = "create"  # PutObject with If-None-Match: *
+    SWAP = "swap"  # PutObject with If-Match: the ETag of `expected`
 
 
 class Outcome(StrEnum):
@@ -47,10 +50,19 @@ class Op:
     value: str | None = None  # written, or read (None: absent)
     keys: frozenset[str] | None = None  # a listing's keys
     error: str = ""
+    expected: str | None = None  # the value a SWAP's If-Match names
 
     @property
     def is_write(self) -> bool:
-        return self.kind in (Kind.PUT, Kind.DELETE)
+        return self.kind in WRITES
+
+    @property
+    def writes_value(self) -> bool:
+        """A write of `value` (a delete writes absence)."""
+        return self.kind in (Kind.PUT, Kind.CREATE, Kind.SWAP)
+
+
+WRITES = frozenset((Kind.PUT, Kind.DELETE, Kind.CREATE, Kind.SWAP))
 
 
 @dataclass(frozen=True)
@@ -131,6 +143,11 @@ def body_of(value: str) -> bytes:
     if rng.random() < 0.5:
         return head + rng.randbytes(size)
     return head + rng.randbytes(64) * (size // 64)
+
+
+def etag_of(value: str) -> str:
+    """The ETag of the object that carries `value` (the MD5 of its body)."""
+    return hashlib.md5(body_of(value)).hexdigest()
 
 
 def value_of(body: bytes) -> str:

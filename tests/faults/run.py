@@ -1,7 +1,12 @@
 """Run the fault suite: a workload and a nemesis against a fresh cluster, then the checker.
 
     python -m tests.faults.run --mix kill|pause|partition|clock|layout|bitrot|all \\
-        [--duration 60] [--seed 1] [--runs 10] [--threads 4] [--s3-processes 1] [--keep]
+        [--workload plain|conditional] [--duration 60] [--seed 1] [--runs 10] \\
+        [--threads 4] [--s3-processes 1] [--keep]
+
+The plain workload reads, writes, deletes and lists; the conditional one races
+conditional writes (creates and compare-and-set chains, see workload.py) and
+adds the checker's conditional-write rule (`check_conditional`).
 
 Prints the operations by kind and outcome, the faults injected and every
 violation; exits 1 if any run had a violation.
@@ -20,11 +25,21 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .checker import Violation, check_listings, check_reads, summary
+from .checker import Violation, check_conditional, check_listings, check_reads, summary
 from .cluster import BLOCK_SIZE, CREDENTIALS, FaultCluster, wait_until
 from .history import History, Outcome, Values, block_ids, body_of
 from .nemesis import MIXES, Nemesis, make_nemesis
-from .workload import BUCKET, FROZEN_PREFIX, KEYS, Client, Workload, s3_client
+from .workload import (
+    BUCKET,
+    FROZEN_PREFIX,
+    KEYS,
+    SWAP_KEYS,
+    Client,
+    ConditionalWorkload,
+    Workload,
+    created_keys,
+    s3_client,
+)
 
 FROZEN_KEYS = 10
 CLIENT_TIMEOUT = 10.0
@@ -57,7 +72,10 @@ class Result:
         lines = [f"== mix {self.mix}, seed {self.seed}"]
         total = sum(self.operations.values())
         lines.append(f"operations: {total}")
-        for kind in ("put", "get", "delete", "list"):
+        shown = {kind for kind, _ in self.operations} | {"put", "get", "delete", "list"}
+        for kind in ("put", "get", "delete", "list", "create", "swap"):
+            if kind not in shown:
+                continue
             counts = {o: self.operations[(kind, o)] for o in ("ok", "fail", "unknown")}
             lines.append(f"  {kind:<6} " + "  ".join(f"{o} {n:>5}" for o, n in counts.items()))
         faults = ", ".join(f"{kind} {n}" for kind, n in sorted(self.faults.items()))
@@ -143,9 +161,10 @@ def run_mix(
     *,
     threads: int = 4,
     s3_processes: int = 1,
+    workload: str = "plain",
     log=print,
 ) -> Result:
-    """`s3_processes`: the S3 processes of each node."""
+    """`s3_processes`: the S3 processes of each node; `workload`: plain or conditional."""
     rng = random.Random(seed)
     result = Result(mix, seed, root=root)
     values = Values(seed)
@@ -161,7 +180,10 @@ def run_mix(
         setup = Client(100, endpoints, CREDENTIALS, history, values, timeout=FINAL_TIMEOUT)
         frozen = write_frozen(setup)
         nemesis.prepare(setup, frozen)
-        workload = Workload(
+        conditional = workload == "conditional"
+        if conditional:
+            _write_first_values(setup, SWAP_KEYS)
+        clients = (ConditionalWorkload if conditional else Workload)(
             endpoints,
             CREDENTIALS,
             history,
@@ -172,12 +194,12 @@ def run_mix(
             seed=seed,
             timeout=CLIENT_TIMEOUT,
         )
-        log(f"[{mix}] workload and nemesis for {duration:.0f}s")
-        workload.start()
+        log(f"[{mix}] {workload} workload and nemesis for {duration:.0f}s")
+        clients.start()
         try:
             drive(nemesis, duration, rng)
         finally:
-            workload.stop(timeout=CLIENT_TIMEOUT + 5)
+            clients.stop(timeout=CLIENT_TIMEOUT + 5)
         log(f"[{mix}] healing")
         cluster.heal()
         try:
@@ -187,13 +209,24 @@ def run_mix(
         time.sleep(SETTLE_SECS)
         nemesis.finish()
         log(f"[{mix}] final reads")
-        final_reads(cluster, history, values, [*KEYS, *frozen])
+        keys = [*SWAP_KEYS, *created_keys(history.ops)] if conditional else KEYS
+        final_reads(cluster, history, values, [*keys, *frozen])
         log(f"[{mix}] checking")
         history.dump(root / "history.jsonl")
         _judge(result, history, nemesis, cluster)
+        if conditional:
+            result.violations += check_conditional(history.ops)
     finally:
         cluster.stop()
     return result
+
+
+def _write_first_values(client: Client, keys: list[str]) -> None:
+    """Give each of `keys` a first value (what the first compare-and-set names)."""
+    for key in keys:
+        op = client.put(next(iter(client.clients)), key)
+        if op.outcome is not Outcome.OK:
+            raise RuntimeError(f"could not write {key}: {op.error}")
 
 
 def _judge(result: Result, history: History, nemesis: Nemesis, cluster: FaultCluster) -> None:
@@ -244,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=1, help="runs, with seeds seed, seed+1, ...")
     parser.add_argument("--threads", type=int, default=4, help="client threads")
     parser.add_argument("--s3-processes", type=int, default=1, help="S3 processes per node")
+    parser.add_argument("--workload", choices=("plain", "conditional"), default="plain")
     parser.add_argument("--keep", action="store_true", help="keep the nodes' folders and logs")
     args = parser.parse_args(argv)
     failed = 0
@@ -257,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
                 root,
                 threads=args.threads,
                 s3_processes=args.s3_processes,
+                workload=args.workload,
             )
         except Exception:  # a broken run counts as failed; the next one may still work
             traceback.print_exc()

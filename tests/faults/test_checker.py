@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .checker import check_listings, check_reads
+from .checker import check_conditional, check_listings, check_reads
 from .history import Kind, Op, Outcome
 
 OK, FAIL, UNKNOWN = Outcome.OK, Outcome.FAIL, Outcome.UNKNOWN
@@ -18,6 +18,14 @@ def delete(start, end, outcome=OK, key="k"):
 
 def get(start, end, value, outcome=OK, key="k"):
     return Op(1, Kind.GET, key, "n2", start, end, outcome, value=value)
+
+
+def create(start, end, value, outcome=OK, key="k"):
+    return Op(0, Kind.CREATE, key, "n1", start, end, outcome, value=value)
+
+
+def swap(start, end, expected, value, outcome=OK, key="k"):
+    return Op(0, Kind.SWAP, key, "n1", start, end, outcome, value=value, expected=expected)
 
 
 def listing(start, end, keys):
@@ -86,3 +94,38 @@ def test_listings_show_completed_puts_and_hide_completed_deletes():
     assert [v.rule for v in shown] == ["listing"]
     assert len(check_listings([listing(0, 1, ["k"])], ["k"])) == 1
     assert check_listings([put(0, 2, "a"), listing(1, 3, ["k"])], ["k"]) == []
+
+
+def conditional(ops):
+    return sorted(v.rule for v in check_conditional(ops))
+
+
+def test_one_create_of_a_new_key_wins():
+    assert (
+        conditional([create(0, 2, "a"), create(1, 3, "b", FAIL), create(1, 3, "c", UNKNOWN)]) == []
+    )
+    assert conditional([create(0, 2, "a"), create(1, 3, "b")]) == ["two-creates"]
+    # Creates of other keys do not compete.
+    assert conditional([create(0, 2, "a"), create(1, 3, "b", key="other")]) == []
+
+
+def test_acknowledged_swaps_form_one_chain_in_real_time_order():
+    chain = [put(0, 1, "a"), swap(2, 3, "a", "b"), swap(4, 5, "b", "c"), swap(6, 7, "c", "d")]
+    assert conditional(chain) == []
+    # Two swaps that both replaced "a": a fork, as if both compare-and-sets won.
+    assert conditional([*chain, swap(2, 3, "a", "x")]) == ["fork"]
+    # A swap naming a value nobody wrote starts a second chain.
+    assert conditional([*chain, swap(8, 9, "zzz", "y")]) == ["chain"]
+    # c's swap ended before b's began, yet replaced what b wrote.
+    reordered = [put(0, 1, "a"), swap(6, 7, "a", "b"), swap(2, 3, "b", "c")]
+    assert conditional(reordered) == ["swap-order"]
+    # Refused swaps are no part of the chain.
+    assert conditional([*chain, swap(2, 3, "a", "r", FAIL)]) == []
+
+
+def test_a_swap_of_unknown_outcome_joins_the_chain_once_a_later_one_names_it():
+    ops = [put(0, 1, "a"), swap(2, 3, "a", "b", UNKNOWN), swap(4, 5, "b", "c")]
+    assert conditional(ops) == []
+    # Unnamed, it may never have happened: no second chain, no fork.
+    assert conditional([*ops, swap(2, 3, "c", "u", UNKNOWN)]) == []
+    assert conditional([*ops, swap(6, 7, "c", "d"), swap(8, 9, "c", "e", UNKNOWN)]) == []

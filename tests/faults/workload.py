@@ -33,6 +33,7 @@ from .history import (
     Outcome,
     Values,
     body_of,
+    etag_of,
     value_of,
 )
 
@@ -41,6 +42,10 @@ PREFIX = "k/"
 KEYS = [f"{PREFIX}{index:02d}" for index in range(12)]
 FROZEN_PREFIX = "frozen/"
 WEIGHTS = {Kind.PUT: 35, Kind.GET: 40, Kind.DELETE: 10, Kind.LIST: 15}
+SWAP_KEYS = [f"swap/{index}" for index in range(3)]
+CREATE_PREFIX = "create/"
+CREATE_WINDOW = 0.25
+"""Seconds during which every client creating a key creates the same one."""
 
 
 def s3_client(endpoint: str, credentials: tuple[str, str], *, timeout: float, session=None):
@@ -142,6 +147,28 @@ class Client:
             return {}
 
         return self._record(Kind.PUT, key, node, call, value=value)
+
+    def create(self, node: str, key: str) -> Op:
+        """PutObject with If-None-Match: * (S3's create-if-absent)."""
+        value = self.values.next(self.process)
+
+        def call() -> dict:
+            body = body_of(value)
+            self.clients[node].put_object(Bucket=BUCKET, Key=key, Body=body, IfNoneMatch="*")
+            return {}
+
+        return self._record(Kind.CREATE, key, node, call, value=value)
+
+    def swap(self, node: str, key: str, expected: str) -> Op:
+        """PutObject with If-Match: the ETag of `expected` (compare-and-set)."""
+        value = self.values.next(self.process)
+
+        def call() -> dict:
+            body, tag = body_of(value), etag_of(expected)
+            self.clients[node].put_object(Bucket=BUCKET, Key=key, Body=body, IfMatch=f'"{tag}"')
+            return {}
+
+        return self._record(Kind.SWAP, key, node, call, value=value, expected=expected)
 
     def interrupted_put(self, node: str, key: str, crash: Callable[[], None]) -> Op:
         """Send part of a PutObject's body to `node`, then `crash` it: a write that
@@ -264,3 +291,29 @@ class Workload:
         self.stop_event.set()
         for thread in self._threads:
             thread.join(timeout=timeout)
+
+
+class ConditionalWorkload(Workload):
+    """Conditional writes racing on a few keys: creates (If-None-Match: *) of a new
+    key that every client takes up in the same short window, and compare-and-set
+    chains (a read, then If-Match on what it returned) on `SWAP_KEYS`, which the
+    run writes first."""
+
+    def _run(self, client: Client, seed: int) -> None:
+        rng = random.Random(seed)
+        nodes = list(client.clients)
+        while not self.stop_event.is_set():
+            node = rng.choice(nodes)
+            if rng.random() < 0.4:
+                window = int(client.history.now() / CREATE_WINDOW)
+                client.create(node, f"{CREATE_PREFIX}{window}")
+                continue
+            key = rng.choice(SWAP_KEYS)
+            read = client.get(node, key)
+            if read.outcome is Outcome.OK and read.value is not None:
+                client.swap(rng.choice(nodes), key, read.value)
+
+
+def created_keys(ops: list[Op]) -> list[str]:
+    """The keys the creates of a history went to."""
+    return sorted({op.key for op in ops if op.kind is Kind.CREATE and op.key is not None})
