@@ -122,11 +122,6 @@ def hashing_floor(limits: dict[str, float]) -> float:
     return sum(GIB / (limits[name] * MB) for name in FLOOR_HASHES)
 
 
-def put_floor(limits: dict[str, float], page_cache_write: float) -> float:
-    """CPU-s/GiB a PUT cannot avoid here: the hashing and one page-cache write."""
-    return hashing_floor(limits) + page_cache_write
-
-
 def get_limit(limits: dict[str, float]) -> float:
     """What bounds a GET here: the wire, or reading blocks (from the page cache)."""
     return min(limits["loopback_tcp"], limits["disk_read_cached"])

@@ -67,7 +67,7 @@ class FloorProbe:
     In the server: a Granary node counts the CPU time of the write calls that
     copy its block files into the page cache (`granary_block_write_copy_cpu_seconds`),
     so the same write is measured when and where it happened. On this VM its cost
-    swings tenfold (0.2 to 8+ CPU-s/GiB) between spells, and probes a few seconds
+    swings from 0.2 to 17 CPU-s/GiB between spells, and probes a few seconds
     apart disagree by as much: only the floor measured in the server says what the
     rest of a PUT costs. Other stores (`--endpoint`) have no such counter.
     """
