@@ -26,6 +26,7 @@ from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnec
 
 from .history import (
     INLINE_LIMIT,
+    WRITES,
     CorruptBody,
     History,
     Kind,
@@ -123,7 +124,7 @@ class Client:
             observed, outcome, error = {"value": f"<{corrupt}>"}, Outcome.OK, str(corrupt)
         except Exception as failure:  # every failure is part of the history
             observed, error = {}, describe(failure)
-            outcome = classify(failure, write=kind in (Kind.PUT, Kind.DELETE))
+            outcome = classify(failure, write=kind in WRITES)
         op = Op(
             self.process,
             kind,
