@@ -202,18 +202,18 @@ def _check_chain(key: str, writes: list[Op]) -> list[Violation]:
     A swap of unknown outcome is on the chain when an acknowledged one names the
     value it wrote: it took effect."""
     swaps = [op for op in writes if op.kind is Kind.SWAP and op.outcome is not Outcome.FAIL]
-    members = [op for op in swaps if op.outcome is Outcome.OK]
+    members = {op for op in swaps if op.outcome is Outcome.OK}
     named = {op.expected for op in members}
-    more = [op for op in swaps if op.outcome is Outcome.UNKNOWN and op.value in named]
+    more = {op for op in swaps if op.outcome is Outcome.UNKNOWN and op.value in named}
     while more:
-        members += more
+        members |= more
         named |= {op.expected for op in more}
-        more = [op for op in swaps if op not in members and op.value in named]
+        more = {op for op in swaps if op not in members and op.value in named}
     if not members:
         return []
     violations = []
     successor: dict[str | None, Op] = {}
-    for op in members:
+    for op in sorted(members, key=lambda op: op.start):  # the fork report names the first
         other = successor.setdefault(op.expected, op)
         if other is not op:
             detail = f"{_show_op(other)} and {_show_op(op)} both replaced {op.expected}"
