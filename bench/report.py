@@ -53,10 +53,11 @@ def size_label(size: int) -> str:
     return f"{size} B"
 
 
-def ratio(phase: dict, limits: dict[str, float]) -> float:
-    """PUT against single-core MD5 (the ETag), GET against get_limit."""
-    limit = limits["md5"] if phase["name"] == "PUT" else get_limit(limits)
-    return phase["mb_per_s"] / limit
+def ratio(phase: dict, limits: dict[str, float]) -> float | None:
+    """PUT against single-core MD5 (the ETag), GET against the reference server."""
+    if phase["name"] == "PUT":
+        return phase["mb_per_s"] / limits["md5"]
+    return phase.get("vs_reference")
 
 
 def _number(value: float | None, width: int, digits: int) -> str:
@@ -98,8 +99,8 @@ def _limits_lines(limits: dict[str, float]) -> list[str]:
 
 def _throughput_lines(result_set: dict, limits: dict[str, float], compared: bool) -> list[str]:
     lines = [
-        "Throughput (PUT ratio: vs 1-core MD5; GET ratio: vs min(loopback, page-cache read) = "
-        f"{get_limit(limits):.0f} MB/s)",
+        "Throughput (PUT ratio: vs 1-core MD5; GET ratio: vs the reference server's GET of the "
+        "same size and concurrency, below)",
         f"  {'op':<4} {'size':>7} {'conc':>4} {'MB/s':>8} {'ratio':>6} {'objects':>7} "
         f"{'srv CPU-s/GiB':>13} {'pcw':>5} {'floor':>6} {'srv/floor':>9} {'copy':>5} {'srv/fl*':>7}"
         f"{' vs peer' if compared else ''} {BUSY_HEADER}",
@@ -114,12 +115,28 @@ def _throughput_lines(result_set: dict, limits: dict[str, float], compared: bool
         over_in_server = server / in_server if in_server and server is not None else None
         lines.append(
             f"  {phase['name']:<4} {size_label(phase['size']):>7} {phase['concurrency']:>4} "
-            f"{phase['mb_per_s']:>8.0f} {ratio(phase, limits):>6.2f} {phase['ops']:>7} "
+            f"{phase['mb_per_s']:>8.0f} {_number(ratio(phase, limits), 6, 2)} {phase['ops']:>7} "
             f"{_number(server, 13, 2)} {_number(page_cache, 5, 2)} {_number(floor, 6, 2)} "
             f"{_number(over_floor, 9, 2)} {_number(copy, 5, 2)} {_number(over_in_server, 7, 2)}"
             f"{_peer(phase, compared)} {_busy(phase)}"
         )
     return [*lines, FLOOR_NOTE]
+
+
+def _reference_lines(reference: list[dict], limits: dict[str, float]) -> list[str]:
+    lines = [
+        "GET limit: the reference server (bench/reference_get.py: sendfile from the page cache,",
+        "  nothing else; pinned as the server is, the same client)",
+        f"  {'size':>7} {'conc':>4} {'MB/s':>8} {'vs loopback':>11} {'srv CPU-s/GiB':>13} "
+        f"{BUSY_HEADER}",
+    ]
+    lines += [
+        f"  {size_label(p['size']):>7} {p['concurrency']:>4} {p['mb_per_s']:>8.0f} "
+        f"{p['mb_per_s'] / get_limit(limits):>11.2f} {_number(p['server_cpu_s_per_gib'], 13, 2)} "
+        f"{_busy(p)}"
+        for p in reference
+    ]
+    return lines
 
 
 def _small_ops_lines(result_set: dict, compared: bool) -> list[str]:
@@ -272,6 +289,8 @@ def render(results: dict) -> str:
             "  (compare like with like: fsync on, and both servers pinned alike or unpinned)"
         )
     lines += ["", *_limits_lines(results["limits"])]
+    if "reference_get" in results:
+        lines += ["", *_reference_lines(results["reference_get"], results["limits"])]
     compared = "compared_with" in run
     for result_set in results.get("result_sets", []):
         lines += ["", *_result_set_lines(result_set, results["limits"], compared)]

@@ -27,11 +27,12 @@ import uvloop
 from compare import add_peer_ratios, load_peer
 from loadgen import keep_freed_memory
 from proc_watch import ProcessWatch
+from reference_get import add_reference_ratios, reference_server, write_file
 from report import publish, render, size_label
 from scaling import cpu_split, run_scaling, scaling_rows
 from server_process import ServerProcess, new_credentials
 from targets import targets
-from workload import MIB, Endpoint, FloorProbe, Plan, run_load
+from workload import MIB, Endpoint, FloorProbe, Plan, reference_gets, run_load
 
 GIB = 1 << 30
 FULL = Plan((MIB, 64 * MIB, GIB), 6.0, 3.0, GIB, 512 * MIB, 4.0, 60.0)
@@ -117,12 +118,16 @@ def fsync_label(setting: bool) -> str:
 
 
 def granary_sets(
-    args: argparse.Namespace, root: Path, plan: Plan, limits: dict[str, float], prefix: str
+    args: argparse.Namespace,
+    root: Path,
+    plan: Plan,
+    limits: dict[str, float],
+    prefix: str,
+    cpus: tuple[set[int] | None, set[int] | None],
 ) -> tuple[list[dict], str]:
-    """The load against a fresh Granary per fsync setting; the result sets and the pinning."""
-    server_cpus, client_cpus = split_cpus(not args.no_pin)
-    if client_cpus:
-        os.sched_setaffinity(0, client_cpus)
+    """The load against a fresh Granary per fsync setting, pinned to `cpus` (server's,
+    client's: this process is already on the client's); the result sets and the pinning."""
+    server_cpus, client_cpus = cpus
     result_sets = []
     for setting in FSYNC_SETTINGS[args.fsync]:
         label = fsync_label(setting)
@@ -195,6 +200,18 @@ def scaling_sets(args: argparse.Namespace, root: Path, plan: Plan) -> tuple[list
     return results, f"server pinned to {cpus[:1]}, then {cpus[:2]}; {client}"
 
 
+def measure_reference_gets(root: Path, plan: Plan, server_cpus: set[int] | None) -> list[dict]:
+    """The GET phases against bench/reference_get.py, pinned as the server will be."""
+    print("measuring GETs from the reference server...", file=sys.stderr)
+    path = root / "reference-object"
+    write_file(path, max(plan.sizes))
+    try:
+        with reference_server(path, server_cpus) as (url, pid):
+            return uvloop.run(reference_gets(url, ProcessWatch([pid]), plan.sizes, plan.seconds))
+    finally:
+        path.unlink()
+
+
 def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -216,14 +233,20 @@ def run(args: argparse.Namespace, root: Path) -> dict:
         results["scaling"], pinning = scaling_sets(args, root, plan)
         against = f"Granary started by the bench, --scaling, {settings}"
     elif args.endpoint:
+        results["reference_get"] = measure_reference_gets(root, plan, None)
         results["result_sets"] = [endpoint_set(args, root, plan, limits, prefix)]
         pinning = "server and client unpinned (endpoint mode)"
         pids = ", ".join(map(str, args.server_pids)) or "none (CPU and RSS not reported)"
         against = f"{args.endpoint}, bucket {args.bucket}, keys under {prefix}; server pids {pids}"
     else:
-        results["result_sets"], pinning = granary_sets(args, root, plan, limits, prefix)
+        cpus = split_cpus(not args.no_pin)
+        if cpus[1]:
+            os.sched_setaffinity(0, cpus[1])
+        results["reference_get"] = measure_reference_gets(root, plan, cpus[0])
+        results["result_sets"], pinning = granary_sets(args, root, plan, limits, prefix, cpus)
         against = f"Granary started by the bench, {settings}"
     for result_set in results.get("result_sets", []):
+        add_reference_ratios(result_set, results["reference_get"])
         info["verified"] = ", ".join(map(size_label, result_set.pop("verified")))
         if peer is not None:
             add_peer_ratios(result_set, peer)

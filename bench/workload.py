@@ -7,7 +7,7 @@ import contextlib
 import hashlib
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,6 +168,33 @@ async def put_then_get(
         put_summary = (await runner.run("PUT", size, concurrency, seconds, put)).summary()
     get_summary = (await runner.run("GET", size, concurrency, seconds, get)).summary()
     return [put_summary, get_summary]
+
+
+async def reference_gets(
+    url: str, server: Watched, sizes: tuple[int, ...], seconds: float
+) -> list[dict]:
+    """The GET phases of `run_load`, sent to the reference server (reference_get.py),
+    which answers a key that is a number with that many bytes."""
+    client = Endpoint(url, "reference", "reference", "reference").client(16)
+    runner = PhaseRunner(server)
+
+    def get_of(size: int) -> Callable[[int, int], Awaitable[int]]:
+        async def get(worker: int, iteration: int) -> int:
+            received = await client.get(str(size))
+            if received != size:
+                raise S3Failure(f"reference GET returned {received} bytes instead of {size}")
+            return received
+
+        return get
+
+    try:
+        return [
+            (await runner.run("GET", size, concurrency, seconds, get_of(size))).summary()
+            for size in sizes
+            for concurrency in CONCURRENCIES
+        ]
+    finally:
+        await client.close()
 
 
 async def fill_list_prefix(client: S3Client) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import partial
-from typing import Protocol
+from typing import Protocol, cast
 
 from granary.block.codec import CorruptBlock, block_hash
 from granary.block.holders import BlockHolders
@@ -41,6 +41,7 @@ from granary.net.errors import CallTimeout, PeerUnavailable, RpcError
 from granary.net.hedging import Hedging, hedged_read
 from granary.net.messages import BACKGROUND, NORMAL
 from granary.table.quorum import call_quorum
+from granary.util.file_region import FileRegion
 from granary.util.locks import KeyedLocks
 from granary.util.process_locks import KeyLocks
 from granary.util.time import now_ms
@@ -252,6 +253,16 @@ class BlockManager:
 
         With `local` False this node's own copy is not read (resync uses that).
         """
+        return cast(bytes, await self._get(block_id, priority, local, sendable=False))
+
+    async def get_for_sending(self, block_id: bytes) -> bytes | FileRegion:
+        """As `get`, but this node's own copy, stored plain, comes as a region of its
+        file for a response to send without copying it (`BlockStore.read_for_sending`)."""
+        return await self._get(block_id, NORMAL, True, sendable=True)
+
+    async def _get(
+        self, block_id: bytes, priority: int, local: bool, *, sendable: bool
+    ) -> bytes | FileRegion:
         first, fallback = self.read_order(block_id, local=local)
         self.stats.reads += 1
         errors: list[str] = []
@@ -261,7 +272,7 @@ class BlockManager:
 
         got = await hedged_read(
             first,
-            lambda node: self._read_from(node, block_id, priority),
+            lambda node: self._read_from(node, block_id, priority, sendable),
             self.hedging,
             fallback=fallback,
             failures=(CorruptBlock, RpcError, TimeoutError, MissingCopy),
@@ -301,10 +312,13 @@ class BlockManager:
             level = logging.DEBUG if down else logging.WARNING
             log.log(level, "block %s not read from %s: %s", block_id.hex(), who, error)
 
-    async def _read_from(self, node: bytes, block_id: bytes, priority: int) -> bytes:
+    async def _read_from(
+        self, node: bytes, block_id: bytes, priority: int, sendable: bool = False
+    ) -> bytes | FileRegion:
         """The block's verified content from `node` (a corrupt local copy is quarantined)."""
         if node == self.local_node:
-            data = await self.in_thread(self.store.read, block_id)
+            read = self.store.read_for_sending if sendable else self.store.read
+            data = await self.in_thread(read, block_id)
             if data is None:
                 raise MissingCopy("missing")
             return data

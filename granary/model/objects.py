@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from contextlib import aclosing
+from typing import cast
 
 import msgspec
 from msgspec.structs import replace
@@ -38,6 +40,7 @@ from granary.model.store import Model
 from granary.model.version import VersionBlock, tombstone
 from granary.table.scan import RangePage
 from granary.telemetry import tracing
+from granary.util.file_region import FileRegion
 from granary.util.time import next_timestamp, now_ms
 
 log = logging.getLogger("granary.model")
@@ -91,6 +94,10 @@ def _newest_other(row: Object | None, uuid: bytes) -> int | None:
     if row is None:
         return None
     return max((v.timestamp for v in row.versions if v.uuid != uuid), default=None)
+
+
+def _cut(data: bytes | FileRegion, low: int, high: int) -> bytes | FileRegion:
+    return data.slice(low, high) if isinstance(data, FileRegion) else data[low:high]
 
 
 def new_uuid() -> bytes:
@@ -234,6 +241,25 @@ class Objects:
     async def stream_blocks(
         self, blocks: Sequence[VersionBlock], start: int, end: int
     ) -> AsyncGenerator[bytes, None]:
+        """The bytes [start, end] (inclusive) of the concatenated `blocks`."""
+        async with aclosing(self._stream(blocks, start, end, self._fetch_block)) as chunks:
+            async for data in chunks:
+                yield cast(bytes, data)  # `_fetch_block` reads bytes
+
+    def stream_for_sending(
+        self, blocks: Sequence[VersionBlock], start: int, end: int
+    ) -> AsyncGenerator[bytes | FileRegion, None]:
+        """As `stream_blocks`, but the blocks this node holds plain come as regions of
+        their files, which the HTTP layer sends without reading them into memory."""
+        return self._stream(blocks, start, end, self._fetch_for_sending)
+
+    async def _stream(
+        self,
+        blocks: Sequence[VersionBlock],
+        start: int,
+        end: int,
+        fetch: Callable[[bytes], Awaitable[bytes | FileRegion]],
+    ) -> AsyncGenerator[bytes | FileRegion, None]:
         """The bytes [start, end] (inclusive) of the concatenated `blocks`.
 
         Blocks are fetched ahead of the consumer only as far as it keeps up
@@ -251,7 +277,7 @@ class Objects:
         span.set("blocks", len(wanted))
         sent = 0
         fetches = ReadAhead(
-            lambda index: self._fetch_block(wanted[index][0].hash),
+            lambda index: fetch(wanted[index][0].hash),
             len(wanted),
             READ_AHEAD_BLOCKS,
             READ_AHEAD_PATIENCE,
@@ -262,7 +288,7 @@ class Objects:
                 data = await fetches.next()
                 low = max(start - block_start, 0)
                 high = min(end - block_start + 1, block.size)
-                yield data if (low == 0 and high == len(data)) else data[low:high]
+                yield data if (low == 0 and high == len(data)) else _cut(data, low, high)
                 sent += high - low
                 del data  # not kept while the next block is fetched
         finally:
@@ -273,6 +299,10 @@ class Objects:
     async def _fetch_block(self, block_id: bytes) -> bytes:
         with tracing.suppressed():  # the read's span stands for its blocks
             return await self.model.blocks.get(block_id)
+
+    async def _fetch_for_sending(self, block_id: bytes) -> bytes | FileRegion:
+        with tracing.suppressed():
+            return await self.model.blocks.get_for_sending(block_id)
 
     # ---- writes ----------------------------------------------------------
 

@@ -12,6 +12,7 @@ import zstandard
 from granary.block import codec
 from granary.block.codec import CorruptBlock, block_hash, decode_block, maybe_compress
 from granary.block.store import MARKER_FILE, BlockStore, DataDirectory
+from granary.util.file_region import FileRegion
 
 
 def blocks(count: int) -> dict[bytes, bytes]:
@@ -67,16 +68,44 @@ def test_rebalance_drains_a_read_only_directory(tmp_path):
     assert sum(after.relocate(block_id) for block_id in written) == 0
 
 
-def test_corrupt_copy_is_quarantined(tmp_path):
+@pytest.mark.parametrize("read", ["read", "read_for_sending"])
+def test_corrupt_copy_is_quarantined(tmp_path, read):
     store = store_over(DataDirectory(tmp_path / "d", 1))
     (block_id, data), *_ = blocks(1).items()
     store.write(block_id, data)
     path, _ = store.find(block_id)
     path.write_bytes(b"X" + data[1:])
     with pytest.raises(CorruptBlock):
-        store.read(block_id)
-    assert store.read(block_id) is None
+        getattr(store, read)(block_id)
+    assert getattr(store, read)(block_id) is None
     assert [p.name for p, _ in store.locations(block_id)] == [path.name + ".corrupted"]
+
+
+def test_a_plain_block_is_read_for_sending_as_its_file_and_a_compressed_one_as_bytes(tmp_path):
+    store = BlockStore([DataDirectory(tmp_path / "d", 1)], fsync=False, compression_level=1)
+    plain, compressible = os.urandom(300_000), b"granary " * 40_000
+    for data in (plain, compressible):
+        store.write(block_hash(data), data)
+    assert store.find(block_hash(plain))[1] is False
+    assert store.find(block_hash(compressible))[1] is True
+
+    region = store.read_for_sending(block_hash(plain))
+    assert isinstance(region, FileRegion)
+    assert (region.offset, len(region)) == (0, len(plain))
+    assert region.read() == plain
+    assert store.read_for_sending(block_hash(compressible)) == compressible
+    assert store.read_for_sending(block_hash(b"absent")) is None
+
+
+def test_a_truncated_plain_block_is_corrupt_when_read_for_sending(tmp_path):
+    store = store_over(DataDirectory(tmp_path / "d", 1))
+    (block_id, data), *_ = blocks(1).items()
+    store.write(block_id, data)
+    path, _ = store.find(block_id)
+    path.write_bytes(b"")
+    with pytest.raises(CorruptBlock):
+        store.read_for_sending(block_id)
+    assert path.with_name(path.name + ".corrupted").exists()
 
 
 def test_marker_new_disk_versus_wrong_mount(tmp_path):

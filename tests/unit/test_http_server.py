@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import logging
+import os
 import shutil
 import ssl
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -23,6 +26,7 @@ from granary.api.http import (
     Request,
     Response,
 )
+from granary.util.file_region import FileRegion, OpenFile
 
 LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 MiB = 1 << 20
@@ -583,6 +587,98 @@ def test_write_timeout_aborts_a_reader_that_never_reads(run) -> None:
     run(test)
 
 
+def file_region(path: Path, data: bytes) -> FileRegion:
+    path.write_bytes(data)
+    return FileRegion(OpenFile(os.open(path, os.O_RDONLY)), 0, len(data))
+
+
+def test_file_regions_are_sent_from_their_files(run, tmp_path) -> None:
+    data = os.urandom(3 * MiB + 5)
+    region = file_region(tmp_path / "block", data)
+
+    async def parts() -> AsyncIterator[bytes | FileRegion]:
+        yield b"head-"
+        yield region.slice(0, MiB)
+        yield region.slice(MiB, len(data))
+        yield b"-tail"
+
+    async def handler(request: Request) -> Response:
+        length = len(data) + 10 if request.path == "/framed" else None
+        return Response(200, body=parts(), content_length=length)
+
+    async def test() -> None:
+        async with serving(handler) as server:
+            client = await Client.connect(server)
+            for target in ("/framed", "/chunked", "/framed"):  # one connection throughout
+                response = await client.request("GET", target)
+                assert response.status == 200
+                assert response.body == b"head-" + data + b"-tail"
+            await client.close()
+
+    run(test)
+
+
+def test_a_file_region_to_a_slow_reader_waits_on_the_socket_not_in_memory(run, tmp_path) -> None:
+    """The region goes from the file to the socket as the client takes it: while the
+    client does not read, the transport holds nothing (a copy in memory would be there)."""
+    data = os.urandom(32 * MiB)
+    region = file_region(tmp_path / "block", data)
+
+    async def parts() -> AsyncIterator[FileRegion]:
+        yield region
+
+    async def handler(request: Request) -> Response:
+        return Response(200, body=parts(), content_length=len(data))
+
+    async def test() -> None:
+        async with serving(handler) as server:
+            client = await Client.connect(server)
+            await client.send(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+            (connection,) = server._settings.connections
+            while connection._drain_waiter is None:  # until the socket is full
+                await asyncio.sleep(0.01)
+            assert connection._transport.get_write_buffer_size() == 0
+            response = await client.response()
+            assert response.body == data
+            await client.close()
+
+    run(test)
+
+
+def test_a_reader_that_never_reads_a_file_region_is_cut_off_and_nothing_stays_open(
+    run, tmp_path
+) -> None:
+    path = tmp_path / "block"
+    path.write_bytes(os.urandom(32 * MiB))
+
+    async def parts() -> AsyncIterator[FileRegion]:
+        yield FileRegion(OpenFile(os.open(path, os.O_RDONLY)), 0, 32 * MiB)
+
+    async def handler(request: Request) -> Response:
+        return Response(200, body=parts(), content_length=32 * MiB)
+
+    def open_descriptors() -> set[str]:
+        return set(os.listdir("/proc/self/fd"))
+
+    async def test() -> None:
+        before = open_descriptors()
+        async with serving(handler, limits=HttpLimits(write_timeout=0.2)) as server:
+            client = await Client.connect(server)
+            await client.send(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+            while not server._settings.connections:
+                await asyncio.sleep(0.01)
+            while server.connection_count:  # cut off by the write timeout
+                await asyncio.sleep(0.01)
+            client.writer.transport.abort()
+        await asyncio.sleep(0.05)  # the aborted client's transport lets its socket go
+        gc.collect()
+        left = [os.readlink(f"/proc/self/fd/{n}") for n in open_descriptors() - before]
+        # Neither the file nor the socket's duplicate (uvloop opens /dev/null once).
+        assert not [target for target in left if target == str(path) or "socket" in target]
+
+    run(test)
+
+
 # Protocol errors
 
 
@@ -1060,9 +1156,17 @@ def test_tls(run, tmp_path) -> None:
     server_context.load_cert_chain(cert, key)
     client_context = ssl.create_default_context(cafile=str(cert))
 
+    block = os.urandom(2 * MiB)
+    region = file_region(tmp_path / "block", block)
+
+    async def parts() -> AsyncIterator[FileRegion]:
+        yield region
+
     async def handler(request: Request) -> Response:
         if request.path == "/reject":
             return Response(403, body=b"denied")
+        if request.path == "/file":  # over TLS a region goes through the transport
+            return Response(200, body=parts(), content_length=len(block))
         return await echo(request)
 
     async def test() -> None:
@@ -1073,6 +1177,7 @@ def test_tls(run, tmp_path) -> None:
                 "127.0.0.1", server.port, ssl=client_context
             )
             client = Client(reader, writer)
+            assert (await client.request("GET", "/file")).body == block
             assert (await client.request("PUT", "/k", b"secret")).header(
                 "x-body"
             ) == b"secret".hex()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import socket
 from collections import deque
@@ -34,6 +35,7 @@ from granary.api.http.wire import (
     encode_error,
     frame_response,
 )
+from granary.util.file_region import FileRegion
 
 log = logging.getLogger("granary.http")
 
@@ -149,6 +151,11 @@ def _header_name(raw: bytes) -> str:
     return name
 
 
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 async def _close_iterator(chunks: object) -> None:
     aclose = getattr(chunks, "aclose", None)
     if aclose is not None:
@@ -177,6 +184,7 @@ class HttpConnection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._parser = httptools.HttpRequestParser(self)
         self._client: tuple[str, int] = ("", 0)
+        self._sendfile_socket: socket.socket | None = None  # set if file regions may be sent
         # The request being parsed.
         self._url = b""
         self._header_items: list[tuple[str, str]] = []
@@ -214,6 +222,8 @@ class HttpConnection(asyncio.Protocol):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # Over TLS the bytes must go through the transport, which encrypts them.
+        self._sendfile_socket = sock if transport.get_extra_info("ssl_object") is None else None
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self._client = (peer[0], peer[1])
@@ -556,7 +566,11 @@ class HttpConnection(asyncio.Protocol):
         return remaining is not None and remaining <= SMALL_UNREAD_BODY
 
     async def _stream(
-        self, head: bytes, chunks: AsyncIterable[bytes], length: int | None, chunked: bool
+        self,
+        head: bytes,
+        chunks: AsyncIterable[bytes] | AsyncIterable[bytes | FileRegion],
+        length: int | None,
+        chunked: bool,
     ) -> bool:
         """Write an iterator body with flow control; abort on any inconsistency."""
         transport = self._transport
@@ -579,7 +593,10 @@ class HttpConnection(asyncio.Protocol):
                     before = (*before, b"%x\r\n" % size)
                 pending_head = None
                 after = (_CRLF,) if chunked else ()
-                if not await self._write_in_slices(before, chunk, after):
+                if isinstance(chunk, FileRegion):
+                    if not await self._send_region(before, chunk, after):
+                        return False
+                elif not await self._write_in_slices(before, chunk, after):
                     return False
                 del chunk  # not kept while the next one is produced
         except BodyCutOff as reason:
@@ -630,6 +647,71 @@ class HttpConnection(asyncio.Protocol):
                 transport.writelines((*before, piece, *after) if last else (*before, piece))
                 before = ()
         return not self._write_paused or await self._drain()
+
+    async def _send_region(
+        self, before: tuple[bytes, ...], region: FileRegion, after: tuple[bytes, ...]
+    ) -> bool:
+        """Write `before`, the region straight from its file (`sendfile`), then `after`.
+
+        The region bypasses the transport, so it goes only once the transport
+        has sent all it holds (it has, but for a client already behind: that
+        region is then read and written as bytes, as over TLS). The socket is used through a
+        duplicate of its descriptor: a connection closed meanwhile frees its
+        number, which a new file may get, and must not receive the rest.
+        Sending runs on the loop, a socket buffer at a time: the region's
+        pages were just read to verify them, so they are in the page cache.
+        """
+        transport = self._transport
+        if before:
+            transport.writelines(before)
+        sock = self._sendfile_socket
+        if sock is None or transport.get_write_buffer_size():
+            return await self._write_in_slices((), region.read(), after)
+        try:
+            out = os.dup(sock.fileno())
+        except OSError:  # the transport has let its socket go
+            return False
+        try:
+            offset, end = region.offset, region.offset + region.length
+            while offset < end:
+                if self._closed:
+                    return False
+                try:
+                    sent = os.sendfile(out, region.file.fd, offset, end - offset)
+                except BlockingIOError:
+                    if not await self._wait_writable(out):
+                        return False
+                    continue
+                except OSError as exc:  # the client reset the connection
+                    log.info("response body not sent: %s", exc)
+                    transport.abort()
+                    return False
+                if sent == 0:
+                    log.error("file shorter than its region (%d of %d bytes sent)", offset, end)
+                    transport.abort()
+                    return False
+                offset += sent
+        finally:
+            os.close(out)
+        if after:
+            transport.writelines(after)
+        return not self._write_paused or await self._drain()
+
+    async def _wait_writable(self, fd: int) -> bool:
+        """Wait until the socket (`fd`, a duplicate of the transport's) takes more bytes;
+        False once the connection is gone (a client stalled past the write timeout is
+        disconnected by the timeout sweep)."""
+        waiter = self._loop.create_future()
+        self._drain_waiter = waiter
+        self._loop.add_writer(fd, _resolve, waiter)
+        self._arm(_WRITE, self._limits.write_timeout)
+        try:
+            await waiter
+        finally:
+            self._loop.remove_writer(fd)
+            self._drain_waiter = None
+        self._arm(_NO_TIMEOUT)
+        return not self._closed
 
     async def _drain(self) -> bool:
         """Wait while a slow reader holds the write buffer; False once the connection is gone."""

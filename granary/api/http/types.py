@@ -6,6 +6,8 @@ from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from granary.util.file_region import FileRegion
+
 if TYPE_CHECKING:
     from granary.api.http.body import Body
 
@@ -91,7 +93,9 @@ class BodyCutOff(Exception):
 class Response:
     status: int
     headers: list[tuple[str, str]] = field(default_factory=list)
-    body: bytes | AsyncIterable[bytes] = b""
+    body: bytes | AsyncIterable[bytes] | AsyncIterable[bytes | FileRegion] = b""
+    """An iterator body may yield regions of open files: they are sent from the
+    file (`sendfile`), never read into memory."""
     content_length: int | None = None
     """The length of an iterator body (chunked encoding is used when None), or the
     Content-Length to announce for a HEAD response whose body is not sent."""

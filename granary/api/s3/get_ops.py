@@ -17,6 +17,7 @@ from granary.block.manager import BlockUnavailable
 from granary.model.object import INLINE, ObjectMeta, ObjectVersion
 from granary.model.version import VersionBlock
 from granary.util.checksums import checksum_element_name
+from granary.util.file_region import FileRegion
 
 
 async def load_current(ctx: S3Context, key: str) -> ObjectVersion:
@@ -120,15 +121,15 @@ async def get_object(ctx: S3Context) -> Response:
         return Response(status, headers, b"")
     if blocks is None:
         blocks = await version_blocks(ctx, version)
-    body = ctx.services.objects.stream_blocks(blocks, start, end)
+    body = ctx.services.objects.stream_for_sending(blocks, start, end)
     # The first block is read before answering: out of reach, it gets a 503.
     first = await anext(body)
     return Response(status, headers, _cut_off_if_unavailable(first, body), content_length=length)
 
 
 async def _cut_off_if_unavailable(
-    first: bytes, rest: AsyncGenerator[bytes, None]
-) -> AsyncIterator[bytes]:
+    first: bytes | FileRegion, rest: AsyncGenerator[bytes | FileRegion, None]
+) -> AsyncIterator[bytes | FileRegion]:
     """`first`, then `rest`; a later block out of reach cuts the body off."""
     try:
         yield first
