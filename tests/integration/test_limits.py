@@ -110,10 +110,13 @@ def presigned_get(server: GranaryServer, bucket: str, key: str) -> bytes:
     return f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{server.s3_port}\r\n\r\n".encode()
 
 
-def big_object(s3, bucket: str = "big") -> str:
+def big_object(s3, bucket: str = "big", *, compressible: bool = True) -> str:
+    """An 8 MiB object. A compressible one is stored compressed, so a GET decodes each
+    block into memory; an incompressible one is stored plain and sent from its files."""
+    body = base64.b64encode(os.urandom(6 * MiB)) if compressible else os.urandom(8 * MiB)
     s3.create_bucket(Bucket=bucket)
-    s3.put_object(Bucket=bucket, Key="object", Body=os.urandom(8 * MiB))
-    assert len(s3.get_object(Bucket=bucket, Key="object")["Body"].read()) == 8 * MiB
+    s3.put_object(Bucket=bucket, Key="object", Body=body)
+    assert s3.get_object(Bucket=bucket, Key="object")["Body"].read() == body
     return bucket
 
 
@@ -177,6 +180,20 @@ def test_a_stalled_reader_holds_about_one_block(own_server):
         stalled = settled_rss(own_server)
     per_reader = (stalled - baseline) / readers
     assert per_reader <= 2.5 * BLOCK_SIZE, (baseline, stalled, per_reader)
+
+
+def test_stalled_readers_of_plain_blocks_hold_no_copy_of_them(own_server):
+    """Blocks stored plain are sent from their files: a reader that stops reading
+    keeps an open file, not a block in memory."""
+    readers = 50
+    s3 = start_with(own_server)
+    bucket = big_object(s3, compressible=False)
+    request = presigned_get(own_server, bucket, "object")
+    baseline = settled_rss(own_server)
+    with sockets_to(own_server.s3_port, readers, request):
+        stalled = settled_rss(own_server)
+    per_reader = (stalled - baseline) / readers
+    assert per_reader <= 0.25 * BLOCK_SIZE, (baseline, stalled, per_reader)
 
 
 def test_memory_is_given_back_after_a_burst(own_server):
