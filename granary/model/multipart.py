@@ -18,6 +18,7 @@ from collections.abc import Callable
 from msgspec.structs import replace
 
 from granary.model.access import BucketGone, bucket_outlives_write
+from granary.model.conditions import WriteCondition
 from granary.model.mpu import MpuPart, MultipartUpload, end_upload
 from granary.model.mpu_index import UploadIndexEntry, new_upload_id
 from granary.model.object import ABORTED, Object, ObjectMeta, ObjectVersion
@@ -110,13 +111,19 @@ class Multipart:
         await part.finish_part()
 
     async def complete(
-        self, upload: MultipartUpload, parts: list[MpuPart], meta: ObjectMeta
+        self,
+        upload: MultipartUpload,
+        parts: list[MpuPart],
+        meta: ObjectMeta,
+        condition: WriteCondition | None = None,
     ) -> ObjectVersion:
-        """Assemble the chosen parts (in order) into a new version of the object.
+        """Assemble the chosen parts (in order) into a new version of the object, if
+        `condition` holds on the current one (checked in the commit's round).
 
         Completing and aborting the same upload are serialised, and the
         upload is checked again under that lock: a completed upload cannot
-        be aborted, nor an aborted one completed.
+        be aborted, nor an aborted one completed. An upload whose condition
+        failed stays open, as in S3: its parts may be completed again.
         """
         async with self._locks.hold(upload.upload_id):
             if await self.get(upload.upload_id) is None:
@@ -133,6 +140,7 @@ class Multipart:
                 version = await final.complete(
                     replace(meta, upload_id=upload.upload_id),
                     blocks[0].hash if blocks else None,
+                    condition,
                 )
             except BucketGone:
                 await self._end(upload)  # it went with its bucket

@@ -25,6 +25,7 @@ from msgspec.structs import replace
 
 from granary.model.access import BucketGone, bucket_outlives_write
 from granary.model.block_ref import BlockRef
+from granary.model.conditions import ConditionFailed, WriteCondition
 from granary.model.object import (
     ABORTED,
     BLOCKS,
@@ -39,6 +40,7 @@ from granary.model.read_ahead import ReadAhead
 from granary.model.store import Model
 from granary.model.version import VersionBlock, tombstone
 from granary.table.scan import RangePage
+from granary.table.table import ConditionalConflict, Decision
 from granary.telemetry import tracing
 from granary.util.file_region import FileRegion
 from granary.util.time import next_timestamp, now_ms
@@ -125,6 +127,7 @@ class Upload:
         self.is_part = part
         self.upload_id = upload_id
         self.completed = False
+        self.outcome_unknown = False  # a conditional commit that may yet be committed
         self._completion: asyncio.Future | None = None
         self._data_span: tracing.AnySpan | None = None
         self._blocks_stored = 0
@@ -157,26 +160,42 @@ class Upload:
             span.set("bytes", self._bytes_stored)
             span.end()
 
-    async def complete(self, meta: ObjectMeta, first_block: bytes | None) -> ObjectVersion:
+    async def complete(
+        self,
+        meta: ObjectMeta,
+        first_block: bytes | None,
+        condition: WriteCondition | None = None,
+    ) -> ObjectVersion:
         """Make this version the object's current one (not for parts).
 
         It takes a fresh timestamp: the write that finishes last wins. Once
         started, the commit (and the check that the bucket outlived it)
         finishes even if the request is cancelled, so an abort can never undo
-        an object a client may already have been told of.
+        an object a client may already have been told of. A conditional commit
+        whose round gave up after it sent the version may still be committed:
+        the upload is then left to the restart recovery, which releases it only
+        if the version never became the object's.
         """
         self._end_data_span()
-        self._completion = asyncio.ensure_future(self._commit(meta, first_block))
+        self._completion = asyncio.ensure_future(self._commit(meta, first_block, condition))
         return await asyncio.shield(self._completion)
 
-    async def _commit(self, meta: ObjectMeta, first_block: bytes | None) -> ObjectVersion:
-        version = await self.objects.write_version(
-            self.bucket_id,
-            self.key,
-            lambda ts: ObjectVersion(
-                self.uuid, ts, COMPLETE, kind=BLOCKS, meta=meta, first_block=first_block
-            ),
-        )
+    async def _commit(
+        self, meta: ObjectMeta, first_block: bytes | None, condition: WriteCondition | None
+    ) -> ObjectVersion:
+        try:
+            version = await self.objects.write_version(
+                self.bucket_id,
+                self.key,
+                lambda ts: ObjectVersion(
+                    self.uuid, ts, COMPLETE, kind=BLOCKS, meta=meta, first_block=first_block
+                ),
+                condition,
+            )
+        except ConditionalConflict as conflict:
+            if conflict.maybe_applied:
+                self.outcome_unknown = True
+            raise
         self.completed = True
         await self.objects.forget_inflight(self.uuid)
         await self.objects.confirm_bucket(self.bucket_id, self.key)
@@ -191,7 +210,7 @@ class Upload:
         self._end_data_span()
         if self._completion is not None:
             await asyncio.gather(asyncio.shield(self._completion), return_exceptions=True)
-        if not self.completed:
+        if not self.completed and not self.outcome_unknown:
             await self.objects.abort_upload(self.uuid, self._inflight())
 
     def _inflight(self) -> InflightUpload:
@@ -307,7 +326,11 @@ class Objects:
     # ---- writes ----------------------------------------------------------
 
     async def write_version(
-        self, bucket_id: bytes, key: str, build: Callable[[int], ObjectVersion]
+        self,
+        bucket_id: bytes,
+        key: str,
+        build: Callable[[int], ObjectVersion],
+        condition: WriteCondition | None = None,
     ) -> ObjectVersion:
         """Write a new version of an object, newer than every version before it.
 
@@ -317,7 +340,12 @@ class Objects:
         a version at least as new (a clock behind another node's) is it
         written again just above it. A complete version with blocks is
         written once, after the read, so it is never merged away.
+
+        With a `condition`, the check and the write are one round among the
+        row's replicas (`write_version_if`).
         """
+        if condition is not None:
+            return await self.write_version_if(bucket_id, key, build, condition)
         version = build(now_ms())
         if version.state == COMPLETE and version.kind == BLOCKS:
             # A complete version with blocks must never be merged away, even
@@ -339,11 +367,53 @@ class Objects:
             await self.model.objects.insert(Object(bucket_id, key, [version]))
         return version
 
+    async def write_version_if(
+        self,
+        bucket_id: bytes,
+        key: str,
+        build: Callable[[int], ObjectVersion],
+        condition: WriteCondition,
+    ) -> ObjectVersion:
+        """Write a complete version only if `condition` holds on the current one, as one
+        round (`Table.conditional_update`): two such writes of a key are ordered, so at
+        most one create wins and compare-and-set chains never fork.
+
+        Raises ConditionFailed (after writing back the row the refusal saw) or
+        ConditionalConflict (the round gave up; `maybe_applied` if the version
+        may still be committed).
+        """
+        uuid = build(0).uuid
+
+        def decide(row: Object | None) -> Decision[Object, ObjectVersion | ConditionFailed]:
+            if row is not None:
+                mine = next((v for v in row.versions if v.uuid == uuid), None)
+                if mine is not None and mine.state == COMPLETE:
+                    return Decision(row, mine, changes=True)  # an earlier attempt committed it
+            failure = condition.failure(None if row is None else row.current())
+            if failure is not None:
+                return Decision(row, failure, changes=False)
+            timestamp = now_ms()
+            newest = _newest_other(row, uuid)
+            if newest is not None and newest >= timestamp:
+                timestamp = next_timestamp(newest)
+            version = build(timestamp)
+            added = Object(bucket_id, key, [version])
+            return Decision(added if row is None else row.merge(added), version, changes=True)
+
+        result = await self.model.objects.conditional_update(bucket_id, key.encode(), decide)
+        if isinstance(result, ConditionFailed):
+            raise result
+        return result
+
     async def publish_version(
-        self, bucket_id: bytes, key: str, build: Callable[[int], ObjectVersion]
+        self,
+        bucket_id: bytes,
+        key: str,
+        build: Callable[[int], ObjectVersion],
+        condition: WriteCondition | None = None,
     ) -> ObjectVersion:
         """Write a version that makes the object exist, and keep it only if its bucket does."""
-        version = await self.write_version(bucket_id, key, build)
+        version = await self.write_version(bucket_id, key, build, condition)
         await self.confirm_bucket(bucket_id, key)
         return version
 
@@ -359,12 +429,20 @@ class Objects:
             await self.delete(bucket_id, key)
             raise BucketGone(bucket_id.hex())
 
-    async def put_inline(self, bucket_id: bytes, key: str, meta: ObjectMeta, data: bytes) -> None:
+    async def put_inline(
+        self,
+        bucket_id: bytes,
+        key: str,
+        meta: ObjectMeta,
+        data: bytes,
+        condition: WriteCondition | None = None,
+    ) -> None:
         uuid = new_uuid()
         await self.publish_version(
             bucket_id,
             key,
             lambda ts: ObjectVersion(uuid, ts, COMPLETE, kind=INLINE, meta=meta, inline=data),
+            condition,
         )
 
     async def begin_upload(self, bucket_id: bytes, key: str) -> Upload:

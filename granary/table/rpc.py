@@ -14,7 +14,8 @@ import msgspec
 from granary.net.errors import RpcError
 from granary.net.messages import BACKGROUND, NORMAL
 from granary.table.merkle import DigestPage, MerkleIndex, RowIndexNotReady
-from granary.table.table import Table
+from granary.table.paxos import Ballot
+from granary.table.table import PhaseAnswer, Table
 
 
 class MergeRows(msgspec.Struct, tag="merge", array_like=True):
@@ -24,6 +25,23 @@ class MergeRows(msgspec.Struct, tag="merge", array_like=True):
 class GetRow(msgspec.Struct, tag="get", array_like=True):
     pk: bytes
     sk: bytes
+
+
+class Prepare(msgspec.Struct, tag="prepare", array_like=True):
+    """Phase 1 of a conditional update's round (Table.conditional_update)."""
+
+    pk: bytes
+    sk: bytes
+    ballot: Ballot
+
+
+class Accept(msgspec.Struct, tag="accept", array_like=True):
+    """Phase 2 of a conditional update's round: the row to merge at `ballot`."""
+
+    pk: bytes
+    sk: bytes
+    ballot: Ballot
+    row: bytes | None
 
 
 class ScanRows(msgspec.Struct, tag="scan", array_like=True):
@@ -78,6 +96,8 @@ class DeleteIfEqual(msgspec.Struct, tag="forget", array_like=True):
 TableRequest = (
     MergeRows
     | GetRow
+    | Prepare
+    | Accept
     | ScanRows
     | PartitionDigests
     | BucketDigests
@@ -128,6 +148,10 @@ class TableRpc:
             case GetRow(pk=pk, sk=sk):
                 entry = table.local_get(pk, sk)
                 return None if entry is None else table.encode(entry)
+            case Prepare(pk=pk, sk=sk, ballot=ballot):
+                return await table.local_prepare(pk, sk, ballot)
+            case Accept(pk=pk, sk=sk, ballot=ballot, row=row):
+                return await table.local_accept(pk, sk, ballot, row)
             case ScanRows(pk=pk, start=start, filter=name, limit=limit):
                 scanned, horizon = table.local_scan(pk, start, name, limit)
                 return ScannedRows([raw for raw, _ in scanned], horizon)
@@ -164,6 +188,20 @@ class TableRpc:
 
     async def get(self, node: bytes, table: str, pk: bytes, sk: bytes) -> bytes | None:
         return await self._call(node, table, GetRow(pk, sk), priority=NORMAL)
+
+    async def prepare(
+        self, node: bytes, table: str, pk: bytes, sk: bytes, ballot: Ballot
+    ) -> PhaseAnswer:
+        ok, promised, row = await self._call(node, table, Prepare(pk, sk, ballot), priority=NORMAL)
+        return ok, _ballot(promised), row
+
+    async def accept(
+        self, node: bytes, table: str, pk: bytes, sk: bytes, ballot: Ballot, row: bytes | None
+    ) -> PhaseAnswer:
+        ok, promised, _ = await self._call(
+            node, table, Accept(pk, sk, ballot, row), priority=NORMAL
+        )
+        return ok, _ballot(promised), None
 
     async def scan(
         self,
@@ -206,6 +244,12 @@ class TableRpc:
 
     async def delete_if_equal(self, node: bytes, table: str, key: bytes, digest: bytes) -> bool:
         return await self._call(node, table, DeleteIfEqual(key, digest), priority=BACKGROUND)
+
+
+def _ballot(value: list) -> Ballot:
+    """A ballot as it comes back in a reply (msgpack has arrays, not tuples)."""
+    counter, node, nonce = value
+    return int(counter), bytes(node), int(nonce)
 
 
 def fetch_bounded(table: Table, keys: list[bytes]) -> list[bytes | None]:

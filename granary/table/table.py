@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
@@ -32,6 +34,15 @@ from granary.table.keys import (
 )
 from granary.table.merkle import MerkleIndex
 from granary.table.metrics import TableCounts
+from granary.table.paxos import (
+    ZERO,
+    AcceptorState,
+    Ballot,
+    QuorumCount,
+    next_ballot,
+    on_accept,
+    on_prepare,
+)
 from granary.table.quorum import QuorumError, call_nearest
 from granary.table.replication import Replication, call_write_sets
 from granary.table.scan import RangePage, ReplicaScan, ScanBounds, merge_scans, scan_bounded
@@ -43,10 +54,47 @@ if TYPE_CHECKING:
     from granary.table.gc import TombstoneGc
 
 E = TypeVar("E", bound=Entry)
+T = TypeVar("T")
 log = logging.getLogger("granary.table")
 
 QUEUE_BATCH = 256
 RANGE_PAGE = 1000
+CONDITIONAL_ATTEMPTS = 8
+CONDITIONAL_DEADLINE = 10.0
+"""A conditional update gives up after this many rounds, or once this many seconds passed."""
+_state_encoder = msgspec.msgpack.Encoder()
+_state_decoder = msgspec.msgpack.Decoder(AcceptorState)
+
+PhaseAnswer = tuple[bool, Ballot, bytes | None]
+"""A node's answer to Prepare or Accept: taken?, its promised ballot, its row (Prepare)."""
+
+
+class ConditionalConflict(Exception):
+    """A conditional update gave up: competing rounds, or too few acceptors answered.
+
+    `maybe_applied`: an Accept carrying the update's own change was sent, so it
+    may still be committed (by a later round's write-back); the caller cannot
+    say it was not.
+    """
+
+    def __init__(self, maybe_applied: bool, reason: str) -> None:
+        super().__init__(reason)
+        self.maybe_applied = maybe_applied
+
+
+@dataclass(frozen=True)
+class Decision(Generic[E, T]):
+    """What a conditional update's decision function makes of the row a round saw.
+
+    `row` is written back to the acceptors: the row seen, with the update's
+    change merged in if it is made (a refusal writes back what it saw, so
+    that what it was refused on stays on a quorum). `changes`: the row carries
+    the update's own change. `result` is what `conditional_update` returns.
+    """
+
+    row: E | None
+    result: T
+    changes: bool
 
 
 class TablePeers(Protocol):
@@ -55,6 +103,14 @@ class TablePeers(Protocol):
     async def merge(self, node: bytes, table: str, entries: list[bytes]) -> None: ...
 
     async def get(self, node: bytes, table: str, pk: bytes, sk: bytes) -> bytes | None: ...
+
+    async def prepare(
+        self, node: bytes, table: str, pk: bytes, sk: bytes, ballot: Ballot
+    ) -> PhaseAnswer: ...
+
+    async def accept(
+        self, node: bytes, table: str, pk: bytes, sk: bytes, ballot: Ballot, row: bytes | None
+    ) -> PhaseAnswer: ...
 
     async def scan(
         self,
@@ -83,6 +139,7 @@ class Table(Generic[E]):
         self.peers = peers
         self.tree = db.tree(f"{schema.name}:table")
         self.queue_tree = db.tree(f"{schema.name}:insert_queue")
+        self.paxos_tree = db.tree(f"{schema.name}:paxos")
         self.merkle = MerkleIndex(db, schema.name, self.tree)
         self.nearest_first: Callable[[list[bytes]], list[bytes]] = list
         self.hedging: Hedging | None = None
@@ -236,6 +293,100 @@ class Table(Generic[E]):
         raw = await self._require_peers().get(node, self.name, pk, sk)
         return None if raw is None else self.decode(raw)
 
+    # ---- conditional updates: one round per update (granary/table/paxos.py) ----
+
+    async def local_prepare(self, pk: bytes, sk: bytes, ballot: Ballot) -> PhaseAnswer:
+        """This node as an acceptor: promise `ballot` if above every promise, and answer
+        the row, in one transaction."""
+        key = storage_key(pk, sk)
+
+        def step(tx: Tx) -> PhaseAnswer:
+            raw = tx.get(self.paxos_tree, key)
+            state, ok = on_prepare(_decode_state(raw), ballot)
+            if ok:
+                tx.put(self.paxos_tree, key, _state_encoder.encode(state))
+            return ok, state.promised, tx.get(self.tree, key) if ok else None
+
+        return await self.db.transact(step)
+
+    async def local_accept(
+        self, pk: bytes, sk: bytes, ballot: Ballot, row: bytes | None
+    ) -> PhaseAnswer:
+        """This node as an acceptor: take `row` at `ballot` unless a higher ballot was
+        promised; the row is merged into the local one as any write is."""
+        key = storage_key(pk, sk)
+
+        def step(tx: Tx) -> PhaseAnswer:
+            state, ok = on_accept(_decode_state(tx.get(self.paxos_tree, key)), ballot)
+            if ok:
+                tx.put(self.paxos_tree, key, _state_encoder.encode(state))
+                if row is not None:
+                    self.merge_in_tx(tx, self.decode(row))
+            return ok, state.promised, None
+
+        return await self.db.transact(step)
+
+    async def conditional_update(
+        self, pk: bytes, sk: bytes, decide: Callable[[E | None], Decision[E, T]]
+    ) -> T:
+        """Read-decide-write one row atomically among its replicas, without a leader.
+
+        Each attempt is a round: Prepare to every node of every active write set
+        (a majority of each promising), `decide` on the merge of the rows they
+        answered, Accept of the decided row (a majority of each taking it). An
+        attempt that finds a higher ballot or too few nodes is retried with a
+        higher ballot after a random pause; `decide` must recognise its own
+        change in a row (an earlier attempt may have committed it). The write
+        guard is held throughout, so the sets stay the ones the round uses.
+        Raises ConditionalConflict when it gives up.
+        """
+        maybe_applied = False
+        highest = ZERO
+        deadline = time.monotonic() + CONDITIONAL_DEADLINE
+        reason = "no attempt"
+        with self.replication.write_guard():
+            sets = self.replication.write_sets(self._partition(pk))
+            for attempt in range(CONDITIONAL_ATTEMPTS):
+                if attempt:
+                    await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))
+                    if time.monotonic() > deadline:
+                        break
+                ballot = next_ballot(highest, self.local_node)
+                promises = QuorumCount(sets)
+                rows = await _run_phase(
+                    promises, partial(self._prepare_on, pk=pk, sk=sk, ballot=ballot)
+                )
+                highest = max(highest, promises.highest_refusal, ballot)
+                if not promises.reached:
+                    reason = "too few promises"
+                    continue
+                decision = decide(_merge_all([self.decode(r) for r in rows if r is not None]))
+                maybe_applied = maybe_applied or decision.changes
+                row = None if decision.row is None else self.encode(decision.row)
+                accepts = QuorumCount(sets)
+                await _run_phase(
+                    accepts, partial(self._accept_on, pk=pk, sk=sk, ballot=ballot, row=row)
+                )
+                highest = max(highest, accepts.highest_refusal)
+                if accepts.reached:
+                    return decision.result
+                reason = "too few accepts"
+        raise ConditionalConflict(
+            maybe_applied, f"{self.name}: {reason} after {attempt + 1} rounds"
+        )
+
+    async def _prepare_on(self, node: bytes, pk: bytes, sk: bytes, ballot: Ballot) -> PhaseAnswer:
+        if node == self.local_node:
+            return await self.local_prepare(pk, sk, ballot)
+        return await self._require_peers().prepare(node, self.name, pk, sk, ballot)
+
+    async def _accept_on(
+        self, node: bytes, pk: bytes, sk: bytes, ballot: Ballot, row: bytes | None
+    ) -> PhaseAnswer:
+        if node == self.local_node:
+            return await self.local_accept(pk, sk, ballot, row)
+        return await self._require_peers().accept(node, self.name, pk, sk, ballot, row)
+
     async def get_range(
         self,
         pk: bytes,
@@ -375,6 +526,43 @@ class Table(Generic[E]):
 
         await self.db.transact(remove_unchanged)
         return len(batch)
+
+
+def _decode_state(raw: bytes | None) -> AcceptorState:
+    return AcceptorState() if raw is None else _state_decoder.decode(raw)
+
+
+async def _run_phase(
+    count: QuorumCount, call: Callable[[bytes], Awaitable[PhaseAnswer]]
+) -> list[bytes | None]:
+    """Send one phase to every node of `count`'s sets; return once every set has a
+    majority of yeses or some set cannot get one. Returns the rows of the yeses.
+
+    Calls still running then go on in the background (an Accept that arrives
+    late only adds to the row)."""
+    tasks = {asyncio.ensure_future(call(node)): node for node in count.nodes}
+    rows: list[bytes | None] = []
+    pending = set(tasks)
+    while pending and not count.reached and not count.lost:
+        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            failure = task.exception()
+            if failure is not None:
+                log.debug("round phase on %s failed: %r", tasks[task].hex()[:16], failure)
+                count.add(tasks[task], False)
+                continue
+            ok, promised, row = task.result()
+            count.add(tasks[task], ok, None if ok else promised)
+            if ok:
+                rows.append(row)
+    for task in pending:
+        task.add_done_callback(_retrieve_exception)
+    return rows
+
+
+def _retrieve_exception(task: asyncio.Future) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _merge_all(entries: list[E]) -> E | None:

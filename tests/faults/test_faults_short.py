@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from .run import ViolationsFound, run_mix
+from .run import run_mix
 
 DURATION = 12.0  # seconds of faults; with setup, healing and checks ~22 s a mix
 SEED = 7
@@ -36,14 +36,6 @@ def test_no_violations_under_faults_with_two_s3_processes_per_node(mix, tmp_path
 
 
 @pytest.mark.faults
-@pytest.mark.xfail(
-    strict=True,
-    raises=ViolationsFound,
-    reason="issue 0.7: a conditional write is a check, then a write, not one atomic step "
-    "(today two creates of one key both win and If-Match chains fork); the fix is "
-    "designed in docs/design/data-protection.md. Once it holds, this test passes and "
-    "strict xfail fails the suite: drop the mark then.",
-)
 def test_conditional_writes_hold_under_faults(tmp_path):
     """Creates (If-None-Match: *) and compare-and-set chains (If-Match) racing
     through random nodes under node kills: at most one create wins a key, and the

@@ -80,6 +80,10 @@ ERROR_TABLE: dict[str, tuple[int, str]] = {
         501,
         "A header or query you provided implies functionality that is not implemented.",
     ),
+    "ConditionalRequestConflict": (
+        409,
+        "A conflicting operation occurred. If using PutObject you can retry the request.",
+    ),
     "OperationAborted": (
         409,
         "A conflicting conditional operation is currently in progress against this resource. "

@@ -14,7 +14,12 @@ from granary.api.s3.errors import S3Error
 from granary.api.s3.headers import metadata_from_request
 from granary.api.s3.names import validate_object_key
 from granary.api.s3.numbers import integer_argument, part_number_argument
-from granary.api.s3.put_ops import check_write_conditions, checksum_response_headers, receive_body
+from granary.api.s3.put_ops import (
+    check_write_conditions,
+    checksum_response_headers,
+    conditional_commit,
+    receive_body,
+)
 from granary.api.s3.xml import document
 from granary.model.mpu import MpuPart, MultipartUpload
 from granary.model.object import ObjectMeta
@@ -221,7 +226,7 @@ async def complete_multipart_upload(ctx: S3Context) -> Response:
         checksum = (algorithm, value)
     _check_claimed_checksum(ctx, checksum)
     key = ctx.require_key()
-    await check_write_conditions(ctx, upload.bucket_id, key)
+    condition = await check_write_conditions(ctx, upload.bucket_id, key)
     meta = ObjectMeta(
         sum(p.size for p in parts),
         etag,
@@ -232,7 +237,8 @@ async def complete_multipart_upload(ctx: S3Context) -> Response:
         checksum_type=checksum_type,
     )
     try:
-        await ctx.services.multipart.complete(upload, parts, meta)
+        with conditional_commit(key):
+            await ctx.services.multipart.complete(upload, parts, meta, condition)
     except LookupError:
         repeated = await _already_completed(ctx)
         if repeated is None:

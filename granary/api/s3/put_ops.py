@@ -12,7 +12,8 @@ import base64
 import binascii
 import hashlib
 import hmac
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,8 +23,10 @@ from granary.api.s3.errors import S3Error
 from granary.api.s3.headers import metadata_from_request
 from granary.api.s3.names import validate_object_key
 from granary.block.writer import StreamDigests, StreamTooLarge, write_blocks
+from granary.model.conditions import NO_SUCH_KEY, ConditionFailed, WriteCondition
 from granary.model.object import ObjectMeta
 from granary.model.objects import Upload
+from granary.table.table import ConditionalConflict
 from granary.util.checksums import checksum_header_name, new_checksum, requested_checksum
 
 
@@ -214,34 +217,62 @@ def checksum_response_headers(
     ]
 
 
-def _etags(header: str) -> set[str]:
-    return {tag.strip().strip('"') for tag in header.split(",")}
+def _etags(header: str) -> frozenset[str]:
+    return frozenset(tag.strip().strip('"') for tag in header.split(","))
 
 
-async def check_write_conditions(ctx: S3Context, bucket_id: bytes, key: str) -> None:
-    """If-None-Match and If-Match on a write (S3 conditional writes)."""
+def write_condition(ctx: S3Context) -> WriteCondition | None:
+    """The request's If-None-Match and If-Match, if it has either."""
     if_none_match = ctx.header("if-none-match")
     if_match = ctx.header("if-match")
     if if_none_match is None and if_match is None:
-        return
-    current = await ctx.services.objects.current(bucket_id, key)
-    if if_none_match is not None and current is not None:
-        refused = _etags(if_none_match)
-        if "*" in refused or current.data_meta.etag in refused:
-            raise S3Error("PreconditionFailed", Condition="If-None-Match")
-    if if_match is not None:
-        if current is None:
-            raise S3Error("NoSuchKey", Key=key)
-        wanted = _etags(if_match)
-        if "*" not in wanted and current.data_meta.etag not in wanted:
-            raise S3Error("PreconditionFailed", Condition="If-Match")
+        return None
+    return WriteCondition(
+        None if if_none_match is None else _etags(if_none_match),
+        None if if_match is None else _etags(if_match),
+    )
+
+
+def condition_error(failure: ConditionFailed, key: str) -> S3Error:
+    if failure.condition == NO_SUCH_KEY:
+        return S3Error("NoSuchKey", Key=key)
+    return S3Error("PreconditionFailed", Condition=failure.condition)
+
+
+async def check_write_conditions(
+    ctx: S3Context, bucket_id: bytes, key: str
+) -> WriteCondition | None:
+    """S3 conditional writes: refuse early (before the body is received) a write whose
+    condition fails on the current version as read now; the condition returned must
+    be checked again where the write commits (it is the commit's round that decides)."""
+    condition = write_condition(ctx)
+    if condition is not None:
+        failure = condition.failure(await ctx.services.objects.current(bucket_id, key))
+        if failure is not None:
+            raise condition_error(failure, key)
+    return condition
+
+
+@contextmanager
+def conditional_commit(key: str) -> Iterator[None]:
+    """Answers for a conditional commit: its condition failed (412, or 404 for If-Match
+    on no object), or its round gave up: 409 ConditionalRequestConflict if the write
+    was not sent, 503 if it may still be committed (as for any write of unknown fate)."""
+    try:
+        yield
+    except ConditionFailed as failure:
+        raise condition_error(failure, key) from None
+    except ConditionalConflict as conflict:
+        if conflict.maybe_applied:
+            raise S3Error("ServiceUnavailable", str(conflict)) from None
+        raise S3Error("ConditionalRequestConflict") from None
 
 
 async def put_object(ctx: S3Context) -> Response:
     bucket = ctx.require_bucket()
     key = ctx.require_key()
     validate_object_key(key)
-    await check_write_conditions(ctx, bucket.id, key)
+    condition = await check_write_conditions(ctx, bucket.id, key)
     headers = ctx.http.headers
     stored = metadata_from_request(headers.as_dict())
     objects = ctx.services.objects
@@ -253,15 +284,16 @@ async def put_object(ctx: S3Context) -> Response:
         allow_inline=True,
     )
     meta = ObjectMeta(received.size, received.etag, stored, received.checksum)
-    if upload is None:
-        assert received.inline is not None  # no upload: the body was kept inline
-        await objects.put_inline(bucket.id, key, meta, received.inline)
-    else:
-        try:
-            await upload.complete(meta, received.first_block)
-        except BaseException:
-            await upload.abort()
-            raise
+    with conditional_commit(key):
+        if upload is None:
+            assert received.inline is not None  # no upload: the body was kept inline
+            await objects.put_inline(bucket.id, key, meta, received.inline, condition)
+        else:
+            try:
+                await upload.complete(meta, received.first_block, condition)
+            except BaseException:
+                await upload.abort()
+                raise
     response_headers = [("etag", f'"{received.etag}"')]
     response_headers.extend(checksum_response_headers(received.checksum))
     return Response(200, response_headers)
