@@ -3,8 +3,10 @@
 Starts three nodes (one per zone, replication factor 3) on 127.0.0.1; every
 link between zones goes through a proxy adding DELAY each way, so the
 inter-zone round trip is 2 * DELAY. A client next to node A times small
-PutObject, GetObject, HeadObject, DeleteObject and ListObjectsV2 calls and
-reports each median in multiples of that round trip.
+PutObject (plain, then conditional: a create with If-None-Match and a
+compare-and-set with If-Match, each one round among the replicas),
+GetObject, HeadObject, DeleteObject and ListObjectsV2 calls and reports each
+median in multiples of that round trip.
 
     python bench/cluster_latency.py [--delay-ms 25] [--rounds 30]
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import statistics
 import sys
@@ -64,6 +67,7 @@ def measure(client, rounds: int) -> dict[str, list[float]]:
     for index in range(rounds):
         client.put_object(Bucket=bucket, Key=f"list/{index}", Body=b"x")
     body = b"small object" * 10
+    etag = hashlib.md5(body).hexdigest()  # If-Match names the ETag the creates left
     return {
         "PutObject": timed(
             lambda i: client.put_object(Bucket=bucket, Key=f"k{i}", Body=body), rounds
@@ -74,6 +78,14 @@ def measure(client, rounds: int) -> dict[str, list[float]]:
         "HeadObject": timed(lambda i: client.head_object(Bucket=bucket, Key=f"k{i}"), rounds),
         "ListObjectsV2": timed(
             lambda i: client.list_objects_v2(Bucket=bucket, Prefix="list/", MaxKeys=100), rounds
+        ),
+        "PutObject If-None-Match": timed(
+            lambda i: client.put_object(Bucket=bucket, Key=f"c{i}", Body=body, IfNoneMatch="*"),
+            rounds,
+        ),
+        "PutObject If-Match": timed(
+            lambda i: client.put_object(Bucket=bucket, Key=f"c{i}", Body=body, IfMatch=etag),
+            rounds,
         ),
         "DeleteObject": timed(lambda i: client.delete_object(Bucket=bucket, Key=f"k{i}"), rounds),
     }
@@ -118,13 +130,13 @@ def main() -> None:
             cluster.stop()
             proxies.stop()
     print(f"inter-zone RTT {rtt * 1000:.0f} ms, {args.rounds} calls each, client next to node A")
-    print(f"{'operation':<15} {'p50 ms':>8} {'p90 ms':>8} {'p50 / RTT':>10}")
+    print(f"{'operation':<24} {'p50 ms':>8} {'p90 ms':>8} {'p50 / RTT':>10}")
     report = {}
     for name, samples in results.items():
         p50 = statistics.median(samples)
         p90 = sorted(samples)[int(0.9 * (len(samples) - 1))]
         report[name] = {"p50_ms": p50 * 1000, "p90_ms": p90 * 1000, "rtt_multiple": p50 / rtt}
-        print(f"{name:<15} {p50 * 1000:>8.1f} {p90 * 1000:>8.1f} {p50 / rtt:>10.2f}")
+        print(f"{name:<24} {p50 * 1000:>8.1f} {p90 * 1000:>8.1f} {p50 / rtt:>10.2f}")
     print(json.dumps(report))
 
 

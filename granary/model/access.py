@@ -96,6 +96,7 @@ from granary.model.buckets import (
     Intent,
     KeyParams,
     Permission,
+    Tags,
     binding_intents,
     own_slot,
 )
@@ -559,6 +560,15 @@ class Access:
             return
         released = BucketAlias(name, Lww(alias.target.ts + 1, None))
         await self._write(self.model.aliases, released)
+
+    async def set_bucket_tags(self, bucket_id: bytes, tags: Tags | None) -> None:
+        """Replace a bucket's tag set (None: remove it); the latest write wins."""
+        bucket = self.get_bucket(bucket_id)
+        params = None if bucket is None else bucket.params
+        if params is None:
+            raise AccessError("no-such-bucket", "no such bucket")
+        changed = replace(params, tags=params.tags.update(tags, now_ms()))
+        await self._write(self.model.buckets, Bucket(bucket_id, Deletable.present(changed)))
 
     async def set_permission(self, bucket_id: bytes, key_id: str, permission: Permission) -> None:
         """Record a key's rights on a bucket, on both rows."""

@@ -66,17 +66,27 @@ def own_slot(
     return LwwMap((LwwMapEntry(node, ts, intent),))
 
 
+Tags = list[tuple[str, str]]
+
+
 class BucketParams(msgspec.Struct, array_like=True, frozen=True):
+    """A bucket's settings. Each S3 bucket setting (tags here; versioning, object
+    lock, lifecycle, CORS, website later) is one last-writer-wins register,
+    appended at the end (rows written before it decode with the default)."""
+
     created: int
     authorized_keys: LwwMap[str, Permission]
     closing: LwwMap[bytes, Intent] = LwwMap()
     """node id -> the DeleteBucket that node has under way, if any."""
+    tags: Lww[Tags | None] = Lww(0, None)
+    """The bucket's tag set (PutBucketTagging), None when it has none."""
 
     def merge(self, other: BucketParams) -> BucketParams:
         return BucketParams(
             created=min(self.created, other.created),
             authorized_keys=self.authorized_keys.merge(other.authorized_keys),
             closing=self.closing.merge(other.closing),
+            tags=self.tags.merge(other.tags),
         )
 
 

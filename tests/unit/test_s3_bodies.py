@@ -9,6 +9,7 @@ from granary.api.s3.bodies import (
     parse_complete_multipart,
     parse_create_bucket,
     parse_delete_objects,
+    parse_tagging,
 )
 from granary.api.s3.errors import S3Error
 from granary.api.s3.xml import document
@@ -228,3 +229,37 @@ def test_complete_multipart_at_most_ten_thousand_parts():
     assert error_code(parse_complete_multipart, complete_body(*parts, part(10_000))) == (
         "MalformedXML"
     )
+
+
+def tagging(*tags: tuple[str, str], wrapper: str = "Tagging") -> bytes:
+    items = "".join(f"<Tag><Key>{k}</Key><Value>{v}</Value></Tag>" for k, v in tags)
+    return f"<{wrapper} {NS}><TagSet>{items}</TagSet></{wrapper}>".encode()
+
+
+def test_tagging_in_order_with_empty_values():
+    assert parse_tagging(tagging(("b", "2"), ("a", ""), ("c d", "x/y"))) == [
+        ("b", "2"),
+        ("a", ""),
+        ("c d", "x/y"),
+    ]
+    assert parse_tagging(tagging()) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (tagging(*[(f"k{i}", "v") for i in range(51)]), "InvalidTag"),
+        (tagging(("k", "1"), ("k", "2")), "InvalidTag"),
+        (tagging(("", "v")), "InvalidTag"),
+        (tagging(("k" * 129, "v")), "InvalidTag"),
+        (tagging(("k", "v" * 257)), "InvalidTag"),
+        (tagging(("k", "v"), wrapper="Tags"), "MalformedXML"),
+        (f"<Tagging {NS}/>".encode(), "MalformedXML"),
+        (
+            f"<Tagging {NS}><TagSet><Tag><Key>k</Key></Tag></TagSet></Tagging>".encode(),
+            "MalformedXML",
+        ),
+    ],
+)
+def test_tagging_limits_and_malformed_bodies(body, code):
+    assert error_code(parse_tagging, body) == code

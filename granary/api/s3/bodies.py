@@ -1,5 +1,5 @@
-"""Parsers for the XML request bodies of CompleteMultipartUpload, DeleteObjects
-and CreateBucket.
+"""Parsers for the XML request bodies of CompleteMultipartUpload, DeleteObjects,
+CreateBucket and PutBucketTagging.
 
 Each returns plain data and raises `S3Error` ("MalformedXML" unless AWS
 answers otherwise). Unknown elements are ignored, so newer clients that send
@@ -31,6 +31,11 @@ MAX_CREATE_BUCKET_BYTES = 64 << 10
 MAX_COMPLETE_MULTIPART_ELEMENTS = 4 + MAX_PART_NUMBER * 10
 MAX_DELETE_OBJECTS_ELEMENTS = 4 + MAX_DELETE_OBJECTS * 8
 MAX_CREATE_BUCKET_ELEMENTS = 16
+MAX_TAGS = 50
+MAX_TAG_KEY_CHARS = 128
+MAX_TAG_VALUE_CHARS = 256
+MAX_TAGGING_BYTES = 64 << 10
+MAX_TAGGING_ELEMENTS = 3 + MAX_TAGS * 4
 
 _INTEGER = re.compile(r"[-+]?[0-9]{1,12}")
 _CHECKSUM_ELEMENTS = tuple((checksum_element_name(a), a) for a in ALGORITHMS)
@@ -175,3 +180,26 @@ def parse_create_bucket(body: bytes) -> str | None:
     if constraint is None:
         return None
     return constraint.strip() or None
+
+
+def parse_tagging(body: bytes) -> list[tuple[str, str]]:
+    """The tag set of a `Tagging` body, with S3's limits (InvalidTag): at most 50 tags,
+    keys of 1-128 characters, values of at most 256, no key twice."""
+    root = _root(body, "Tagging", MAX_TAGGING_BYTES, MAX_TAGGING_ELEMENTS)
+    tag_set = root.find("TagSet")
+    if tag_set is None:
+        raise S3Error("MalformedXML")
+    tags = [
+        (_required_text(tag, "Key"), _required_text(tag, "Value")) for tag in tag_set.findall("Tag")
+    ]
+    if len(tags) > MAX_TAGS:
+        raise S3Error("InvalidTag", f"Cannot have more than {MAX_TAGS} tags.")
+    keys = [key for key, _ in tags]
+    if len(set(keys)) != len(keys):
+        raise S3Error("InvalidTag", "Cannot provide multiple Tags with the same key.")
+    for key, value in tags:
+        if not 1 <= len(key) <= MAX_TAG_KEY_CHARS:
+            raise S3Error("InvalidTag", f"The TagKey you have provided is invalid: {key[:140]}")
+        if len(value) > MAX_TAG_VALUE_CHARS:
+            raise S3Error("InvalidTag", "The TagValue you have provided is invalid.")
+    return tags

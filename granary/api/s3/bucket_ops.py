@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from granary.api.http.types import Response
-from granary.api.s3.bodies import parse_create_bucket
+from granary.api.s3.bodies import MAX_TAGGING_BYTES, parse_create_bucket, parse_tagging
 from granary.api.s3.conditions import format_iso8601
 from granary.api.s3.context import S3Context
 from granary.api.s3.errors import S3Error
@@ -118,3 +118,31 @@ async def get_bucket_versioning(ctx: S3Context) -> Response:
 
 async def put_bucket_versioning(ctx: S3Context) -> Response:
     raise S3Error("NotImplemented", "Bucket versioning is not implemented yet.")
+
+
+async def get_bucket_tagging(ctx: S3Context) -> Response:
+    params = ctx.require_bucket().params
+    tags = None if params is None else params.tags.value
+    if tags is None:
+        raise S3Error("NoSuchTagSet", BucketName=ctx.require_bucket_name())
+    tag_set = [("Tag", [("Key", key), ("Value", value)]) for key, value in tags]
+    return xml_response(document("Tagging", [("TagSet", tag_set)]))
+
+
+async def put_bucket_tagging(ctx: S3Context) -> Response:
+    bucket = ctx.require_bucket()
+    tags = parse_tagging(await ctx.payload().read_all(MAX_TAGGING_BYTES))
+    await _set_tags(ctx, bucket.id, tags)
+    return Response(204)
+
+
+async def delete_bucket_tagging(ctx: S3Context) -> Response:
+    await _set_tags(ctx, ctx.require_bucket().id, None)
+    return Response(204)
+
+
+async def _set_tags(ctx: S3Context, bucket_id: bytes, tags: list[tuple[str, str]] | None) -> None:
+    try:
+        await ctx.services.access.set_bucket_tags(bucket_id, tags)
+    except AccessError:
+        raise S3Error("NoSuchBucket", BucketName=ctx.require_bucket_name()) from None

@@ -55,6 +55,7 @@ ERROR_TABLE: dict[str, tuple[int, str]] = {
     "InvalidRequest": (400, "Invalid Request"),
     "InvalidStorageClass": (400, "The storage class you specified is not valid."),
     "KeyTooLongError": (400, "Your key is too long."),
+    "InvalidTag": (400, "The tag provided was not a valid tag."),
     "MalformedXML": (
         400,
         "The XML you provided was not well-formed or did not validate against our "
@@ -84,6 +85,7 @@ ERROR_TABLE: dict[str, tuple[int, str]] = {
         409,
         "A conflicting operation occurred. If using PutObject you can retry the request.",
     ),
+    "NoSuchTagSet": (404, "The TagSet does not exist."),
     "OperationAborted": (
         409,
         "A conflicting conditional operation is currently in progress against this resource. "

@@ -33,7 +33,6 @@ UNSUPPORTED_SUBRESOURCES = frozenset(
         "restore",
         "retention",
         "select",
-        "tagging",
         "website",
     }
 )
@@ -118,6 +117,7 @@ def _bucket_operation(method: str, query: dict[str, str]) -> str:
         for flag, operation in (
             ("location", "GetBucketLocation"),
             ("versioning", "GetBucketVersioning"),
+            ("tagging", "GetBucketTagging"),
             ("versions", "ListObjectVersions"),
             ("uploads", "ListMultipartUploads"),
         ):
@@ -131,15 +131,19 @@ def _bucket_operation(method: str, query: dict[str, str]) -> str:
     if method == "PUT":
         if "versioning" in query:
             return "PutBucketVersioning"
+        if "tagging" in query:
+            return "PutBucketTagging"
         return "CreateBucket"
     if method == "DELETE":
-        return "DeleteBucket"
+        return "DeleteBucketTagging" if "tagging" in query else "DeleteBucket"
     if method == "POST" and "delete" in query:
         return "DeleteObjects"
     raise S3Error("MethodNotAllowed")
 
 
 def _object_operation(method: str, query: dict[str, str]) -> str:
+    if "tagging" in query:
+        raise S3Error("NotImplemented", "The 'tagging' sub-resource is not implemented.")
     if method == "GET":
         if "attributes" in query:
             return "GetObjectAttributes"
