@@ -18,9 +18,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import msgspec
+from msgspec.structs import replace
 
 from granary.model.version import VersionRow, tombstone
 from granary.table.schema import TableSchema
+from granary.util.crdt import Lww
 
 if TYPE_CHECKING:
     from granary.db.base import Tx
@@ -53,6 +55,10 @@ class ObjectMeta(msgspec.Struct, array_like=True, frozen=True):
     """The multipart upload this version completed, if any."""
 
 
+Tags = list[tuple[str, str]]
+NO_TAGS: Lww[Tags] = Lww(0, [])
+
+
 class ObjectVersion(msgspec.Struct, array_like=True, frozen=True):
     uuid: bytes
     timestamp: int
@@ -62,6 +68,9 @@ class ObjectVersion(msgspec.Struct, array_like=True, frozen=True):
     meta: ObjectMeta | None = None
     inline: bytes | None = None
     first_block: bytes | None = None
+    tags: Lww[Tags] = NO_TAGS
+    """The version's tag set: set when it is written (x-amz-tagging), then replaced
+    in place by PutObjectTagging, the latest write winning (a register of its own)."""
 
     @property
     def sort_key(self) -> tuple[int, bytes]:
@@ -79,12 +88,15 @@ class ObjectVersion(msgspec.Struct, array_like=True, frozen=True):
         return self.meta
 
     def merge(self, other: ObjectVersion) -> ObjectVersion:
+        """The later state wins; within one state the tags merge as their register and
+        the rest is chosen by its encoding (any fixed order converges)."""
         if self.state != other.state:
             return self if self.state > other.state else other
         if self == other:
             return self
-        mine, theirs = msgspec.msgpack.encode(self), msgspec.msgpack.encode(other)
-        return self if mine >= theirs else other
+        tags = self.tags.merge(other.tags)
+        mine, theirs = replace(self, tags=tags), replace(other, tags=tags)
+        return mine if msgspec.msgpack.encode(mine) >= msgspec.msgpack.encode(theirs) else theirs
 
 
 class Object(msgspec.Struct, array_like=True, frozen=True):

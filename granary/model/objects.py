@@ -35,6 +35,7 @@ from granary.model.object import (
     Object,
     ObjectMeta,
     ObjectVersion,
+    Tags,
 )
 from granary.model.read_ahead import ReadAhead
 from granary.model.store import Model
@@ -42,6 +43,7 @@ from granary.model.version import VersionBlock, tombstone
 from granary.table.scan import RangePage
 from granary.table.table import ConditionalConflict, Decision
 from granary.telemetry import tracing
+from granary.util.crdt import Lww
 from granary.util.file_region import FileRegion
 from granary.util.time import next_timestamp, now_ms
 
@@ -96,6 +98,15 @@ def _newest_other(row: Object | None, uuid: bytes) -> int | None:
     if row is None:
         return None
     return max((v.timestamp for v in row.versions if v.uuid != uuid), default=None)
+
+
+def _tagged(
+    build: Callable[[int], ObjectVersion], tags: Tags | None
+) -> Callable[[int], ObjectVersion]:
+    """`build`, its versions starting with `tags` (stamped with their timestamp)."""
+    if not tags:
+        return build
+    return lambda ts: replace(build(ts), tags=Lww(ts, tags))
 
 
 def _cut(data: bytes | FileRegion, low: int, high: int) -> bytes | FileRegion:
@@ -165,6 +176,7 @@ class Upload:
         meta: ObjectMeta,
         first_block: bytes | None,
         condition: WriteCondition | None = None,
+        tags: Tags | None = None,
     ) -> ObjectVersion:
         """Make this version the object's current one (not for parts).
 
@@ -177,21 +189,20 @@ class Upload:
         if the version never became the object's.
         """
         self._end_data_span()
-        self._completion = asyncio.ensure_future(self._commit(meta, first_block, condition))
+        build = _tagged(
+            lambda ts: ObjectVersion(
+                self.uuid, ts, COMPLETE, kind=BLOCKS, meta=meta, first_block=first_block
+            ),
+            tags,
+        )
+        self._completion = asyncio.ensure_future(self._commit(build, condition))
         return await asyncio.shield(self._completion)
 
     async def _commit(
-        self, meta: ObjectMeta, first_block: bytes | None, condition: WriteCondition | None
+        self, build: Callable[[int], ObjectVersion], condition: WriteCondition | None
     ) -> ObjectVersion:
         try:
-            version = await self.objects.write_version(
-                self.bucket_id,
-                self.key,
-                lambda ts: ObjectVersion(
-                    self.uuid, ts, COMPLETE, kind=BLOCKS, meta=meta, first_block=first_block
-                ),
-                condition,
-            )
+            version = await self.objects.write_version(self.bucket_id, self.key, build, condition)
         except ConditionalConflict as conflict:
             if conflict.maybe_applied:
                 self.outcome_unknown = True
@@ -411,9 +422,11 @@ class Objects:
         key: str,
         build: Callable[[int], ObjectVersion],
         condition: WriteCondition | None = None,
+        tags: Tags | None = None,
     ) -> ObjectVersion:
-        """Write a version that makes the object exist, and keep it only if its bucket does."""
-        version = await self.write_version(bucket_id, key, build, condition)
+        """Write a version that makes the object exist, and keep it only if its bucket
+        does; with `tags`, the version starts with that tag set."""
+        version = await self.write_version(bucket_id, key, _tagged(build, tags), condition)
         await self.confirm_bucket(bucket_id, key)
         return version
 
@@ -436,6 +449,7 @@ class Objects:
         meta: ObjectMeta,
         data: bytes,
         condition: WriteCondition | None = None,
+        tags: Tags | None = None,
     ) -> None:
         uuid = new_uuid()
         await self.publish_version(
@@ -443,6 +457,7 @@ class Objects:
             key,
             lambda ts: ObjectVersion(uuid, ts, COMPLETE, kind=INLINE, meta=meta, inline=data),
             condition,
+            tags,
         )
 
     async def begin_upload(self, bucket_id: bytes, key: str) -> Upload:
@@ -470,12 +485,26 @@ class Objects:
             bucket_id, key, lambda ts: ObjectVersion(uuid, ts, COMPLETE, kind=DELETE_MARKER)
         )
 
+    async def set_tags(self, bucket_id: bytes, key: str, tags: Tags) -> None:
+        """Replace the tag set of the object's current version (LookupError: none).
+
+        Only the version's tag register changes, stamped now: the latest tag
+        write wins, and a version superseded meanwhile takes its tags with it.
+        """
+        row = await self.get(bucket_id, key)
+        current = None if row is None else row.current()
+        if current is None:
+            raise LookupError(key)
+        tagged = replace(current, tags=current.tags.update(tags, now_ms()))
+        await self.model.objects.insert(Object(bucket_id, key, [tagged]))
+
     async def copy(
         self,
         source: ObjectVersion,
         bucket_id: bytes,
         key: str,
         meta: ObjectMeta,
+        tags: Tags | None = None,
     ) -> ObjectVersion:
         """A new version sharing the source's blocks (no data is copied)."""
         if source.kind == INLINE:
@@ -486,6 +515,7 @@ class Objects:
                 lambda ts: ObjectVersion(
                     uuid, ts, COMPLETE, kind=INLINE, meta=meta, inline=source.inline
                 ),
+                tags=tags,
             )
         blocks = await self.blocks_of(source.uuid)
         if sum(b.size for b in blocks) != source.data_meta.size:
@@ -493,7 +523,7 @@ class Objects:
         upload = await self.begin_copy(bucket_id, key)
         try:
             await self.link_blocks(upload, blocks)
-            return await upload.complete(meta, source.first_block)
+            return await upload.complete(meta, source.first_block, tags=tags)
         except BaseException:
             await upload.abort()
             raise

@@ -198,16 +198,12 @@ def test_max_keys_not_a_number(server, bucket):
     [
         lambda s3, b: s3.get_bucket_acl(Bucket=b),
         lambda s3, b: s3.get_object_acl(Bucket=b, Key="k"),
-        lambda s3, b: s3.get_object_tagging(Bucket=b, Key="k"),
-        lambda s3, b: s3.put_object_tagging(Bucket=b, Key="k", Tagging={"TagSet": []}),
         lambda s3, b: s3.get_bucket_policy(Bucket=b),
         lambda s3, b: s3.put_bucket_policy(Bucket=b, Policy="{}"),
     ],
     ids=[
         "bucket-acl",
         "object-acl",
-        "object-tagging",
-        "put-object-tagging",
         "policy",
         "put-policy",
     ],

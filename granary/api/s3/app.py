@@ -21,6 +21,7 @@ from granary.api.s3 import (
     post_ops,
     put_ops,
     sigv2,
+    tagging_ops,
 )
 from granary.api.s3.conditions import format_http_date
 from granary.api.s3.context import S3Context, S3Services
@@ -64,6 +65,9 @@ OPERATIONS: dict[str, tuple[OperationHandler, str | None]] = {
     "GetObjectAttributes": (get_ops.get_object_attributes, "read"),
     "GetObjectTorrent": (get_ops.get_object_torrent, "read"),
     "PutObject": (put_ops.put_object, "write"),
+    "GetObjectTagging": (tagging_ops.get_object_tagging, "read"),
+    "PutObjectTagging": (tagging_ops.put_object_tagging, "write"),
+    "DeleteObjectTagging": (tagging_ops.delete_object_tagging, "write"),
     "DeleteObject": (delete_ops.delete_object, "write"),
     "CreateMultipartUpload": (mpu_ops.create_multipart_upload, "write"),
     "UploadPart": (mpu_ops.upload_part, "write"),

@@ -182,9 +182,8 @@ def parse_create_bucket(body: bytes) -> str | None:
     return constraint.strip() or None
 
 
-def parse_tagging(body: bytes) -> list[tuple[str, str]]:
-    """The tag set of a `Tagging` body, with S3's limits (InvalidTag): at most 50 tags,
-    keys of 1-128 characters, values of at most 256, no key twice."""
+def parse_tagging(body: bytes, max_tags: int = MAX_TAGS) -> list[tuple[str, str]]:
+    """The tag set of a `Tagging` body, checked by `validate_tags`."""
     root = _root(body, "Tagging", MAX_TAGGING_BYTES, MAX_TAGGING_ELEMENTS)
     tag_set = root.find("TagSet")
     if tag_set is None:
@@ -192,8 +191,15 @@ def parse_tagging(body: bytes) -> list[tuple[str, str]]:
     tags = [
         (_required_text(tag, "Key"), _required_text(tag, "Value")) for tag in tag_set.findall("Tag")
     ]
-    if len(tags) > MAX_TAGS:
-        raise S3Error("InvalidTag", f"Cannot have more than {MAX_TAGS} tags.")
+    validate_tags(tags, max_tags)
+    return tags
+
+
+def validate_tags(tags: list[tuple[str, str]], max_tags: int) -> None:
+    """S3's limits on a tag set (InvalidTag): at most `max_tags` tags (50 on a bucket,
+    10 on an object), keys of 1-128 characters, values of at most 256, no key twice."""
+    if len(tags) > max_tags:
+        raise S3Error("InvalidTag", f"Cannot have more than {max_tags} tags.")
     keys = [key for key, _ in tags]
     if len(set(keys)) != len(keys):
         raise S3Error("InvalidTag", "Cannot provide multiple Tags with the same key.")
@@ -202,4 +208,3 @@ def parse_tagging(body: bytes) -> list[tuple[str, str]]:
             raise S3Error("InvalidTag", f"The TagKey you have provided is invalid: {key[:140]}")
         if len(value) > MAX_TAG_VALUE_CHARS:
             raise S3Error("InvalidTag", "The TagValue you have provided is invalid.")
-    return tags

@@ -19,9 +19,10 @@ from granary.api.s3.get_ops import version_blocks
 from granary.api.s3.headers import replace_metadata
 from granary.api.s3.mpu_ops import load_upload, parse_part_number, upload_checksum_algorithm
 from granary.api.s3.names import validate_object_key
+from granary.api.s3.tags import tags_from_header
 from granary.api.s3.xml import document
 from granary.block.writer import StreamDigests, write_blocks
-from granary.model.object import INLINE, ObjectVersion
+from granary.model.object import INLINE, ObjectVersion, Tags
 from granary.util.checksums import checksum_element_name, new_checksum
 
 COPY_CONDITIONS = {
@@ -69,6 +70,19 @@ async def load_source(ctx: S3Context) -> tuple[str, str, ObjectVersion]:
     return bucket_name, key, version
 
 
+def _copied_tags(ctx: S3Context, source_tags: Tags) -> Tags | None:
+    """The copy's tags: the source's (x-amz-tagging-directive COPY, the default) or
+    the x-amz-tagging header's (REPLACE)."""
+    directive = (ctx.header("x-amz-tagging-directive") or "COPY").upper()
+    if directive == "COPY":
+        return source_tags
+    if directive == "REPLACE":
+        return tags_from_header(ctx.header("x-amz-tagging"))
+    raise S3Error(
+        "InvalidArgument", "Unknown tagging directive.", ArgumentName="x-amz-tagging-directive"
+    )
+
+
 async def copy_object(ctx: S3Context) -> Response:
     bucket = ctx.require_bucket()
     key = ctx.require_key()
@@ -88,8 +102,9 @@ async def copy_object(ctx: S3Context) -> Response:
             "or encryption attributes.",
         )
     meta = replace(source_meta, headers=stored)
+    tags = _copied_tags(ctx, source.tags.value)
     try:
-        copied = await ctx.services.objects.copy(source, bucket.id, key, meta)
+        copied = await ctx.services.objects.copy(source, bucket.id, key, meta, tags)
     except LookupError:
         raise S3Error("NoSuchKey", Key=source_key) from None
     body = document(

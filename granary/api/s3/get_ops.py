@@ -78,6 +78,8 @@ async def get_object(ctx: S3Context) -> Response:
         method=ctx.http.method,
     )
     headers = object_headers(meta, version.timestamp, ctx.query)
+    if version.tags.value:
+        headers.append(("x-amz-tagging-count", str(len(version.tags.value))))
     if status == 304:
         return Response(304, [h for h in headers if h[0] in ("etag", "last-modified")])
     if status == 412:

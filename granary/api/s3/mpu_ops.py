@@ -20,6 +20,7 @@ from granary.api.s3.put_ops import (
     conditional_commit,
     receive_body,
 )
+from granary.api.s3.tags import tags_from_header
 from granary.api.s3.xml import document
 from granary.model.mpu import MpuPart, MultipartUpload
 from granary.model.object import ObjectMeta
@@ -34,7 +35,9 @@ from granary.util.checksums import (
 MIN_PART_SIZE = 5 << 20
 CHECKSUM_ALGORITHM_HEADER = "x-amz-checksum-algorithm"
 CHECKSUM_TYPE_HEADER = "x-amz-checksum-type"
-UPLOAD_ONLY_HEADERS = (CHECKSUM_ALGORITHM_HEADER, CHECKSUM_TYPE_HEADER)
+TAGGING_HEADER = "x-amz-tagging"
+UPLOAD_ONLY_HEADERS = (CHECKSUM_ALGORITHM_HEADER, CHECKSUM_TYPE_HEADER, TAGGING_HEADER)
+"""Kept with the upload for its completion, not with the object's metadata."""
 
 
 def _checksum_type(algorithm: str, requested: str | None) -> str:
@@ -107,6 +110,9 @@ async def create_multipart_upload(ctx: S3Context) -> Response:
         stored.append((CHECKSUM_TYPE_HEADER, checksum_type))
         response_headers.append((CHECKSUM_ALGORITHM_HEADER, requested[0].upper()))
         response_headers.append((CHECKSUM_TYPE_HEADER, checksum_type))
+    tagging = headers.get(TAGGING_HEADER)
+    if tagging is not None and tags_from_header(tagging):  # checked now, applied at the end
+        stored.append((TAGGING_HEADER, tagging))
     upload = await ctx.services.multipart.create(bucket.id, key, stored)
     body = document(
         "InitiateMultipartUploadResult",
@@ -238,7 +244,8 @@ async def complete_multipart_upload(ctx: S3Context) -> Response:
     )
     try:
         with conditional_commit(key):
-            await ctx.services.multipart.complete(upload, parts, meta, condition)
+            tags = tags_from_header(_upload_header(upload, TAGGING_HEADER))
+            await ctx.services.multipart.complete(upload, parts, meta, condition, tags)
     except LookupError:
         repeated = await _already_completed(ctx)
         if repeated is None:

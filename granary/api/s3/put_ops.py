@@ -22,6 +22,7 @@ from granary.api.s3.context import S3Context, S3Services
 from granary.api.s3.errors import S3Error
 from granary.api.s3.headers import metadata_from_request
 from granary.api.s3.names import validate_object_key
+from granary.api.s3.tags import tags_from_header
 from granary.block.writer import StreamDigests, StreamTooLarge, write_blocks
 from granary.model.conditions import NO_SUCH_KEY, ConditionFailed, WriteCondition
 from granary.model.object import ObjectMeta
@@ -273,6 +274,7 @@ async def put_object(ctx: S3Context) -> Response:
     key = ctx.require_key()
     validate_object_key(key)
     condition = await check_write_conditions(ctx, bucket.id, key)
+    tags = tags_from_header(ctx.header("x-amz-tagging"))
     headers = ctx.http.headers
     stored = metadata_from_request(headers.as_dict())
     objects = ctx.services.objects
@@ -287,10 +289,10 @@ async def put_object(ctx: S3Context) -> Response:
     with conditional_commit(key):
         if upload is None:
             assert received.inline is not None  # no upload: the body was kept inline
-            await objects.put_inline(bucket.id, key, meta, received.inline, condition)
+            await objects.put_inline(bucket.id, key, meta, received.inline, condition, tags)
         else:
             try:
-                await upload.complete(meta, received.first_block, condition)
+                await upload.complete(meta, received.first_block, condition, tags)
             except BaseException:
                 await upload.abort()
                 raise

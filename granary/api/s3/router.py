@@ -141,9 +141,18 @@ def _bucket_operation(method: str, query: dict[str, str]) -> str:
     raise S3Error("MethodNotAllowed")
 
 
+_OBJECT_TAGGING = {
+    "GET": "GetObjectTagging",
+    "PUT": "PutObjectTagging",
+    "DELETE": "DeleteObjectTagging",
+}
+
+
 def _object_operation(method: str, query: dict[str, str]) -> str:
     if "tagging" in query:
-        raise S3Error("NotImplemented", "The 'tagging' sub-resource is not implemented.")
+        if method not in _OBJECT_TAGGING:
+            raise S3Error("MethodNotAllowed")
+        return _OBJECT_TAGGING[method]
     if method == "GET":
         if "attributes" in query:
             return "GetObjectAttributes"
