@@ -40,6 +40,9 @@ params = st.builds(
     created=st.integers(1, 3),
     authorized_keys=lww_maps(["k1", "k2"], permissions),
     closing=lww_maps(NODES, intents),
+    tags=st.builds(
+        Lww, ts=st.integers(0, 3), value=st.sampled_from([None, [], [("k", "v")], [("k", "w")]])
+    ),
 )
 buckets = st.builds(
     Bucket,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
+from msgspec.structs import replace
 
 from granary.model.block_ref import BlockRef
 from granary.model.mpu import MpuPart, MultipartUpload
@@ -19,6 +20,7 @@ from granary.model.object import (
     ObjectVersion,
 )
 from granary.model.version import VersionBlock, VersionHeader
+from granary.util.crdt import Lww
 
 UUIDS = [bytes([i]) * 16 for i in range(4)]
 
@@ -27,6 +29,13 @@ metas = st.builds(
     size=st.integers(0, 10),
     etag=st.sampled_from(["a", "b"]),
     headers=st.just([]),
+)
+
+
+tag_registers = st.builds(
+    Lww,
+    ts=st.integers(0, 3),
+    value=st.sampled_from([[], [("a", "1")], [("a", "2"), ("b", "")]]),
 )
 
 
@@ -41,6 +50,7 @@ def object_versions(draw) -> ObjectVersion:
         multipart=draw(st.booleans()),
         kind=kind,
         meta=draw(metas) if state == COMPLETE and kind != DELETE_MARKER else None,
+        tags=draw(tag_registers),
     )
 
 
@@ -175,3 +185,10 @@ def test_aborted_wins_over_uploading():
 
 def test_deleted_version_stays_deleted():
     assert VersionHeader(UUIDS[0], deleted=True).merge(VersionHeader(UUIDS[0])).deleted
+
+
+def test_the_latest_tag_write_wins_whatever_the_encodings():
+    version = ObjectVersion(UUIDS[0], 1, COMPLETE, kind=INLINE, meta=ObjectMeta(1, "a", []))
+    later = replace(version, tags=Lww(5, [("a", "1")]))
+    earlier_but_larger = replace(version, tags=Lww(3, [("z", "9" * 50)]))
+    assert later.merge(earlier_but_larger) == later == earlier_but_larger.merge(later)
