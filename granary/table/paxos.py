@@ -37,9 +37,15 @@ class AcceptorState(msgspec.Struct, array_like=True, frozen=True):
     accepted: Ballot = ZERO
 
 
-def next_ballot(highest_seen: Ballot, node: bytes) -> Ballot:
-    """A ballot above `highest_seen`, this process's own."""
-    return (highest_seen[0] + 1, node, PROCESS_NONCE)
+def next_ballot(highest_seen: Ballot, node: bytes, now_ms: int = 0) -> Ballot:
+    """A ballot above `highest_seen`, this process's own.
+
+    Its counter is at least `now_ms`: a round on a row with a history then
+    starts above the promises of the rounds before it (one prepare instead of
+    a refused one and a retry). Clocks only make this likely: a counter from
+    a clock behind is refused and raised above the refusal, as any other.
+    """
+    return (max(highest_seen[0] + 1, now_ms), node, PROCESS_NONCE)
 
 
 def on_prepare(state: AcceptorState, ballot: Ballot) -> tuple[AcceptorState, bool]:

@@ -48,6 +48,7 @@ from granary.table.replication import Replication, call_write_sets
 from granary.table.scan import RangePage, ReplicaScan, ScanBounds, merge_scans, scan_bounded
 from granary.table.schema import Entry, TableSchema
 from granary.telemetry import tracing
+from granary.util.time import now_ms
 from granary.util.waits import sleep_until
 
 if TYPE_CHECKING:
@@ -351,7 +352,7 @@ class Table(Generic[E]):
                     await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))
                     if time.monotonic() > deadline:
                         break
-                ballot = next_ballot(highest, self.local_node)
+                ballot = next_ballot(highest, self.local_node, now_ms())
                 promises = QuorumCount(sets)
                 rows = await _run_phase(
                     promises, partial(self._prepare_on, pk=pk, sk=sk, ballot=ballot)

@@ -218,6 +218,9 @@ def checksum_response_headers(
     ]
 
 
+EARLY_CHECK_BYTES = 1 << 20
+
+
 def _etags(header: str) -> frozenset[str]:
     return frozenset(tag.strip().strip('"') for tag in header.split(","))
 
@@ -241,13 +244,15 @@ def condition_error(failure: ConditionFailed, key: str) -> S3Error:
 
 
 async def check_write_conditions(
-    ctx: S3Context, bucket_id: bytes, key: str
+    ctx: S3Context, bucket_id: bytes, key: str, *, body_bytes: int | None = None
 ) -> WriteCondition | None:
-    """S3 conditional writes: refuse early (before the body is received) a write whose
-    condition fails on the current version as read now; the condition returned must
-    be checked again where the write commits (it is the commit's round that decides)."""
+    """S3 conditional writes: the request's condition, which the commit's round checks
+    (`conditional_commit`). A write with a large body (over EARLY_CHECK_BYTES, or of
+    unknown size) is refused early, before its body is received, if the condition
+    fails on the current version as read now; a small one is not worth the read's
+    round trip."""
     condition = write_condition(ctx)
-    if condition is not None:
+    if condition is not None and (body_bytes is None or body_bytes > EARLY_CHECK_BYTES):
         failure = condition.failure(await ctx.services.objects.current(bucket_id, key))
         if failure is not None:
             raise condition_error(failure, key)
@@ -273,7 +278,9 @@ async def put_object(ctx: S3Context) -> Response:
     bucket = ctx.require_bucket()
     key = ctx.require_key()
     validate_object_key(key)
-    condition = await check_write_conditions(ctx, bucket.id, key)
+    condition = await check_write_conditions(
+        ctx, bucket.id, key, body_bytes=ctx.http.body.expected_length
+    )
     tags = tags_from_header(ctx.header("x-amz-tagging"))
     headers = ctx.http.headers
     stored = metadata_from_request(headers.as_dict())
