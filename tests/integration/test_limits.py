@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 from conftest import GranaryServer, node_config, s3_client
 from test_auth import Reply, lowered
 from test_hostile import assert_s3_error, signed_request
@@ -168,32 +169,24 @@ def test_stalled_readers_keep_memory_within_the_connection_limit(own_server):
     assert stalled - baseline <= limit * per_connection, (baseline, stalled)
 
 
-def test_a_stalled_reader_holds_about_one_block(own_server):
-    """A GET whose client stops reading keeps the block being sent and the
-    next one, not every block read ahead nor a second copy in the transport."""
+@pytest.mark.parametrize(
+    ("compressible", "blocks_held"),
+    [(True, 2.5), (False, 0.25)],
+    ids=["decoded blocks", "plain blocks"],
+)
+def test_a_stalled_reader_holds_about_one_block(own_server, compressible, blocks_held):
+    """A GET whose client stops reading keeps the block being sent and the next one,
+    not every block read ahead nor a second copy in the transport. Blocks stored
+    plain are sent from their files: such a reader keeps an open file, no copy."""
     readers = 50
     s3 = start_with(own_server)
-    bucket = big_object(s3)
+    bucket = big_object(s3, compressible=compressible)
     request = presigned_get(own_server, bucket, "object")
     baseline = settled_rss(own_server)
     with sockets_to(own_server.s3_port, readers, request):
         stalled = settled_rss(own_server)
     per_reader = (stalled - baseline) / readers
-    assert per_reader <= 2.5 * BLOCK_SIZE, (baseline, stalled, per_reader)
-
-
-def test_stalled_readers_of_plain_blocks_hold_no_copy_of_them(own_server):
-    """Blocks stored plain are sent from their files: a reader that stops reading
-    keeps an open file, not a block in memory."""
-    readers = 50
-    s3 = start_with(own_server)
-    bucket = big_object(s3, compressible=False)
-    request = presigned_get(own_server, bucket, "object")
-    baseline = settled_rss(own_server)
-    with sockets_to(own_server.s3_port, readers, request):
-        stalled = settled_rss(own_server)
-    per_reader = (stalled - baseline) / readers
-    assert per_reader <= 0.25 * BLOCK_SIZE, (baseline, stalled, per_reader)
+    assert per_reader <= blocks_held * BLOCK_SIZE, (baseline, stalled, per_reader)
 
 
 def test_memory_is_given_back_after_a_burst(own_server):
