@@ -395,25 +395,30 @@ class Objects:
         """
         uuid = build(0).uuid
 
-        def decide(row: Object | None) -> Decision[Object, ObjectVersion | ConditionFailed]:
+        def decide(
+            row: Object | None, counter: int
+        ) -> Decision[Object, ObjectVersion | ConditionFailed | None]:
             if row is not None:
                 mine = next((v for v in row.versions if v.uuid == uuid), None)
                 if mine is not None and mine.state == COMPLETE:
-                    return Decision(row, mine, changes=True)  # an earlier attempt committed it
+                    # An earlier attempt's version is the newest the round sees:
+                    # the round commits it.
+                    return Decision(row, mine, changes=True)
             failure = condition.failure(None if row is None else row.current())
             if failure is not None:
                 return Decision(row, failure, changes=False)
-            timestamp = now_ms()
             newest = _newest_other(row, uuid)
-            if newest is not None and newest >= timestamp:
-                timestamp = next_timestamp(newest)
-            version = build(timestamp)
+            if newest is not None and newest >= counter:
+                return Decision(None, None, changes=False, at_least=newest + 1)
+            # Stamped with the ballot's counter (see paxos.on_prepare), never the clock.
+            version = build(counter)
             added = Object(bucket_id, key, [version])
             return Decision(added if row is None else row.merge(added), version, changes=True)
 
         result = await self.model.objects.conditional_update(bucket_id, key.encode(), decide)
         if isinstance(result, ConditionFailed):
             raise result
+        assert result is not None  # a round that redoes itself returns no result
         return result
 
     async def publish_version(

@@ -51,11 +51,17 @@ def next_ballot(highest_seen: Ballot, node: bytes, now_ms: int = 0) -> Ballot:
 def on_prepare(state: AcceptorState, ballot: Ballot) -> tuple[AcceptorState, bool]:
     """The acceptor's new state and whether it promises `ballot`.
 
-    A promise is given to a ballot above every one promised before; the
-    acceptor then answers its row, which the caller reads in the same
-    transaction as it stores the new state.
+    A promise is given to a ballot whose counter is above that of every ballot
+    promised before (not only a ballot above it): two rounds that both get a
+    majority of promises share an acceptor, which promised them in turn, so
+    their counters differ and the later one's is larger. Of the rounds that
+    reach Accept, counter order is ballot order, and a round may stamp what it
+    writes with its counter (`Objects.write_version_if` does): a change decided
+    by a lower ballot and accepted by a minority is then older than any change
+    a higher ballot commits, and a merge never puts it back over that one.
+    The acceptor answers its row, read in the transaction that stores the state.
     """
-    if ballot > state.promised:
+    if ballot[0] > state.promised[0]:
         return AcceptorState(ballot, state.accepted), True
     return state, False
 

@@ -91,11 +91,14 @@ class Decision(Generic[E, T]):
     change merged in if it is made (a refusal writes back what it saw, so
     that what it was refused on stays on a quorum). `changes`: the row carries
     the update's own change. `result` is what `conditional_update` returns.
+    `at_least`: instead, redo the round with a ballot counter of at least this
+    (the row holds something stamped at or after this round's counter).
     """
 
     row: E | None
     result: T
     changes: bool
+    at_least: int | None = None
 
 
 class TablePeers(Protocol):
@@ -328,13 +331,15 @@ class Table(Generic[E]):
         return await self.db.transact(step)
 
     async def conditional_update(
-        self, pk: bytes, sk: bytes, decide: Callable[[E | None], Decision[E, T]]
+        self, pk: bytes, sk: bytes, decide: Callable[[E | None, int], Decision[E, T]]
     ) -> T:
         """Read-decide-write one row atomically among its replicas, without a leader.
 
         Each attempt is a round: Prepare to every node of every active write set
         (a majority of each promising), `decide` on the merge of the rows they
-        answered, Accept of the decided row (a majority of each taking it). An
+        answered and the round's ballot counter (with which a change may be
+        stamped: see `paxos.on_prepare`), Accept of the decided row (a majority
+        of each taking it). An
         attempt that finds a higher ballot or too few nodes is retried with a
         higher ballot after a random pause; `decide` must recognise its own
         change in a row (an earlier attempt may have committed it). The write
@@ -361,7 +366,12 @@ class Table(Generic[E]):
                 if not promises.reached:
                     reason = "too few promises"
                     continue
-                decision = decide(_merge_all([self.decode(r) for r in rows if r is not None]))
+                seen = _merge_all([self.decode(r) for r in rows if r is not None])
+                decision = decide(seen, ballot[0])
+                if decision.at_least is not None:
+                    highest = max(highest, (decision.at_least - 1, b"", 0))
+                    reason = "a row stamped after the ballot"
+                    continue
                 maybe_applied = maybe_applied or decision.changes
                 row = None if decision.row is None else self.encode(decision.row)
                 accepts = QuorumCount(sets)

@@ -2,11 +2,12 @@
 schedule Hypothesis draws: messages delivered in any order or never, proposers
 that retry with higher ballots, two sets of acceptors during a layout change.
 
-Each proposer runs one compare-and-set on a register whose value is a
-grow-only map (version id -> (timestamp, etag)), merged by union as the object
-rows are: "create" succeeds only if no version exists, "swap E" only if the
-newest version's etag is E. Whatever the schedule, successful creates are at
-most one and successful swaps form a single chain.
+Each proposer runs one compare-and-set on a register whose value is a row of
+versions (version id -> (timestamp, etag)) merged as the object rows are: the
+newest version wins and the older ones are dropped. "create" succeeds only if
+no version exists, "swap E" only if the newest version's etag is E; a change is
+stamped with its round's ballot counter. Whatever the schedule, successful
+creates are at most one and successful swaps form a single chain.
 """
 
 from __future__ import annotations
@@ -34,6 +35,15 @@ def newest(row: Row) -> str | None:
     return max(row.values())[1] if row else None
 
 
+def merge_rows(mine: Row, theirs: Row) -> Row:
+    """Union, then only the newest version (by stamp, then etag) is kept."""
+    both = mine | theirs
+    if not both:
+        return {}
+    name = max(both, key=lambda n: both[n])
+    return {name: both[name]}
+
+
 @dataclass
 class Acceptor:
     state: AcceptorState = field(default_factory=AcceptorState)
@@ -46,7 +56,7 @@ class Acceptor:
     def accept(self, ballot: Ballot, row: Row) -> tuple[bool, Ballot]:
         self.state, ok = on_accept(self.state, ballot)
         if ok:
-            self.row |= row
+            self.row = merge_rows(self.row, row)
         return ok, self.state.promised
 
 
@@ -81,9 +91,10 @@ class Proposer:
             ok, promised, row = acceptor.prepare(self.ballot)
             self.count.add(node, ok, None if ok else promised)
             if ok:
-                self.seen |= row
+                self.seen = merge_rows(self.seen, row)
             if self.count.reached:
                 self._decide()
+                return
         else:
             ok, promised = acceptor.accept(self.ballot, self.proposal)
             self.count.add(node, ok, None if ok else promised)
@@ -104,14 +115,19 @@ class Proposer:
 
     def _decide(self) -> None:
         current = newest(self.seen)
-        if self.name in self.seen:  # an earlier attempt's accept made it
+        counter = self.ballot[0]
+        if current == self.name:  # an earlier attempt's version: this round commits it
             self.decision, self.proposal = "won", dict(self.seen)
         elif (self.expected is None and current is None) or (
             self.expected is not None and current == self.expected
         ):
-            stamp = max((t for t, _ in self.seen.values()), default=0) + 1
+            stamped = max((t for t, _ in self.seen.values()), default=-1)
+            if stamped >= counter:  # redo the round above what the row holds
+                self.highest = max(self.highest, (stamped, b"", 0))
+                self.start()
+                return
             self.decision = "won"
-            self.proposal = self.seen | {self.name: (stamp, self.name)}
+            self.proposal = merge_rows(self.seen, {self.name: (counter, self.name)})
         else:
             self.decision, self.proposal = "refused", dict(self.seen)  # written back
         self.phase = "accept"
@@ -210,6 +226,7 @@ def test_a_refusal_is_written_back_so_that_a_later_round_refuses_too() -> None:
     first.deliver("a", acceptors["a"])
     assert first.outcome is None and "p0" in acceptors["a"].row
     # p1 prepares on a and c (sees p0 on a), refuses, writes back to a and c.
+    second.highest = first.ballot
     second.start()
     second.deliver("a", acceptors["a"])
     second.deliver("c", acceptors["c"])
@@ -217,6 +234,36 @@ def test_a_refusal_is_written_back_so_that_a_later_round_refuses_too() -> None:
     second.deliver("c", acceptors["c"])
     assert second.outcome == "refused"
     assert "p0" in acceptors["c"].row  # now on a majority: a later create is refused
+
+
+def test_a_change_decided_late_by_a_lower_ballot_never_beats_a_committed_one() -> None:
+    """p0 has its promises (counter 1), then p1 gets promises from b and c with a
+    higher counter and commits; p0's change, accepted by a alone, is stamped with
+    counter 1, so when p0 retries, the row it sees holds p1's newer version: refused.
+    (Stamped with the time of its decision, p0's version would be the newer one, and
+    p0 would take it for its own earlier commit: two creates won.)"""
+    sets = [["a", "b", "c"]]
+    first, second = Proposer("p0", None, sets), Proposer("p1", None, sets)
+    acceptors = run_schedule(sets, [], [])
+    first.start()
+    first.deliver("a", acceptors["a"])
+    first.deliver("b", acceptors["b"])  # p0 decides (counter 1)
+    second.highest = first.ballot
+    second.start()
+    second.deliver("b", acceptors["b"])
+    second.deliver("c", acceptors["c"])  # p1 decides (counter 2)
+    first.deliver("a", acceptors["a"])  # accepted by a only
+    first.deliver("b", acceptors["b"])
+    first.deliver("c", acceptors["c"])  # refused twice: p0 retries above counter 2
+    second.deliver("b", acceptors["b"])
+    second.deliver("c", acceptors["c"])
+    assert second.outcome == "won"
+    for name in "ab":  # p0's retry prepares on a and b
+        first.deliver(name, acceptors[name])
+    for name in "ab":
+        first.deliver(name, acceptors[name])
+    assert first.outcome == "refused"
+    assert all(newest(acceptors[n].row) == "p1" for n in "abc")
 
 
 def test_quorum_count_over_two_sets() -> None:
@@ -240,5 +287,7 @@ def test_ballots_order_by_counter_then_node_then_process() -> None:
     state, ok = on_prepare(AcceptorState(), high)
     assert ok
     assert on_prepare(state, low) == (state, False)
+    same_counter = (high[0], b"zz", high[2])  # above `high`, but not in counter
+    assert same_counter > high and on_prepare(state, same_counter) == (state, False)
     assert on_accept(state, low) == (state, False)
     assert on_accept(state, high)[1]
