@@ -300,8 +300,8 @@ class Table(Generic[E]):
     # ---- conditional updates: one round per update (granary/table/paxos.py) ----
 
     async def local_prepare(self, pk: bytes, sk: bytes, ballot: Ballot) -> PhaseAnswer:
-        """This node as an acceptor: promise `ballot` if above every promise, and answer
-        the row, in one transaction."""
+        """This node as an acceptor: promise `ballot` if its counter is above every
+        promise's (`paxos.on_prepare`), and answer the row, in one transaction."""
         key = storage_key(pk, sk)
 
         def step(tx: Tx) -> PhaseAnswer:
@@ -337,14 +337,13 @@ class Table(Generic[E]):
 
         Each attempt is a round: Prepare to every node of every active write set
         (a majority of each promising), `decide` on the merge of the rows they
-        answered and the round's ballot counter (with which a change may be
+        answered and the round's ballot counter (with which a change is to be
         stamped: see `paxos.on_prepare`), Accept of the decided row (a majority
-        of each taking it). An
-        attempt that finds a higher ballot or too few nodes is retried with a
-        higher ballot after a random pause; `decide` must recognise its own
-        change in a row (an earlier attempt may have committed it). The write
-        guard is held throughout, so the sets stay the ones the round uses.
-        Raises ConditionalConflict when it gives up.
+        of each taking it). An attempt that finds a higher ballot or too few
+        nodes is retried with a higher ballot after a random pause; `decide`
+        must recognise its own change in a row (an earlier attempt may have
+        committed it). The write guard is held throughout, so the sets stay the
+        ones the round uses. Raises ConditionalConflict when it gives up.
         """
         maybe_applied = False
         highest = ZERO
