@@ -398,16 +398,22 @@ class Objects:
         def decide(
             row: Object | None, counter: int
         ) -> Decision[Object, ObjectVersion | ConditionFailed | None]:
+            newest = _newest_other(row, uuid)
             if row is not None:
                 mine = next((v for v in row.versions if v.uuid == uuid), None)
                 if mine is not None and mine.state == COMPLETE:
                     # An earlier attempt's version is the newest the round sees:
-                    # the round commits it.
-                    return Decision(row, mine, changes=True)
+                    # the round commits it, stamped anew with its own counter
+                    # (a version that kept its older stamp could lose a merge to
+                    # one a round between the two left on a minority).
+                    if newest is not None and newest >= counter:
+                        return Decision(None, None, changes=False, at_least=newest + 1)
+                    restamped = replace(mine, timestamp=counter)
+                    again = row.merge(Object(bucket_id, key, [restamped]))
+                    return Decision(again, restamped, changes=True)
             failure = condition.failure(None if row is None else row.current())
             if failure is not None:
                 return Decision(row, failure, changes=False)
-            newest = _newest_other(row, uuid)
             if newest is not None and newest >= counter:
                 return Decision(None, None, changes=False, at_least=newest + 1)
             # Stamped with the ballot's counter (see paxos.on_prepare), never the clock.

@@ -116,8 +116,9 @@ class Proposer:
     def _decide(self) -> None:
         current = newest(self.seen)
         counter = self.ballot[0]
-        if current == self.name:  # an earlier attempt's version: this round commits it
-            self.decision, self.proposal = "won", dict(self.seen)
+        if current == self.name:  # an earlier attempt's version: committed, stamped anew
+            self.decision = "won"
+            self.proposal = merge_rows(self.seen, {self.name: (counter, self.name)})
         elif (self.expected is None and current is None) or (
             self.expected is not None and current == self.expected
         ):
