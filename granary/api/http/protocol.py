@@ -655,9 +655,10 @@ class HttpConnection(asyncio.Protocol):
 
         The region bypasses the transport, so it goes only once the transport
         has sent all it holds (it has, but for a client already behind: that
-        region is then read and written as bytes, as over TLS). The socket is used through a
-        duplicate of its descriptor: a connection closed meanwhile frees its
-        number, which a new file may get, and must not receive the rest.
+        region is then read and written as bytes, as over TLS). The socket is
+        used through a duplicate of its descriptor: a connection closed
+        meanwhile frees its number, which a new file may get, and must not
+        receive the rest.
         Sending runs on the loop, a socket buffer at a time: the region's
         pages were just read to verify them, so they are in the page cache.
         """
@@ -687,7 +688,7 @@ class HttpConnection(asyncio.Protocol):
                     transport.abort()
                     return False
                 if sent == 0:
-                    log.error("file shorter than its region (%d of %d bytes sent)", offset, end)
+                    log.error("file ended at byte %d, inside its region (to byte %d)", offset, end)
                     transport.abort()
                     return False
                 offset += sent
