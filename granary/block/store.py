@@ -172,6 +172,12 @@ class BlockStore:
         if found is None:
             return None
         path, compressed = found
+        return self._read_decoded(path, compressed, block_id, started)
+
+    def _read_decoded(
+        self, path: Path, compressed: bool, block_id: bytes, started: float
+    ) -> bytes | None:
+        """The verified plain content of the copy at `path` (None: gone meanwhile)."""
         try:
             stored = path.read_bytes()
         except FileNotFoundError:
@@ -198,7 +204,7 @@ class BlockStore:
                 file = OpenFile(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
             except FileNotFoundError:
                 if os.path.exists(path + ".zst"):
-                    return self.read(block_id)
+                    return self._read_decoded(Path(path + ".zst"), True, block_id, started)
                 continue
             size = os.fstat(file.fd).st_size
             metrics.BYTES_READ.inc(size)

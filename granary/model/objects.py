@@ -398,26 +398,21 @@ class Objects:
         def decide(
             row: Object | None, counter: int
         ) -> Decision[Object, ObjectVersion | ConditionFailed | None]:
+            mine = None if row is None else next((v for v in row.versions if v.uuid == uuid), None)
+            if mine is not None and mine.state != COMPLETE:
+                mine = None
+            if mine is None:
+                failure = condition.failure(None if row is None else row.current())
+                if failure is not None:
+                    return Decision(row, failure, changes=False)
             newest = _newest_other(row, uuid)
-            if row is not None:
-                mine = next((v for v in row.versions if v.uuid == uuid), None)
-                if mine is not None and mine.state == COMPLETE:
-                    # An earlier attempt's version is the newest the round sees:
-                    # the round commits it, stamped anew with its own counter
-                    # (a version that kept its older stamp could lose a merge to
-                    # one a round between the two left on a minority).
-                    if newest is not None and newest >= counter:
-                        return Decision(None, None, changes=False, at_least=newest + 1)
-                    restamped = replace(mine, timestamp=counter)
-                    again = row.merge(Object(bucket_id, key, [restamped]))
-                    return Decision(again, restamped, changes=True)
-            failure = condition.failure(None if row is None else row.current())
-            if failure is not None:
-                return Decision(row, failure, changes=False)
             if newest is not None and newest >= counter:
                 return Decision(None, None, changes=False, at_least=newest + 1)
             # Stamped with the ballot's counter (see paxos.on_prepare), never the clock.
-            version = build(counter)
+            # An earlier attempt's version, the newest the round sees, is committed
+            # stamped anew: kept at its older stamp, it could lose a merge to one that
+            # a round between the two left on a minority.
+            version = build(counter) if mine is None else replace(mine, timestamp=counter)
             added = Object(bucket_id, key, [version])
             return Decision(added if row is None else row.merge(added), version, changes=True)
 

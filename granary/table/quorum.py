@@ -52,13 +52,13 @@ async def call_quorum(
         if len(results) + len(pending) < quorum:
             break
     for task in pending:
-        task.add_done_callback(_retrieve_exception)
+        task.add_done_callback(retrieve_exception)
     if len(results) < quorum:
         raise QuorumError(quorum, len(results), errors)
     return results[:quorum]
 
 
-def _retrieve_exception(task: asyncio.Future) -> None:
+def retrieve_exception(task: asyncio.Future) -> None:
     """Mark a background call's failure as seen; anti-entropy repairs it later."""
     if not task.cancelled():
         task.exception()

@@ -43,7 +43,7 @@ from granary.table.paxos import (
     on_accept,
     on_prepare,
 )
-from granary.table.quorum import QuorumError, call_nearest
+from granary.table.quorum import QuorumError, call_nearest, retrieve_exception
 from granary.table.replication import Replication, call_write_sets
 from granary.table.scan import RangePage, ReplicaScan, ScanBounds, merge_scans, scan_bounded
 from granary.table.schema import Entry, TableSchema
@@ -566,13 +566,8 @@ async def _run_phase(
             if ok:
                 rows.append(row)
     for task in pending:
-        task.add_done_callback(_retrieve_exception)
+        task.add_done_callback(retrieve_exception)
     return rows
-
-
-def _retrieve_exception(task: asyncio.Future) -> None:
-    if not task.cancelled():
-        task.exception()
 
 
 def _merge_all(entries: list[E]) -> E | None:
