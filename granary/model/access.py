@@ -470,12 +470,15 @@ class Access:
         return entry if entry is not None and entry.params is not None else None
 
     async def bucket_is_empty(self, bucket_id: bytes) -> bool:
-        """No object in the bucket (uploads in progress do not count, as in S3).
+        """No object version in the bucket, not even a versioned delete marker (uploads
+        in progress do not count, as in S3).
 
-        Each table read is bounded; the walk goes on past delete markers until
-        it finds an object or the end of the bucket.
+        Each table read is bounded; the walk goes on past deleted objects of
+        unversioned buckets until it finds a version or the end of the bucket.
         """
-        async with aclosing(self.model.objects.range_entries(bucket_id, filter="data")) as found:
+        async with aclosing(
+            self.model.objects.range_entries(bucket_id, filter="versions")
+        ) as found:
             async for _ in found:
                 return False
         return True
@@ -563,11 +566,26 @@ class Access:
 
     async def set_bucket_tags(self, bucket_id: bytes, tags: Tags | None) -> None:
         """Replace a bucket's tag set (None: remove it); the latest write wins."""
+        await self._change_params(
+            bucket_id, lambda params, now: replace(params, tags=params.tags.update(tags, now))
+        )
+
+    async def set_versioning(self, bucket_id: bytes, status: str) -> None:
+        """Enable or suspend a bucket's versioning; the latest write wins."""
+        await self._change_params(
+            bucket_id,
+            lambda params, now: replace(params, versioning=params.versioning.update(status, now)),
+        )
+
+    async def _change_params(
+        self, bucket_id: bytes, change: Callable[[BucketParams, int], BucketParams]
+    ) -> None:
+        """Write one setting of a bucket: `change` gets its params and the time."""
         bucket = self.get_bucket(bucket_id)
         params = None if bucket is None else bucket.params
         if params is None:
             raise AccessError("no-such-bucket", "no such bucket")
-        changed = replace(params, tags=params.tags.update(tags, now_ms()))
+        changed = change(params, now_ms())
         await self._write(self.model.buckets, Bucket(bucket_id, Deletable.present(changed)))
 
     async def set_permission(self, bucket_id: bytes, key_id: str, permission: Permission) -> None:

@@ -68,6 +68,9 @@ def own_slot(
 
 Tags = list[tuple[str, str]]
 
+VERSIONING_ENABLED = "Enabled"
+VERSIONING_SUSPENDED = "Suspended"
+
 
 class BucketParams(msgspec.Struct, array_like=True, frozen=True):
     """A bucket's settings. Each S3 bucket setting (tags here; versioning, object
@@ -80,6 +83,8 @@ class BucketParams(msgspec.Struct, array_like=True, frozen=True):
     """node id -> the DeleteBucket that node has under way, if any."""
     tags: Lww[Tags | None] = Lww(0, None)
     """The bucket's tag set (PutBucketTagging), None when it has none."""
+    versioning: Lww[str] = Lww(0, "")
+    """VERSIONING_ENABLED or VERSIONING_SUSPENDED; empty while it was never set."""
 
     def merge(self, other: BucketParams) -> BucketParams:
         return BucketParams(
@@ -87,6 +92,7 @@ class BucketParams(msgspec.Struct, array_like=True, frozen=True):
             authorized_keys=self.authorized_keys.merge(other.authorized_keys),
             closing=self.closing.merge(other.closing),
             tags=self.tags.merge(other.tags),
+            versioning=self.versioning.merge(other.versioning),
         )
 
 

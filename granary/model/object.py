@@ -1,11 +1,23 @@
-"""The object table: one row per (bucket, key) holding its recent versions.
+"""The object table: one row per (bucket, key) holding its versions.
 
-A version goes Uploading -> Aborted or Uploading -> Complete (the later state
-wins a merge). After a merge every version older than the newest Complete one
-is dropped, so a row converges to "the current value plus the uploads still
-running". Multipart uploads are not in the row (model/mpu_index.py lists
-them), except the Uploading versions rows written by 0.3 still carry. A
-deletion is a Complete version whose data is a delete marker.
+A version goes Uploading -> Aborted or Uploading -> Complete -> Deleted (the
+later state wins a merge). A version is a *null* version when it was written
+while its bucket was unversioned or suspended, else a versioned one (S3's
+version id is then its uuid). After a merge the row keeps:
+- every version newer than the newest final one (Complete or Deleted): the
+  uploads still running;
+- every versioned Complete version, and of the null ones only the newest:
+  an unversioned bucket's row converges to "the current value plus the
+  uploads still running", as before versions existed;
+- Deleted versions (deleted by id): they win every merge, so a stale replica
+  cannot bring the version back; they go with the row's tombstone GC.
+The current version is the newest Complete one. Multipart uploads are not in
+the row (model/mpu_index.py lists them), except the Uploading versions rows
+written by 0.3 still carry. A deletion is a Complete version whose data is a
+delete marker.
+
+Rows written before versions existed have no `null` field: decoded with its
+default (a null version), they mean exactly what they meant.
 
 An upload completes under a fresh timestamp (its Uploading entry, older, is
 then dropped): of two concurrent writes, the one that finishes last wins, as
@@ -29,12 +41,14 @@ if TYPE_CHECKING:
     from granary.table.counters import RowCounters
     from granary.table.table import Table
 
-# States in merge order: a higher state wins. Complete is final, so the set of
-# complete versions only grows and dropping the versions older than the newest
-# complete one gives the same row whatever order merges come in.
+# States in merge order: a higher state wins. Complete and Deleted are final:
+# the newest final version (and the newest final null one) of a row only moves
+# forward, so dropping what they supersede gives the same row whatever order
+# merges come in.
 UPLOADING = 0
 ABORTED = 1
 COMPLETE = 2
+DELETED = 3
 
 INLINE = 0
 BLOCKS = 1
@@ -71,6 +85,8 @@ class ObjectVersion(msgspec.Struct, array_like=True, frozen=True):
     tags: Lww[Tags] = NO_TAGS
     """The version's tag set: set when it is written (x-amz-tagging), then replaced
     in place by PutObjectTagging, the latest write winning (a register of its own)."""
+    null: bool = True
+    """Written while the bucket was unversioned or suspended: S3's `null` version."""
 
     @property
     def sort_key(self) -> tuple[int, bytes]:
@@ -79,6 +95,19 @@ class ObjectVersion(msgspec.Struct, array_like=True, frozen=True):
     @property
     def is_data(self) -> bool:
         return self.state == COMPLETE and self.kind != DELETE_MARKER
+
+    @property
+    def is_final(self) -> bool:
+        return self.state >= COMPLETE
+
+    @property
+    def version_id(self) -> str:
+        """S3's version id: `null`, or the uuid in hex."""
+        return "null" if self.null else self.uuid.hex()
+
+    def deleted(self) -> ObjectVersion:
+        """This version deleted by id: its data dropped, its identity kept."""
+        return ObjectVersion(self.uuid, self.timestamp, DELETED, kind=self.kind, null=self.null)
 
     @property
     def data_meta(self) -> ObjectMeta:
@@ -110,20 +139,37 @@ class Object(msgspec.Struct, array_like=True, frozen=True):
             mine = by_key.get(version.sort_key)
             by_key[version.sort_key] = version if mine is None else mine.merge(version)
         ordered = [by_key[k] for k in sorted(by_key)]
-        last_complete = max((i for i, v in enumerate(ordered) if v.state == COMPLETE), default=None)
-        if last_complete is not None:
-            ordered = ordered[last_complete:]
-        return Object(self.bucket_id, self.key, ordered)
+        return Object(self.bucket_id, self.key, _prune(ordered))
+
+    def newest(self) -> ObjectVersion | None:
+        """The newest complete version: data or a delete marker."""
+        for version in reversed(self.versions):
+            if version.state == COMPLETE:
+                return version
+        return None
 
     def current(self) -> ObjectVersion | None:
         """The newest complete version holding data, if the object exists."""
+        newest = self.newest()
+        return newest if newest is not None and newest.is_data else None
+
+    def find(self, version_id: str) -> ObjectVersion | None:
+        """The complete version S3 names `version_id` (a uuid in hex, or `null`)."""
         for version in reversed(self.versions):
-            if version.state == COMPLETE:
-                return version if version.is_data else None
+            if version.state == COMPLETE and version.version_id == version_id:
+                return version
         return None
 
+    def listed(self) -> list[ObjectVersion]:
+        """The versions ListObjectVersions shows, newest first: the complete ones, if
+        any is more than a null delete marker (a deleted object of an unversioned
+        bucket shows nothing)."""
+        complete = [v for v in reversed(self.versions) if v.state == COMPLETE]
+        return complete if any(not _null_marker(v) for v in complete) else []
+
     def is_tombstone(self) -> bool:
-        """True when nothing will ever list the row: a delete marker and/or aborted uploads.
+        """True when nothing will ever list the row: a null delete marker, aborted
+        uploads and/or versions deleted by id.
 
         A failed PUT to a new key leaves a row holding only its Aborted
         version. Counted as a tombstone, it is forgotten by the tombstone GC
@@ -143,15 +189,36 @@ class Object(msgspec.Struct, array_like=True, frozen=True):
         - Aborted versions hold no blocks (the abort released them through
           the version table), and a delete marker has none, so dropping the
           row releases nothing.
+        Versions deleted by id (Deleted) count as nothing too: they released
+        their blocks when they were deleted. A versioned delete marker does not:
+        ListObjectVersions shows it.
         """
-        return all(
-            v.state == ABORTED or (v.state == COMPLETE and v.kind == DELETE_MARKER)
-            for v in self.versions
-        )
+        return all(v.state in (ABORTED, DELETED) or _null_marker(v) for v in self.versions)
+
+
+def _null_marker(version: ObjectVersion) -> bool:
+    return version.state == COMPLETE and version.kind == DELETE_MARKER and version.null
+
+
+def _prune(ordered: list[ObjectVersion]) -> list[ObjectVersion]:
+    """What a merged row keeps of its versions (in (timestamp, uuid) order): see the
+    module docstring. Both thresholds are versions the row keeps, so pruning twice
+    gives the same row."""
+    newest_final = max((i for i, v in enumerate(ordered) if v.is_final), default=-1)
+    newest_null = max((i for i, v in enumerate(ordered) if v.is_final and v.null), default=-1)
+    return [
+        v
+        for i, v in enumerate(ordered)
+        if i >= newest_final or (v.is_final and (not v.null or i >= newest_null))
+    ]
 
 
 def _exists(entry: Object) -> bool:
     return entry.current() is not None
+
+
+def _has_versions(entry: Object) -> bool:
+    return bool(entry.listed())
 
 
 def object_usage(entry: Object) -> tuple[int, int]:
@@ -163,7 +230,7 @@ def object_usage(entry: Object) -> tuple[int, int]:
 class ObjectTable(TableSchema[Object]):
     name = "object"
     entry_type = Object
-    filters = {"data": _exists}
+    filters = {"data": _exists, "versions": _has_versions}
     versions: Table[VersionRow]
     """The version table, set by ModelStore once it is built."""
     usage: RowCounters[Object] | None = None
@@ -179,14 +246,15 @@ class ObjectTable(TableSchema[Object]):
         return entry.is_tombstone()
 
     def updated(self, tx: Tx, old: Object | None, new: Object, incoming: Object) -> None:
-        """Complete versions that are not (or no longer) in the row release their blocks.
+        """Complete versions that are not (or no longer) in the row, or deleted, release
+        their blocks.
 
         That includes an incoming version merged away at once because a newer
         one had already completed (two writes committing out of order).
         """
         if self.usage is not None:
             self.usage.changed(tx, old, new)
-        kept = {v.uuid for v in new.versions}
+        kept = {v.uuid for v in new.versions if v.state != DELETED}
         candidates = [*(old.versions if old is not None else ()), *incoming.versions]
         for version in candidates:
             if version.state == COMPLETE and version.kind == BLOCKS and version.uuid not in kept:

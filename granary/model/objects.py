@@ -9,6 +9,10 @@ start and aborted then, so its blocks are released and collected.
 A version that makes an object exist is kept only if its bucket outlives
 the write (`confirm_bucket`): DeleteBucket may be racing it
 (granary/model/access.py explains the protocol).
+
+Whether a new version is a null one (S3's `null` version id) or a versioned
+one is decided where it is committed, from the bucket's versioning state as
+this node knows it then (`write_version`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from msgspec.structs import replace
 
 from granary.model.access import BucketGone, bucket_outlives_write
 from granary.model.block_ref import BlockRef
+from granary.model.buckets import VERSIONING_ENABLED
 from granary.model.conditions import ConditionFailed, WriteCondition
 from granary.model.object import (
     ABORTED,
@@ -107,6 +112,11 @@ def _tagged(
     if not tags:
         return build
     return lambda ts: replace(build(ts), tags=Lww(ts, tags))
+
+
+def _with_null(build: Callable[[int], ObjectVersion], null: bool) -> Callable[[int], ObjectVersion]:
+    """`build`, its versions null ones or versioned ones."""
+    return lambda ts: replace(build(ts), null=null)
 
 
 def _cut(data: bytes | FileRegion, low: int, high: int) -> bytes | FileRegion:
@@ -209,7 +219,7 @@ class Upload:
             raise
         self.completed = True
         await self.objects.forget_inflight(self.uuid)
-        await self.objects.confirm_bucket(self.bucket_id, self.key)
+        await self.objects.confirm_bucket(self.bucket_id, self.key, version)
         return version
 
     async def finish_part(self) -> None:
@@ -252,6 +262,17 @@ class Objects:
         entry = await self.get(bucket_id, key)
         return None if entry is None else entry.current()
 
+    async def version(self, bucket_id: bytes, key: str, version_id: str) -> ObjectVersion | None:
+        """The complete version (data or delete marker) S3 names `version_id`."""
+        entry = await self.get(bucket_id, key)
+        return None if entry is None else entry.find(version_id)
+
+    def versioning_enabled(self, bucket_id: bytes) -> bool:
+        """Whether new versions in the bucket are versioned ones (else null ones)."""
+        bucket = self.model.buckets.local_get(b"", bucket_id)
+        params = None if bucket is None else bucket.params
+        return params is not None and params.versioning.value == VERSIONING_ENABLED
+
     async def blocks_of(self, uuid: bytes) -> list[VersionBlock]:
         """The blocks of a version in (part, offset) order."""
         return [
@@ -260,13 +281,16 @@ class Objects:
             if isinstance(row, VersionBlock)
         ]
 
-    async def list(self, bucket_id: bytes, start: bytes | None, limit: int) -> RangePage[Object]:
-        """Objects from `start` on that exist.
+    async def list(
+        self, bucket_id: bytes, start: bytes | None, limit: int, row_filter: str = "data"
+    ) -> RangePage[Object]:
+        """Objects from `start` on that exist (`row_filter` "data"), or that have versions
+        to list ("versions").
 
         One bounded read: the page may hold fewer than `limit` objects while
         the bucket goes on (continue from `next_start`).
         """
-        return await self.model.objects.get_range(bucket_id, start, filter="data", limit=limit)
+        return await self.model.objects.get_range(bucket_id, start, filter=row_filter, limit=limit)
 
     async def stream_blocks(
         self, blocks: Sequence[VersionBlock], start: int, end: int
@@ -353,8 +377,11 @@ class Objects:
         written once, after the read, so it is never merged away.
 
         With a `condition`, the check and the write are one round among the
-        row's replicas (`write_version_if`).
+        row's replicas (`write_version_if`). The version is a null one unless
+        the bucket's versioning is enabled.
         """
+        null = not self.versioning_enabled(bucket_id)
+        build = _with_null(build, null)
         if condition is not None:
             return await self.write_version_if(bucket_id, key, build, condition)
         version = build(now_ms())
@@ -374,8 +401,11 @@ class Objects:
             row = await existing
         newest = _newest_other(row, version.uuid)
         if newest is not None and newest >= version.timestamp:
+            # Written again above the newest; the first copy goes (a versioned
+            # bucket would otherwise keep it as a version of its own).
+            first = version
             version = build(next_timestamp(newest))
-            await self.model.objects.insert(Object(bucket_id, key, [version]))
+            await self.model.objects.insert(Object(bucket_id, key, [first.deleted(), version]))
         return version
 
     async def write_version_if(
@@ -412,8 +442,11 @@ class Objects:
             # An earlier attempt's version, the newest the round sees, is committed
             # stamped anew: kept at its older stamp, it could lose a merge to one that
             # a round between the two left on a minority.
-            version = build(counter) if mine is None else replace(mine, timestamp=counter)
-            added = Object(bucket_id, key, [version])
+            if mine is None:
+                added = Object(bucket_id, key, [build(counter)])
+            else:  # the copy at the older stamp goes, as in `write_version`
+                added = Object(bucket_id, key, [mine.deleted(), replace(mine, timestamp=counter)])
+            version = added.versions[-1]
             return Decision(added if row is None else row.merge(added), version, changes=True)
 
         result = await self.model.objects.conditional_update(bucket_id, key.encode(), decide)
@@ -433,19 +466,20 @@ class Objects:
         """Write a version that makes the object exist, and keep it only if its bucket
         does; with `tags`, the version starts with that tag set."""
         version = await self.write_version(bucket_id, key, _tagged(build, tags), condition)
-        await self.confirm_bucket(bucket_id, key)
+        await self.confirm_bucket(bucket_id, key, version)
         return version
 
-    async def confirm_bucket(self, bucket_id: bytes, key: str) -> None:
-        """Call once a version that makes `key` exist is written: undo it if its bucket is gone.
+    async def confirm_bucket(self, bucket_id: bytes, key: str, version: ObjectVersion) -> None:
+        """Call once `version`, which makes `key` exist, is written: undo it if its bucket
+        is gone.
 
-        If the bucket was deleted while the version was written, a delete
-        marker goes over it (releasing its blocks) and BucketGone is raised.
-        An error reading the bucket leaves the version in place: the
-        request fails without saying whether the write took effect.
+        If the bucket was deleted while the version was written, the version
+        is deleted (releasing its blocks) and BucketGone is raised. An error
+        reading the bucket leaves the version in place: the request fails
+        without saying whether the write took effect.
         """
         if not await bucket_outlives_write(self.model, bucket_id):
-            await self.delete(bucket_id, key)
+            await self.model.objects.insert(Object(bucket_id, key, [version.deleted()]))
             raise BucketGone(bucket_id.hex())
 
     async def put_inline(
@@ -456,9 +490,9 @@ class Objects:
         data: bytes,
         condition: WriteCondition | None = None,
         tags: Tags | None = None,
-    ) -> None:
+    ) -> ObjectVersion:
         uuid = new_uuid()
-        await self.publish_version(
+        return await self.publish_version(
             bucket_id,
             key,
             lambda ts: ObjectVersion(uuid, ts, COMPLETE, kind=INLINE, meta=meta, inline=data),
@@ -484,25 +518,53 @@ class Objects:
         await self._remember_inflight(upload)
         return upload
 
-    async def delete(self, bucket_id: bytes, key: str) -> None:
-        """Write a delete marker (deleting a missing key is not an error in S3)."""
+    async def delete(self, bucket_id: bytes, key: str) -> ObjectVersion:
+        """Write a delete marker (deleting a missing key is not an error in S3).
+
+        In an unversioned or suspended bucket it is the null version, replacing
+        the one before.
+        """
         uuid = new_uuid()
-        await self.write_version(
+        return await self.write_version(
             bucket_id, key, lambda ts: ObjectVersion(uuid, ts, COMPLETE, kind=DELETE_MARKER)
         )
 
-    async def set_tags(self, bucket_id: bytes, key: str, tags: Tags) -> None:
-        """Replace the tag set of the object's current version (LookupError: none).
+    async def delete_version(
+        self, bucket_id: bytes, key: str, version_id: str
+    ) -> ObjectVersion | None:
+        """Delete one version for good (data or delete marker); the version deleted, or
+        None if there was none by that id.
+
+        The version's Deleted state wins every merge, so no stale replica
+        brings it back; its blocks are released.
+        """
+        found = await self.version(bucket_id, key, version_id)
+        if found is not None:
+            await self.model.objects.insert(Object(bucket_id, key, [found.deleted()]))
+        return found
+
+    async def set_tags(
+        self, bucket_id: bytes, key: str, tags: Tags, version_id: str | None = None
+    ) -> None:
+        """Replace the tag set of the object's current version, or of the version
+        `version_id` (LookupError: none).
 
         Only the version's tag register changes, stamped now: the latest tag
         write wins, and a version superseded meanwhile takes its tags with it.
         """
-        row = await self.get(bucket_id, key)
-        current = None if row is None else row.current()
-        if current is None:
+        found = await self.lookup(bucket_id, key, version_id)
+        if found is None or not found.is_data:
             raise LookupError(key)
-        tagged = replace(current, tags=current.tags.update(tags, now_ms()))
+        tagged = replace(found, tags=found.tags.update(tags, now_ms()))
         await self.model.objects.insert(Object(bucket_id, key, [tagged]))
+
+    async def lookup(
+        self, bucket_id: bytes, key: str, version_id: str | None
+    ) -> ObjectVersion | None:
+        """The version `version_id`, or without one the current version."""
+        if version_id is None:
+            return await self.current(bucket_id, key)
+        return await self.version(bucket_id, key, version_id)
 
     async def copy(
         self,
@@ -590,6 +652,4 @@ class Objects:
             upload = await self.model.uploads.get(record.upload_id, b"")
             return upload is not None and any(p.version == uuid for p in upload.parts)
         entry = await self.get(record.bucket_id, record.key)
-        return entry is not None and any(
-            v.uuid == uuid and v.state == COMPLETE for v in entry.versions
-        )
+        return entry is not None and any(v.uuid == uuid and v.is_final for v in entry.versions)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 from msgspec.structs import replace
@@ -13,6 +14,7 @@ from granary.model.object import (
     BLOCKS,
     COMPLETE,
     DELETE_MARKER,
+    DELETED,
     INLINE,
     UPLOADING,
     Object,
@@ -41,16 +43,19 @@ tag_registers = st.builds(
 
 @st.composite
 def object_versions(draw) -> ObjectVersion:
-    state = draw(st.sampled_from([UPLOADING, COMPLETE, ABORTED]))
+    state = draw(st.sampled_from([UPLOADING, COMPLETE, ABORTED, DELETED]))
     kind = draw(st.sampled_from([INLINE, BLOCKS, DELETE_MARKER]))
+    uuid = draw(st.sampled_from(UUIDS))
     return ObjectVersion(
-        uuid=draw(st.sampled_from(UUIDS)),
+        uuid=uuid,
         timestamp=draw(st.integers(1, 5)),
         state=state,
         multipart=draw(st.booleans()),
         kind=kind,
         meta=draw(metas) if state == COMPLETE and kind != DELETE_MARKER else None,
         tags=draw(tag_registers),
+        # A version is null or not for good: every copy of it says the same.
+        null=uuid in UUIDS[:2],
     )
 
 
@@ -192,3 +197,60 @@ def test_the_latest_tag_write_wins_whatever_the_encodings():
     later = replace(version, tags=Lww(5, [("a", "1")]))
     earlier_but_larger = replace(version, tags=Lww(3, [("z", "9" * 50)]))
     assert later.merge(earlier_but_larger) == later == earlier_but_larger.merge(later)
+
+
+def _row(*versions: ObjectVersion) -> Object:
+    return Object(b"b", "k", []).merge(Object(b"b", "k", list(versions)))
+
+
+def _data(uuid: bytes, ts: int, *, null: bool) -> ObjectVersion:
+    return _version(uuid, ts, COMPLETE, kind=INLINE, meta=ObjectMeta(ts, "e", []), null=null)
+
+
+def test_every_versioned_version_is_kept_and_the_newest_is_current():
+    v1, v2, v3 = (_data(UUIDS[i], i + 1, null=False) for i in range(3))
+    row = _row(v3, v1, v2)
+    assert row.versions == [v1, v2, v3]
+    assert row.current() == v3
+    assert [v.version_id for v in row.listed()] == [UUIDS[2].hex(), UUIDS[1].hex(), UUIDS[0].hex()]
+
+
+def test_a_null_version_replaces_only_the_older_null_version():
+    old_null = _data(UUIDS[0], 1, null=True)
+    versioned = _data(UUIDS[1], 2, null=False)
+    new_null = _data(UUIDS[2], 3, null=True)
+    row = _row(old_null, versioned, new_null)
+    assert row.versions == [versioned, new_null]
+    assert row.find("null") == new_null
+    assert row.find(UUIDS[1].hex()) == versioned
+
+
+def test_a_version_deleted_by_id_stays_deleted_and_the_one_before_is_current():
+    v1, v2 = _data(UUIDS[0], 1, null=False), _data(UUIDS[1], 2, null=False)
+    row = _row(v1, v2).merge(_row(v2.deleted()))
+    assert row.current() == v1
+    assert row.find(UUIDS[1].hex()) is None
+    stale = _row(v1, v2)  # a replica that missed the deletion
+    assert row.merge(stale) == stale.merge(row) == row
+    assert not row.is_tombstone()
+    assert _row(v1.deleted(), v2.deleted()).is_tombstone()
+
+
+def test_a_versioned_delete_marker_is_listed_and_not_a_tombstone():
+    data = _data(UUIDS[0], 1, null=False)
+    marker = _version(UUIDS[1], 2, COMPLETE, kind=DELETE_MARKER, null=False)
+    row = _row(data, marker)
+    assert row.current() is None and row.newest() == marker
+    assert row.listed() == [marker, data]
+    assert not _row(marker).is_tombstone()
+    null_marker = _version(UUIDS[2], 3, COMPLETE, kind=DELETE_MARKER)
+    assert _row(null_marker).listed() == [] and _row(null_marker).is_tombstone()
+
+
+def test_rows_written_before_versions_decode_as_null_versions():
+    """A 0.6 row: versions had eight fields (no `null`)."""
+    old_version = [UUIDS[0], 7, COMPLETE, False, INLINE, [1, "e", []], b"x", None, [0, []]]
+    raw = msgspec.msgpack.encode([b"b", "k", [old_version]])
+    row = msgspec.msgpack.decode(raw, type=Object)
+    assert row.current() is not None and row.current().null
+    assert row.find("null") == row.current()

@@ -1,5 +1,5 @@
 """Parsers for the XML request bodies of CompleteMultipartUpload, DeleteObjects,
-CreateBucket and PutBucketTagging.
+CreateBucket, PutBucketTagging and PutBucketVersioning.
 
 Each returns plain data and raises `S3Error` ("MalformedXML" unless AWS
 answers otherwise). Unknown elements are ignored, so newer clients that send
@@ -36,6 +36,9 @@ MAX_TAG_KEY_CHARS = 128
 MAX_TAG_VALUE_CHARS = 256
 MAX_TAGGING_BYTES = 64 << 10
 MAX_TAGGING_ELEMENTS = 3 + MAX_TAGS * 4
+MAX_VERSIONING_BYTES = 4 << 10
+MAX_VERSIONING_ELEMENTS = 8
+VERSIONING_STATES = ("Enabled", "Suspended")
 
 _INTEGER = re.compile(r"[-+]?[0-9]{1,12}")
 _CHECKSUM_ELEMENTS = tuple((checksum_element_name(a), a) for a in ALGORITHMS)
@@ -208,3 +211,20 @@ def validate_tags(tags: list[tuple[str, str]], max_tags: int) -> None:
             raise S3Error("InvalidTag", f"The TagKey you have provided is invalid: {key[:140]}")
         if len(value) > MAX_TAG_VALUE_CHARS:
             raise S3Error("InvalidTag", "The TagValue you have provided is invalid.")
+
+
+def parse_versioning(body: bytes) -> str | None:
+    """The Status of a VersioningConfiguration body (None: absent, nothing changes).
+
+    MFA delete cannot be enabled: Granary has no MFA devices (NotImplemented).
+    """
+    root = _root(body, "VersioningConfiguration", MAX_VERSIONING_BYTES, MAX_VERSIONING_ELEMENTS)
+    status = _optional_text(root, "Status")
+    if status is not None and status not in VERSIONING_STATES:
+        raise S3Error("MalformedXML")
+    mfa_delete = _optional_text(root, "MfaDelete")
+    if mfa_delete == "Enabled":
+        raise S3Error("NotImplemented", "MFA delete is not supported.")
+    if mfa_delete not in (None, "Disabled"):
+        raise S3Error("MalformedXML")
+    return status

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from granary.api.http.types import Response
-from granary.api.s3.bodies import MAX_TAGGING_BYTES, parse_create_bucket, parse_tagging
+from granary.api.s3.bodies import (
+    MAX_TAGGING_BYTES,
+    MAX_VERSIONING_BYTES,
+    parse_create_bucket,
+    parse_tagging,
+    parse_versioning,
+)
 from granary.api.s3.conditions import format_iso8601
 from granary.api.s3.context import S3Context
 from granary.api.s3.errors import S3Error
@@ -113,11 +119,20 @@ async def get_bucket_location(ctx: S3Context) -> Response:
 
 
 async def get_bucket_versioning(ctx: S3Context) -> Response:
-    return xml_response(document("VersioningConfiguration", []))
+    params = ctx.require_bucket().params
+    status = "" if params is None else params.versioning.value
+    return xml_response(document("VersioningConfiguration", [("Status", status)] if status else []))
 
 
 async def put_bucket_versioning(ctx: S3Context) -> Response:
-    raise S3Error("NotImplemented", "Bucket versioning is not implemented yet.")
+    bucket = ctx.require_bucket()
+    status = parse_versioning(await ctx.payload().read_all(MAX_VERSIONING_BYTES))
+    if status is not None:
+        try:
+            await ctx.services.access.set_versioning(bucket.id, status)
+        except AccessError:
+            raise S3Error("NoSuchBucket", BucketName=ctx.require_bucket_name()) from None
+    return Response(200)
 
 
 async def get_bucket_tagging(ctx: S3Context) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from urllib.parse import unquote
 
 from msgspec.structs import replace
@@ -20,6 +21,7 @@ from granary.api.s3.headers import replace_metadata
 from granary.api.s3.mpu_ops import load_upload, parse_part_number, upload_checksum_algorithm
 from granary.api.s3.names import validate_object_key
 from granary.api.s3.tags import tags_from_header
+from granary.api.s3.versions import checked_version_id, version_headers
 from granary.api.s3.xml import document
 from granary.block.writer import StreamDigests, write_blocks
 from granary.model.object import INLINE, ObjectVersion, Tags
@@ -33,9 +35,10 @@ COPY_CONDITIONS = {
 }
 
 
-def parse_copy_source(value: str) -> tuple[str, str]:
-    """(bucket, key) from an x-amz-copy-source header."""
-    source = unquote(value.split("?", 1)[0]).lstrip("/")
+def parse_copy_source(value: str) -> tuple[str, str, str | None]:
+    """(bucket, key, version id or None) from an x-amz-copy-source header."""
+    path, _, query = value.partition("?")
+    source = unquote(path).lstrip("/")
     bucket, sep, key = source.partition("/")
     if not bucket or not sep or not key:
         raise S3Error(
@@ -43,23 +46,42 @@ def parse_copy_source(value: str) -> tuple[str, str]:
             "Copy Source must mention the source bucket and key: sourcebucket/sourcekey",
             ArgumentName="x-amz-copy-source",
         )
-    version = value.split("?", 1)[1] if "?" in value else ""
-    if version and version not in ("versionId=null", "versionId="):
-        raise S3Error("NoSuchVersion", "The specified version does not exist.")
-    return bucket, key
+    name, _, version_id = query.partition("=")
+    if not query or (name == "versionId" and not version_id):
+        return bucket, key, None
+    if name != "versionId":
+        raise S3Error("InvalidArgument", "Unsupported copy source parameter.", ArgumentName=name)
+    return bucket, key, checked_version_id(unquote(version_id))
 
 
-async def load_source(ctx: S3Context) -> tuple[str, str, ObjectVersion]:
-    bucket_name, key = parse_copy_source(ctx.header("x-amz-copy-source") or "")
+@dataclass(frozen=True)
+class CopySource:
+    bucket: str
+    key: str
+    version_id: str | None
+    """The version the request named, if it named one."""
+    version: ObjectVersion
+
+
+async def load_source(ctx: S3Context) -> CopySource:
+    bucket_name, key, version_id = parse_copy_source(ctx.header("x-amz-copy-source") or "")
     access = ctx.services.access
     bucket = access.resolve_bucket(bucket_name)
     if bucket is None:
         raise S3Error("NoSuchBucket", BucketName=bucket_name)
     if not bucket.permission(ctx.key_id).read:
         raise S3Error("AccessDenied")
-    version = await ctx.services.objects.current(bucket.id, key)
+    version = await ctx.services.objects.lookup(bucket.id, key, version_id)
     if version is None:
-        raise S3Error("NoSuchKey", Key=key)
+        if version_id is None:
+            raise S3Error("NoSuchKey", Key=key)
+        raise S3Error("NoSuchVersion", Key=key, VersionId=version_id)
+    if not version.is_data:
+        raise S3Error(
+            "InvalidRequest",
+            "The source of a copy request may not specifically refer to a delete marker "
+            "by version id.",
+        )
     conditions = {
         plain: value for header, plain in COPY_CONDITIONS.items() if (value := ctx.header(header))
     }
@@ -67,7 +89,16 @@ async def load_source(ctx: S3Context) -> tuple[str, str, ObjectVersion]:
         conditions, etag=version.data_meta.etag, last_modified_ms=version.timestamp, method="PUT"
     ):
         raise S3Error("PreconditionFailed")
-    return bucket_name, key, version
+    return CopySource(bucket_name, key, version_id, version)
+
+
+def _source_headers(ctx: S3Context, bucket_name: str, source: ObjectVersion) -> list:
+    """`x-amz-copy-source-version-id`, when the source bucket names its versions."""
+    bucket = ctx.services.access.resolve_bucket(bucket_name)
+    params = None if bucket is None else bucket.params
+    if source.null and (params is None or params.versioning.value == ""):
+        return []
+    return [("x-amz-copy-source-version-id", source.version_id)]
 
 
 def _copied_tags(ctx: S3Context, source_tags: Tags) -> Tags | None:
@@ -87,12 +118,13 @@ async def copy_object(ctx: S3Context) -> Response:
     bucket = ctx.require_bucket()
     key = ctx.require_key()
     validate_object_key(key)
-    source_bucket, source_key, source = await load_source(ctx)
+    copying = await load_source(ctx)
+    source = copying.version
     headers = ctx.http.headers.as_dict()
     directive = headers.get("x-amz-metadata-directive")
     source_meta = source.data_meta
     stored = replace_metadata(source_meta, headers, directive)
-    if (source_bucket, source_key) == (ctx.bucket_name, key) and (
+    if (copying.bucket, copying.key, copying.version_id) == (ctx.bucket_name, key, None) and (
         (directive or "COPY").upper() == "COPY" and stored == source_meta.headers
     ):
         raise S3Error(
@@ -106,19 +138,22 @@ async def copy_object(ctx: S3Context) -> Response:
     try:
         copied = await ctx.services.objects.copy(source, bucket.id, key, meta, tags)
     except LookupError:
-        raise S3Error("NoSuchKey", Key=source_key) from None
+        raise S3Error("NoSuchKey", Key=copying.key) from None
     body = document(
         "CopyObjectResult",
         [("LastModified", format_iso8601(copied.timestamp)), ("ETag", f'"{meta.etag}"')],
     )
-    return xml_response(body)
+    response = xml_response(body)
+    response.headers.extend(version_headers(ctx, copied))
+    response.headers.extend(_source_headers(ctx, copying.bucket, source))
+    return response
 
 
 async def upload_part_copy(ctx: S3Context) -> Response:
     """Copy a byte range of an object into a part; whole blocks deduplicate."""
     part_number = parse_part_number(ctx)
     upload = await load_upload(ctx)
-    _, _, source = await load_source(ctx)
+    source = (await load_source(ctx)).version
     size = source.data_meta.size
     range_header = ctx.header("x-amz-copy-source-range")
     if range_header is not None:

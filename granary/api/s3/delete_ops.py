@@ -19,20 +19,41 @@ from granary.api.s3.errors import S3Error
 from granary.api.s3.names import validate_object_key
 from granary.api.s3.payload import Payload
 from granary.api.s3.put_ops import parse_content_md5, verify_digests
-from granary.api.s3.xml import document
+from granary.api.s3.versions import (
+    checked_version_id,
+    marker_headers,
+    version_headers,
+    version_id_argument,
+)
+from granary.api.s3.xml import Node, document
 from granary.block.writer import StreamDigests
 from granary.util.checksums import new_checksum, requested_checksum
 
 
 async def delete_object(ctx: S3Context) -> Response:
-    """Deleting a key that does not exist succeeds too, as in S3."""
+    """Deleting a key (or a version) that does not exist succeeds too, as in S3."""
     key = ctx.require_key()
-    await ctx.services.objects.delete(ctx.require_bucket().id, key)
-    return Response(204)
+    said = await _delete(ctx, key, version_id_argument(ctx))
+    return Response(204, list(said.items()))
+
+
+async def _delete(ctx: S3Context, key: str, version_id: str | None) -> dict[str, str]:
+    """Delete a version by id, or put a delete marker over the object: S3's headers
+    saying what was deleted or written (x-amz-version-id, x-amz-delete-marker)."""
+    objects = ctx.services.objects
+    bucket_id = ctx.require_bucket().id
+    if version_id is None:
+        marker = await objects.delete(bucket_id, key)
+        return marker_headers(ctx, marker)
+    deleted = await objects.delete_version(bucket_id, key, version_id)
+    if deleted is None:
+        return {"x-amz-version-id": version_id}
+    if deleted.is_data:
+        return dict(version_headers(ctx, deleted)) or {"x-amz-version-id": version_id}
+    return marker_headers(ctx, deleted) or {"x-amz-version-id": version_id}
 
 
 async def delete_objects(ctx: S3Context) -> Response:
-    bucket = ctx.require_bucket()
     if "content-md5" not in ctx.http.headers and not any(
         name.startswith("x-amz-checksum-") or name == "x-amz-sdk-checksum-algorithm"
         for name, _ in ctx.http.headers.items()
@@ -42,13 +63,12 @@ async def delete_objects(ctx: S3Context) -> Response:
     body, root = await _read_and_parse(ctx, payload)
     await _check_body_digest(ctx, payload, body)
     request = delete_request(root)
-    results = []
+    results: list[Node] = []
     for item in request.objects:
         try:
             validate_object_key(item.key)
-            if item.version_id not in (None, "null"):
-                raise S3Error("NoSuchVersion", "The specified version does not exist.")
-            await ctx.services.objects.delete(bucket.id, item.key)
+            version_id = None if item.version_id is None else checked_version_id(item.version_id)
+            said = await _delete(ctx, item.key, version_id)
         except S3Error as error:
             results.append(
                 (
@@ -63,7 +83,16 @@ async def delete_objects(ctx: S3Context) -> Response:
             )
             continue
         if not request.quiet:
-            results.append(("Deleted", [("Key", item.key), ("VersionId", item.version_id)]))
+            marker = said.get("x-amz-delete-marker") == "true"
+            deleted: list[Node | None] = [
+                ("Key", item.key),
+                ("VersionId", item.version_id),
+                ("DeleteMarker", True) if marker else None,
+                ("DeleteMarkerVersionId", said.get("x-amz-version-id"))
+                if marker and item.version_id is None
+                else None,
+            ]
+            results.append(("Deleted", deleted))
     return xml_response(document("DeleteResult", results))
 
 

@@ -12,19 +12,13 @@ from granary.api.s3.errors import S3Error
 from granary.api.s3.headers import object_headers, storage_class
 from granary.api.s3.numbers import integer_argument, part_number_argument
 from granary.api.s3.put_ops import checksum_response_headers
+from granary.api.s3.versions import load_version, version_headers
 from granary.api.s3.xml import document
 from granary.block.manager import BlockUnavailable
 from granary.model.object import INLINE, ObjectMeta, ObjectVersion
 from granary.model.version import VersionBlock
 from granary.util.checksums import checksum_element_name
 from granary.util.file_region import FileRegion
-
-
-async def load_current(ctx: S3Context, key: str) -> ObjectVersion:
-    version = await ctx.services.objects.current(ctx.require_bucket().id, key)
-    if version is None:
-        raise S3Error("NoSuchKey", Key=key)
-    return version
 
 
 async def version_blocks(ctx: S3Context, version: ObjectVersion) -> list[VersionBlock]:
@@ -68,7 +62,7 @@ def _part_checksum_headers(
 
 async def get_object(ctx: S3Context) -> Response:
     key = ctx.require_key()
-    version = await load_current(ctx, key)
+    version = await load_version(ctx, key)
     meta = version.data_meta
     head = ctx.http.method == "HEAD"
     status = evaluate_preconditions(
@@ -78,6 +72,7 @@ async def get_object(ctx: S3Context) -> Response:
         method=ctx.http.method,
     )
     headers = object_headers(meta, version.timestamp, ctx.query)
+    headers.extend(version_headers(ctx, version))
     if version.tags.value:
         headers.append(("x-amz-tagging-count", str(len(version.tags.value))))
     if status == 304:
@@ -152,7 +147,7 @@ async def get_object_torrent(ctx: S3Context) -> Response:
     that has an object that no torrent of it can be had.
     """
     key = ctx.require_key()
-    await load_current(ctx, key)
+    await load_version(ctx, key)
     raise S3Error("NoSuchKey", "No torrent is available for this object.", Key=key)
 
 
@@ -214,7 +209,7 @@ async def get_object_attributes(ctx: S3Context) -> Response:
             "Invalid attribute name specified.",
             ArgumentName="x-amz-object-attributes",
         )
-    version = await load_current(ctx, key)
+    version = await load_version(ctx, key)
     meta = version.data_meta
     children: list = [("ETag", meta.etag) if "ETag" in wanted else None]
     if "Checksum" in wanted and meta.checksum is not None:

@@ -12,9 +12,11 @@ from granary.api.s3.conditions import format_iso8601
 from granary.api.s3.context import S3Context
 from granary.api.s3.errors import S3Error
 from granary.api.s3.headers import storage_class
-from granary.api.s3.listing import Page, list_page
+from granary.api.s3.listing import Fetch, Page, list_page
 from granary.api.s3.numbers import parse_decimal
 from granary.api.s3.upload_listing import upload_page
+from granary.api.s3.version_listing import version_page
+from granary.api.s3.versions import checked_version_id
 from granary.api.s3.xml import document
 from granary.model.object import Object, ObjectVersion
 
@@ -57,17 +59,22 @@ def _encoder(ctx: S3Context):
     return lambda text: quote(text, safe="/")
 
 
-async def _object_page(ctx: S3Context, marker: str | None) -> Page:
-    bucket = ctx.require_bucket()
+def _fetch_rows(ctx: S3Context, row_filter: str) -> Fetch[Object]:
+    """Reads of the bucket's object rows that pass `row_filter` (see ObjectTable)."""
+    bucket_id = ctx.require_bucket().id
     objects = ctx.services.objects
 
     async def fetch(start: bytes | None, limit: int) -> tuple[list[tuple[str, Object]], str | None]:
-        found = await objects.list(bucket.id, start, limit)
+        found = await objects.list(bucket_id, start, limit, row_filter)
         reached = None if found.horizon is None else found.horizon.decode()
         return [(entry.key, entry) for entry in found.entries], reached
 
+    return fetch
+
+
+async def _object_page(ctx: S3Context, marker: str | None) -> Page:
     return await list_page(
-        fetch,
+        _fetch_rows(ctx, "data"),
         prefix=ctx.query.get("prefix", ""),
         delimiter=ctx.query.get("delimiter") or None,
         marker=marker,
@@ -170,41 +177,68 @@ async def list_objects_v2(ctx: S3Context) -> Response:
 
 
 async def list_object_versions(ctx: S3Context) -> Response:
-    """For an unversioned bucket: each object once, as its `null` version."""
     encode = _encoder(ctx)
     key_marker = ctx.query.get("key-marker") or None
-    page = await _object_page(ctx, key_marker)
-    versions = []
-    for key, entry in page.items:
-        version = entry.current()
-        meta = version.meta
-        versions.append(
-            (
-                "Version",
-                [
-                    ("Key", encode(key)),
-                    ("VersionId", "null"),
-                    ("IsLatest", True),
-                    ("LastModified", format_iso8601(version.timestamp)),
-                    ("ETag", f'"{meta.etag}"'),
-                    ("Size", meta.size),
-                    owner_node(ctx),
-                    ("StorageClass", storage_class(meta)),
-                ],
+    version_id_marker = ctx.query.get("version-id-marker") or None
+    if version_id_marker is not None:
+        if key_marker is None:
+            raise S3Error(
+                "InvalidArgument",
+                "A version-id marker cannot be specified without a key marker.",
+                ArgumentName="version-id-marker",
+                ArgumentValue=version_id_marker,
             )
-        )
+        checked_version_id(version_id_marker)
+    bucket_id = ctx.require_bucket().id
+    objects = ctx.services.objects
+    page = await version_page(
+        _fetch_rows(ctx, "versions"),
+        lambda key: objects.get(bucket_id, key),
+        prefix=ctx.query.get("prefix", ""),
+        delimiter=ctx.query.get("delimiter") or None,
+        key_marker=key_marker,
+        version_id_marker=version_id_marker,
+        max_keys=_max_keys(ctx),
+    )
+    entries = [
+        _version_entry(ctx, key, version, latest, encode) for key, version, latest in page.versions
+    ]
     children = [
         *_head(ctx, encode),
         ("KeyMarker", encode(key_marker or "")),
-        ("VersionIdMarker", ctx.query.get("version-id-marker", "")),
+        ("VersionIdMarker", version_id_marker or ""),
         ("MaxKeys", _max_keys(ctx)),
         ("IsTruncated", page.truncated),
-        ("NextKeyMarker", encode(page.last)) if page.truncated else None,
-        ("NextVersionIdMarker", "null") if page.truncated else None,
-        *versions,
-        *_common(page, encode),
+        ("NextKeyMarker", encode(page.next_key_marker or "")) if page.truncated else None,
+        ("NextVersionIdMarker", page.next_version_id_marker)
+        if page.truncated and page.next_version_id_marker
+        else None,
+        *entries,
+        *(("CommonPrefixes", [("Prefix", encode(p))]) for p in page.prefixes),
     ]
     return xml_response(document("ListVersionsResult", children))
+
+
+def _version_entry(ctx: S3Context, key: str, version: ObjectVersion, latest: bool, encode):
+    common = [
+        ("Key", encode(key)),
+        ("VersionId", version.version_id),
+        ("IsLatest", latest),
+        ("LastModified", format_iso8601(version.timestamp)),
+    ]
+    if not version.is_data:
+        return ("DeleteMarker", [*common, owner_node(ctx)])
+    meta = version.data_meta
+    return (
+        "Version",
+        [
+            *common,
+            ("ETag", f'"{meta.etag}"'),
+            ("Size", meta.size),
+            owner_node(ctx),
+            ("StorageClass", storage_class(meta)),
+        ],
+    )
 
 
 async def list_multipart_uploads(ctx: S3Context) -> Response:

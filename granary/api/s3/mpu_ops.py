@@ -21,6 +21,7 @@ from granary.api.s3.put_ops import (
     receive_body,
 )
 from granary.api.s3.tags import tags_from_header
+from granary.api.s3.versions import version_headers
 from granary.api.s3.xml import document
 from granary.model.mpu import MpuPart, MultipartUpload
 from granary.model.object import ObjectMeta
@@ -245,13 +246,15 @@ async def complete_multipart_upload(ctx: S3Context) -> Response:
     try:
         with conditional_commit(key):
             tags = tags_from_header(_upload_header(upload, TAGGING_HEADER))
-            await ctx.services.multipart.complete(upload, parts, meta, condition, tags)
+            version = await ctx.services.multipart.complete(upload, parts, meta, condition, tags)
     except LookupError:
         repeated = await _already_completed(ctx)
         if repeated is None:
             raise S3Error("NoSuchUpload", UploadId=upload.upload_id.hex()) from None
         return repeated
-    return _completed(ctx, key, meta)
+    response = _completed(ctx, key, meta)
+    response.headers.extend(version_headers(ctx, version))
+    return response
 
 
 async def abort_multipart_upload(ctx: S3Context) -> Response:

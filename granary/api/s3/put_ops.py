@@ -23,6 +23,7 @@ from granary.api.s3.errors import S3Error
 from granary.api.s3.headers import metadata_from_request
 from granary.api.s3.names import validate_object_key
 from granary.api.s3.tags import tags_from_header
+from granary.api.s3.versions import version_headers
 from granary.block.writer import StreamDigests, StreamTooLarge, write_blocks
 from granary.model.conditions import NO_SUCH_KEY, ConditionFailed, WriteCondition
 from granary.model.object import ObjectMeta
@@ -296,13 +297,16 @@ async def put_object(ctx: S3Context) -> Response:
     with conditional_commit(key):
         if upload is None:
             assert received.inline is not None  # no upload: the body was kept inline
-            await objects.put_inline(bucket.id, key, meta, received.inline, condition, tags)
+            version = await objects.put_inline(
+                bucket.id, key, meta, received.inline, condition, tags
+            )
         else:
             try:
-                await upload.complete(meta, received.first_block, condition, tags)
+                version = await upload.complete(meta, received.first_block, condition, tags)
             except BaseException:
                 await upload.abort()
                 raise
     response_headers = [("etag", f'"{received.etag}"')]
     response_headers.extend(checksum_response_headers(received.checksum))
+    response_headers.extend(version_headers(ctx, version))
     return Response(200, response_headers)

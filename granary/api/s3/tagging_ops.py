@@ -8,40 +8,36 @@ from granary.api.s3.bodies import MAX_TAGGING_BYTES, parse_tagging
 from granary.api.s3.bucket_ops import xml_response
 from granary.api.s3.context import S3Context
 from granary.api.s3.errors import S3Error
-from granary.api.s3.get_ops import load_current
 from granary.api.s3.tags import MAX_OBJECT_TAGS
+from granary.api.s3.versions import load_version, version_headers
 from granary.api.s3.xml import document
 from granary.model.object import Tags
 
 
-def _no_version_id(ctx: S3Context) -> None:
-    if ctx.query.get("versionId") not in (None, "null"):
-        raise S3Error("NotImplemented", "Tagging a version by id is not implemented yet.")
-
-
 async def get_object_tagging(ctx: S3Context) -> Response:
-    _no_version_id(ctx)
-    version = await load_current(ctx, ctx.require_key())
+    version = await load_version(ctx, ctx.require_key())
     tag_set = [("Tag", [("Key", key), ("Value", value)]) for key, value in version.tags.value]
-    return xml_response(document("Tagging", [("TagSet", tag_set)]))
+    response = xml_response(document("Tagging", [("TagSet", tag_set)]))
+    response.headers.extend(version_headers(ctx, version))
+    return response
 
 
 async def put_object_tagging(ctx: S3Context) -> Response:
-    _no_version_id(ctx)
     tags = parse_tagging(await ctx.payload().read_all(MAX_TAGGING_BYTES), MAX_OBJECT_TAGS)
-    await _set_tags(ctx, sorted(tags))  # listed in key order, as S3 does
-    return Response(200)
+    return await _set_tags(ctx, sorted(tags), 200)  # listed in key order, as S3 does
 
 
 async def delete_object_tagging(ctx: S3Context) -> Response:
-    _no_version_id(ctx)
-    await _set_tags(ctx, [])
-    return Response(204)
+    return await _set_tags(ctx, [], 204)
 
 
-async def _set_tags(ctx: S3Context, tags: Tags) -> None:
-    key = ctx.require_key()
+async def _set_tags(ctx: S3Context, tags: Tags, status: int) -> Response:
+    """Tag the version the request names (`load_version`: its errors are S3's)."""
+    version = await load_version(ctx, ctx.require_key())
     try:
-        await ctx.services.objects.set_tags(ctx.require_bucket().id, key, tags)
-    except LookupError:
-        raise S3Error("NoSuchKey", Key=key) from None
+        await ctx.services.objects.set_tags(
+            ctx.require_bucket().id, ctx.require_key(), tags, version.version_id
+        )
+    except LookupError:  # deleted meanwhile
+        raise S3Error("NoSuchKey", Key=ctx.require_key()) from None
+    return Response(status, version_headers(ctx, version))
