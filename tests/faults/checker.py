@@ -22,6 +22,13 @@ it never counts as completed (its end is +inf).
    each naming its predecessor, in an order that real time allows: the
    history of a compare-and-set register. Values are unique, so a chain is
    determined by who names whom.
+5. Versions (`check_versions`), in a versioned bucket: acknowledged writes get
+   distinct version ids; a version read by id returns the value its write
+   wrote, and is never missing (from a read or from a listing of its key that
+   started after the write was acknowledged) unless a deletion of that id may
+   have happened by then; a version whose deletion by id was acknowledged is
+   never seen again; and a listing shows a key's versions newest first: of two
+   writes one acknowledged before the other started, the later one first.
 """
 
 from __future__ import annotations
@@ -246,3 +253,86 @@ def _out_of_order(key: str, chain: list[Op]) -> list[Violation]:
 def _show_op(op: Op) -> str:
     named = f" (named {op.expected})" if op.kind is Kind.SWAP else ""
     return f"{op.kind} {op.value}{named} via {op.node} [{op.start:.3f}, {op.end:.3f}]"
+
+
+def check_versions(ops: list[Op], final: list[Op]) -> list[Violation]:
+    """Rule 5, over the workload's operations and the final reads and listings."""
+    violations = []
+    made: dict[str, Op] = {}  # version id -> the acknowledged write that made it
+    for op in ops:
+        if op.kind in (Kind.PUT, Kind.DELETE) and op.outcome is Outcome.OK and op.version_id:
+            if op.version_id in made:
+                detail = f"{_show_op(made[op.version_id])} and {_show_op(op)}"
+                violations.append(Violation("version-unique", op.key, detail))
+            made[op.version_id] = op
+    deletions: dict[str, list[Op]] = defaultdict(list)
+    for op in ops:
+        if op.kind is Kind.VDELETE and op.outcome is not Outcome.FAIL and op.version_id:
+            deletions[op.version_id].append(op)
+
+    def may_be_deleted(version_id: str, by: float) -> bool:
+        return any(d.start < by for d in deletions[version_id])
+
+    def surely_deleted(version_id: str, before: float) -> bool:
+        return any(d.outcome is Outcome.OK and d.end < before for d in deletions[version_id])
+
+    final_ops = set(map(id, final))
+    for op in [*ops, *final]:
+        if op.kind not in (Kind.VGET, Kind.VLIST):
+            continue
+        if op.outcome is not Outcome.OK:
+            if id(op) in final_ops:
+                violations.append(Violation("final-read", op.key, f"failed at the end: {op.error}"))
+            continue
+        if op.kind is Kind.VGET and op.version_id:
+            violations += _check_version_read(op, made.get(op.version_id), may_be_deleted)
+            if op.value is not None and surely_deleted(op.version_id, op.start):
+                violations.append(Violation("version-resurrected", op.key, _show_vop(op)))
+            continue
+        listed = {*(op.versions or ()), *(op.markers or ())}
+        for version_id, write in made.items():
+            expected = write.key == op.key and write.end < op.start
+            if expected and version_id not in listed and not may_be_deleted(version_id, op.end):
+                detail = f"{_show_op(write)} ({version_id}) missing from {_show_vop(op)}"
+                violations.append(Violation("version-lost", op.key, detail))
+        for version_id in listed:
+            if surely_deleted(version_id, op.start):
+                detail = f"{version_id} deleted, yet in {_show_vop(op)}"
+                violations.append(Violation("version-resurrected", op.key, detail))
+        for order in (op.versions or (), op.markers or ()):
+            violations += _check_version_order(op, order, made)
+    return violations
+
+
+def _check_version_read(op: Op, write: Op | None, may_be_deleted) -> list[Violation]:
+    if write is None:
+        return [Violation("version-value", op.key, f"{_show_vop(op)}: no write made it")]
+    if op.value is not None and op.value != write.value:
+        detail = f"{_show_vop(op)}, but {_show_op(write)} wrote it"
+        return [Violation("version-value", op.key, detail)]
+    if op.value is None and write.end < op.start and not may_be_deleted(op.version_id, op.end):
+        detail = f"{_show_vop(op)}: missing, written by {_show_op(write)}"
+        return [Violation("version-lost", op.key, detail)]
+    return []
+
+
+def _check_version_order(
+    listing: Op, order: tuple[str, ...], made: dict[str, Op]
+) -> list[Violation]:
+    """Newest first: no version listed before one whose write began after its own ended."""
+    violations = []
+    writes = [(version_id, made[version_id]) for version_id in order if version_id in made]
+    for index, (newer_id, newer) in enumerate(writes):
+        for older_id, older in writes[index + 1 :]:
+            if newer.end < older.start:
+                detail = f"{newer_id} listed before {older_id}, which was written after it"
+                violations.append(Violation("version-order", listing.key, detail))
+    return violations
+
+
+def _show_vop(op: Op) -> str:
+    if op.kind is Kind.VGET:
+        what = f"read of {op.version_id} that gave {op.value}"
+    else:
+        what = f"listing of {len(op.versions or ())} versions"
+    return f"{what} via {op.node} [{op.start:.3f}, {op.end:.3f}]"

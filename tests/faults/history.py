@@ -30,6 +30,9 @@ class Kind(StrEnum):
     LIST = "list"
     CREATE = "create"  # PutObject with If-None-Match: *
     SWAP = "swap"  # PutObject with If-Match: the ETag of `expected`
+    VGET = "vget"  # GetObject of the version `version_id`
+    VDELETE = "vdelete"  # DeleteObject of the version `version_id`, for good
+    VLIST = "vlist"  # ListObjectVersions of one key
 
 
 class Outcome(StrEnum):
@@ -51,6 +54,9 @@ class Op:
     keys: frozenset[str] | None = None  # a listing's keys
     error: str = ""
     expected: str | None = None  # the value a SWAP's If-Match names
+    version_id: str | None = None  # written (a PUT's, a DELETE's marker), read or deleted
+    versions: tuple[str, ...] | None = None  # a VLIST's versions holding data, newest first
+    markers: tuple[str, ...] | None = None  # a VLIST's delete markers, newest first
 
     @property
     def is_write(self) -> bool:
@@ -63,6 +69,8 @@ class Op:
 
 
 WRITES = frozenset((Kind.PUT, Kind.DELETE, Kind.CREATE, Kind.SWAP))
+MUTATIONS = WRITES | {Kind.VDELETE}
+"""Operations whose outcome is unknown when they fail after reaching the server."""
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,14 @@
 """Run the fault suite: a workload and a nemesis against a fresh cluster, then the checker.
 
     python -m tests.faults.run --mix kill|pause|partition|clock|layout|bitrot|all \\
-        [--workload plain|conditional] [--duration 60] [--seed 1] [--runs 10] \\
+        [--workload plain|conditional|versioned] [--duration 60] [--seed 1] [--runs 10] \\
         [--threads 4] [--s3-processes 1] [--keep]
 
 The plain workload reads, writes, deletes and lists; the conditional one races
 conditional writes (creates and compare-and-set chains, see workload.py) and
-adds the checker's conditional-write rule (`check_conditional`).
+adds the checker's conditional-write rule (`check_conditional`); the versioned
+one writes, deletes, reads and lists versions in a bucket with versioning
+enabled, and adds the checker's version rule (`check_versions`).
 
 Prints the operations by kind and outcome, the faults injected and every
 violation; exits 1 if any run had a violation.
@@ -25,7 +27,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .checker import Violation, check_conditional, check_listings, check_reads, summary
+from .checker import (
+    Violation,
+    check_conditional,
+    check_listings,
+    check_reads,
+    check_versions,
+    summary,
+)
 from .cluster import BLOCK_SIZE, CREDENTIALS, FaultCluster, wait_until
 from .history import History, Outcome, Values, block_ids, body_of
 from .nemesis import MIXES, Nemesis, make_nemesis
@@ -36,6 +45,7 @@ from .workload import (
     SWAP_KEYS,
     Client,
     ConditionalWorkload,
+    VersionedWorkload,
     Workload,
     created_keys,
     s3_client,
@@ -48,6 +58,7 @@ HEAL_TIMEOUT = 120.0
 SETTLE_SECS = 3.0  # after healing: a few anti-entropy rounds
 LAST_STEP_MARGIN = 3.0  # no fault starts this close to the end
 SHOWN_VIOLATIONS = 20
+VERSION_KINDS = ("vget", "vdelete", "vlist")
 
 
 class ViolationsFound(AssertionError):
@@ -73,7 +84,7 @@ class Result:
         total = sum(self.operations.values())
         lines.append(f"operations: {total}")
         shown = {kind for kind, _ in self.operations} | {"put", "get", "delete", "list"}
-        for kind in ("put", "get", "delete", "list", "create", "swap"):
+        for kind in ("put", "get", "delete", "list", "create", "swap", *VERSION_KINDS):
             if kind not in shown:
                 continue
             counts = {o: self.operations[(kind, o)] for o in ("ok", "fail", "unknown")}
@@ -141,6 +152,49 @@ def drive(nemesis: Nemesis, duration: float, rng: random.Random) -> None:
     time.sleep(max(0.0, deadline - time.monotonic()))
 
 
+def enable_versioning(cluster: FaultCluster) -> None:
+    """Enable the bucket's versioning and wait until every node knows it (each decides
+    by the setting as it knows it)."""
+    clients = [s3_client(n.endpoint, CREDENTIALS, timeout=10) for n in cluster.nodes]
+    config = {"Status": "Enabled"}
+    clients[0].put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration=config)
+
+    def everywhere() -> bool:
+        return all(
+            c.get_bucket_versioning(Bucket=BUCKET).get("Status") == "Enabled" for c in clients
+        )
+
+    wait_until(everywhere, 60, "every node to know the bucket's versioning")
+
+
+def final_version_reads(
+    cluster: FaultCluster, history: History, values: Values, written: dict[str, list[str]]
+) -> None:
+    """List every key's versions on every running node, and read every acknowledged
+    version by id, through the nodes in turn; a failed read or listing gets one more
+    chance (only the last attempt is recorded, on the history's clock)."""
+    endpoints = {n.name: n.endpoint for n in cluster.running}
+    reader = Client(-1, endpoints, CREDENTIALS, history, values, timeout=FINAL_TIMEOUT, final=True)
+    attempts = History(_t0=history._t0)
+    retrier = Client(-2, endpoints, CREDENTIALS, attempts, values, timeout=FINAL_TIMEOUT)
+    nodes = list(endpoints)
+    for node in nodes:
+        for key in written:
+            if retrier.list_versions(node, key).outcome is not Outcome.OK:
+                time.sleep(1)
+            reader.list_versions(node, key)
+    turn = 0
+    for key, version_ids in written.items():
+        for version_id in version_ids:
+            node = nodes[turn % len(nodes)]
+            turn += 1
+            read = retrier.get_version(node, key, version_id)
+            if read.outcome is not Outcome.OK:
+                time.sleep(1)
+                read = retrier.get_version(node, key, version_id)
+            history.add(read, final=True)
+
+
 def final_reads(cluster: FaultCluster, history: History, values: Values, keys: list[str]) -> None:
     """Read every key on every running node; a failed read gets one more chance."""
     endpoints = {n.name: n.endpoint for n in cluster.running}
@@ -164,7 +218,8 @@ def run_mix(
     workload: str = "plain",
     log=print,
 ) -> Result:
-    """`s3_processes`: the S3 processes of each node; `workload`: plain or conditional."""
+    """`s3_processes`: the S3 processes of each node; `workload`: plain, conditional or
+    versioned."""
     rng = random.Random(seed)
     result = Result(mix, seed, root=root)
     values = Values(seed)
@@ -183,7 +238,10 @@ def run_mix(
         conditional = workload == "conditional"
         if conditional:
             _write_first_values(setup, SWAP_KEYS)
-        clients = (ConditionalWorkload if conditional else Workload)(
+        if workload == "versioned":
+            enable_versioning(cluster)
+        kinds = {"conditional": ConditionalWorkload, "versioned": VersionedWorkload}
+        clients = kinds.get(workload, Workload)(
             endpoints,
             CREDENTIALS,
             history,
@@ -209,13 +267,19 @@ def run_mix(
         time.sleep(SETTLE_SECS)
         nemesis.finish()
         log(f"[{mix}] final reads")
-        keys = [*SWAP_KEYS, *created_keys(history.ops)] if conditional else KEYS
-        final_reads(cluster, history, values, [*keys, *frozen])
+        if isinstance(clients, VersionedWorkload):
+            final_reads(cluster, history, values, list(frozen))
+            final_version_reads(cluster, history, values, clients.written)
+        else:
+            keys = [*SWAP_KEYS, *created_keys(history.ops)] if conditional else KEYS
+            final_reads(cluster, history, values, [*keys, *frozen])
         log(f"[{mix}] checking")
         history.dump(root / "history.jsonl")
         _judge(result, history, nemesis, cluster)
         if conditional:
             result.violations += check_conditional(history.ops)
+        if workload == "versioned":
+            result.violations += check_versions(history.ops, history.final)
     finally:
         cluster.stop()
     return result
@@ -277,7 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=1, help="runs, with seeds seed, seed+1, ...")
     parser.add_argument("--threads", type=int, default=4, help="client threads")
     parser.add_argument("--s3-processes", type=int, default=1, help="S3 processes per node")
-    parser.add_argument("--workload", choices=("plain", "conditional"), default="plain")
+    parser.add_argument(
+        "--workload", choices=("plain", "conditional", "versioned"), default="plain"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the nodes' folders and logs")
     args = parser.parse_args(argv)
     failed = 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .checker import check_conditional, check_listings, check_reads
+from .checker import check_conditional, check_listings, check_reads, check_versions
 from .history import Kind, Op, Outcome
 
 OK, FAIL, UNKNOWN = Outcome.OK, Outcome.FAIL, Outcome.UNKNOWN
@@ -129,3 +129,66 @@ def test_a_swap_of_unknown_outcome_joins_the_chain_once_a_later_one_names_it():
     # Unnamed, it may never have happened: no second chain, no fork.
     assert conditional([*ops, swap(2, 3, "c", "u", UNKNOWN)]) == []
     assert conditional([*ops, swap(6, 7, "c", "d"), swap(8, 9, "c", "e", UNKNOWN)]) == []
+
+
+def vput(start, end, value, version_id, outcome=OK, key="k"):
+    return Op(0, Kind.PUT, key, "n1", start, end, outcome, value=value, version_id=version_id)
+
+
+def vget(start, end, version_id, value, outcome=OK, key="k"):
+    return Op(1, Kind.VGET, key, "n2", start, end, outcome, value=value, version_id=version_id)
+
+
+def vdelete(start, end, version_id, outcome=OK, key="k"):
+    return Op(0, Kind.VDELETE, key, "n1", start, end, outcome, version_id=version_id)
+
+
+def vlist(start, end, versions, markers=(), key="k"):
+    return Op(2, Kind.VLIST, key, "n3", start, end, OK, versions=versions, markers=markers)
+
+
+def version_rules(ops, final=()):
+    return sorted(v.rule for v in check_versions(ops, list(final)))
+
+
+def test_versions_read_and_listed_after_their_writes_are_fine():
+    ops = [
+        vput(0, 1, "a", "A"),
+        vput(2, 3, "b", "B"),
+        vget(4, 5, "A", "a"),
+        vlist(4, 5, ("B", "A")),
+    ]
+    assert version_rules(ops) == []
+
+
+def test_a_version_missing_after_its_write_was_acknowledged_is_lost():
+    assert version_rules([vput(0, 1, "a", "A"), vget(2, 3, "A", None)]) == ["version-lost"]
+    assert version_rules([vput(0, 1, "a", "A"), vlist(2, 3, ())]) == ["version-lost"]
+    # ... unless a deletion of it may have happened by then (even of unknown outcome)
+    assert version_rules([vput(0, 1, "a", "A"), vdelete(1, 9, "A", UNKNOWN), vlist(2, 3, ())]) == []
+    # ... and a read that began before the write was acknowledged may miss it
+    assert version_rules([vput(0, 2, "a", "A"), vget(1, 3, "A", None)]) == []
+
+
+def test_a_version_deleted_for_good_never_comes_back():
+    ops = [vput(0, 1, "a", "A"), vdelete(2, 3, "A"), vget(4, 5, "A", "a"), vlist(4, 5, ("A",))]
+    assert version_rules(ops) == ["version-resurrected", "version-resurrected"]
+    assert version_rules([vput(0, 1, "a", "A"), vdelete(2, 3, "A"), vget(2.5, 5, "A", "a")]) == []
+
+
+def test_a_version_read_gives_its_own_value_and_ids_are_unique():
+    assert version_rules([vput(0, 1, "a", "A"), vget(2, 3, "A", "b")]) == ["version-value"]
+    assert version_rules([vput(0, 1, "a", "A"), vput(2, 3, "b", "A")]) == ["version-unique"]
+
+
+def test_a_listing_shows_versions_newest_first():
+    ops = [vput(0, 1, "a", "A"), vput(2, 3, "b", "B")]
+    assert version_rules([*ops, vlist(4, 5, ("A", "B"))]) == ["version-order"]
+    concurrent = [vput(0, 3, "a", "A"), vput(1, 2, "b", "B")]
+    assert version_rules([*concurrent, vlist(4, 5, ("A", "B"))]) == []
+    assert version_rules([*concurrent, vlist(4, 5, ("B", "A"))]) == []
+
+
+def test_final_version_reads_must_succeed():
+    final = [vget(9, 10, "A", None, outcome=FAIL)]
+    assert version_rules([vput(0, 1, "a", "A")], final) == ["final-read"]

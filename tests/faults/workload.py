@@ -26,7 +26,7 @@ from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnec
 
 from .history import (
     INLINE_LIMIT,
-    WRITES,
+    MUTATIONS,
     CorruptBody,
     History,
     Kind,
@@ -124,7 +124,7 @@ class Client:
             observed, outcome, error = {"value": f"<{corrupt}>"}, Outcome.OK, str(corrupt)
         except Exception as failure:  # every failure is part of the history
             observed, error = {}, describe(failure)
-            outcome = classify(failure, write=kind in WRITES)
+            outcome = classify(failure, write=kind in MUTATIONS)
         op = Op(
             self.process,
             kind,
@@ -144,8 +144,8 @@ class Client:
         value = value or self.values.next(self.process)
 
         def call() -> dict:
-            self.clients[node].put_object(Bucket=BUCKET, Key=key, Body=body_of(value))
-            return {}
+            reply = self.clients[node].put_object(Bucket=BUCKET, Key=key, Body=body_of(value))
+            return {"version_id": reply.get("VersionId")}
 
         return self._record(Kind.PUT, key, node, call, value=value)
 
@@ -211,10 +211,48 @@ class Client:
 
     def delete(self, node: str, key: str) -> Op:
         def call() -> dict:
-            self.clients[node].delete_object(Bucket=BUCKET, Key=key)
-            return {}
+            reply = self.clients[node].delete_object(Bucket=BUCKET, Key=key)
+            return {"version_id": reply.get("VersionId")}
 
         return self._record(Kind.DELETE, key, node, call)
+
+    def get_version(self, node: str, key: str, version_id: str) -> Op:
+        """The value of one version; None when there is no such version (any more)."""
+
+        def call() -> dict:
+            client = self.clients[node]
+            try:
+                body = client.get_object(Bucket=BUCKET, Key=key, VersionId=version_id)["Body"]
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") != "NoSuchVersion":
+                    raise
+                return {"value": None}
+            return {"value": value_of(body.read())}
+
+        return self._record(Kind.VGET, key, node, call, version_id=version_id)
+
+    def delete_version(self, node: str, key: str, version_id: str) -> Op:
+        def call() -> dict:
+            self.clients[node].delete_object(Bucket=BUCKET, Key=key, VersionId=version_id)
+            return {}
+
+        return self._record(Kind.VDELETE, key, node, call, version_id=version_id)
+
+    def list_versions(self, node: str, key: str) -> Op:
+        """The versions and delete markers of `key`, each kind newest first, all pages."""
+
+        def call() -> dict:
+            versions: list[str] = []
+            markers: list[str] = []
+            pages = self.clients[node].get_paginator("list_object_versions")
+            for page in pages.paginate(Bucket=BUCKET, Prefix=key):
+                versions += [v["VersionId"] for v in page.get("Versions", []) if v["Key"] == key]
+                markers += [
+                    m["VersionId"] for m in page.get("DeleteMarkers", []) if m["Key"] == key
+                ]
+            return {"versions": tuple(versions), "markers": tuple(markers)}
+
+        return self._record(Kind.VLIST, key, node, call)
 
     def get(self, node: str, key: str) -> Op:
         def call() -> dict:
@@ -318,3 +356,43 @@ class ConditionalWorkload(Workload):
 def created_keys(ops: list[Op]) -> list[str]:
     """The keys the creates of a history went to."""
     return sorted({op.key for op in ops if op.kind is Kind.CREATE and op.key is not None})
+
+
+VERSIONED_WEIGHTS = {Kind.PUT: 35, Kind.DELETE: 5, Kind.VGET: 30, Kind.VDELETE: 10, Kind.VLIST: 20}
+
+
+class VersionedWorkload(Workload):
+    """Writes, delete markers, reads and deletions of versions by id, and listings of
+    a key's versions, in a bucket with versioning enabled. The ids read and deleted
+    are those of acknowledged writes (of any client)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.written: dict[str, list[str]] = {key: [] for key in self.keys}
+        """key -> the ids of its acknowledged versions holding data (appends are atomic)."""
+        self.marked: dict[str, list[str]] = {key: [] for key in self.keys}
+        """key -> the ids of its acknowledged delete markers."""
+
+    def _run(self, client: Client, seed: int) -> None:
+        rng = random.Random(seed)
+        nodes = list(client.clients)
+        kinds, weights = list(VERSIONED_WEIGHTS), list(VERSIONED_WEIGHTS.values())
+        while not self.stop_event.is_set():
+            kind = rng.choices(kinds, weights)[0]
+            node = rng.choice(nodes)
+            key = rng.choices(self.keys, self.key_weights)[0]
+            written, marked = self.written[key], self.marked[key]
+            if kind is Kind.VGET and written:
+                client.get_version(node, key, rng.choice(written))
+            elif kind is Kind.VDELETE and written:
+                client.delete_version(node, key, rng.choice(written + marked))
+            elif kind is Kind.VLIST:
+                client.list_versions(node, key)
+            elif kind is Kind.DELETE:
+                op = client.delete(node, key)
+                if op.outcome is Outcome.OK and op.version_id is not None:
+                    marked.append(op.version_id)
+            else:
+                op = client.put(node, key)
+                if op.outcome is Outcome.OK and op.version_id is not None:
+                    written.append(op.version_id)
