@@ -89,6 +89,7 @@ from msgspec.structs import replace
 
 from granary.model.buckets import (
     NO_PERMISSION,
+    VERSIONING_ENABLED,
     AccessKey,
     Bucket,
     BucketAlias,
@@ -101,6 +102,7 @@ from granary.model.buckets import (
     own_slot,
 )
 from granary.model.key_secrets import SecretSealer, SecretUnreadable, is_sealed, open_secret
+from granary.model.lock import LockConfig
 from granary.model.mpu import MultipartUpload, end_upload
 from granary.model.store import Model
 from granary.table.table import Table
@@ -367,8 +369,11 @@ class Access:
                 found.append((names[bucket.id], bucket))
         return sorted(found, key=lambda item: item[0])
 
-    async def create_bucket(self, name: str, owner_key_id: str | None) -> Bucket:
-        """Create a bucket under a new name, claiming the name first (module docstring).
+    async def create_bucket(
+        self, name: str, owner_key_id: str | None, *, object_lock: bool = False
+    ) -> Bucket:
+        """Create a bucket under a new name, claiming the name first (module docstring);
+        with `object_lock`, the bucket is born with versioning and object lock enabled.
 
         Raises AccessError: "owned" or "exists" when the name leads to a
         bucket, "conflict" when another node is creating it at this moment.
@@ -380,7 +385,9 @@ class Access:
             claim = await self._claim_name(name, intent)
             withdrawal = own_slot(claim.claims, self.node, replace(intent, active=False), now_ms())
             try:
-                bucket = await self._settle_name(name, claim, withdrawal, owner_key_id, started)
+                bucket = await self._settle_name(
+                    name, claim, withdrawal, owner_key_id, started, object_lock
+                )
             except BaseException as error:
                 withdrawn = replace(claim, claims=withdrawal)
                 await finish_anyway(
@@ -416,6 +423,7 @@ class Access:
         withdrawal: LwwMap[bytes, Intent],
         owner_key_id: str | None,
         started: float,
+        object_lock: bool,
     ) -> Bucket:
         """With this claim written: create the bucket unless the name is taken or contested.
 
@@ -442,7 +450,14 @@ class Access:
         grants: LwwMap[str, Permission] = LwwMap()
         if owner_key_id is not None:
             grants = grants.set(owner_key_id, Permission(True, True, True), now)
-        bucket = Bucket(secrets.token_bytes(16), Deletable.present(BucketParams(now, grants)))
+        params = BucketParams(now, grants)
+        if object_lock:
+            params = replace(
+                params,
+                versioning=Lww(now, VERSIONING_ENABLED),
+                object_lock=Lww(now, LockConfig()),
+            )
+        bucket = Bucket(secrets.token_bytes(16), Deletable.present(params))
         await self._write(self.model.buckets, bucket)
         settled = BucketAlias(name, alias.target.update(bucket.id, now), withdrawal)
         await self._write(self.model.aliases, settled)
@@ -568,6 +583,13 @@ class Access:
         """Replace a bucket's tag set (None: remove it); the latest write wins."""
         await self._change_params(
             bucket_id, lambda params, now: replace(params, tags=params.tags.update(tags, now))
+        )
+
+    async def set_object_lock(self, bucket_id: bytes, config: LockConfig) -> None:
+        """Enable object lock (for good) or change its default retention."""
+        await self._change_params(
+            bucket_id,
+            lambda params, now: replace(params, object_lock=params.object_lock.update(config, now)),
         )
 
     async def set_versioning(self, bucket_id: bytes, status: str) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import msgspec
 
+from granary.model.lock import LockConfig
 from granary.table.schema import TableSchema
 from granary.util.crdt import Deletable, Lww, LwwMap, LwwMapEntry
 
@@ -85,6 +86,8 @@ class BucketParams(msgspec.Struct, array_like=True, frozen=True):
     """The bucket's tag set (PutBucketTagging), None when it has none."""
     versioning: Lww[str] = Lww(0, "")
     """VERSIONING_ENABLED or VERSIONING_SUSPENDED; empty while it was never set."""
+    object_lock: Lww[LockConfig | None] = Lww(0, None)
+    """The object lock configuration, None while object lock is not enabled."""
 
     def merge(self, other: BucketParams) -> BucketParams:
         return BucketParams(
@@ -93,6 +96,7 @@ class BucketParams(msgspec.Struct, array_like=True, frozen=True):
             closing=self.closing.merge(other.closing),
             tags=self.tags.merge(other.tags),
             versioning=self.versioning.merge(other.versioning),
+            object_lock=self.object_lock.merge(other.object_lock),
         )
 
 

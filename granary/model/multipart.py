@@ -21,7 +21,7 @@ from granary.model.access import BucketGone, bucket_outlives_write
 from granary.model.conditions import WriteCondition
 from granary.model.mpu import MpuPart, MultipartUpload, end_upload
 from granary.model.mpu_index import UploadIndexEntry, new_upload_id
-from granary.model.object import ABORTED, Object, ObjectMeta, ObjectVersion, Tags
+from granary.model.object import ABORTED, Object, ObjectMeta, ObjectVersion, VersionSettings
 from granary.model.objects import Objects, Upload
 from granary.model.version import VersionBlock
 from granary.table.merkle import BUILT_INDEXES_TREE
@@ -116,7 +116,7 @@ class Multipart:
         parts: list[MpuPart],
         meta: ObjectMeta,
         condition: WriteCondition | None = None,
-        tags: Tags | None = None,
+        settings: VersionSettings | None = None,
     ) -> ObjectVersion:
         """Assemble the chosen parts (in order) into a new version of the object, if
         `condition` holds on the current one (checked in the commit's round).
@@ -142,7 +142,7 @@ class Multipart:
                     replace(meta, upload_id=upload.upload_id),
                     blocks[0].hash if blocks else None,
                     condition,
-                    tags,
+                    settings,
                 )
             except BucketGone:
                 await self._end(upload)  # it went with its bucket

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import msgspec
 from msgspec.structs import replace
 
+from granary.model.lock import NO_RETENTION, Retention
 from granary.model.version import VersionRow, tombstone
 from granary.table.schema import TableSchema
 from granary.util.crdt import Lww
@@ -71,6 +72,16 @@ class ObjectMeta(msgspec.Struct, array_like=True, frozen=True):
 
 Tags = list[tuple[str, str]]
 NO_TAGS: Lww[Tags] = Lww(0, [])
+NO_LEGAL_HOLD: Lww[bool] = Lww(0, False)
+
+
+class VersionSettings(msgspec.Struct, frozen=True):
+    """What a write sets on the version it makes besides its data: its tags and its
+    object lock (a retention None takes the bucket's default, if any)."""
+
+    tags: Tags = []
+    retention: Retention | None = None
+    legal_hold: bool = False
 
 
 class ObjectVersion(msgspec.Struct, array_like=True, frozen=True):
@@ -87,6 +98,10 @@ class ObjectVersion(msgspec.Struct, array_like=True, frozen=True):
     in place by PutObjectTagging, the latest write winning (a register of its own)."""
     null: bool = True
     """Written while the bucket was unversioned or suspended: S3's `null` version."""
+    retention: Retention = NO_RETENTION
+    """Object lock retention (granary/model/lock.py: COMPLIANCE never shortens)."""
+    legal_hold: Lww[bool] = NO_LEGAL_HOLD
+    """Object lock legal hold: changed only in a round (`Objects.change_version`)."""
 
     @property
     def sort_key(self) -> tuple[int, bytes]:
@@ -117,14 +132,18 @@ class ObjectVersion(msgspec.Struct, array_like=True, frozen=True):
         return self.meta
 
     def merge(self, other: ObjectVersion) -> ObjectVersion:
-        """The later state wins; within one state the tags merge as their register and
-        the rest is chosen by its encoding (any fixed order converges)."""
+        """The later state wins; within one state the tags and the lock merge as their
+        registers and the rest is chosen by its encoding (any fixed order converges)."""
         if self.state != other.state:
             return self if self.state > other.state else other
         if self == other:
             return self
-        tags = self.tags.merge(other.tags)
-        mine, theirs = replace(self, tags=tags), replace(other, tags=tags)
+        registers = {
+            "tags": self.tags.merge(other.tags),
+            "retention": self.retention.merge(other.retention),
+            "legal_hold": self.legal_hold.merge(other.legal_hold),
+        }
+        mine, theirs = replace(self, **registers), replace(other, **registers)
         return mine if msgspec.msgpack.encode(mine) >= msgspec.msgpack.encode(theirs) else theirs
 
 

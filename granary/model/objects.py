@@ -31,6 +31,7 @@ from granary.model.access import BucketGone, bucket_outlives_write
 from granary.model.block_ref import BlockRef
 from granary.model.buckets import VERSIONING_ENABLED
 from granary.model.conditions import ConditionFailed, WriteCondition
+from granary.model.lock import NO_RETENTION, LockConfig, LockRefused, check_deletion
 from granary.model.object import (
     ABORTED,
     BLOCKS,
@@ -41,12 +42,13 @@ from granary.model.object import (
     ObjectMeta,
     ObjectVersion,
     Tags,
+    VersionSettings,
 )
 from granary.model.read_ahead import ReadAhead
 from granary.model.store import Model
 from granary.model.version import VersionBlock, tombstone
 from granary.table.scan import RangePage
-from granary.table.table import ConditionalConflict, Decision
+from granary.table.table import ConditionalConflict, Decision, Round
 from granary.telemetry import tracing
 from granary.util.crdt import Lww
 from granary.util.file_region import FileRegion
@@ -105,18 +107,24 @@ def _newest_other(row: Object | None, uuid: bytes) -> int | None:
     return max((v.timestamp for v in row.versions if v.uuid != uuid), default=None)
 
 
-def _tagged(
-    build: Callable[[int], ObjectVersion], tags: Tags | None
+def _settled(
+    build: Callable[[int], ObjectVersion], settings: VersionSettings | None
 ) -> Callable[[int], ObjectVersion]:
-    """`build`, its versions starting with `tags` (stamped with their timestamp)."""
-    if not tags:
+    """`build`, its versions starting with `settings` (stamped with their timestamp)."""
+    if settings is None:
         return build
-    return lambda ts: replace(build(ts), tags=Lww(ts, tags))
 
+    def settled(ts: int) -> ObjectVersion:
+        version = build(ts)
+        if settings.tags:
+            version = replace(version, tags=Lww(ts, settings.tags))
+        if settings.retention is not None:
+            version = replace(version, retention=replace(settings.retention, ts=ts))
+        if settings.legal_hold:
+            version = replace(version, legal_hold=Lww(ts, True))
+        return version
 
-def _with_null(build: Callable[[int], ObjectVersion], null: bool) -> Callable[[int], ObjectVersion]:
-    """`build`, its versions null ones or versioned ones."""
-    return lambda ts: replace(build(ts), null=null)
+    return settled
 
 
 def _cut(data: bytes | FileRegion, low: int, high: int) -> bytes | FileRegion:
@@ -186,7 +194,7 @@ class Upload:
         meta: ObjectMeta,
         first_block: bytes | None,
         condition: WriteCondition | None = None,
-        tags: Tags | None = None,
+        settings: VersionSettings | None = None,
     ) -> ObjectVersion:
         """Make this version the object's current one (not for parts).
 
@@ -199,11 +207,11 @@ class Upload:
         if the version never became the object's.
         """
         self._end_data_span()
-        build = _tagged(
+        build = _settled(
             lambda ts: ObjectVersion(
                 self.uuid, ts, COMPLETE, kind=BLOCKS, meta=meta, first_block=first_block
             ),
-            tags,
+            settings,
         )
         self._completion = asyncio.ensure_future(self._commit(build, condition))
         return await asyncio.shield(self._completion)
@@ -266,6 +274,23 @@ class Objects:
         """The complete version (data or delete marker) S3 names `version_id`."""
         entry = await self.get(bucket_id, key)
         return None if entry is None else entry.find(version_id)
+
+    def _as_bucket_says(
+        self, bucket_id: bytes, build: Callable[[int], ObjectVersion]
+    ) -> Callable[[int], ObjectVersion]:
+        """`build`, its versions made as the bucket's settings say now: null ones
+        unless versioning is enabled, and under the default retention of its object
+        lock unless the write chose one."""
+        null = not self.versioning_enabled(bucket_id)
+        lock = self.lock_config(bucket_id)
+
+        def made(ts: int) -> ObjectVersion:
+            version = replace(build(ts), null=null)
+            if lock is not None and version.is_data and version.retention == NO_RETENTION:
+                version = replace(version, retention=lock.retention_for_new(ts))
+            return version
+
+        return made
 
     def versioning_enabled(self, bucket_id: bytes) -> bool:
         """Whether new versions in the bucket are versioned ones (else null ones)."""
@@ -380,8 +405,7 @@ class Objects:
         row's replicas (`write_version_if`). The version is a null one unless
         the bucket's versioning is enabled.
         """
-        null = not self.versioning_enabled(bucket_id)
-        build = _with_null(build, null)
+        build = self._as_bucket_says(bucket_id, build)
         if condition is not None:
             return await self.write_version_if(bucket_id, key, build, condition)
         version = build(now_ms())
@@ -426,8 +450,9 @@ class Objects:
         uuid = build(0).uuid
 
         def decide(
-            row: Object | None, counter: int
+            row: Object | None, round_: Round
         ) -> Decision[Object, ObjectVersion | ConditionFailed | None]:
+            counter = round_.counter
             mine = None if row is None else next((v for v in row.versions if v.uuid == uuid), None)
             if mine is not None and mine.state != COMPLETE:
                 mine = None
@@ -461,11 +486,11 @@ class Objects:
         key: str,
         build: Callable[[int], ObjectVersion],
         condition: WriteCondition | None = None,
-        tags: Tags | None = None,
+        settings: VersionSettings | None = None,
     ) -> ObjectVersion:
         """Write a version that makes the object exist, and keep it only if its bucket
-        does; with `tags`, the version starts with that tag set."""
-        version = await self.write_version(bucket_id, key, _tagged(build, tags), condition)
+        does; with `settings`, the version starts with those tags and lock."""
+        version = await self.write_version(bucket_id, key, _settled(build, settings), condition)
         await self.confirm_bucket(bucket_id, key, version)
         return version
 
@@ -489,7 +514,7 @@ class Objects:
         meta: ObjectMeta,
         data: bytes,
         condition: WriteCondition | None = None,
-        tags: Tags | None = None,
+        settings: VersionSettings | None = None,
     ) -> ObjectVersion:
         uuid = new_uuid()
         return await self.publish_version(
@@ -497,7 +522,7 @@ class Objects:
             key,
             lambda ts: ObjectVersion(uuid, ts, COMPLETE, kind=INLINE, meta=meta, inline=data),
             condition,
-            tags,
+            settings,
         )
 
     async def begin_upload(self, bucket_id: bytes, key: str) -> Upload:
@@ -530,18 +555,75 @@ class Objects:
         )
 
     async def delete_version(
-        self, bucket_id: bytes, key: str, version_id: str
+        self, bucket_id: bytes, key: str, version_id: str, *, bypass_governance: bool = False
     ) -> ObjectVersion | None:
         """Delete one version for good (data or delete marker); the version deleted, or
         None if there was none by that id.
 
         The version's Deleted state wins every merge, so no stale replica
-        brings it back; its blocks are released.
+        brings it back; its blocks are released. In a bucket with object lock
+        the deletion is decided in a round (`change_version`) and refused
+        (LockRefused) while the version is retained or under a legal hold.
         """
-        found = await self.version(bucket_id, key, version_id)
-        if found is not None:
-            await self.model.objects.insert(Object(bucket_id, key, [found.deleted()]))
+        if self.lock_config(bucket_id) is None:
+            found = await self.version(bucket_id, key, version_id)
+            if found is not None:
+                await self.model.objects.insert(Object(bucket_id, key, [found.deleted()]))
+            return found
+
+        def delete(version: ObjectVersion, round_: Round) -> ObjectVersion:
+            check_deletion(
+                version.retention, version.legal_hold.value, bypass_governance, round_.clock_ms
+            )
+            return version.deleted()
+
+        try:
+            found = await self.change_version(bucket_id, key, version_id, delete)
+        except LookupError:
+            return None
         return found
+
+    async def change_version(
+        self,
+        bucket_id: bytes,
+        key: str,
+        version_id: str,
+        change: Callable[[ObjectVersion, Round], ObjectVersion],
+    ) -> ObjectVersion:
+        """Change one version in a round on the object's row (`Table.conditional_update`),
+        so that it sees every change committed before it: `change` gets the version as
+        the round merged it and the round, and returns the changed version (a deleted
+        one to delete it) or raises LockRefused. Returns the version as it was before
+        the change. Raises LookupError if there is no such version (deleted ones
+        included, unless this change deleted it in an earlier attempt of the round),
+        LockRefused, or ConditionalConflict (the round gave up).
+        """
+
+        def decide(
+            row: Object | None, round_: Round
+        ) -> Decision[Object, ObjectVersion | Exception]:
+            found = None if row is None else row.find(version_id)
+            if found is None:
+                return Decision(row, LookupError(version_id), changes=False)
+            try:
+                changed = change(found, round_)
+            except LockRefused as refusal:
+                return Decision(row, refusal, changes=False)
+            if changed == found:
+                return Decision(row, found, changes=False)
+            assert row is not None
+            return Decision(row.merge(Object(bucket_id, key, [changed])), found, changes=True)
+
+        result = await self.model.objects.conditional_update(bucket_id, key.encode(), decide)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def lock_config(self, bucket_id: bytes) -> LockConfig | None:
+        """The bucket's object lock configuration, None if object lock is off."""
+        bucket = self.model.buckets.local_get(b"", bucket_id)
+        params = None if bucket is None else bucket.params
+        return None if params is None else params.object_lock.value
 
     async def set_tags(
         self, bucket_id: bytes, key: str, tags: Tags, version_id: str | None = None
@@ -572,7 +654,7 @@ class Objects:
         bucket_id: bytes,
         key: str,
         meta: ObjectMeta,
-        tags: Tags | None = None,
+        settings: VersionSettings | None = None,
     ) -> ObjectVersion:
         """A new version sharing the source's blocks (no data is copied)."""
         if source.kind == INLINE:
@@ -583,7 +665,7 @@ class Objects:
                 lambda ts: ObjectVersion(
                     uuid, ts, COMPLETE, kind=INLINE, meta=meta, inline=source.inline
                 ),
-                tags=tags,
+                settings=settings,
             )
         blocks = await self.blocks_of(source.uuid)
         if sum(b.size for b in blocks) != source.data_meta.size:
@@ -591,7 +673,7 @@ class Objects:
         upload = await self.begin_copy(bucket_id, key)
         try:
             await self.link_blocks(upload, blocks)
-            return await upload.complete(meta, source.first_block, tags=tags)
+            return await upload.complete(meta, source.first_block, settings=settings)
         except BaseException:
             await upload.abort()
             raise

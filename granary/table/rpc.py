@@ -192,16 +192,18 @@ class TableRpc:
     async def prepare(
         self, node: bytes, table: str, pk: bytes, sk: bytes, ballot: Ballot
     ) -> PhaseAnswer:
-        ok, promised, row = await self._call(node, table, Prepare(pk, sk, ballot), priority=NORMAL)
-        return ok, _ballot(promised), row
+        ok, promised, row, clock = await self._call(
+            node, table, Prepare(pk, sk, ballot), priority=NORMAL
+        )
+        return ok, _ballot(promised), row, clock
 
     async def accept(
         self, node: bytes, table: str, pk: bytes, sk: bytes, ballot: Ballot, row: bytes | None
     ) -> PhaseAnswer:
-        ok, promised, _ = await self._call(
+        ok, promised, _, clock = await self._call(
             node, table, Accept(pk, sk, ballot, row), priority=NORMAL
         )
-        return ok, _ballot(promised), None
+        return ok, _ballot(promised), None, clock
 
     async def scan(
         self,

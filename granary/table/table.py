@@ -66,8 +66,21 @@ CONDITIONAL_DEADLINE = 10.0
 _state_encoder = msgspec.msgpack.Encoder()
 _state_decoder = msgspec.msgpack.Decoder(AcceptorState)
 
-PhaseAnswer = tuple[bool, Ballot, bytes | None]
-"""A node's answer to Prepare or Accept: taken?, its promised ballot, its row (Prepare)."""
+PhaseAnswer = tuple[bool, Ballot, bytes | None, int]
+"""A node's answer to Prepare or Accept: taken?, its promised ballot, its row (Prepare),
+its clock in ms when it answered."""
+
+
+@dataclass(frozen=True)
+class Round:
+    """What a conditional update's decision knows of its round."""
+
+    counter: int
+    """The ballot's counter, with which a change is to be stamped (`paxos.on_prepare`)."""
+    clock_ms: int
+    """The lowest clock among the acceptors that promised: a decision that depends on
+    time (has a retention ended?) takes this one, so no single clock running ahead
+    can hasten it."""
 
 
 class ConditionalConflict(Exception):
@@ -309,7 +322,7 @@ class Table(Generic[E]):
             state, ok = on_prepare(_decode_state(raw), ballot)
             if ok:
                 tx.put(self.paxos_tree, key, _state_encoder.encode(state))
-            return ok, state.promised, tx.get(self.tree, key) if ok else None
+            return ok, state.promised, tx.get(self.tree, key) if ok else None, now_ms()
 
         return await self.db.transact(step)
 
@@ -326,19 +339,19 @@ class Table(Generic[E]):
                 tx.put(self.paxos_tree, key, _state_encoder.encode(state))
                 if row is not None:
                     self.merge_in_tx(tx, self.decode(row))
-            return ok, state.promised, None
+            return ok, state.promised, None, now_ms()
 
         return await self.db.transact(step)
 
     async def conditional_update(
-        self, pk: bytes, sk: bytes, decide: Callable[[E | None, int], Decision[E, T]]
+        self, pk: bytes, sk: bytes, decide: Callable[[E | None, Round], Decision[E, T]]
     ) -> T:
         """Read-decide-write one row atomically among its replicas, without a leader.
 
         Each attempt is a round: Prepare to every node of every active write set
         (a majority of each promising), `decide` on the merge of the rows they
-        answered and the round's ballot counter (with which a change is to be
-        stamped: see `paxos.on_prepare`), Accept of the decided row (a majority
+        answered and the `Round` (its ballot counter, with which a change is to
+        be stamped, and its acceptors' lowest clock), Accept of the decided row (a majority
         of each taking it). An attempt that finds a higher ballot or too few
         nodes is retried with a higher ballot after a random pause; `decide`
         must recognise its own change in a row (an earlier attempt may have
@@ -358,7 +371,7 @@ class Table(Generic[E]):
                         break
                 ballot = next_ballot(highest, self.local_node, now_ms())
                 promises = QuorumCount(sets)
-                rows = await _run_phase(
+                rows, clocks = await _run_phase(
                     promises, partial(self._prepare_on, pk=pk, sk=sk, ballot=ballot)
                 )
                 highest = max(highest, promises.highest_refusal, ballot)
@@ -366,7 +379,7 @@ class Table(Generic[E]):
                     reason = "too few promises"
                     continue
                 seen = _merge_all([self.decode(r) for r in rows if r is not None])
-                decision = decide(seen, ballot[0])
+                decision = decide(seen, Round(ballot[0], min(clocks)))
                 if decision.at_least is not None:
                     highest = max(highest, (decision.at_least - 1, b"", 0))
                     reason = "a row stamped after the ballot"
@@ -544,14 +557,16 @@ def _decode_state(raw: bytes | None) -> AcceptorState:
 
 async def _run_phase(
     count: QuorumCount, call: Callable[[bytes], Awaitable[PhaseAnswer]]
-) -> list[bytes | None]:
+) -> tuple[list[bytes | None], list[int]]:
     """Send one phase to every node of `count`'s sets; return once every set has a
-    majority of yeses or some set cannot get one. Returns the rows of the yeses.
+    majority of yeses or some set cannot get one. Returns the rows and the clocks of
+    the yeses.
 
     Calls still running then go on in the background (an Accept that arrives
     late only adds to the row)."""
     tasks = {asyncio.ensure_future(call(node)): node for node in count.nodes}
     rows: list[bytes | None] = []
+    clocks: list[int] = []
     pending = set(tasks)
     while pending and not count.reached and not count.lost:
         done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -561,13 +576,14 @@ async def _run_phase(
                 log.debug("round phase on %s failed: %r", tasks[task].hex()[:16], failure)
                 count.add(tasks[task], False)
                 continue
-            ok, promised, row = task.result()
+            ok, promised, row, clock = task.result()
             count.add(tasks[task], ok, None if ok else promised)
             if ok:
                 rows.append(row)
+                clocks.append(clock)
     for task in pending:
         task.add_done_callback(retrieve_exception)
-    return rows
+    return rows, clocks
 
 
 def _merge_all(entries: list[E]) -> E | None:

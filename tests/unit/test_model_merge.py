@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from msgspec.structs import replace
 
 from granary.model.block_ref import BlockRef
+from granary.model.lock import COMPLIANCE, GOVERNANCE, Retention
 from granary.model.mpu import MpuPart, MultipartUpload
 from granary.model.object import (
     ABORTED,
@@ -41,6 +42,14 @@ tag_registers = st.builds(
 )
 
 
+retentions = st.builds(
+    Retention,
+    mode=st.sampled_from(["", GOVERNANCE, COMPLIANCE]),
+    until_ms=st.integers(0, 4),
+    ts=st.integers(0, 4),
+)
+
+
 @st.composite
 def object_versions(draw) -> ObjectVersion:
     state = draw(st.sampled_from([UPLOADING, COMPLETE, ABORTED, DELETED]))
@@ -56,6 +65,8 @@ def object_versions(draw) -> ObjectVersion:
         tags=draw(tag_registers),
         # A version is null or not for good: every copy of it says the same.
         null=uuid in UUIDS[:2],
+        retention=draw(retentions),
+        legal_hold=draw(st.builds(Lww, ts=st.integers(0, 3), value=st.booleans())),
     )
 
 
@@ -123,6 +134,19 @@ def check_laws(a, b, c) -> None:
 @given(objects, objects, objects)
 def test_object_merge_laws(a, b, c):
     check_laws(a, b, c)
+
+
+@given(retentions, retentions, retentions)
+def test_retention_merge_laws(a, b, c):
+    check_laws(a, b, c)
+
+
+@given(retentions, retentions)
+def test_a_merge_never_shortens_compliance_retention(a, b):
+    merged = a.merge(b)
+    for side in (a, b):
+        if side.mode == COMPLIANCE:
+            assert merged.mode == COMPLIANCE and merged.until_ms >= side.until_ms
 
 
 @given(headers, headers, headers)

@@ -1,5 +1,5 @@
 """Parsers for the XML request bodies of CompleteMultipartUpload, DeleteObjects,
-CreateBucket, PutBucketTagging and PutBucketVersioning.
+CreateBucket, PutBucketTagging, PutBucketVersioning and the object lock calls.
 
 Each returns plain data and raises `S3Error` ("MalformedXML" unless AWS
 answers otherwise). Unknown elements are ignored, so newer clients that send
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from granary.api.s3.errors import S3Error
 from granary.api.s3.numbers import MAX_PART_NUMBER
 from granary.api.s3.xml import XmlParser, parse_xml
+from granary.model.lock import MODES, DefaultRetention
 from granary.util.checksums import ALGORITHMS, checksum_element_name
 
 MAX_DELETE_OBJECTS = 1_000
@@ -228,3 +229,56 @@ def parse_versioning(body: bytes) -> str | None:
     if mfa_delete not in (None, "Disabled"):
         raise S3Error("MalformedXML")
     return status
+
+
+MAX_LOCK_BYTES = 4 << 10
+MAX_LOCK_ELEMENTS = 16
+
+
+def parse_lock_configuration(body: bytes) -> DefaultRetention | None:
+    """The default retention of an ObjectLockConfiguration body (None: no rule).
+
+    ObjectLockEnabled must say Enabled (a lock is never turned off); a default
+    retention has a mode and exactly one of Days and Years, a positive integer.
+    """
+    root = _root(body, "ObjectLockConfiguration", MAX_LOCK_BYTES, MAX_LOCK_ELEMENTS)
+    if _optional_text(root, "ObjectLockEnabled") != "Enabled":
+        raise S3Error("MalformedXML")
+    rule = root.find("Rule")
+    if rule is None:
+        return None
+    default = rule.find("DefaultRetention")
+    if default is None:
+        raise S3Error("MalformedXML")
+    mode = _optional_text(default, "Mode")
+    days, years = _optional_text(default, "Days"), _optional_text(default, "Years")
+    if mode not in MODES or (days is None) == (years is None):
+        raise S3Error("MalformedXML")
+    period = days if days is not None else years
+    assert period is not None
+    if not _INTEGER.fullmatch(period) or int(period) <= 0:
+        raise S3Error(
+            "InvalidArgument", "Default retention period must be a positive integer value."
+        )
+    if days is not None:
+        return DefaultRetention(mode, days=int(period))
+    return DefaultRetention(mode, years=int(period))
+
+
+def parse_retention(body: bytes) -> tuple[str, str]:
+    """(mode, retain-until date as sent) of a Retention body."""
+    root = _root(body, "Retention", MAX_LOCK_BYTES, MAX_LOCK_ELEMENTS)
+    mode = _optional_text(root, "Mode")
+    until = _optional_text(root, "RetainUntilDate")
+    if mode not in MODES or until is None:
+        raise S3Error("MalformedXML")
+    return mode, until
+
+
+def parse_legal_hold(body: bytes) -> bool:
+    """Whether a LegalHold body turns the hold ON (else OFF)."""
+    root = _root(body, "LegalHold", MAX_LOCK_BYTES, MAX_LOCK_ELEMENTS)
+    status = _optional_text(root, "Status")
+    if status not in ("ON", "OFF"):
+        raise S3Error("MalformedXML")
+    return status == "ON"

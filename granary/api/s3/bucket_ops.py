@@ -17,6 +17,7 @@ from granary.api.s3.names import validate_bucket_name
 from granary.api.s3.numbers import integer_argument
 from granary.api.s3.xml import S3_XMLNS, XML_DECLARATION, document, escape
 from granary.model.access import AccessError
+from granary.model.buckets import VERSIONING_SUSPENDED
 
 MAX_CREATE_BUCKET_BODY = 64 * 1024
 
@@ -81,8 +82,9 @@ async def create_bucket(ctx: S3Context) -> Response:
         if existing is not None and existing.permission(key.key_id).owner:
             raise S3Error("BucketAlreadyOwnedByYou", BucketName=name)
         raise S3Error("AccessDenied", "This access key may not create buckets.")
+    lock = (ctx.header("x-amz-bucket-object-lock-enabled") or "").lower() == "true"
     try:
-        await ctx.services.access.create_bucket(name, key.key_id)
+        await ctx.services.access.create_bucket(name, key.key_id, object_lock=lock)
     except AccessError as error:
         code = {"owned": "BucketAlreadyOwnedByYou", "conflict": "OperationAborted"}.get(
             error.reason, "BucketAlreadyExists"
@@ -127,6 +129,17 @@ async def get_bucket_versioning(ctx: S3Context) -> Response:
 async def put_bucket_versioning(ctx: S3Context) -> Response:
     bucket = ctx.require_bucket()
     status = parse_versioning(await ctx.payload().read_all(MAX_VERSIONING_BYTES))
+    params = bucket.params
+    if (
+        status == VERSIONING_SUSPENDED
+        and params is not None
+        and params.object_lock.value is not None
+    ):
+        raise S3Error(
+            "InvalidBucketState",
+            "An Object Lock configuration is present on this bucket, so the versioning "
+            "state cannot be changed.",
+        )
     if status is not None:
         try:
             await ctx.services.access.set_versioning(bucket.id, status)

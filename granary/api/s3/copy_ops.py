@@ -18,6 +18,7 @@ from granary.api.s3.context import S3Context
 from granary.api.s3.errors import S3Error
 from granary.api.s3.get_ops import version_blocks
 from granary.api.s3.headers import replace_metadata
+from granary.api.s3.lock_headers import version_settings
 from granary.api.s3.mpu_ops import load_upload, parse_part_number, upload_checksum_algorithm
 from granary.api.s3.names import validate_object_key
 from granary.api.s3.tags import tags_from_header
@@ -134,9 +135,9 @@ async def copy_object(ctx: S3Context) -> Response:
             "or encryption attributes.",
         )
     meta = replace(source_meta, headers=stored)
-    tags = _copied_tags(ctx, source.tags.value)
+    settings = version_settings(ctx, ctx.header, _copied_tags(ctx, source.tags.value))
     try:
-        copied = await ctx.services.objects.copy(source, bucket.id, key, meta, tags)
+        copied = await ctx.services.objects.copy(source, bucket.id, key, meta, settings)
     except LookupError:
         raise S3Error("NoSuchKey", Key=copying.key) from None
     body = document(

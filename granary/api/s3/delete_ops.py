@@ -16,9 +16,10 @@ from granary.api.s3.bodies import (
 from granary.api.s3.bucket_ops import xml_response
 from granary.api.s3.context import S3Context
 from granary.api.s3.errors import S3Error
+from granary.api.s3.lock_headers import bypasses_governance
 from granary.api.s3.names import validate_object_key
 from granary.api.s3.payload import Payload
-from granary.api.s3.put_ops import parse_content_md5, verify_digests
+from granary.api.s3.put_ops import parse_content_md5, require_digest_header, verify_digests
 from granary.api.s3.versions import (
     checked_version_id,
     marker_headers,
@@ -27,6 +28,8 @@ from granary.api.s3.versions import (
 )
 from granary.api.s3.xml import Node, document
 from granary.block.writer import StreamDigests
+from granary.model.lock import LockRefused
+from granary.table.table import ConditionalConflict
 from granary.util.checksums import new_checksum, requested_checksum
 
 
@@ -45,7 +48,14 @@ async def _delete(ctx: S3Context, key: str, version_id: str | None) -> dict[str,
     if version_id is None:
         marker = await objects.delete(bucket_id, key)
         return marker_headers(ctx, marker)
-    deleted = await objects.delete_version(bucket_id, key, version_id)
+    try:
+        deleted = await objects.delete_version(
+            bucket_id, key, version_id, bypass_governance=bypasses_governance(ctx)
+        )
+    except LockRefused as refusal:
+        raise S3Error("AccessDenied", str(refusal)) from None
+    except ConditionalConflict as conflict:
+        raise S3Error("ServiceUnavailable", str(conflict)) from None
     if deleted is None:
         return {"x-amz-version-id": version_id}
     if deleted.is_data:
@@ -54,11 +64,7 @@ async def _delete(ctx: S3Context, key: str, version_id: str | None) -> dict[str,
 
 
 async def delete_objects(ctx: S3Context) -> Response:
-    if "content-md5" not in ctx.http.headers and not any(
-        name.startswith("x-amz-checksum-") or name == "x-amz-sdk-checksum-algorithm"
-        for name, _ in ctx.http.headers.items()
-    ):
-        raise S3Error("InvalidRequest", "Missing required header for this request: Content-MD5")
+    require_digest_header(ctx)
     payload = ctx.payload()
     body, root = await _read_and_parse(ctx, payload)
     await _check_body_digest(ctx, payload, body)

@@ -77,6 +77,15 @@ ERROR_TABLE: dict[str, tuple[int, str]] = {
         "or the multipart upload might have been aborted or completed.",
     ),
     "NoSuchVersion": (404, "The specified version does not exist."),
+    "NoSuchObjectLockConfiguration": (
+        404,
+        "The specified object does not have a ObjectLock configuration.",
+    ),
+    "ObjectLockConfigurationNotFoundError": (
+        404,
+        "Object Lock configuration does not exist for this bucket.",
+    ),
+    "InvalidBucketState": (409, "The request is not valid with the current state of the bucket."),
     "NotImplemented": (
         501,
         "A header or query you provided implies functionality that is not implemented.",

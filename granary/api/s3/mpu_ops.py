@@ -12,6 +12,7 @@ from granary.api.s3.conditions import format_iso8601
 from granary.api.s3.context import S3Context
 from granary.api.s3.errors import S3Error
 from granary.api.s3.headers import metadata_from_request
+from granary.api.s3.lock_headers import LOCK_HEADERS, version_settings
 from granary.api.s3.names import validate_object_key
 from granary.api.s3.numbers import integer_argument, part_number_argument
 from granary.api.s3.put_ops import (
@@ -37,7 +38,12 @@ MIN_PART_SIZE = 5 << 20
 CHECKSUM_ALGORITHM_HEADER = "x-amz-checksum-algorithm"
 CHECKSUM_TYPE_HEADER = "x-amz-checksum-type"
 TAGGING_HEADER = "x-amz-tagging"
-UPLOAD_ONLY_HEADERS = (CHECKSUM_ALGORITHM_HEADER, CHECKSUM_TYPE_HEADER, TAGGING_HEADER)
+UPLOAD_ONLY_HEADERS = (
+    CHECKSUM_ALGORITHM_HEADER,
+    CHECKSUM_TYPE_HEADER,
+    TAGGING_HEADER,
+    *LOCK_HEADERS,
+)
 """Kept with the upload for its completion, not with the object's metadata."""
 
 
@@ -114,6 +120,8 @@ async def create_multipart_upload(ctx: S3Context) -> Response:
     tagging = headers.get(TAGGING_HEADER)
     if tagging is not None and tags_from_header(tagging):  # checked now, applied at the end
         stored.append((TAGGING_HEADER, tagging))
+    version_settings(ctx, ctx.header, None)  # the lock headers too
+    stored += [(name, value) for name in LOCK_HEADERS if (value := headers.get(name)) is not None]
     upload = await ctx.services.multipart.create(bucket.id, key, stored)
     body = document(
         "InitiateMultipartUploadResult",
@@ -246,7 +254,10 @@ async def complete_multipart_upload(ctx: S3Context) -> Response:
     try:
         with conditional_commit(key):
             tags = tags_from_header(_upload_header(upload, TAGGING_HEADER))
-            version = await ctx.services.multipart.complete(upload, parts, meta, condition, tags)
+            settings = version_settings(ctx, lambda name: _upload_header(upload, name), tags)
+            version = await ctx.services.multipart.complete(
+                upload, parts, meta, condition, settings
+            )
     except LookupError:
         repeated = await _already_completed(ctx)
         if repeated is None:

@@ -21,6 +21,7 @@ from granary.api.http.types import Response
 from granary.api.s3.context import S3Context, S3Services
 from granary.api.s3.errors import S3Error
 from granary.api.s3.headers import metadata_from_request
+from granary.api.s3.lock_headers import version_settings
 from granary.api.s3.names import validate_object_key
 from granary.api.s3.tags import tags_from_header
 from granary.api.s3.versions import version_headers
@@ -238,6 +239,16 @@ def write_condition(ctx: S3Context) -> WriteCondition | None:
     )
 
 
+def require_digest_header(ctx: S3Context) -> None:
+    """S3 requires a Content-MD5 or a checksum on some calls (DeleteObjects, the
+    object lock calls): InvalidRequest without one."""
+    if "content-md5" not in ctx.http.headers and not any(
+        name.startswith("x-amz-checksum-") or name == "x-amz-sdk-checksum-algorithm"
+        for name, _ in ctx.http.headers.items()
+    ):
+        raise S3Error("InvalidRequest", "Missing required header for this request: Content-MD5")
+
+
 def condition_error(failure: ConditionFailed, key: str) -> S3Error:
     if failure.condition == NO_SUCH_KEY:
         return S3Error("NoSuchKey", Key=key)
@@ -282,7 +293,9 @@ async def put_object(ctx: S3Context) -> Response:
     condition = await check_write_conditions(
         ctx, bucket.id, key, body_bytes=ctx.http.body.expected_length
     )
-    tags = tags_from_header(ctx.header("x-amz-tagging"))
+    settings = version_settings(ctx, ctx.header, tags_from_header(ctx.header("x-amz-tagging")))
+    if settings is not None and (settings.retention is not None or settings.legal_hold):
+        require_digest_header(ctx)
     headers = ctx.http.headers
     stored = metadata_from_request(headers.as_dict())
     objects = ctx.services.objects
@@ -298,11 +311,11 @@ async def put_object(ctx: S3Context) -> Response:
         if upload is None:
             assert received.inline is not None  # no upload: the body was kept inline
             version = await objects.put_inline(
-                bucket.id, key, meta, received.inline, condition, tags
+                bucket.id, key, meta, received.inline, condition, settings
             )
         else:
             try:
-                version = await upload.complete(meta, received.first_block, condition, tags)
+                version = await upload.complete(meta, received.first_block, condition, settings)
             except BaseException:
                 await upload.abort()
                 raise

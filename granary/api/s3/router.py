@@ -18,12 +18,10 @@ UNSUPPORTED_SUBRESOURCES = frozenset(
         "encryption",
         "intelligent-tiering",
         "inventory",
-        "legal-hold",
         "lifecycle",
         "logging",
         "metrics",
         "notification",
-        "object-lock",
         "ownershipControls",
         "policy",
         "policyStatus",
@@ -31,7 +29,6 @@ UNSUPPORTED_SUBRESOURCES = frozenset(
         "replication",
         "requestPayment",
         "restore",
-        "retention",
         "select",
         "website",
     }
@@ -118,6 +115,7 @@ def _bucket_operation(method: str, query: dict[str, str]) -> str:
             ("location", "GetBucketLocation"),
             ("versioning", "GetBucketVersioning"),
             ("tagging", "GetBucketTagging"),
+            ("object-lock", "GetObjectLockConfiguration"),
             ("versions", "ListObjectVersions"),
             ("uploads", "ListMultipartUploads"),
         ):
@@ -133,6 +131,8 @@ def _bucket_operation(method: str, query: dict[str, str]) -> str:
             return "PutBucketVersioning"
         if "tagging" in query:
             return "PutBucketTagging"
+        if "object-lock" in query:
+            return "PutObjectLockConfiguration"
         return "CreateBucket"
     if method == "DELETE":
         return "DeleteBucketTagging" if "tagging" in query else "DeleteBucket"
@@ -148,11 +148,24 @@ _OBJECT_TAGGING = {
 }
 
 
+_OBJECT_LOCK = {
+    ("GET", "retention"): "GetObjectRetention",
+    ("PUT", "retention"): "PutObjectRetention",
+    ("GET", "legal-hold"): "GetObjectLegalHold",
+    ("PUT", "legal-hold"): "PutObjectLegalHold",
+}
+
+
 def _object_operation(method: str, query: dict[str, str]) -> str:
     if "tagging" in query:
         if method not in _OBJECT_TAGGING:
             raise S3Error("MethodNotAllowed")
         return _OBJECT_TAGGING[method]
+    for flag in ("retention", "legal-hold"):
+        if flag in query:
+            if (method, flag) not in _OBJECT_LOCK:
+                raise S3Error("MethodNotAllowed")
+            return _OBJECT_LOCK[(method, flag)]
     if method == "GET":
         if "attributes" in query:
             return "GetObjectAttributes"
