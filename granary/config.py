@@ -162,6 +162,11 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     anti_entropy_interval_secs: int = 600
     tombstone_gc_delay_secs: int = 24 * 3600
     clock_offset_ms: int = 0
+    lifecycle_day_secs: float = 86400.0
+    """How long a day of lifecycle rules lasts: shorter only in tests (as Ceph's
+    rgw_lc_debug_interval)."""
+    lifecycle_interval_secs: float = 3600.0
+    """How often the lifecycle worker passes over the buckets it runs."""
     ping_interval_secs: float = 10.0
     rpc_bind_addr: str = "127.0.0.1:3901"
     rpc_public_addr: str | None = None

@@ -46,6 +46,7 @@ from granary.layout.manager import LayoutManager
 from granary.layout.roles import NodeRole
 from granary.model.access import AccessError
 from granary.model.key_secrets import SecretSealer
+from granary.model.lifecycle_worker import LifecycleWorker
 from granary.model.objects import InflightUpload
 from granary.model.usage import ClusterUsage
 from granary.net.hedging import expose_hedging
@@ -268,6 +269,15 @@ class Node:
             scrub_enabled=not config.disable_scrub,
         )
         expose_hedging(self.workers, "table", stack.table_hedging)
+        self.lifecycle = LifecycleWorker(
+            self.access,
+            self.objects,
+            self.multipart,
+            day_ms=int(config.lifecycle_day_secs * 1000),
+            interval_secs=config.lifecycle_interval_secs,
+            local_node=self.node_id,
+            status=self.workers.add("lifecycle"),
+        )
         self.workers.restore()
         self.tombstone_gcs = stack.tombstone_gcs
         self.syncs = [
@@ -479,6 +489,7 @@ class Node:
             ),
             *self.healing.start(stop),
             spawn("usage-recount", self.model.usage.recount(stop)),
+            spawn("lifecycle", self.lifecycle.run(stop), status=self.lifecycle.status),
             asyncio.ensure_future(self.stack.trim_memory_after_bursts(stop)),
             asyncio.ensure_future(watch_event_loop(stop)),
         ]

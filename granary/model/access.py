@@ -102,6 +102,7 @@ from granary.model.buckets import (
     own_slot,
 )
 from granary.model.key_secrets import SecretSealer, SecretUnreadable, is_sealed, open_secret
+from granary.model.lifecycle import Lifecycle
 from granary.model.lock import LockConfig
 from granary.model.mpu import MultipartUpload, end_upload
 from granary.model.store import Model
@@ -590,6 +591,13 @@ class Access:
         await self._change_params(
             bucket_id,
             lambda params, now: replace(params, object_lock=params.object_lock.update(config, now)),
+        )
+
+    async def set_lifecycle(self, bucket_id: bytes, rules: Lifecycle | None) -> None:
+        """Replace a bucket's lifecycle rules (None: remove them)."""
+        await self._change_params(
+            bucket_id,
+            lambda params, now: replace(params, lifecycle=params.lifecycle.update(rules, now)),
         )
 
     async def set_versioning(self, bucket_id: bytes, status: str) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import msgspec
 
+from granary.model.lifecycle import Lifecycle
 from granary.model.lock import LockConfig
 from granary.table.schema import TableSchema
 from granary.util.crdt import Deletable, Lww, LwwMap, LwwMapEntry
@@ -88,6 +89,8 @@ class BucketParams(msgspec.Struct, array_like=True, frozen=True):
     """VERSIONING_ENABLED or VERSIONING_SUSPENDED; empty while it was never set."""
     object_lock: Lww[LockConfig | None] = Lww(0, None)
     """The object lock configuration, None while object lock is not enabled."""
+    lifecycle: Lww[Lifecycle | None] = Lww(0, None)
+    """The lifecycle rules (granary/model/lifecycle.py), None when there are none."""
 
     def merge(self, other: BucketParams) -> BucketParams:
         return BucketParams(
@@ -97,6 +100,7 @@ class BucketParams(msgspec.Struct, array_like=True, frozen=True):
             tags=self.tags.merge(other.tags),
             versioning=self.versioning.merge(other.versioning),
             object_lock=self.object_lock.merge(other.object_lock),
+            lifecycle=self.lifecycle.merge(other.lifecycle),
         )
 
 

@@ -156,6 +156,7 @@ class S3Stack:
             region=config.s3_api.s3_region,
             root_domain=config.s3_api.root_domain,
             block_size=config.block_size_bytes,
+            lifecycle_day_ms=int(config.lifecycle_day_secs * 1000),
         )
         services = S3Services(
             self.access,

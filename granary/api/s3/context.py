@@ -22,6 +22,7 @@ class S3Settings:
     root_domain: str | None = None
     block_size: int = 1 << 20
     inline_threshold: int = 4096
+    lifecycle_day_ms: int = 86_400_000
     max_part_size: int = 5 << 30
 
 

@@ -16,10 +16,11 @@ from granary.api.s3.bodies import (
 from granary.api.s3.bucket_ops import xml_response
 from granary.api.s3.context import S3Context
 from granary.api.s3.errors import S3Error
+from granary.api.s3.headers import require_digest_header
 from granary.api.s3.lock_headers import bypasses_governance
 from granary.api.s3.names import validate_object_key
 from granary.api.s3.payload import Payload
-from granary.api.s3.put_ops import parse_content_md5, require_digest_header, verify_digests
+from granary.api.s3.put_ops import parse_content_md5, verify_digests
 from granary.api.s3.versions import (
     checked_version_id,
     marker_headers,
@@ -64,7 +65,7 @@ async def _delete(ctx: S3Context, key: str, version_id: str | None) -> dict[str,
 
 
 async def delete_objects(ctx: S3Context) -> Response:
-    require_digest_header(ctx)
+    require_digest_header(ctx.http.headers)
     payload = ctx.payload()
     body, root = await _read_and_parse(ctx, payload)
     await _check_body_digest(ctx, payload, body)

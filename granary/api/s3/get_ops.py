@@ -10,6 +10,7 @@ from granary.api.s3.conditions import evaluate_preconditions, format_http_date, 
 from granary.api.s3.context import S3Context
 from granary.api.s3.errors import S3Error
 from granary.api.s3.headers import object_headers, storage_class
+from granary.api.s3.lifecycle_ops import expiration_headers
 from granary.api.s3.lock_headers import lock_response_headers
 from granary.api.s3.numbers import integer_argument, part_number_argument
 from granary.api.s3.put_ops import checksum_response_headers
@@ -75,6 +76,8 @@ async def get_object(ctx: S3Context) -> Response:
     headers = object_headers(meta, version.timestamp, ctx.query)
     headers.extend(version_headers(ctx, version))
     headers.extend(lock_response_headers(version))
+    if "versionId" not in ctx.query:
+        headers.extend(expiration_headers(ctx, key, version))
     if version.tags.value:
         headers.append(("x-amz-tagging-count", str(len(version.tags.value))))
     if status == 304:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from granary.api.http.types import Headers
 from granary.api.s3.conditions import format_http_date
 from granary.api.s3.errors import S3Error
 from granary.api.s3.names import USER_METADATA_PREFIX, parse_user_metadata
@@ -150,3 +151,13 @@ def replace_metadata(
     raise S3Error(
         "InvalidArgument", "Unknown metadata directive.", ArgumentName="x-amz-metadata-directive"
     )
+
+
+def require_digest_header(headers: Headers) -> None:
+    """S3 requires a Content-MD5 or a checksum on some calls (DeleteObjects, the
+    object lock calls): InvalidRequest without one."""
+    if "content-md5" not in headers and not any(
+        name.startswith("x-amz-checksum-") or name == "x-amz-sdk-checksum-algorithm"
+        for name, _ in headers.items()
+    ):
+        raise S3Error("InvalidRequest", "Missing required header for this request: Content-MD5")

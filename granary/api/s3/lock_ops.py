@@ -23,8 +23,8 @@ from granary.api.s3.bucket_ops import xml_response
 from granary.api.s3.conditions import format_iso8601
 from granary.api.s3.context import S3Context
 from granary.api.s3.errors import S3Error
+from granary.api.s3.headers import require_digest_header
 from granary.api.s3.lock_headers import bucket_lock, bypasses_governance, until_ms
-from granary.api.s3.put_ops import require_digest_header
 from granary.api.s3.versions import load_version, version_headers
 from granary.api.s3.xml import document
 from granary.model.buckets import VERSIONING_ENABLED
@@ -61,7 +61,7 @@ async def get_object_lock_configuration(ctx: S3Context) -> Response:
 async def put_object_lock_configuration(ctx: S3Context) -> Response:
     """Enable object lock on a bucket whose versioning is enabled, or change its default
     retention; a lock is never turned off."""
-    require_digest_header(ctx)
+    require_digest_header(ctx.http.headers)
     bucket = ctx.require_bucket()
     default = parse_lock_configuration(await ctx.payload().read_all(MAX_LOCK_BYTES))
     params = bucket.params
@@ -92,7 +92,7 @@ async def get_object_retention(ctx: S3Context) -> Response:
 async def put_object_retention(ctx: S3Context) -> Response:
     """Set a version's retention: a running COMPLIANCE one only extends, a running
     GOVERNANCE one shortens only with the bypass (AccessDenied otherwise)."""
-    require_digest_header(ctx)
+    require_digest_header(ctx.http.headers)
     _require_lock(ctx)
     mode, until = parse_retention(await ctx.payload().read_all(MAX_LOCK_BYTES))
     new = Retention(mode, until_ms(until))
@@ -118,7 +118,7 @@ async def get_object_legal_hold(ctx: S3Context) -> Response:
 
 
 async def put_object_legal_hold(ctx: S3Context) -> Response:
-    require_digest_header(ctx)
+    require_digest_header(ctx.http.headers)
     _require_lock(ctx)
     on = parse_legal_hold(await ctx.payload().read_all(MAX_LOCK_BYTES))
 

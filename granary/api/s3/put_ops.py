@@ -20,7 +20,8 @@ from typing import Protocol
 from granary.api.http.types import Response
 from granary.api.s3.context import S3Context, S3Services
 from granary.api.s3.errors import S3Error
-from granary.api.s3.headers import metadata_from_request
+from granary.api.s3.headers import metadata_from_request, require_digest_header
+from granary.api.s3.lifecycle_ops import expiration_headers
 from granary.api.s3.lock_headers import version_settings
 from granary.api.s3.names import validate_object_key
 from granary.api.s3.tags import tags_from_header
@@ -239,16 +240,6 @@ def write_condition(ctx: S3Context) -> WriteCondition | None:
     )
 
 
-def require_digest_header(ctx: S3Context) -> None:
-    """S3 requires a Content-MD5 or a checksum on some calls (DeleteObjects, the
-    object lock calls): InvalidRequest without one."""
-    if "content-md5" not in ctx.http.headers and not any(
-        name.startswith("x-amz-checksum-") or name == "x-amz-sdk-checksum-algorithm"
-        for name, _ in ctx.http.headers.items()
-    ):
-        raise S3Error("InvalidRequest", "Missing required header for this request: Content-MD5")
-
-
 def condition_error(failure: ConditionFailed, key: str) -> S3Error:
     if failure.condition == NO_SUCH_KEY:
         return S3Error("NoSuchKey", Key=key)
@@ -295,7 +286,7 @@ async def put_object(ctx: S3Context) -> Response:
     )
     settings = version_settings(ctx, ctx.header, tags_from_header(ctx.header("x-amz-tagging")))
     if settings is not None and (settings.retention is not None or settings.legal_hold):
-        require_digest_header(ctx)
+        require_digest_header(ctx.http.headers)
     headers = ctx.http.headers
     stored = metadata_from_request(headers.as_dict())
     objects = ctx.services.objects
@@ -322,4 +313,5 @@ async def put_object(ctx: S3Context) -> Response:
     response_headers = [("etag", f'"{received.etag}"')]
     response_headers.extend(checksum_response_headers(received.checksum))
     response_headers.extend(version_headers(ctx, version))
+    response_headers.extend(expiration_headers(ctx, key, version))
     return Response(200, response_headers)

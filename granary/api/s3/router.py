@@ -18,7 +18,6 @@ UNSUPPORTED_SUBRESOURCES = frozenset(
         "encryption",
         "intelligent-tiering",
         "inventory",
-        "lifecycle",
         "logging",
         "metrics",
         "notification",
@@ -116,6 +115,7 @@ def _bucket_operation(method: str, query: dict[str, str]) -> str:
             ("versioning", "GetBucketVersioning"),
             ("tagging", "GetBucketTagging"),
             ("object-lock", "GetObjectLockConfiguration"),
+            ("lifecycle", "GetBucketLifecycleConfiguration"),
             ("versions", "ListObjectVersions"),
             ("uploads", "ListMultipartUploads"),
         ):
@@ -133,8 +133,12 @@ def _bucket_operation(method: str, query: dict[str, str]) -> str:
             return "PutBucketTagging"
         if "object-lock" in query:
             return "PutObjectLockConfiguration"
+        if "lifecycle" in query:
+            return "PutBucketLifecycleConfiguration"
         return "CreateBucket"
     if method == "DELETE":
+        if "lifecycle" in query:
+            return "DeleteBucketLifecycle"
         return "DeleteBucketTagging" if "tagging" in query else "DeleteBucket"
     if method == "POST" and "delete" in query:
         return "DeleteObjects"
