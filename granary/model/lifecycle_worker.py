@@ -27,11 +27,23 @@ from granary.model.objects import Objects
 from granary.model.usage import bucket_partition
 from granary.table.quorum import QuorumError
 from granary.table.table import ConditionalConflict
+from granary.telemetry.metrics import Counter
 from granary.util.background import WorkerState, WorkerStatus
 from granary.util.time import now_ms
 from granary.util.waits import sleep_until
 
 log = logging.getLogger("granary.lifecycle")
+
+ACTIONS = Counter(
+    "granary_lifecycle_actions",
+    "What the lifecycle worker did: expired, version_deleted, upload_aborted, refused_by_lock",
+    labels=("action",),
+)
+ROWS_SCANNED = Counter("granary_lifecycle_rows_scanned", "Object rows the lifecycle worker read")
+EXPIRED = ACTIONS.labels("expired")
+VERSION_DELETED = ACTIONS.labels("version_deleted")
+UPLOAD_ABORTED = ACTIONS.labels("upload_aborted")
+REFUSED_BY_LOCK = ACTIONS.labels("refused_by_lock")
 
 
 @dataclass
@@ -116,6 +128,7 @@ class LifecycleWorker:
         async with aclosing(table.range_entries(bucket_id, filter="versions")) as rows:
             async for row in rows:
                 self.progress.rows_scanned += 1
+                ROWS_SCANNED.inc()
                 for action in actions_for(row, rules, clock(), self.day_ms):
                     await self._act(bucket_id, row.key, action)
         if any(rule.abort_upload_days is not None for rule in rules):
@@ -125,13 +138,16 @@ class LifecycleWorker:
         if isinstance(action, Expire):
             await self.objects.delete(bucket_id, key)
             self.progress.expired += 1
+            EXPIRED.inc()
             return
         try:
             await self.objects.delete_version(bucket_id, key, action.version.version_id)
         except LockRefused:
             self.progress.refused_by_lock += 1
+            REFUSED_BY_LOCK.inc()
             return
         self.progress.versions_deleted += 1
+        VERSION_DELETED.inc()
 
     async def _abort_uploads(
         self, bucket_id: bytes, rules: Lifecycle, clock: Callable[[], int]
@@ -145,3 +161,4 @@ class LifecycleWorker:
                 if upload is not None:
                     await self.multipart.abort(upload)
                     self.progress.uploads_aborted += 1
+                    UPLOAD_ABORTED.inc()

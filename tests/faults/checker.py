@@ -29,6 +29,9 @@ it never counts as completed (its end is +inf).
    have happened by then; a version whose deletion by id was acknowledged is
    never seen again; and a listing shows a key's versions newest first: of two
    writes one acknowledged before the other started, the later one first.
+   A version its write put under a legal hold or a retention longer than the
+   run (object lock) is never deleted: no deletion of it is acknowledged, and
+   no deletion excuses its absence ("locked-lost").
 """
 
 from __future__ import annotations
@@ -265,12 +268,19 @@ def check_versions(ops: list[Op], final: list[Op]) -> list[Violation]:
                 detail = f"{_show_op(made[op.version_id])} and {_show_op(op)}"
                 violations.append(Violation("version-unique", op.key, detail))
             made[op.version_id] = op
+    locked = {version_id for version_id, write in made.items() if write.locked}
     deletions: dict[str, list[Op]] = defaultdict(list)
     for op in ops:
         if op.kind is Kind.VDELETE and op.outcome is not Outcome.FAIL and op.version_id:
             deletions[op.version_id].append(op)
+            if op.version_id in locked and op.outcome is Outcome.OK:
+                detail = f"deletion of {op.version_id} via {op.node} acknowledged"
+                violations.append(Violation("locked-deleted", op.key, detail))
 
     def may_be_deleted(version_id: str, by: float) -> bool:
+        """Whether a deletion may excuse the version's absence (never a locked one's)."""
+        if version_id in locked:
+            return False
         return any(d.start < by for d in deletions[version_id])
 
     def surely_deleted(version_id: str, before: float) -> bool:
@@ -285,7 +295,11 @@ def check_versions(ops: list[Op], final: list[Op]) -> list[Violation]:
                 violations.append(Violation("final-read", op.key, f"failed at the end: {op.error}"))
             continue
         if op.kind is Kind.VGET and op.version_id:
-            violations += _check_version_read(op, made.get(op.version_id), may_be_deleted)
+            for violation in _check_version_read(op, made.get(op.version_id), may_be_deleted):
+                rule = violation.rule
+                if rule == "version-lost":
+                    rule = _lost(op.version_id, locked)
+                violations.append(Violation(rule, violation.key, violation.detail))
             if op.value is not None and surely_deleted(op.version_id, op.start):
                 violations.append(Violation("version-resurrected", op.key, _show_vop(op)))
             continue
@@ -294,7 +308,7 @@ def check_versions(ops: list[Op], final: list[Op]) -> list[Violation]:
             expected = write.key == op.key and write.end < op.start
             if expected and version_id not in listed and not may_be_deleted(version_id, op.end):
                 detail = f"{_show_op(write)} ({version_id}) missing from {_show_vop(op)}"
-                violations.append(Violation("version-lost", op.key, detail))
+                violations.append(Violation(_lost(version_id, locked), op.key, detail))
         for version_id in listed:
             if surely_deleted(version_id, op.start):
                 detail = f"{version_id} deleted, yet in {_show_vop(op)}"
@@ -302,6 +316,10 @@ def check_versions(ops: list[Op], final: list[Op]) -> list[Violation]:
         for order in (op.versions or (), op.markers or ()):
             violations += _check_version_order(op, order, made)
     return violations
+
+
+def _lost(version_id: str, locked: set[str]) -> str:
+    return "locked-lost" if version_id in locked else "version-lost"
 
 
 def _check_version_read(op: Op, write: Op | None, may_be_deleted) -> list[Violation]:

@@ -57,6 +57,7 @@ class Op:
     version_id: str | None = None  # written (a PUT's, a DELETE's marker), read or deleted
     versions: tuple[str, ...] | None = None  # a VLIST's versions holding data, newest first
     markers: tuple[str, ...] | None = None  # a VLIST's delete markers, newest first
+    locked: bool = False  # a PUT that put its version under a legal hold or a retention
 
     @property
     def is_write(self) -> bool:

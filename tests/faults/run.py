@@ -27,6 +27,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from botocore.exceptions import ClientError
+
 from .checker import (
     Violation,
     check_conditional,
@@ -153,18 +155,28 @@ def drive(nemesis: Nemesis, duration: float, rng: random.Random) -> None:
 
 
 def enable_versioning(cluster: FaultCluster) -> None:
-    """Enable the bucket's versioning and wait until every node knows it (each decides
-    by the setting as it knows it)."""
+    """Enable the bucket's versioning and object lock, and wait until every node knows
+    them (each decides by the settings as it knows them)."""
     clients = [s3_client(n.endpoint, CREDENTIALS, timeout=10) for n in cluster.nodes]
     config = {"Status": "Enabled"}
     clients[0].put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration=config)
-
-    def everywhere() -> bool:
-        return all(
+    wait_until(
+        lambda: all(
             c.get_bucket_versioning(Bucket=BUCKET).get("Status") == "Enabled" for c in clients
-        )
+        ),
+        60,
+        "every node to know the bucket's versioning",
+    )
+    lock = {"ObjectLockEnabled": "Enabled"}
+    clients[0].put_object_lock_configuration(Bucket=BUCKET, ObjectLockConfiguration=lock)
 
-    wait_until(everywhere, 60, "every node to know the bucket's versioning")
+    def locked(client) -> bool:
+        try:
+            return bool(client.get_object_lock_configuration(Bucket=BUCKET))
+        except ClientError:
+            return False
+
+    wait_until(lambda: all(locked(c) for c in clients), 60, "every node to know the lock")
 
 
 def final_version_reads(

@@ -131,8 +131,19 @@ def test_a_swap_of_unknown_outcome_joins_the_chain_once_a_later_one_names_it():
     assert conditional([*ops, swap(6, 7, "c", "d"), swap(8, 9, "c", "e", UNKNOWN)]) == []
 
 
-def vput(start, end, value, version_id, outcome=OK, key="k"):
-    return Op(0, Kind.PUT, key, "n1", start, end, outcome, value=value, version_id=version_id)
+def vput(start, end, value, version_id, outcome=OK, key="k", locked=False):
+    return Op(
+        0,
+        Kind.PUT,
+        key,
+        "n1",
+        start,
+        end,
+        outcome,
+        value=value,
+        version_id=version_id,
+        locked=locked,
+    )
 
 
 def vget(start, end, version_id, value, outcome=OK, key="k"):
@@ -192,3 +203,12 @@ def test_a_listing_shows_versions_newest_first():
 def test_final_version_reads_must_succeed():
     final = [vget(9, 10, "A", None, outcome=FAIL)]
     assert version_rules([vput(0, 1, "a", "A")], final) == ["final-read"]
+
+
+def test_a_locked_version_is_never_deleted_nor_excused_for_missing():
+    put_locked = vput(0, 1, "a", "A", locked=True)
+    assert version_rules([put_locked, vdelete(2, 3, "A")]) == ["locked-deleted"]
+    refused = vdelete(2, 3, "A", FAIL)
+    assert version_rules([put_locked, refused, vget(4, 5, "A", "a")]) == []
+    unknown = vdelete(2, 3, "A", UNKNOWN)
+    assert version_rules([put_locked, unknown, vlist(4, 5, ())]) == ["locked-lost"]

@@ -140,14 +140,16 @@ class Client:
         self.history.add(op, final=self.final)
         return op
 
-    def put(self, node: str, key: str, value: str | None = None) -> Op:
+    def put(self, node: str, key: str, value: str | None = None, lock: dict | None = None) -> Op:
+        """PutObject; `lock`: the object lock arguments of the call (legal hold, retention)."""
         value = value or self.values.next(self.process)
 
         def call() -> dict:
-            reply = self.clients[node].put_object(Bucket=BUCKET, Key=key, Body=body_of(value))
+            body = body_of(value)
+            reply = self.clients[node].put_object(Bucket=BUCKET, Key=key, Body=body, **(lock or {}))
             return {"version_id": reply.get("VersionId")}
 
-        return self._record(Kind.PUT, key, node, call, value=value)
+        return self._record(Kind.PUT, key, node, call, value=value, locked=bool(lock))
 
     def create(self, node: str, key: str) -> Op:
         """PutObject with If-None-Match: * (S3's create-if-absent)."""
@@ -361,10 +363,19 @@ def created_keys(ops: list[Op]) -> list[str]:
 VERSIONED_WEIGHTS = {Kind.PUT: 35, Kind.DELETE: 5, Kind.VGET: 30, Kind.VDELETE: 10, Kind.VLIST: 20}
 
 
+LOCKS = (
+    {"ObjectLockLegalHoldStatus": "ON"},
+    {"ObjectLockMode": "COMPLIANCE", "ObjectLockRetainUntilDate": "2999-01-01T00:00:00Z"},
+)
+"""The object locks a versioned workload's writes put on a fifth of their versions
+(held or retained for longer than any run: their deletions must all be refused)."""
+
+
 class VersionedWorkload(Workload):
     """Writes, delete markers, reads and deletions of versions by id, and listings of
-    a key's versions, in a bucket with versioning enabled. The ids read and deleted
-    are those of acknowledged writes (of any client)."""
+    a key's versions, in a bucket with versioning and object lock enabled. The ids
+    read and deleted are those of acknowledged writes (of any client); a fifth of
+    the writes lock their version."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -393,6 +404,7 @@ class VersionedWorkload(Workload):
                 if op.outcome is Outcome.OK and op.version_id is not None:
                     marked.append(op.version_id)
             else:
-                op = client.put(node, key)
+                lock = rng.choice(LOCKS) if rng.random() < 0.2 else None
+                op = client.put(node, key, lock=lock)
                 if op.outcome is Outcome.OK and op.version_id is not None:
                     written.append(op.version_id)

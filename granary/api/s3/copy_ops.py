@@ -22,7 +22,7 @@ from granary.api.s3.lock_headers import version_settings
 from granary.api.s3.mpu_ops import load_upload, parse_part_number, upload_checksum_algorithm
 from granary.api.s3.names import validate_object_key
 from granary.api.s3.tags import tags_from_header
-from granary.api.s3.versions import checked_version_id, version_headers
+from granary.api.s3.versions import checked_version_id, written_version_headers
 from granary.api.s3.xml import document
 from granary.block.writer import StreamDigests, write_blocks
 from granary.model.object import INLINE, ObjectVersion, Tags
@@ -145,7 +145,7 @@ async def copy_object(ctx: S3Context) -> Response:
         [("LastModified", format_iso8601(copied.timestamp)), ("ETag", f'"{meta.etag}"')],
     )
     response = xml_response(body)
-    response.headers.extend(version_headers(ctx, copied))
+    response.headers.extend(written_version_headers(copied))
     response.headers.extend(_source_headers(ctx, copying.bucket, source))
     return response
 

@@ -22,6 +22,7 @@ from granary.api.s3.names import validate_object_key
 from granary.api.s3.payload import Payload
 from granary.api.s3.put_ops import parse_content_md5, verify_digests
 from granary.api.s3.versions import (
+    bucket_versioned,
     checked_version_id,
     marker_headers,
     version_headers,
@@ -48,7 +49,7 @@ async def _delete(ctx: S3Context, key: str, version_id: str | None) -> dict[str,
     bucket_id = ctx.require_bucket().id
     if version_id is None:
         marker = await objects.delete(bucket_id, key)
-        return marker_headers(ctx, marker)
+        return marker_headers(ctx, marker) if bucket_versioned(ctx) else {}
     try:
         deleted = await objects.delete_version(
             bucket_id, key, version_id, bypass_governance=bypasses_governance(ctx)
@@ -57,11 +58,11 @@ async def _delete(ctx: S3Context, key: str, version_id: str | None) -> dict[str,
         raise S3Error("AccessDenied", str(refusal)) from None
     except ConditionalConflict as conflict:
         raise S3Error("ServiceUnavailable", str(conflict)) from None
-    if deleted is None:
+    if deleted is None or not bucket_versioned(ctx):
         return {"x-amz-version-id": version_id}
     if deleted.is_data:
-        return dict(version_headers(ctx, deleted)) or {"x-amz-version-id": version_id}
-    return marker_headers(ctx, deleted) or {"x-amz-version-id": version_id}
+        return dict(version_headers(ctx, deleted))
+    return marker_headers(ctx, deleted)
 
 
 async def delete_objects(ctx: S3Context) -> Response:

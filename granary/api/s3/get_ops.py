@@ -237,4 +237,5 @@ async def get_object_attributes(ctx: S3Context) -> Response:
         children.append(("ObjectSize", meta.size))
     response = xml_response(document("GetObjectAttributesResponse", children))
     response.headers.append(("last-modified", format_http_date(version.timestamp)))
+    response.headers.extend(version_headers(ctx, version))
     return response

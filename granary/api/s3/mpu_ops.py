@@ -22,7 +22,7 @@ from granary.api.s3.put_ops import (
     receive_body,
 )
 from granary.api.s3.tags import tags_from_header
-from granary.api.s3.versions import version_headers
+from granary.api.s3.versions import written_version_headers
 from granary.api.s3.xml import document
 from granary.model.mpu import MpuPart, MultipartUpload
 from granary.model.object import ObjectMeta
@@ -264,7 +264,7 @@ async def complete_multipart_upload(ctx: S3Context) -> Response:
             raise S3Error("NoSuchUpload", UploadId=upload.upload_id.hex()) from None
         return repeated
     response = _completed(ctx, key, meta)
-    response.headers.extend(version_headers(ctx, version))
+    response.headers.extend(written_version_headers(version))
     return response
 
 

@@ -25,7 +25,7 @@ from granary.api.s3.lifecycle_ops import expiration_headers
 from granary.api.s3.lock_headers import version_settings
 from granary.api.s3.names import validate_object_key
 from granary.api.s3.tags import tags_from_header
-from granary.api.s3.versions import version_headers
+from granary.api.s3.versions import written_version_headers
 from granary.block.writer import StreamDigests, StreamTooLarge, write_blocks
 from granary.model.conditions import NO_SUCH_KEY, ConditionFailed, WriteCondition
 from granary.model.object import ObjectMeta
@@ -312,6 +312,6 @@ async def put_object(ctx: S3Context) -> Response:
                 raise
     response_headers = [("etag", f'"{received.etag}"')]
     response_headers.extend(checksum_response_headers(received.checksum))
-    response_headers.extend(version_headers(ctx, version))
+    response_headers.extend(written_version_headers(version))
     response_headers.extend(expiration_headers(ctx, key, version))
     return Response(200, response_headers)

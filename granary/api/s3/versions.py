@@ -46,11 +46,19 @@ def version_headers(ctx: S3Context, version: ObjectVersion) -> list[tuple[str, s
     return [("x-amz-version-id", version.version_id)]
 
 
+def written_version_headers(version: ObjectVersion) -> list[tuple[str, str]]:
+    """`x-amz-version-id` of a version a write made: S3 names only versioned ones (a
+    write to a suspended bucket makes the null version and says nothing of it)."""
+    return [] if version.null else [("x-amz-version-id", version.version_id)]
+
+
 def marker_headers(ctx: S3Context, marker: ObjectVersion) -> dict[str, str]:
-    """What S3 says of a delete marker that a read met (nothing in a bucket that was
-    never versioned: it has no delete markers to speak of)."""
+    """What S3 says of a delete marker that a read met; in a bucket that was never
+    versioned there are no delete markers to speak of, and it says so."""
     named = version_headers(ctx, marker)
-    return {"x-amz-delete-marker": "true", **dict(named)} if named else {}
+    if not named:
+        return {"x-amz-delete-marker": "false"}
+    return {"x-amz-delete-marker": "true", **dict(named)}
 
 
 async def load_version(ctx: S3Context, key: str) -> ObjectVersion:
