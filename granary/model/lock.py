@@ -84,16 +84,18 @@ def check_deletion(retention: Retention, legal_hold: bool, bypass: bool, now_ms:
 
 
 def check_retention_change(current: Retention, new: Retention, bypass: bool, now_ms: int) -> None:
-    """Raise LockRefused unless `current` may become `new`: a running COMPLIANCE
-    retention only extends; a running GOVERNANCE one is shortened, lifted or turned
-    into a shorter one only with the bypass."""
+    """Raise LockRefused unless `current` may become `new`: a running retention keeps
+    its mode and only extends, except that a GOVERNANCE one may be changed in any way
+    (shortened, lifted, made COMPLIANCE) with the bypass."""
     if not current.active(now_ms):
         return
-    extends = new.mode in MODES and new.until_ms >= current.until_ms
-    if current.mode == COMPLIANCE and not (new.mode == COMPLIANCE and extends):
+    keeps = new.mode == current.mode and new.until_ms >= current.until_ms
+    if current.mode == COMPLIANCE and not keeps:
         raise LockRefused("a COMPLIANCE retention can only be extended")
-    if current.mode == GOVERNANCE and not extends and not bypass:
-        raise LockRefused("shortening a GOVERNANCE retention needs the bypass")
+    if current.mode == GOVERNANCE and not keeps and not bypass:
+        raise LockRefused(
+            "changing a GOVERNANCE retention other than extending it needs the bypass"
+        )
 
 
 def parse_retain_until(text: str) -> int:

@@ -6,7 +6,6 @@ import http.client
 import os
 import time
 
-from botocore.exceptions import ClientError
 from conftest import block_files, signed_request_headers, start_configured, wait_until
 
 MIB = 1 << 20
@@ -107,9 +106,4 @@ def test_restart_serves_the_same_data(own_server):
     s3 = own_server.client()
     for key, data in payloads.items():
         assert s3.get_object(Bucket="persist", Key=key)["Body"].read() == data
-    try:
-        s3.create_bucket(Bucket="persist")
-    except ClientError as error:
-        assert error.response["Error"]["Code"] == "BucketAlreadyOwnedByYou"
-    else:
-        raise AssertionError("the bucket should still exist after a restart")
+    assert "persist" in [b["Name"] for b in s3.list_buckets()["Buckets"]]

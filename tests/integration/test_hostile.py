@@ -322,9 +322,10 @@ def test_invalid_bucket_names(s3, name):
 
 
 def test_create_bucket_twice(s3, bucket):
-    with pytest.raises(ClientError) as caught:
-        s3.create_bucket(Bucket=bucket)
-    assert client_error(caught.value) == (409, "BucketAlreadyOwnedByYou")
+    """In us-east-1 (the default region) S3 answers 200 to the owner; elsewhere 409
+    BucketAlreadyOwnedByYou (test_buckets.py checks that one)."""
+    s3.create_bucket(Bucket=bucket)
+    assert bucket in [b["Name"] for b in s3.list_buckets()["Buckets"]]
 
 
 def test_delete_non_empty_bucket(s3, bucket):

@@ -256,10 +256,10 @@ def parse_lock_configuration(body: bytes) -> DefaultRetention | None:
         raise S3Error("MalformedXML")
     period = days if days is not None else years
     assert period is not None
-    if not _INTEGER.fullmatch(period) or int(period) <= 0:
-        raise S3Error(
-            "InvalidArgument", "Default retention period must be a positive integer value."
-        )
+    if not _INTEGER.fullmatch(period):
+        raise S3Error("MalformedXML")
+    if int(period) <= 0:
+        raise S3Error("InvalidRetentionPeriod")
     if days is not None:
         return DefaultRetention(mode, days=int(period))
     return DefaultRetention(mode, years=int(period))

@@ -77,20 +77,29 @@ async def create_bucket(ctx: S3Context) -> Response:
             LocationConstraint=location,
         )
     key = ctx.access_key
+    created = Response(200, [("location", f"/{name}")])
     if key.params is None or not key.params.allow_create_bucket.value:
         existing = ctx.services.access.resolve_bucket(name)
         if existing is not None and existing.permission(key.key_id).owner:
-            raise S3Error("BucketAlreadyOwnedByYou", BucketName=name)
+            return _already_owned(region, name, created)
         raise S3Error("AccessDenied", "This access key may not create buckets.")
     lock = (ctx.header("x-amz-bucket-object-lock-enabled") or "").lower() == "true"
     try:
         await ctx.services.access.create_bucket(name, key.key_id, object_lock=lock)
     except AccessError as error:
-        code = {"owned": "BucketAlreadyOwnedByYou", "conflict": "OperationAborted"}.get(
-            error.reason, "BucketAlreadyExists"
-        )
+        if error.reason == "owned":
+            return _already_owned(region, name, created)
+        code = "OperationAborted" if error.reason == "conflict" else "BucketAlreadyExists"
         raise S3Error(code, BucketName=name) from None
-    return Response(200, [("location", f"/{name}")])
+    return created
+
+
+def _already_owned(region: str, name: str, created: Response) -> Response:
+    """Creating a bucket one owns already: us-east-1 answers as if it were created (and
+    leaves the bucket as it is), every other region BucketAlreadyOwnedByYou."""
+    if region == "us-east-1":
+        return created
+    raise S3Error("BucketAlreadyOwnedByYou", BucketName=name)
 
 
 async def head_bucket(ctx: S3Context) -> Response:

@@ -85,6 +85,7 @@ ERROR_TABLE: dict[str, tuple[int, str]] = {
         404,
         "Object Lock configuration does not exist for this bucket.",
     ),
+    "InvalidRetentionPeriod": (400, "Default retention period must be a positive integer value."),
     "NoSuchLifecycleConfiguration": (404, "The lifecycle configuration does not exist."),
     "InvalidBucketState": (409, "The request is not valid with the current state of the bucket."),
     "NotImplemented": (
