@@ -64,6 +64,12 @@ def test_configuration_is_kept_as_given_and_checked(s3, bucket):
     with pytest.raises(ClientError) as twice:
         put_rules(s3, bucket, rules[0], {**rules[0], "Prefix": "other/"})
     assert error_of(twice.value) == (400, "InvalidArgument")
+    transition = {"StorageClass": "GLACIER", "Days": 30}
+    with pytest.raises(ClientError) as moving:
+        put_rules(
+            s3, bucket, {"ID": "m", "Transitions": [transition], "Prefix": "", "Status": "Enabled"}
+        )
+    assert error_of(moving.value) == (501, "NotImplemented")  # no other storage classes
     s3.delete_bucket_lifecycle(Bucket=bucket)
     with pytest.raises(ClientError):
         s3.get_bucket_lifecycle_configuration(Bucket=bucket)

@@ -69,10 +69,12 @@ def _rule(element: ET.Element) -> LifecycleRule:
     status = _text(element, "Status")
     if status not in ("Enabled", "Disabled"):
         raise S3Error("MalformedXML")
-    if (
-        element.find("Transition") is not None
-        or element.find("NoncurrentVersionTransition") is not None
-    ):
+    transitions = [*element.findall("Transition"), *element.findall("NoncurrentVersionTransition")]
+    for transition in transitions:  # a malformed one is refused as such first
+        date = _text(transition, "Date")
+        if date is not None:
+            _date(date)
+    if transitions:
         raise S3Error(
             "NotImplemented", "Lifecycle transitions to other storage classes are not supported."
         )
