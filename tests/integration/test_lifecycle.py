@@ -12,7 +12,7 @@ import time
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.integration.conftest import start_configured, wait_until
+from tests.integration.conftest import start_cluster, start_configured, wait_until
 
 DAY_SECS = 1.0
 
@@ -187,3 +187,43 @@ def test_noncurrent_versions_and_lone_markers_go_and_locked_versions_stay(short_
     )
     assert locked in remaining()["locked"]  # noncurrent, due, but under retention
     assert s3.get_object(Bucket="vers", Key="locked", VersionId=locked)["Body"].read() == b"old"
+
+
+@pytest.fixture(scope="module")
+def short_day_cluster(tmp_path_factory):
+    cluster = start_cluster(
+        tmp_path_factory.mktemp("lifecycle"),
+        3,
+        ["dc1", "dc2", "dc3"],
+        lifecycle_day_secs=DAY_SECS,
+        lifecycle_interval_secs=0.2,
+    )
+    yield cluster
+    cluster.stop()
+
+
+def test_one_node_of_a_cluster_runs_a_buckets_rules(short_day_cluster):
+    """A bucket's rules run on the first node of its partition only: each bucket has
+    one runner, and the expiry it applies reaches every node."""
+    clients = [node.client() for node in short_day_cluster.nodes]
+    clients[0].create_bucket(Bucket="shared")
+    for index, client in enumerate(clients):
+        client.put_object(Bucket="shared", Key=f"tmp/{index}", Body=b"x")
+    put_rules(
+        clients[1],
+        "shared",
+        {"ID": "t", "Expiration": {"Days": 1}, "Filter": {"Prefix": "tmp/"}, "Status": "Enabled"},
+    )
+    for client in clients:
+        wait_until(lambda c=client: not keys_of(c, "shared"), timeout=30, what="expiry")
+
+    def infos() -> list[dict]:
+        return [
+            json.loads(node.cli("worker", "info", "lifecycle", "--json").stdout)
+            for node in short_day_cluster.nodes
+        ]
+
+    wait_until(lambda: all(info["passes"] >= 2 for info in infos()), what="passes everywhere")
+    found = infos()
+    assert sorted(info["buckets"] for info in found) == [0, 0, 1]
+    assert sum(info["expired"] for info in found) == 3
