@@ -655,8 +655,10 @@ class Objects:
         key: str,
         meta: ObjectMeta,
         settings: VersionSettings | None = None,
+        condition: WriteCondition | None = None,
     ) -> ObjectVersion:
-        """A new version sharing the source's blocks (no data is copied)."""
+        """A new version sharing the source's blocks (no data is copied), written if
+        `condition` holds on the destination's current version (a round)."""
         if source.kind == INLINE:
             uuid = new_uuid()
             return await self.publish_version(
@@ -665,7 +667,8 @@ class Objects:
                 lambda ts: ObjectVersion(
                     uuid, ts, COMPLETE, kind=INLINE, meta=meta, inline=source.inline
                 ),
-                settings=settings,
+                condition,
+                settings,
             )
         blocks = await self.blocks_of(source.uuid)
         if sum(b.size for b in blocks) != source.data_meta.size:
@@ -673,7 +676,7 @@ class Objects:
         upload = await self.begin_copy(bucket_id, key)
         try:
             await self.link_blocks(upload, blocks)
-            return await upload.complete(meta, source.first_block, settings=settings)
+            return await upload.complete(meta, source.first_block, condition, settings)
         except BaseException:
             await upload.abort()
             raise

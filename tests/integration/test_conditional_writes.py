@@ -57,6 +57,23 @@ def test_if_none_match_and_if_match_answers(s3, bucket, size):
     s3.put_object(Bucket=bucket, Key="k", Body=first, IfNoneMatch="*")  # free again
 
 
+@pytest.mark.parametrize("size", [100, 3 * MiB], ids=["inline", "blocks"])
+def test_a_copy_writes_its_destination_only_if_its_condition_holds(s3, bucket, size):
+    body = os.urandom(size)
+    s3.put_object(Bucket=bucket, Key="src", Body=body)
+    source = {"Bucket": bucket, "Key": "src"}
+    s3.copy_object(Bucket=bucket, Key="dst", CopySource=source, IfNoneMatch="*")
+    with pytest.raises(ClientError) as taken:
+        s3.copy_object(Bucket=bucket, Key="dst", CopySource=source, IfNoneMatch="*")
+    assert error_code(taken.value) == (412, "PreconditionFailed")
+    with pytest.raises(ClientError) as stale:
+        s3.copy_object(Bucket=bucket, Key="dst", CopySource=source, IfMatch='"0123"')
+    assert error_code(stale.value) == (412, "PreconditionFailed")
+    etag = s3.head_object(Bucket=bucket, Key="dst")["ETag"]
+    s3.copy_object(Bucket=bucket, Key="dst", CopySource=source, IfMatch=etag)
+    assert s3.get_object(Bucket=bucket, Key="dst")["Body"].read() == body
+
+
 def test_a_complete_multipart_upload_refused_by_its_condition_stays_open(s3, bucket):
     s3.put_object(Bucket=bucket, Key="mpu", Body=b"there already")
     upload = s3.create_multipart_upload(Bucket=bucket, Key="mpu")["UploadId"]

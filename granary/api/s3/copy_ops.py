@@ -21,6 +21,7 @@ from granary.api.s3.headers import replace_metadata
 from granary.api.s3.lock_headers import version_settings
 from granary.api.s3.mpu_ops import load_upload, parse_part_number, upload_checksum_algorithm
 from granary.api.s3.names import validate_object_key
+from granary.api.s3.put_ops import check_write_conditions, conditional_commit
 from granary.api.s3.tags import tags_from_header
 from granary.api.s3.versions import checked_version_id, written_version_headers
 from granary.api.s3.xml import document
@@ -136,8 +137,12 @@ async def copy_object(ctx: S3Context) -> Response:
         )
     meta = replace(source_meta, headers=stored)
     settings = version_settings(ctx, ctx.header, _copied_tags(ctx, source.tags.value))
+    condition = await check_write_conditions(ctx, bucket.id, key, body_bytes=0)
     try:
-        copied = await ctx.services.objects.copy(source, bucket.id, key, meta, settings)
+        with conditional_commit(key):
+            copied = await ctx.services.objects.copy(
+                source, bucket.id, key, meta, settings, condition
+            )
     except LookupError:
         raise S3Error("NoSuchKey", Key=copying.key) from None
     body = document(
