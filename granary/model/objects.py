@@ -394,12 +394,16 @@ class Objects:
     ) -> ObjectVersion:
         """Write a new version of an object, newer than every version before it.
 
-        A version without blocks (inline data, a delete marker, an upload
-        being listed) is written at once under this node's clock while the
-        row is read, so it costs one quorum round trip; only if the row holds
-        a version at least as new (a clock behind another node's) is it
-        written again just above it. A complete version with blocks is
-        written once, after the read, so it is never merged away.
+        A null version without blocks (inline data, a delete marker) is
+        written at once under this node's clock while the row is read, so it
+        costs one quorum round trip; only if the row holds a version at least
+        as new (a clock behind another node's) is it written again just above
+        it (the first copy, older than the newest version, is merged away).
+        A complete version with blocks, and any versioned version, is written
+        once, after the read: the first would release its blocks if it were
+        merged away, even briefly; the second would be listed meanwhile as an
+        older version than ones written before it (the fault suite's clock mix
+        found that), since versioned versions are never merged away.
 
         With a `condition`, the check and the write are one round among the
         row's replicas (`write_version_if`). The version is a null one unless
@@ -409,9 +413,7 @@ class Objects:
         if condition is not None:
             return await self.write_version_if(bucket_id, key, build, condition)
         version = build(now_ms())
-        if version.state == COMPLETE and version.kind == BLOCKS:
-            # A complete version with blocks must never be merged away, even
-            # briefly: that releases its blocks. Read first, then write once.
+        if version.state == COMPLETE and (version.kind == BLOCKS or not version.null):
             row = await self.get(bucket_id, key)
             newest = _newest_other(row, version.uuid)
             if newest is not None and newest >= version.timestamp:
@@ -425,11 +427,8 @@ class Objects:
             row = await existing
         newest = _newest_other(row, version.uuid)
         if newest is not None and newest >= version.timestamp:
-            # Written again above the newest; the first copy goes (a versioned
-            # bucket would otherwise keep it as a version of its own).
-            first = version
             version = build(next_timestamp(newest))
-            await self.model.objects.insert(Object(bucket_id, key, [first.deleted(), version]))
+            await self.model.objects.insert(Object(bucket_id, key, [version]))
         return version
 
     async def write_version_if(
