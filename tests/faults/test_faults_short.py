@@ -47,11 +47,13 @@ def test_conditional_writes_hold_under_faults(tmp_path):
 
 
 @pytest.mark.faults
-def test_versions_hold_under_faults(tmp_path):
+@pytest.mark.parametrize("mix", ["kill", "clock"])
+def test_versions_hold_under_faults(mix, tmp_path):
     """Versions written, deleted by id, read by id and listed through random nodes of
-    a versioned bucket under node kills: none is lost, none deleted comes back, each
-    reads as written, listings are newest first (`check_versions`)."""
-    result = run_mix("kill", DURATION, SEED, tmp_path, workload="versioned", log=lambda _: None)
+    a versioned bucket with object lock, under node kills or skewed clocks: none is
+    lost, none locked is deleted, none deleted comes back, each reads as written,
+    listings are newest first (`check_versions`)."""
+    result = run_mix(mix, DURATION, SEED, tmp_path, workload="versioned", log=lambda _: None)
     print(result.report())
     assert result.operations[("vget", "ok")] and result.operations[("vdelete", "ok")]
     assert result.operations[("vlist", "ok")]
