@@ -37,7 +37,7 @@ from granary.api.s3.post_policy import (
     decode_policy,
     form_signer,
 )
-from granary.api.s3.put_ops import checksum_response_headers, receive_stream
+from granary.api.s3.put_ops import checksum_response_headers, inline_allowed, receive_stream
 from granary.api.s3.xml import document
 from granary.model.buckets import Bucket
 from granary.model.object import ObjectMeta
@@ -173,7 +173,7 @@ async def post_object(services: S3Services, request: Request, bucket_name: str) 
         start_upload=lambda: objects.begin_upload(bucket.id, key),
         part_number=0,
         max_size=max_size,
-        allow_inline=True,
+        allow_inline=inline_allowed(objects, bucket.id),
     )
     meta = ObjectMeta(received.size, received.etag, stored, received.checksum)
     if upload is None:

@@ -29,7 +29,7 @@ from granary.api.s3.versions import written_version_headers
 from granary.block.writer import StreamDigests, StreamTooLarge, write_blocks
 from granary.model.conditions import NO_SUCH_KEY, ConditionFailed, WriteCondition
 from granary.model.object import ObjectMeta
-from granary.model.objects import Upload
+from granary.model.objects import Objects, Upload
 from granary.table.table import ConditionalConflict
 from granary.util.checksums import checksum_header_name, new_checksum, requested_checksum
 
@@ -240,6 +240,14 @@ def write_condition(ctx: S3Context) -> WriteCondition | None:
     )
 
 
+def inline_allowed(objects: Objects, bucket_id: bytes) -> bool:
+    """Whether a small body may be kept in the object row. Not in a versioned bucket:
+    every version stays in the row, and a key written thousands of times would make
+    a row of megabytes (past the RPC frame limit, 16 MiB, at ~3,800 versions of
+    4 KiB); as blocks a version takes a few hundred bytes of its row."""
+    return not objects.versioning_enabled(bucket_id)
+
+
 def condition_error(failure: ConditionFailed, key: str) -> S3Error:
     if failure.condition == NO_SUCH_KEY:
         return S3Error("NoSuchKey", Key=key)
@@ -295,7 +303,7 @@ async def put_object(ctx: S3Context) -> Response:
         start_upload=lambda: objects.begin_upload(bucket.id, key),
         part_number=0,
         max_size=ctx.services.settings.max_part_size,
-        allow_inline=True,
+        allow_inline=inline_allowed(objects, bucket.id),
     )
     meta = ObjectMeta(received.size, received.etag, stored, received.checksum)
     with conditional_commit(key):
