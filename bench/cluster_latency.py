@@ -5,8 +5,10 @@ link between zones goes through a proxy adding DELAY each way, so the
 inter-zone round trip is 2 * DELAY. A client next to node A times small
 PutObject (plain, then conditional: a create with If-None-Match and a
 compare-and-set with If-Match, each one round among the replicas),
-GetObject, HeadObject, DeleteObject and ListObjectsV2 calls and reports each
-median in multiples of that round trip.
+GetObject, HeadObject, DeleteObject and ListObjectsV2 calls, then the small
+calls of a bucket with versioning and object lock (a versioned PUT, a legal
+hold, a deletion by version id, a version listing), and reports each median
+in multiples of that round trip.
 
     python bench/cluster_latency.py [--delay-ms 25] [--rounds 30]
 """
@@ -88,6 +90,35 @@ def measure(client, rounds: int) -> dict[str, list[float]]:
             rounds,
         ),
         "DeleteObject": timed(lambda i: client.delete_object(Bucket=bucket, Key=f"k{i}"), rounds),
+        **measure_versions(client, rounds, body),
+    }
+
+
+def measure_versions(client, rounds: int, body: bytes) -> dict[str, list[float]]:
+    """The same small calls in a bucket with versioning and object lock: a versioned
+    PUT (the row read, then the version written), a legal hold set and a version
+    deleted by id (each one round among the replicas), a version listing."""
+    bucket = "locked"
+    client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    ids: list[str] = []
+
+    def put(index: int) -> None:
+        ids.append(client.put_object(Bucket=bucket, Key=f"v{index}", Body=body)["VersionId"])
+
+    return {
+        "PutObject, versioned": timed(put, rounds),
+        "PutObjectLegalHold": timed(
+            lambda i: client.put_object_legal_hold(
+                Bucket=bucket, Key=f"v{i}", VersionId=ids[i], LegalHold={"Status": "OFF"}
+            ),
+            rounds,
+        ),
+        "DeleteObject versionId": timed(
+            lambda i: client.delete_object(Bucket=bucket, Key=f"v{i}", VersionId=ids[i]), rounds
+        ),
+        "ListObjectVersions": timed(
+            lambda i: client.list_object_versions(Bucket=bucket, MaxKeys=100), rounds
+        ),
     }
 
 
@@ -130,13 +161,13 @@ def main() -> None:
             cluster.stop()
             proxies.stop()
     print(f"inter-zone RTT {rtt * 1000:.0f} ms, {args.rounds} calls each, client next to node A")
-    print(f"{'operation':<24} {'p50 ms':>8} {'p90 ms':>8} {'p50 / RTT':>10}")
+    print(f"{'operation':<26} {'p50 ms':>8} {'p90 ms':>8} {'p50 / RTT':>10}")
     report = {}
     for name, samples in results.items():
         p50 = statistics.median(samples)
         p90 = sorted(samples)[int(0.9 * (len(samples) - 1))]
         report[name] = {"p50_ms": p50 * 1000, "p90_ms": p90 * 1000, "rtt_multiple": p50 / rtt}
-        print(f"{name:<24} {p50 * 1000:>8.1f} {p90 * 1000:>8.1f} {p50 / rtt:>10.2f}")
+        print(f"{name:<26} {p50 * 1000:>8.1f} {p90 * 1000:>8.1f} {p50 / rtt:>10.2f}")
     print(json.dumps(report))
 
 
