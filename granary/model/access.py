@@ -343,8 +343,24 @@ class Access:
             return None
         return self.get_bucket(alias.target.value)
 
+    async def bucket_for_request(self, name: str) -> Bucket | None:
+        """The bucket a request names, with settings as fresh as it needs: from this
+        node's copy of the bucket tables, or from a quorum if it has no copy of them
+        (a node without a role: the tables' writes never reach it, and a stale
+        setting such as versioning would make it write the wrong kind of version)
+        or does not know the name yet."""
+        if self.holds_bucket_tables():
+            found = self.resolve_bucket(name)
+            if found is not None:
+                return found
+        return await self.refresh_bucket(name)
+
+    def holds_bucket_tables(self) -> bool:
+        return self.node in self.model.buckets.replication.storage_nodes(0)
+
     async def refresh_bucket(self, name: str) -> Bucket | None:
-        """Ask a quorum for a bucket name this node does not know yet."""
+        """Ask a quorum for a bucket, and keep what it answers (the bucket tables'
+        rows are merged into this node's copy)."""
         alias = await self.model.aliases.get(b"", name.encode())
         if alias is None or alias.target.value is None:
             return None

@@ -276,9 +276,7 @@ class S3App:
             request_id=request_id,
         )
         if routed.bucket is not None and routed.operation != "CreateBucket":
-            context.bucket = access.resolve_bucket(routed.bucket)
-            if context.bucket is None:
-                context.bucket = await access.refresh_bucket(routed.bucket)
+            context.bucket = await access.bucket_for_request(routed.bucket)
             if context.bucket is None:
                 raise S3Error("NoSuchBucket", BucketName=routed.bucket)
             if permission and not context.bucket.permission(access_key.key_id).allows(permission):

@@ -63,12 +63,14 @@ class CopySource:
     version_id: str | None
     """The version the request named, if it named one."""
     version: ObjectVersion
+    bucket_versioned: bool = False
+    """Whether the source bucket's versioning was ever set (then it names its versions)."""
 
 
 async def load_source(ctx: S3Context) -> CopySource:
     bucket_name, key, version_id = parse_copy_source(ctx.header("x-amz-copy-source") or "")
     access = ctx.services.access
-    bucket = access.resolve_bucket(bucket_name)
+    bucket = await access.bucket_for_request(bucket_name)
     if bucket is None:
         raise S3Error("NoSuchBucket", BucketName=bucket_name)
     if not bucket.permission(ctx.key_id).read:
@@ -91,16 +93,15 @@ async def load_source(ctx: S3Context) -> CopySource:
         conditions, etag=version.data_meta.etag, last_modified_ms=version.timestamp, method="PUT"
     ):
         raise S3Error("PreconditionFailed")
-    return CopySource(bucket_name, key, version_id, version)
+    versioned = bucket.params is not None and bucket.params.versioning.value != ""
+    return CopySource(bucket_name, key, version_id, version, versioned)
 
 
-def _source_headers(ctx: S3Context, bucket_name: str, source: ObjectVersion) -> list:
+def _source_headers(copying: CopySource) -> list:
     """`x-amz-copy-source-version-id`, when the source bucket names its versions."""
-    bucket = ctx.services.access.resolve_bucket(bucket_name)
-    params = None if bucket is None else bucket.params
-    if source.null and (params is None or params.versioning.value == ""):
+    if copying.version.null and not copying.bucket_versioned:
         return []
-    return [("x-amz-copy-source-version-id", source.version_id)]
+    return [("x-amz-copy-source-version-id", copying.version.version_id)]
 
 
 def _copied_tags(ctx: S3Context, source_tags: Tags) -> Tags | None:
@@ -151,7 +152,7 @@ async def copy_object(ctx: S3Context) -> Response:
     )
     response = xml_response(body)
     response.headers.extend(written_version_headers(copied))
-    response.headers.extend(_source_headers(ctx, copying.bucket, source))
+    response.headers.extend(_source_headers(copying))
     return response
 
 
