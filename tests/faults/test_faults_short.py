@@ -47,10 +47,11 @@ def test_conditional_writes_hold_under_faults(tmp_path):
 
 
 @pytest.mark.faults
-@pytest.mark.parametrize("mix", ["kill", "clock"])
+@pytest.mark.parametrize("mix", ["kill", "clock", "layout"])
 def test_versions_hold_under_faults(mix, tmp_path):
     """Versions written, deleted by id, read by id and listed through random nodes of
-    a versioned bucket with object lock, under node kills or skewed clocks: none is
+    a versioned bucket with object lock, under node kills, skewed clocks or layout
+    changes (a spare node serving before it has a role): none is
     lost, none locked is deleted, none deleted comes back, each reads as written,
     listings are newest first (`check_versions`)."""
     result = run_mix(mix, DURATION, SEED, tmp_path, workload="versioned", log=lambda _: None)
