@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from granary.model.access import Access
@@ -59,16 +58,7 @@ class LifecycleProgress:
     last_pass_ms: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "passes": self.passes,
-            "buckets": self.buckets,
-            "rows_scanned": self.rows_scanned,
-            "expired": self.expired,
-            "versions_deleted": self.versions_deleted,
-            "uploads_aborted": self.uploads_aborted,
-            "refused_by_lock": self.refused_by_lock,
-            "last_pass_ms": self.last_pass_ms,
-        }
+        return asdict(self)
 
 
 class LifecycleWorker:
@@ -110,7 +100,7 @@ class LifecycleWorker:
             self.status.state = WorkerState.IDLE
             await sleep_until(stop, self.interval_secs)
 
-    async def run_pass(self, clock: Callable[[], int] = now_ms) -> None:
+    async def run_pass(self) -> None:
         """Apply every bucket's rules once (those buckets this node runs)."""
         buckets = 0
         for _, bucket in self.access.list_buckets():
@@ -118,21 +108,21 @@ class LifecycleWorker:
             rules = None if params is None else params.lifecycle.value
             if rules and self.runs_bucket(bucket.id):
                 buckets += 1
-                await self._apply(bucket.id, rules, clock)
+                await self._apply(bucket.id, rules)
         self.progress.passes += 1
         self.progress.buckets = buckets
-        self.progress.last_pass_ms = clock()
+        self.progress.last_pass_ms = now_ms()
 
-    async def _apply(self, bucket_id: bytes, rules: Lifecycle, clock: Callable[[], int]) -> None:
+    async def _apply(self, bucket_id: bytes, rules: Lifecycle) -> None:
         table = self.objects.model.objects
         async with aclosing(table.range_entries(bucket_id, filter="versions")) as rows:
             async for row in rows:
                 self.progress.rows_scanned += 1
                 ROWS_SCANNED.inc()
-                for action in actions_for(row, rules, clock(), self.day_ms):
+                for action in actions_for(row, rules, now_ms(), self.day_ms):
                     await self._act(bucket_id, row.key, action)
         if any(rule.abort_upload_days is not None for rule in rules):
-            await self._abort_uploads(bucket_id, rules, clock)
+            await self._abort_uploads(bucket_id, rules)
 
     async def _act(self, bucket_id: bytes, key: str, action: Expire | DeleteVersion) -> None:
         if isinstance(action, Expire):
@@ -149,13 +139,11 @@ class LifecycleWorker:
         self.progress.versions_deleted += 1
         VERSION_DELETED.inc()
 
-    async def _abort_uploads(
-        self, bucket_id: bytes, rules: Lifecycle, clock: Callable[[], int]
-    ) -> None:
+    async def _abort_uploads(self, bucket_id: bytes, rules: Lifecycle) -> None:
         index = self.objects.model.upload_index
         async with aclosing(index.range_entries(bucket_id, filter="in_progress")) as listed:
             async for entry in listed:
-                if not upload_due(rules, entry.key, entry.timestamp, clock(), self.day_ms):
+                if not upload_due(rules, entry.key, entry.timestamp, now_ms(), self.day_ms):
                     continue
                 upload = await self.multipart.get(entry.upload_id)
                 if upload is not None:
