@@ -60,6 +60,7 @@ from granary.processes.stack import LOCKS_DIR, SLOTS_FILE, S3Stack
 from granary.processes.supervisor import S3Workers
 from granary.table.quorum import QuorumError
 from granary.table.sync import TableSync
+from granary.table.table import ConditionalConflict
 from granary.telemetry import prometheus
 from granary.telemetry.loop_lag import watch_event_loop
 from granary.telemetry.prometheus import MetricsExposition
@@ -364,7 +365,7 @@ class Node:
                 return
             try:
                 recovered = await self.objects.recover_interrupted(interrupted)
-            except QuorumError:
+            except (QuorumError, ConditionalConflict):
                 await asyncio.sleep(min(0.5 * (attempt + 1), 5.0))
                 continue
             if recovered:

@@ -6,6 +6,14 @@ the reference) before the block itself. An upload that fails is aborted, and
 one interrupted by a crash is found in the local `inflight` tree at the next
 start and aborted then, so its blocks are released and collected.
 
+A version may reach some replicas and not others before its commit fails or
+the process dies: from those, anti-entropy would spread it. So each stamp a
+version is sent with is recorded in its inflight record first, and an upload
+whose commit has an unknown outcome is settled before anything is released:
+one round on the row commits the version if the round sees it, and otherwise
+deletes it at every recorded stamp (`settle_version`), so no copy left on a
+minority can come back without its blocks.
+
 A version that makes an object exist is kept only if its bucket outlives
 the write (`confirm_bucket`): DeleteBucket may be racing it
 (granary/model/access.py explains the protocol).
@@ -21,7 +29,7 @@ import asyncio
 import logging
 import secrets
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
-from contextlib import aclosing
+from contextlib import aclosing, suppress
 from typing import cast
 
 import msgspec
@@ -37,6 +45,7 @@ from granary.model.object import (
     BLOCKS,
     COMPLETE,
     DELETE_MARKER,
+    DELETED,
     INLINE,
     Object,
     ObjectMeta,
@@ -47,6 +56,7 @@ from granary.model.object import (
 from granary.model.read_ahead import ReadAhead
 from granary.model.store import Model
 from granary.model.version import VersionBlock, tombstone
+from granary.table.quorum import QuorumError
 from granary.table.scan import RangePage
 from granary.table.table import ConditionalConflict, Decision, Round
 from granary.telemetry import tracing
@@ -94,6 +104,9 @@ class InflightUpload(msgspec.Struct, array_like=True):
     is_part: bool
     upload_id: bytes = b""
     process: int = 0  # which of the node's processes runs it (0: the primary)
+    stamps: list[int] = msgspec.field(default_factory=list)
+    """The timestamps the version was sent to replicas with (records written before
+    0.7 have none, whether it was sent or not)."""
 
 
 InterruptedUploads = list[tuple[bytes, InflightUpload]]
@@ -156,7 +169,8 @@ class Upload:
         self.is_part = part
         self.upload_id = upload_id
         self.completed = False
-        self.outcome_unknown = False  # a conditional commit that may yet be committed
+        self.outcome_unknown = False  # a commit that failed after sending the version
+        self.stamps: list[int] = []
         self._completion: asyncio.Future | None = None
         self._data_span: tracing.AnySpan | None = None
         self._blocks_stored = 0
@@ -201,10 +215,10 @@ class Upload:
         It takes a fresh timestamp: the write that finishes last wins. Once
         started, the commit (and the check that the bucket outlived it)
         finishes even if the request is cancelled, so an abort can never undo
-        an object a client may already have been told of. A conditional commit
-        whose round gave up after it sent the version may still be committed:
-        the upload is then left to the restart recovery, which releases it only
-        if the version never became the object's.
+        an object a client may already have been told of. A commit that failed
+        after it sent the version (to too few replicas, or in a round that gave
+        up) may still be committed: the upload is then settled (`abort`), and
+        released only if the version does not become the object's.
         """
         self._end_data_span()
         build = _settled(
@@ -220,26 +234,38 @@ class Upload:
         self, build: Callable[[int], ObjectVersion], condition: WriteCondition | None
     ) -> ObjectVersion:
         try:
-            version = await self.objects.write_version(self.bucket_id, self.key, build, condition)
-        except ConditionalConflict as conflict:
-            if conflict.maybe_applied:
-                self.outcome_unknown = True
+            version = await self.objects.write_version(
+                self.bucket_id, self.key, build, condition, on_send=self._sending
+            )
+        except Exception:
+            # Sent to some replicas (a quorum error, a round that gave up after its
+            # Accept): it may yet be committed, or spread from a minority.
+            self.outcome_unknown = bool(self.stamps)
             raise
         self.completed = True
         await self.objects.forget_inflight(self.uuid)
         await self.objects.confirm_bucket(self.bucket_id, self.key, version)
         return version
 
+    async def _sending(self, version: ObjectVersion) -> None:
+        """Record the stamp `version` is about to be sent with (see the module docstring)."""
+        if version.timestamp not in self.stamps:
+            self.stamps.append(version.timestamp)
+            await self.objects._remember_inflight(self)
+
     async def finish_part(self) -> None:
         self._end_data_span()
         await self.objects.forget_inflight(self.uuid)
 
     async def abort(self) -> None:
-        """Release what this upload wrote, unless it already became the object."""
+        """Release what this upload wrote, unless it already became the object; a commit
+        of unknown outcome is settled in the background (`Objects.settle_later`)."""
         self._end_data_span()
         if self._completion is not None:
             await asyncio.gather(asyncio.shield(self._completion), return_exceptions=True)
-        if not self.completed and not self.outcome_unknown:
+        if self.outcome_unknown:
+            self.objects.settle_later(self.uuid, self._inflight())
+        elif not self.completed:
             await self.objects.abort_upload(self.uuid, self._inflight())
 
     def _inflight(self) -> InflightUpload:
@@ -250,6 +276,7 @@ class Upload:
             self.is_part,
             self.upload_id,
             self.objects.process,
+            list(self.stamps),
         )
 
 
@@ -260,6 +287,7 @@ class Objects:
         self.inflight = model.db.tree("local:inflight_uploads")
         self._encoder = msgspec.msgpack.Encoder()
         self._inflight_decoder = msgspec.msgpack.Decoder(InflightUpload)
+        self._settling: set[asyncio.Task[None]] = set()
 
     # ---- reads -----------------------------------------------------------
 
@@ -391,6 +419,7 @@ class Objects:
         key: str,
         build: Callable[[int], ObjectVersion],
         condition: WriteCondition | None = None,
+        on_send: Callable[[ObjectVersion], Awaitable[None]] | None = None,
     ) -> ObjectVersion:
         """Write a new version of an object, newer than every version before it.
 
@@ -407,17 +436,20 @@ class Objects:
 
         With a `condition`, the check and the write are one round among the
         row's replicas (`write_version_if`). The version is a null one unless
-        the bucket's versioning is enabled.
+        the bucket's versioning is enabled. `on_send` is awaited with a version
+        with blocks before it is sent (`Upload._sending`).
         """
         build = self._as_bucket_says(bucket_id, build)
         if condition is not None:
-            return await self.write_version_if(bucket_id, key, build, condition)
+            return await self.write_version_if(bucket_id, key, build, condition, on_send)
         version = build(now_ms())
         if version.state == COMPLETE and (version.kind == BLOCKS or not version.null):
             row = await self.get(bucket_id, key)
             newest = _newest_other(row, version.uuid)
             if newest is not None and newest >= version.timestamp:
                 version = build(next_timestamp(newest))
+            if on_send is not None:
+                await on_send(version)
             await self.model.objects.insert(Object(bucket_id, key, [version]))
             return version
         existing = asyncio.ensure_future(self.get(bucket_id, key))
@@ -437,6 +469,7 @@ class Objects:
         key: str,
         build: Callable[[int], ObjectVersion],
         condition: WriteCondition,
+        on_send: Callable[[ObjectVersion], Awaitable[None]] | None = None,
     ) -> ObjectVersion:
         """Write a complete version only if `condition` holds on the current one, as one
         round (`Table.conditional_update`): two such writes of a key are ordered, so at
@@ -444,7 +477,8 @@ class Objects:
 
         Raises ConditionFailed (after writing back the row the refusal saw) or
         ConditionalConflict (the round gave up; `maybe_applied` if the version
-        may still be committed).
+        may still be committed). `on_send` is awaited with the version before
+        each Accept that carries it.
         """
         uuid = build(0).uuid
 
@@ -473,7 +507,15 @@ class Objects:
             version = added.versions[-1]
             return Decision(added if row is None else row.merge(added), version, changes=True)
 
-        result = await self.model.objects.conditional_update(bucket_id, key.encode(), decide)
+        async def sending(
+            decision: Decision[Object, ObjectVersion | ConditionFailed | None],
+        ) -> None:
+            if on_send is not None and isinstance(decision.result, ObjectVersion):
+                await on_send(decision.result)
+
+        result = await self.model.objects.conditional_update(
+            bucket_id, key.encode(), decide, sending
+        )
         if isinstance(result, ConditionFailed):
             raise result
         assert result is not None  # a round that redoes itself returns no result
@@ -717,8 +759,12 @@ class Objects:
         return [(uuid, r) for uuid, r in found if process is None or r.process == process]
 
     async def recover_interrupted(self, interrupted: InterruptedUploads) -> int:
-        """Abort the `interrupted` uploads (see `interrupted_uploads`) left unfinished."""
+        """Abort the `interrupted` uploads (see `interrupted_uploads`) left unfinished;
+        settle those whose version was sent (`settle_version`)."""
         for uuid, record in interrupted:
+            if record.stamps:
+                await self.settle(uuid, record)
+                continue
             if await self._was_finished(uuid, record):
                 await self.forget_inflight(uuid)
                 continue
@@ -729,6 +775,60 @@ class Objects:
             )
             await self.abort_upload(uuid, record)
         return len(interrupted)
+
+    async def settle(self, uuid: bytes, record: InflightUpload) -> None:
+        """End an upload whose version was sent with `record.stamps` but whose commit
+        has no known outcome: keep the version if `settle_version` commits it (and its
+        bucket outlived it), release the upload otherwise."""
+        kept = await self.settle_version(record.bucket_id, record.key, uuid, record.stamps)
+        if kept is not None:
+            await self.forget_inflight(uuid)
+            with suppress(BucketGone):  # then deleted with its bucket
+                await self.confirm_bucket(record.bucket_id, record.key, kept)
+            return
+        log.info("releasing an upload never committed: %s/%s", record.bucket_id.hex(), record.key)
+        await self.abort_upload(uuid, record)
+
+    def settle_later(self, uuid: bytes, record: InflightUpload) -> None:
+        """`settle` in the background; if that fails too, the record stays for the
+        recovery at the next start."""
+
+        async def run() -> None:
+            try:
+                await self.settle(uuid, record)
+            except (ConditionalConflict, QuorumError) as error:
+                log.warning("upload of %s left to the next start's recovery: %s", record.key, error)
+
+        task = asyncio.ensure_future(run())
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def settle_version(
+        self, bucket_id: bytes, key: str, uuid: bytes, stamps: Sequence[int]
+    ) -> ObjectVersion | None:
+        """Decide, in one round on the row, whether version `uuid` (sent with `stamps`,
+        its outcome unknown) is committed: the version if the round sees it complete,
+        which its Accept then puts on a quorum; None if not, and it is then deleted at
+        every stamp, so that a copy a minority holds loses every merge.
+
+        Either answer is final: a round that committed the version had an Accept
+        quorum, which shares a node with this round's promises; a later round
+        sees what this one committed.
+        """
+
+        def decide(row: Object | None, round_: Round) -> Decision[Object, ObjectVersion | None]:
+            versions = () if row is None else row.versions
+            found = next((v for v in versions if v.uuid == uuid and v.state == COMPLETE), None)
+            if found is not None:
+                return Decision(row, found, changes=False)
+            # Not null: a deleted null version would prune the older null ones.
+            gone = [
+                ObjectVersion(uuid, stamp, DELETED, kind=BLOCKS, null=False) for stamp in stamps
+            ]
+            deleted = Object(bucket_id, key, gone)
+            return Decision(deleted if row is None else row.merge(deleted), None, changes=True)
+
+        return await self.model.objects.conditional_update(bucket_id, key.encode(), decide)
 
     async def _was_finished(self, uuid: bytes, record: InflightUpload) -> bool:
         """Whether the crash came after the upload was recorded as done."""

@@ -43,6 +43,7 @@ from granary.processes.control import (
 )
 from granary.processes.spawn import WorkerProcess, exec_worker, exit_code
 from granary.table.quorum import QuorumError
+from granary.table.table import ConditionalConflict
 from granary.telemetry import prometheus
 
 log = logging.getLogger("granary.processes")
@@ -213,7 +214,7 @@ class S3Workers:
             return
         try:
             recovered = await self.objects.recover_interrupted(interrupted)
-        except QuorumError as error:
+        except (QuorumError, ConditionalConflict) as error:
             log.warning("uploads of S3 worker %d not recovered yet: %s", slot, error)
             return
         log.info("aborted %d upload(s) of S3 worker %d", recovered, slot)

@@ -344,7 +344,11 @@ class Table(Generic[E]):
         return await self.db.transact(step)
 
     async def conditional_update(
-        self, pk: bytes, sk: bytes, decide: Callable[[E | None, Round], Decision[E, T]]
+        self,
+        pk: bytes,
+        sk: bytes,
+        decide: Callable[[E | None, Round], Decision[E, T]],
+        before_accept: Callable[[Decision[E, T]], Awaitable[None]] | None = None,
     ) -> T:
         """Read-decide-write one row atomically among its replicas, without a leader.
 
@@ -357,6 +361,10 @@ class Table(Generic[E]):
         must recognise its own change in a row (an earlier attempt may have
         committed it). The write guard is held throughout, so the sets stay the
         ones the round uses. Raises ConditionalConflict when it gives up.
+
+        `before_accept` is awaited with each decision that carries the change,
+        before its Accept is sent: what a later round may commit from then on
+        can be recorded durably first (`Objects.settle_version` needs it).
         """
         maybe_applied = False
         highest = ZERO
@@ -385,6 +393,8 @@ class Table(Generic[E]):
                     reason = "a row stamped after the ballot"
                     continue
                 maybe_applied = maybe_applied or decision.changes
+                if decision.changes and before_accept is not None:
+                    await before_accept(decision)
                 row = None if decision.row is None else self.encode(decision.row)
                 accepts = QuorumCount(sets)
                 await _run_phase(
