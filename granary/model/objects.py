@@ -67,6 +67,10 @@ from granary.util.time import next_timestamp, now_ms
 log = logging.getLogger("granary.model")
 
 READ_AHEAD_BLOCKS = 2
+MAX_ROW_BYTES = 4 << 20
+"""A new versioned version is refused once its key's row is this large: every read
+and write of a key moves its whole row, and an RPC frame holds 16 MiB (a version
+takes ~250 bytes plus its metadata: 15,000 versions, 1,900 with 2 KiB of metadata)."""
 """The most blocks a GET fetches beyond the one it sends, for a reader that keeps up."""
 READ_AHEAD_WARMUP_BYTES = 5 << 20
 """A GET fetches this much on demand before it reads ahead (granary/model/read_ahead.py).
@@ -93,6 +97,16 @@ def _blocks_within(blocks: Sequence[tuple[VersionBlock, int]], size: int) -> int
         if total > size:
             return count
     return len(blocks)
+
+
+class RowFull(Exception):
+    """A key has too many versions for another one (`MAX_ROW_BYTES`)."""
+
+    def __init__(self, key: str, versions: int, size: int) -> None:
+        super().__init__(
+            f"the key {key!r} has {versions} versions ({size} bytes of metadata, limit "
+            f"{MAX_ROW_BYTES}): delete noncurrent versions, or let a lifecycle rule expire them"
+        )
 
 
 class InflightUpload(msgspec.Struct, array_like=True):
@@ -445,6 +459,7 @@ class Objects:
         version = build(now_ms())
         if version.state == COMPLETE and (version.kind == BLOCKS or not version.null):
             row = await self.get(bucket_id, key)
+            self._check_room(row, version)
             newest = _newest_other(row, version.uuid)
             if newest is not None and newest >= version.timestamp:
                 version = build(next_timestamp(newest))
@@ -484,7 +499,7 @@ class Objects:
 
         def decide(
             row: Object | None, round_: Round
-        ) -> Decision[Object, ObjectVersion | ConditionFailed | None]:
+        ) -> Decision[Object, ObjectVersion | ConditionFailed | RowFull | None]:
             counter = round_.counter
             mine = None if row is None else next((v for v in row.versions if v.uuid == uuid), None)
             if mine is not None and mine.state != COMPLETE:
@@ -493,6 +508,10 @@ class Objects:
                 failure = condition.failure(None if row is None else row.current())
                 if failure is not None:
                     return Decision(row, failure, changes=False)
+                try:
+                    self._check_room(row, build(counter))
+                except RowFull as full:
+                    return Decision(row, full, changes=False)
             newest = _newest_other(row, uuid)
             if newest is not None and newest >= counter:
                 return Decision(None, None, changes=False, at_least=newest + 1)
@@ -508,7 +527,7 @@ class Objects:
             return Decision(added if row is None else row.merge(added), version, changes=True)
 
         async def sending(
-            decision: Decision[Object, ObjectVersion | ConditionFailed | None],
+            decision: Decision[Object, ObjectVersion | ConditionFailed | RowFull | None],
         ) -> None:
             if on_send is not None and isinstance(decision.result, ObjectVersion):
                 await on_send(decision.result)
@@ -516,10 +535,19 @@ class Objects:
         result = await self.model.objects.conditional_update(
             bucket_id, key.encode(), decide, sending
         )
-        if isinstance(result, ConditionFailed):
+        if isinstance(result, (ConditionFailed, RowFull)):
             raise result
         assert result is not None  # a round that redoes itself returns no result
         return result
+
+    def _check_room(self, row: Object | None, version: ObjectVersion) -> None:
+        """Raise RowFull if `version` would stay in a row already `MAX_ROW_BYTES` large
+        (a null version replaces the null one before it: it never grows a row much)."""
+        if row is None or version.null:
+            return
+        size = len(self.model.objects.encode(row))
+        if size >= MAX_ROW_BYTES:
+            raise RowFull(row.key, len(row.versions), size)
 
     async def publish_version(
         self,

@@ -6,10 +6,12 @@ and through the three nodes of a cluster."""
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from botocore.exceptions import ClientError
 
+from granary.model.objects import MAX_ROW_BYTES
 from tests.integration.conftest import block_files, start_cluster, wait_until
 
 MiB = 1 << 20
@@ -288,3 +290,46 @@ def test_small_versions_are_stored_as_blocks_so_rows_stay_small(server, s3, buck
         )
     empty = s3.put_object(Bucket=bucket, Key="empty", Body=b"")["VersionId"]
     assert s3.get_object(Bucket=bucket, Key="empty", VersionId=empty)["Body"].read() == b""
+
+
+def test_a_key_refuses_new_versions_once_its_row_is_full_until_some_are_deleted(s3, bucket):
+    """Every version of a key stays in its row, which each read and write moves whole:
+    past `MAX_ROW_BYTES` a new version (or delete marker) is refused with a clear
+    error, the key stays readable, and deleting versions makes room again."""
+    enable(s3, bucket)
+    metadata = {"note": "m" * 1900}  # most of S3's 2 KiB of user metadata
+
+    def put(_: int) -> str:
+        return s3.put_object(Bucket=bucket, Key="busy", Body=b"v", Metadata=metadata)["VersionId"]
+
+    def put_or_refusal(n: int) -> str | tuple[int, str]:
+        try:
+            return put(n)
+        except ClientError as error:
+            return error_of(error)
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(put_or_refusal, range(MAX_ROW_BYTES // 2000 + 100)))
+    ids = [outcome for outcome in outcomes if isinstance(outcome, str)]
+    refusals = [outcome for outcome in outcomes if not isinstance(outcome, str)]
+    assert len(ids) > MAX_ROW_BYTES // 2500
+    assert refusals and set(refusals) == {(400, "InvalidRequest")}
+    with pytest.raises(ClientError) as refused:
+        put(0)
+    assert error_of(refused.value) == (400, "InvalidRequest")
+    assert "versions" in refused.value.response["Error"]["Message"]
+    with pytest.raises(ClientError) as marker:
+        s3.delete_object(Bucket=bucket, Key="busy")
+    assert error_of(marker.value) == (400, "InvalidRequest")
+
+    listed = s3.list_object_versions(Bucket=bucket, Prefix="busy", MaxKeys=1000)
+    kept = [v["VersionId"] for v in listed["Versions"]]
+    assert s3.get_object(Bucket=bucket, Key="busy")["Metadata"] == metadata
+    oldest = kept[-200:]
+    s3.delete_objects(
+        Bucket=bucket,
+        Delete={"Objects": [{"Key": "busy", "VersionId": v} for v in oldest], "Quiet": True},
+    )
+    again = put(0)
+    assert s3.get_object(Bucket=bucket, Key="busy", VersionId=again)["Body"].read() == b"v"
+    assert len(set(ids)) == len(ids)

@@ -35,6 +35,7 @@ from granary.api.s3.xml import error_document
 from granary.block.manager import BlockUnavailable
 from granary.model.access import Access, BucketGone
 from granary.model.buckets import AccessKey
+from granary.model.objects import RowFull
 from granary.table.quorum import QuorumError
 from granary.telemetry import logs, tracing
 from granary.util.checksums import ChecksumRequestError
@@ -159,7 +160,7 @@ class S3App:
                 raise
             log.warning("%s %s: %s", request.method, request.path, error)
             response = self.error_response(request, self._unavailable(request), request_id)
-        except ChecksumRequestError as error:
+        except (ChecksumRequestError, RowFull) as error:
             response = self.error_response(
                 request, S3Error("InvalidRequest", str(error)), request_id
             )

@@ -31,6 +31,7 @@ from granary.api.s3.versions import (
 from granary.api.s3.xml import Node, document
 from granary.block.writer import StreamDigests
 from granary.model.lock import LockRefused
+from granary.model.objects import RowFull
 from granary.table.table import ConditionalConflict
 from granary.util.checksums import new_checksum, requested_checksum
 
@@ -48,7 +49,10 @@ async def _delete(ctx: S3Context, key: str, version_id: str | None) -> dict[str,
     objects = ctx.services.objects
     bucket_id = ctx.require_bucket().id
     if version_id is None:
-        marker = await objects.delete(bucket_id, key)
+        try:
+            marker = await objects.delete(bucket_id, key)
+        except RowFull as full:  # a versioned delete marker is a version too
+            raise S3Error("InvalidRequest", str(full)) from None
         return marker_headers(ctx, marker) if bucket_versioned(ctx) else {}
     try:
         deleted = await objects.delete_version(
