@@ -196,14 +196,14 @@ def test_max_keys_not_a_number(server, bucket):
 @pytest.mark.parametrize(
     "call",
     [
-        lambda s3, b: s3.get_bucket_acl(Bucket=b),
-        lambda s3, b: s3.get_object_acl(Bucket=b, Key="k"),
+        lambda s3, b: s3.get_bucket_cors(Bucket=b),
+        lambda s3, b: s3.get_bucket_website(Bucket=b),
         lambda s3, b: s3.get_bucket_policy(Bucket=b),
         lambda s3, b: s3.put_bucket_policy(Bucket=b, Policy="{}"),
     ],
     ids=[
-        "bucket-acl",
-        "object-acl",
+        "cors",
+        "website",
         "policy",
         "put-policy",
     ],

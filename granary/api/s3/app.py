@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from granary.api.http.types import Request, Response
 from granary.api.s3 import (
+    acl_ops,
     bucket_ops,
     copy_ops,
     delete_ops,
@@ -55,6 +56,10 @@ OPERATIONS: dict[str, tuple[OperationHandler, str | None]] = {
     "GetBucketLocation": (bucket_ops.get_bucket_location, "read"),
     "GetBucketVersioning": (bucket_ops.get_bucket_versioning, "read"),
     "PutBucketVersioning": (bucket_ops.put_bucket_versioning, "owner"),
+    "GetBucketAcl": (acl_ops.get_bucket_acl, "read"),
+    "PutBucketAcl": (acl_ops.put_bucket_acl, "owner"),
+    "GetObjectAcl": (acl_ops.get_object_acl, "read"),
+    "PutObjectAcl": (acl_ops.put_object_acl, "write"),
     "GetBucketTagging": (bucket_ops.get_bucket_tagging, "read"),
     "PutBucketTagging": (bucket_ops.put_bucket_tagging, "owner"),
     "DeleteBucketTagging": (bucket_ops.delete_bucket_tagging, "owner"),

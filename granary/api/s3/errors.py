@@ -37,6 +37,7 @@ ERROR_TABLE: dict[str, tuple[int, str]] = {
     ),
     "InvalidArgument": (400, "Invalid Argument"),
     "InvalidBucketName": (400, "The specified bucket is not valid."),
+    "AccessControlListNotSupported": (400, "The bucket does not allow ACLs"),
     "InvalidDigest": (400, "The Content-MD5 you specified is not valid."),
     "InvalidLocationConstraint": (400, "The specified location-constraint is not valid."),
     "InvalidURI": (400, "Couldn't parse the specified URI."),

@@ -12,7 +12,6 @@ from granary.api.s3.errors import S3Error
 UNSUPPORTED_SUBRESOURCES = frozenset(
     {
         "accelerate",
-        "acl",
         "analytics",
         "cors",
         "encryption",
@@ -112,6 +111,7 @@ def _bucket_operation(method: str, query: dict[str, str]) -> str:
     if method == "GET":
         for flag, operation in (
             ("location", "GetBucketLocation"),
+            ("acl", "GetBucketAcl"),
             ("versioning", "GetBucketVersioning"),
             ("tagging", "GetBucketTagging"),
             ("object-lock", "GetObjectLockConfiguration"),
@@ -127,6 +127,8 @@ def _bucket_operation(method: str, query: dict[str, str]) -> str:
     if method == "HEAD":
         return "HeadBucket"
     if method == "PUT":
+        if "acl" in query:
+            return "PutBucketAcl"
         if "versioning" in query:
             return "PutBucketVersioning"
         if "tagging" in query:
@@ -152,6 +154,9 @@ _OBJECT_TAGGING = {
 }
 
 
+_OBJECT_ACL = {"GET": "GetObjectAcl", "PUT": "PutObjectAcl"}
+
+
 _OBJECT_LOCK = {
     ("GET", "retention"): "GetObjectRetention",
     ("PUT", "retention"): "PutObjectRetention",
@@ -161,6 +166,10 @@ _OBJECT_LOCK = {
 
 
 def _object_operation(method: str, query: dict[str, str]) -> str:
+    if "acl" in query:
+        if method not in _OBJECT_ACL:
+            raise S3Error("MethodNotAllowed")
+        return _OBJECT_ACL[method]
     if "tagging" in query:
         if method not in _OBJECT_TAGGING:
             raise S3Error("MethodNotAllowed")

@@ -34,7 +34,9 @@ MAX_ATTRIBUTES = 8
 
 # A node is `(name, value)`. The value is text (str), a number, a boolean
 # (rendered "true"/"false" as S3 does), an iterable of child nodes, or None,
-# which omits the element. None entries in a child list are skipped too.
+# which omits the element. None entries in a child list are skipped too. The
+# name of an element with children may carry attributes after a space (constant
+# text, written as it is: `Grantee xsi:type="CanonicalUser"`).
 Value: TypeAlias = "str | int | bool | Iterable[Node | None] | None"
 Node: TypeAlias = "tuple[str, Value]"
 
@@ -101,7 +103,7 @@ def _render_other(
     else:
         out.append(f"<{name}>")
         _render_children(value, out)
-        out.append(f"</{name}>")
+        out.append(f"</{name.partition(' ')[0]}>")
 
 
 def element(name: str, value: Value) -> str:
