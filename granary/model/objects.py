@@ -67,11 +67,12 @@ from granary.util.time import next_timestamp, now_ms
 log = logging.getLogger("granary.model")
 
 READ_AHEAD_BLOCKS = 2
+"""The most blocks a GET fetches beyond the one it sends, for a reader that keeps up."""
 MAX_ROW_BYTES = 4 << 20
 """A new versioned version is refused once its key's row is this large: every read
 and write of a key moves its whole row, and an RPC frame holds 16 MiB (a version
-takes ~250 bytes plus its metadata: 15,000 versions, 1,900 with 2 KiB of metadata)."""
-"""The most blocks a GET fetches beyond the one it sends, for a reader that keeps up."""
+takes ~165 bytes plus its metadata: 25,000 versions, 1,900 with 2 KiB of metadata;
+a version deleted by id stays as a 45-byte entry)."""
 READ_AHEAD_WARMUP_BYTES = 5 << 20
 """A GET fetches this much on demand before it reads ahead (granary/model/read_ahead.py).
 
@@ -265,7 +266,7 @@ class Upload:
         """Record the stamp `version` is about to be sent with (see the module docstring)."""
         if version.timestamp not in self.stamps:
             self.stamps.append(version.timestamp)
-            await self.objects._remember_inflight(self)
+            await self.objects.remember_inflight(self)
 
     async def finish_part(self) -> None:
         self._end_data_span()
@@ -597,7 +598,7 @@ class Objects:
     async def begin_upload(self, bucket_id: bytes, key: str) -> Upload:
         """Start writing a new version of an object (it gets its timestamp when complete)."""
         upload = Upload(self, bucket_id, key, new_uuid(), now_ms(), part=False)
-        await self._remember_inflight(upload)
+        await self.remember_inflight(upload)
         return upload
 
     async def begin_copy(self, bucket_id: bytes, key: str) -> Upload:
@@ -609,7 +610,7 @@ class Objects:
     ) -> Upload:
         """Start writing one part of a multipart upload."""
         upload = Upload(self, bucket_id, key, new_uuid(), timestamp, part=True, upload_id=upload_id)
-        await self._remember_inflight(upload)
+        await self.remember_inflight(upload)
         return upload
 
     async def delete(self, bucket_id: bytes, key: str) -> ObjectVersion:
@@ -759,7 +760,7 @@ class Objects:
 
     # ---- crash safety ----------------------------------------------------
 
-    async def _remember_inflight(self, upload: Upload) -> None:
+    async def remember_inflight(self, upload: Upload) -> None:
         raw = self._encoder.encode(upload._inflight())
         await self.model.db.transact(lambda tx: tx.put(self.inflight, upload.uuid, raw))
 
