@@ -9,12 +9,16 @@ Secrets (`rpc_secret`, `admin.admin_token`, `admin.metrics_token`) may also
 come from a file (`*_file`, which must not be readable by group or others,
 as Garage checks) or from the environment (`GARAGE_*` / `GRANARY_*`), which
 overrides the file, as in Garage.
+
+`[[keys]]` and `[[buckets]]` (Granary's own) declare access keys and buckets
+that every node makes exist at start (granary/declarations.py).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import stat
 import tomllib
 from collections.abc import Mapping
@@ -41,6 +45,46 @@ class DataDir(msgspec.Struct, forbid_unknown_fields=True):
     path: str
     capacity: str | int | None = None
     read_only: bool = False
+
+
+ACCESS_KEY_ID = re.compile(r"^GK[0-9a-f]{24}$")
+SECRET_ACCESS_KEY = re.compile(r"^[0-9a-f]{64}$")
+PERMISSIONS = ("read", "write", "owner")
+
+
+class DeclaredKey(msgspec.Struct, forbid_unknown_fields=True):
+    """An access key to make exist at start, with its secret (or the file holding it)."""
+
+    name: str
+    access_key_id: str
+    secret_access_key: str | None = None
+    secret_access_key_file: str | None = None
+    create_bucket: bool = False
+
+    def __post_init__(self) -> None:
+        if not ACCESS_KEY_ID.match(self.access_key_id):
+            raise ValueError("access_key_id must be GK followed by 24 hex digits")
+        if (self.secret_access_key is None) == (self.secret_access_key_file is None):
+            raise ValueError(
+                f"key {self.name}: give one of secret_access_key and secret_access_key_file"
+            )
+
+
+class DeclaredBucket(msgspec.Struct, forbid_unknown_fields=True):
+    """A bucket to make exist at start, and the rights of keys on it (by key name or
+    id: a subset of read, write, owner)."""
+
+    name: str
+    versioning: bool | None = None
+    object_lock: bool = False
+    allow: dict[str, list[str]] = msgspec.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for who, rights in self.allow.items():
+            if not rights or any(right not in PERMISSIONS for right in rights):
+                raise ValueError(f"bucket {self.name}: allow.{who} takes read, write, owner")
+        if self.object_lock and self.versioning is False:
+            raise ValueError(f"bucket {self.name}: object lock keeps versioning on")
 
 
 class S3ApiConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -199,6 +243,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     """Processes serving S3 on this node (docs/process-model.md); "auto": one per core."""
     log_format: Literal["text", "json"] | None = None
     """Log lines as text or JSON; unset: GRANARY_LOG_FORMAT, else text."""
+    keys: list[DeclaredKey] = msgspec.field(default_factory=list)
+    buckets: list[DeclaredBucket] = msgspec.field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.replication_factor < 1:
@@ -393,7 +439,19 @@ def resolve_secrets(config: Config, environ: Mapping[str, str] | None = None) ->
         admin_token_file=None,
         metrics_token_file=None,
     )
-    return replace(config, rpc_secret=rpc_secret, rpc_secret_file=None, admin=admin)
+    keys = [_declared_key_secret(key, allow) for key in config.keys]
+    return replace(config, rpc_secret=rpc_secret, rpc_secret_file=None, admin=admin, keys=keys)
+
+
+def _declared_key_secret(key: DeclaredKey, allow_world_readable: bool) -> DeclaredKey:
+    secret = key.secret_access_key
+    if key.secret_access_key_file is not None:
+        secret = read_secret_file(
+            key.secret_access_key_file, allow_world_readable=allow_world_readable
+        )
+    if secret is None or not SECRET_ACCESS_KEY.match(secret):
+        raise ConfigError(f"key {key.name}: the secret access key must be 64 hex digits")
+    return replace(key, secret_access_key=secret, secret_access_key_file=None)
 
 
 def parse_config(data: dict, environ: Mapping[str, str] | None = None) -> Config:

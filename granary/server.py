@@ -10,7 +10,7 @@ import secrets
 import shutil
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -41,6 +41,7 @@ from granary.config import (
     resolve_secrets,
     warn_unsupported,
 )
+from granary.declarations import apply_declarations
 from granary.layout.history import LayoutHistory
 from granary.layout.manager import LayoutManager
 from granary.layout.roles import NodeRole
@@ -389,18 +390,35 @@ class Node:
         log.error("multipart uploads created before the upload index not indexed: no quorum")
 
     async def _default_key_when_laid_out(self) -> None:
-        """Create the default key now if a standalone node can, else in the background.
-
-        A cluster node may start before a layout exists or before its peers
-        answer: the key is then created as soon as a write quorum can take it.
-        """
-        if self.layout.current.version > 0 and runs_standalone(self.config):
-            self.credentials = await self.ensure_default_key()
-            return
+        """Create the default key (`ensure_default_key`) once a layout exists."""
         env_id = os.environ.get("GRANARY_ACCESS_KEY_ID")
         env_secret = os.environ.get("GRANARY_SECRET_ACCESS_KEY")
         if env_id and env_secret:
             self.credentials = Credentials(env_id, None)
+
+        async def create() -> None:
+            self.credentials = await self.ensure_default_key()
+
+        await self._once_laid_out(create, "the default access key")
+
+    async def _apply_declarations(self) -> None:
+        """Make the configuration's `[[keys]]` and `[[buckets]]` exist (granary/declarations.py)."""
+
+        async def apply() -> None:
+            await apply_declarations(self.access, self.config.keys, self.config.buckets)
+
+        if self.config.keys or self.config.buckets:
+            await self._once_laid_out(apply, "the declared keys and buckets")
+
+    async def _once_laid_out(self, job: Callable[[], Awaitable[None]], what: str) -> None:
+        """Run `job` now on a standalone node with its layout, so that it is done before
+        the node serves; else in the background once a layout exists and as soon as a
+        write quorum takes it (a cluster node may start before its peers answer).
+        Tried again while too few nodes answer, or another node creates the same bucket.
+        """
+        if self.layout.current.version > 0 and runs_standalone(self.config):
+            await job()
+            return
         laid_out = asyncio.Event()
         if self.layout.current.version > 0:
             laid_out.set()
@@ -411,17 +429,19 @@ class Node:
 
         self.layout.on_change(note_layout)
 
-        async def create_later() -> None:
+        async def run_later() -> None:
             await laid_out.wait()
             for attempt in range(20):
                 try:
-                    self.credentials = await self.ensure_default_key()
+                    await job()
                     return
-                except QuorumError:
+                except (QuorumError, AccessError) as error:
+                    if isinstance(error, AccessError) and error.reason != "conflict":
+                        raise
                     await asyncio.sleep(min(0.5 * (attempt + 1), 5.0))
-            log.error("could not create the default access key: too few nodes answered")
+            log.error("%s: not done, too few nodes answered", what)
 
-        self._tasks.append(asyncio.ensure_future(create_later()))
+        self._tasks.append(asyncio.ensure_future(run_later()))
 
     async def ensure_default_key(self) -> Credentials:
         """The key announced at start: from the environment, or generated once.
@@ -500,6 +520,7 @@ class Node:
         self._tasks.append(asyncio.ensure_future(blocks.sweep_temp_files(before=started)))
         if self.default_key:
             await self._default_key_when_laid_out()
+        await self._apply_declarations()
         if config.admin.api_bind_addr:
             cluster = ClusterAdmin(
                 self.layout,

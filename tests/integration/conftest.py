@@ -295,9 +295,15 @@ def cluster_config(node: GranaryServer, rpc_port: int, bootstrap: list[str], **e
 
 
 def start_cluster(
-    root: Path, count: int, zones: list[str], per_node: dict[int, dict] | None = None, **extra
+    root: Path,
+    count: int,
+    zones: list[str],
+    per_node: dict[int, dict] | None = None,
+    config_tail: str = "",
+    **extra,
 ) -> Cluster:
-    """Start `count` nodes; `per_node` adds config keys to some of them (by index)."""
+    """Start `count` nodes; `per_node` adds config keys to some of them (by index),
+    `config_tail` ends every node's config (tables, arrays of tables)."""
     rpc_ports = [free_port() for _ in range(count)]
     nodes = []
     for index in range(count):
@@ -305,6 +311,7 @@ def start_cluster(
         bootstrap = [f"127.0.0.1:{rpc_ports[0]}"] if index else []
         settings = {**extra, **(per_node or {}).get(index, {})}
         node.config_text = cluster_config(node, rpc_ports[index], bootstrap, **settings)
+        node.config_text += config_tail
         nodes.append(node)
     cluster = Cluster(nodes, rpc_ports)
     try:

@@ -283,3 +283,35 @@ def test_a_single_copy_store_syncs_by_default_and_a_replicated_one_does_not():
     assert not chosen.syncs_metadata and chosen.syncs_data
     chosen = Config(**MINIMAL, replication_factor=3, metadata_fsync=True)
     assert chosen.syncs_metadata and not chosen.syncs_data
+
+
+KEY = {"name": "backup", "access_key_id": "GK" + "a1" * 12, "secret_access_key": "0f" * 32}
+
+
+def test_declared_keys_and_buckets_are_read_with_their_secret_files(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("1e" * 32 + "\n")
+    os.chmod(secret, 0o600)
+    from_file = {**KEY, "secret_access_key": None, "secret_access_key_file": str(secret)}
+    bucket = {"name": "b", "versioning": True, "allow": {"backup": ["read", "write"]}}
+    config = parse_config({**MINIMAL, "keys": [from_file], "buckets": [bucket]}, environ={})
+    assert config.keys[0].secret_access_key == "1e" * 32
+    assert config.keys[0].secret_access_key_file is None
+    assert config.buckets[0].allow == {"backup": ["read", "write"]}
+
+
+@pytest.mark.parametrize(
+    ("declared", "named"),
+    [
+        ({"keys": [{**KEY, "access_key_id": "AKIA0000"}]}, "access_key_id"),
+        ({"keys": [{**KEY, "secret_access_key": "short"}]}, "64 hex digits"),
+        ({"keys": [{**KEY, "secret_access_key_file": "/f"}]}, "one of secret_access_key"),
+        ({"buckets": [{"name": "b", "allow": {"k": ["admin"]}}]}, "read, write, owner"),
+        ({"buckets": [{"name": "b", "allow": {"k": []}}]}, "read, write, owner"),
+        ({"buckets": [{"name": "b", "object_lock": True, "versioning": False}]}, "object lock"),
+        ({"buckets": [{"name": "b", "owner": "k"}]}, "owner"),
+    ],
+)
+def test_bad_declarations_are_named(declared, named):
+    with pytest.raises(ConfigError, match=named):
+        parse_config({**MINIMAL, **declared}, environ={})

@@ -29,6 +29,7 @@ from granary.api.http.types import Request, Response
 from granary.api.s3.errors import S3Error
 from granary.api.s3.names import validate_bucket_name
 from granary.api.s3.numbers import parse_decimal
+from granary.config import ACCESS_KEY_ID, SECRET_ACCESS_KEY
 from granary.layout.roles import LayoutError, ZoneRedundancy
 from granary.model.access import Access, AccessError
 from granary.model.buckets import AccessKey, Bucket, Permission
@@ -97,10 +98,6 @@ class PermissionChange(msgspec.Struct, forbid_unknown_fields=True):
     read: bool = False
     write: bool = False
     owner: bool = False
-
-
-_KEY_ID = re.compile(r"^GK[0-9a-f]{24}$")
-_SECRET = re.compile(r"^[0-9a-f]{64}$")
 
 
 def permission_json(permission: Permission) -> dict[str, bool]:
@@ -322,9 +319,9 @@ class AdminApp:
 
     async def create_key(self, request: Request) -> dict:
         body: KeyCreate = await self._body(request, KeyCreate)
-        if body.key_id is not None and not _KEY_ID.match(body.key_id):
+        if body.key_id is not None and not ACCESS_KEY_ID.match(body.key_id):
             raise AdminError(400, "key_id must be GK followed by 24 hex digits")
-        if body.secret is not None and not _SECRET.match(body.secret):
+        if body.secret is not None and not SECRET_ACCESS_KEY.match(body.secret):
             raise AdminError(400, "secret must be 64 hex digits")
         key = await self.access.create_key(
             body.name,
