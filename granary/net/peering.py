@@ -1,9 +1,10 @@
 """Keeping in touch with the cluster: which peers exist, which are up, how far.
 
-Peers come from the config's bootstrap list, the persisted peer list, gossip
-(connected peers swap the lists of peers they are connected to) and explicit
-`connect()` calls. Every known peer that is not connected is redialed with
-capped, jittered exponential backoff. Connected peers are pinged at HIGH
+Peers come from the config's bootstrap list (where a DNS name stands for every
+address it resolves to, resolved again periodically: `discovery/dns.py`), the
+persisted peer list, gossip (connected peers swap the lists of peers they are
+connected to) and explicit `connect()` calls. Every known peer that is not
+connected is redialed with capped, jittered exponential backoff. Connected peers are pinged at HIGH
 priority: the round trips give a smoothed RTT per peer, and a peer that misses
 `max_missed_pings` in a row is disconnected, hence down, hence redialed.
 
@@ -26,6 +27,7 @@ import msgspec
 
 from granary.net.addresses import NODE_ID_SIZE, parse_addr, parse_peer
 from granary.net.connection import Reply
+from granary.net.discovery import dns
 from granary.net.errors import PeerUnavailable, RpcError
 from granary.net.messages import HIGH
 from granary.net.peer_list import PEER_LIST_FILE, load_peer_list, save_peer_list
@@ -96,6 +98,8 @@ class Peering:
         self._retry_max = retry_max
         self._peers: dict[bytes, _Peer] = {}
         self._anonymous: dict[str, _Backoff] = {}  # addresses whose node id is still unknown
+        self._names: list[tuple[str, int]] = []  # bootstrap peers named by DNS
+        self._own_addrs: set[str] = set()  # addresses that turned out to be this node
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         netapp.endpoint(PING_ENDPOINT, self._on_ping)
@@ -107,11 +111,16 @@ class Peering:
             for node, addr in load_peer_list(self._path).items():
                 self._remember(node, addr, persist=False)
         for maybe_node, addr in self._bootstrap:
+            host, port = parse_addr(addr)
             if maybe_node is not None:
                 self._remember(maybe_node, addr, persist=False)
-            elif all(peer.addr != addr for peer in self._peers.values()):
-                self._anonymous[addr] = _Backoff()
+            elif dns.is_name(host):
+                self._names.append((host, port))
+            else:
+                self._dial_anonymous(addr)
         self._persist()
+        if self._names:
+            self._spawn(self._resolve_loop())
         self._spawn(self._reconnect_loop())
         self._spawn(self._ping_loop())
         if self._gossip:
@@ -204,6 +213,28 @@ class Peering:
             peer.backoff.retry_at = time.monotonic() + self._delay(0)
             self._wake.set()
 
+    def _dial_anonymous(self, addr: str) -> None:
+        """Dial `addr` until it answers, unless a known peer or this node is there."""
+        if addr in self._own_addrs or addr in self._anonymous:
+            return
+        if all(peer.addr != addr for peer in self._peers.values()):
+            self._anonymous[addr] = _Backoff()
+            self._wake.set()
+
+    async def _resolve_loop(self) -> None:
+        """Dial every address the bootstrap names resolve to, now and every
+        `dns.REFRESH_SECS` (a name that does not resolve yet is tried again then)."""
+        while True:
+            for host, port in self._names:
+                try:
+                    addresses = await dns.resolve_all(host, port)
+                except OSError as exc:
+                    log.info("bootstrap peer %s does not resolve yet: %s", host, exc)
+                    continue
+                for addr in addresses:
+                    self._dial_anonymous(addr)
+            await asyncio.sleep(dns.REFRESH_SECS)
+
     # -- reconnection
 
     async def _reconnect_loop(self) -> None:
@@ -234,7 +265,7 @@ class Peering:
     async def _dial(self, node: bytes | None, addr: str, backoff: _Backoff) -> None:
         try:
             host, port = parse_addr(addr)
-            await self.netapp.connect(node, host, port)
+            found = await self.netapp.connect(node, host, port)
         except (PeerUnavailable, ValueError) as exc:
             backoff.failures += 1
             backoff.retry_at = time.monotonic() + self._delay(backoff.failures)
@@ -243,6 +274,8 @@ class Peering:
         else:
             if node is None:
                 self._anonymous.pop(addr, None)
+            if found == self.netapp.node_id:
+                self._own_addrs.add(addr)
         finally:
             backoff.dialing = False
             self._wake.set()

@@ -50,6 +50,8 @@ class GranaryServer:
     admin_port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
     log_path: Path | None = None
+    wrapper: list[str] = field(default_factory=list)
+    """A command the server runs under (e.g. in a namespace of its own)."""
 
     @property
     def endpoint(self) -> str:
@@ -98,7 +100,7 @@ class GranaryServer:
         self.log_path = self.root / "server.log"
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the process's life
         self.process = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT, env=env
+            [*self.wrapper, *self.command()], stdout=log, stderr=subprocess.STDOUT, env=env
         )
         log.close()
         wait_for_port(self.s3_port, self.process)
