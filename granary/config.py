@@ -11,14 +11,13 @@ as Garage checks) or from the environment (`GARAGE_*` / `GRANARY_*`), which
 overrides the file, as in Garage.
 
 `[[keys]]` and `[[buckets]]` (Granary's own) declare access keys and buckets
-that every node makes exist at start (granary/declarations.py).
+that every node makes exist at start (granary/model/declarations.py).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import stat
 import tomllib
 from collections.abc import Mapping
@@ -28,6 +27,8 @@ from typing import Any, Literal
 import msgspec
 from msgspec.structs import replace
 
+from granary.model.buckets import SECRET_ACCESS_KEY
+from granary.model.declarations import DeclaredBucket, DeclaredKey
 from granary.telemetry.otlp import parse_sink
 from granary.util.sizes import parse_size
 
@@ -45,46 +46,6 @@ class DataDir(msgspec.Struct, forbid_unknown_fields=True):
     path: str
     capacity: str | int | None = None
     read_only: bool = False
-
-
-ACCESS_KEY_ID = re.compile(r"^GK[0-9a-f]{24}$")
-SECRET_ACCESS_KEY = re.compile(r"^[0-9a-f]{64}$")
-PERMISSIONS = ("read", "write", "owner")
-
-
-class DeclaredKey(msgspec.Struct, forbid_unknown_fields=True):
-    """An access key to make exist at start, with its secret (or the file holding it)."""
-
-    name: str
-    access_key_id: str
-    secret_access_key: str | None = None
-    secret_access_key_file: str | None = None
-    create_bucket: bool = False
-
-    def __post_init__(self) -> None:
-        if not ACCESS_KEY_ID.match(self.access_key_id):
-            raise ValueError("access_key_id must be GK followed by 24 hex digits")
-        if (self.secret_access_key is None) == (self.secret_access_key_file is None):
-            raise ValueError(
-                f"key {self.name}: give one of secret_access_key and secret_access_key_file"
-            )
-
-
-class DeclaredBucket(msgspec.Struct, forbid_unknown_fields=True):
-    """A bucket to make exist at start, and the rights of keys on it (by key name or
-    id: a subset of read, write, owner)."""
-
-    name: str
-    versioning: bool | None = None
-    object_lock: bool = False
-    allow: dict[str, list[str]] = msgspec.field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        for who, rights in self.allow.items():
-            if not rights or any(right not in PERMISSIONS for right in rights):
-                raise ValueError(f"bucket {self.name}: allow.{who} takes read, write, owner")
-        if self.object_lock and self.versioning is False:
-            raise ValueError(f"bucket {self.name}: object lock keeps versioning on")
 
 
 class S3ApiConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -150,9 +111,11 @@ class ConsulDiscoveryConfig(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class KubernetesDiscoveryConfig(msgspec.Struct, forbid_unknown_fields=True):
-    namespace: Any = None
-    service_name: Any = None
-    skip_crd: Any = None
+    """Peers found through custom resources (granary/net/discovery/kubernetes.py)."""
+
+    namespace: str
+    service_name: str
+    skip_crd: bool = False
 
 
 # Garage's legacy `replication_mode`: its replication factor and consistency mode.
@@ -178,7 +141,6 @@ UNSUPPORTED = {
     "rpc_timeout_msec": "the RPC timeout is not configurable yet",
     "allow_punycode": "bucket names are checked by S3's rules only",
     "consul_discovery": "Consul discovery is not implemented yet; use bootstrap_peers",
-    "kubernetes_discovery": "Kubernetes discovery is not implemented yet; use bootstrap_peers",
     "s3_web": "static website hosting is not implemented yet",
     "k2v_api": "the K2V API is not implemented",
 }

@@ -41,15 +41,16 @@ from granary.config import (
     resolve_secrets,
     warn_unsupported,
 )
-from granary.declarations import apply_declarations
 from granary.layout.history import LayoutHistory
 from granary.layout.manager import LayoutManager
 from granary.layout.roles import NodeRole
 from granary.model.access import AccessError
+from granary.model.declarations import apply_declarations
 from granary.model.key_secrets import SecretSealer
 from granary.model.lifecycle_worker import LifecycleWorker
 from granary.model.objects import InflightUpload
 from granary.model.usage import ClusterUsage
+from granary.net.discovery.kubernetes import KubernetesDiscovery, KubernetesError
 from granary.net.hedging import expose_hedging
 from granary.net.identity import load_or_create_identity, node_id
 from granary.net.node_info import NodeInfoService
@@ -129,7 +130,33 @@ def write_private(path: Path, text: str) -> None:
 
 def runs_standalone(config: Config) -> bool:
     """A node with replication factor 1 and no peers to join is a cluster of one."""
-    return config.replication_factor == 1 and not config.bootstrap_peers
+    return (
+        config.replication_factor == 1
+        and not config.bootstrap_peers
+        and config.kubernetes_discovery is None
+    )
+
+
+def kubernetes_discovery(
+    config: Config, node: bytes, peering: Peering
+) -> KubernetesDiscovery | None:
+    """The `[kubernetes_discovery]` of `config`, feeding `peering`, if it has one."""
+    discovery = config.kubernetes_discovery
+    if discovery is None:
+        return None
+    if config.rpc_public_addr is None:
+        raise ConfigError("kubernetes_discovery needs rpc_public_addr: the address it publishes")
+    try:
+        return KubernetesDiscovery(
+            discovery.namespace,
+            discovery.service_name,
+            node,
+            config.rpc_public_addr,
+            peering.learn,
+            skip_crd=discovery.skip_crd,
+        )
+    except KubernetesError as error:
+        raise ConfigError(f"kubernetes_discovery: {error}") from None
 
 
 def check_process_model(config: Config) -> None:
@@ -239,6 +266,7 @@ class Node:
             bootstrap_peers=config.bootstrap_peers,
             ping_interval=config.ping_interval_secs,
         )
+        self.kubernetes = kubernetes_discovery(config, self.node_id, self.peering)
         self.layout = LayoutManager(
             metadata_dir,
             config.replication_factor,
@@ -402,7 +430,7 @@ class Node:
         await self._once_laid_out(create, "the default access key")
 
     async def _apply_declarations(self) -> None:
-        """Make the configuration's `[[keys]]` and `[[buckets]]` exist (granary/declarations.py)."""
+        """Make the configuration's `[[keys]]` and `[[buckets]]` exist (model/declarations.py)."""
 
         async def apply() -> None:
             await apply_declarations(self.access, self.config.keys, self.config.buckets)
@@ -511,6 +539,11 @@ class Node:
             *self.healing.start(stop),
             spawn("usage-recount", self.model.usage.recount(stop)),
             spawn("lifecycle", self.lifecycle.run(stop), status=self.lifecycle.status),
+            *(
+                [spawn("kubernetes-discovery", self.kubernetes.run(stop))]
+                if self.kubernetes is not None
+                else []
+            ),
             asyncio.ensure_future(self.stack.trim_memory_after_bursts(stop)),
             asyncio.ensure_future(watch_event_loop(stop)),
         ]

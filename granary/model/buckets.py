@@ -13,12 +13,18 @@ decode with the fields empty.
 
 from __future__ import annotations
 
+import re
+
 import msgspec
 
 from granary.model.lifecycle import Lifecycle
 from granary.model.lock import LockConfig
 from granary.table.schema import TableSchema
 from granary.util.crdt import Deletable, Lww, LwwMap, LwwMapEntry
+
+ACCESS_KEY_ID = re.compile(r"^GK[0-9a-f]{24}$")
+SECRET_ACCESS_KEY = re.compile(r"^[0-9a-f]{64}$")
+"""The formats of an access key's id and secret that can be imported."""
 
 
 class Permission(msgspec.Struct, array_like=True, frozen=True):

@@ -52,6 +52,8 @@ class GranaryServer:
     log_path: Path | None = None
     wrapper: list[str] = field(default_factory=list)
     """A command the server runs under (e.g. in a namespace of its own)."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Environment variables the server gets beside the test's own."""
 
     @property
     def endpoint(self) -> str:
@@ -95,7 +97,10 @@ class GranaryServer:
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         env = dict(
-            os.environ, GRANARY_ACCESS_KEY_ID=ACCESS_KEY, GRANARY_SECRET_ACCESS_KEY=SECRET_KEY
+            os.environ,
+            GRANARY_ACCESS_KEY_ID=ACCESS_KEY,
+            GRANARY_SECRET_ACCESS_KEY=SECRET_KEY,
+            **self.env,
         )
         self.log_path = self.root / "server.log"
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the process's life

@@ -29,10 +29,9 @@ from granary.api.http.types import Request, Response
 from granary.api.s3.errors import S3Error
 from granary.api.s3.names import validate_bucket_name
 from granary.api.s3.numbers import parse_decimal
-from granary.config import ACCESS_KEY_ID, SECRET_ACCESS_KEY
 from granary.layout.roles import LayoutError, ZoneRedundancy
 from granary.model.access import Access, AccessError
-from granary.model.buckets import AccessKey, Bucket, Permission
+from granary.model.buckets import ACCESS_KEY_ID, SECRET_ACCESS_KEY, AccessKey, Bucket, Permission
 from granary.net.errors import RpcError
 
 if TYPE_CHECKING:

@@ -16,11 +16,55 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from granary.config import DeclaredBucket, DeclaredKey
+import msgspec
+
 from granary.model.access import Access, AccessError
-from granary.model.buckets import VERSIONING_ENABLED, VERSIONING_SUSPENDED, Bucket, Permission
+from granary.model.buckets import (
+    ACCESS_KEY_ID,
+    VERSIONING_ENABLED,
+    VERSIONING_SUSPENDED,
+    Bucket,
+    Permission,
+)
 
 log = logging.getLogger("granary.declarations")
+
+PERMISSIONS = ("read", "write", "owner")
+
+
+class DeclaredKey(msgspec.Struct, forbid_unknown_fields=True):
+    """An access key to make exist at start, with its secret (or the file holding it)."""
+
+    name: str
+    access_key_id: str
+    secret_access_key: str | None = None
+    secret_access_key_file: str | None = None
+    create_bucket: bool = False
+
+    def __post_init__(self) -> None:
+        if not ACCESS_KEY_ID.match(self.access_key_id):
+            raise ValueError("access_key_id must be GK followed by 24 hex digits")
+        if (self.secret_access_key is None) == (self.secret_access_key_file is None):
+            raise ValueError(
+                f"key {self.name}: give one of secret_access_key and secret_access_key_file"
+            )
+
+
+class DeclaredBucket(msgspec.Struct, forbid_unknown_fields=True):
+    """A bucket to make exist at start, and the rights of keys on it (by key name or
+    id: a subset of read, write, owner)."""
+
+    name: str
+    versioning: bool | None = None
+    object_lock: bool = False
+    allow: dict[str, list[str]] = msgspec.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for who, rights in self.allow.items():
+            if not rights or any(right not in PERMISSIONS for right in rights):
+                raise ValueError(f"bucket {self.name}: allow.{who} takes read, write, owner")
+        if self.object_lock and self.versioning is False:
+            raise ValueError(f"bucket {self.name}: object lock keeps versioning on")
 
 
 @dataclass
@@ -54,7 +98,7 @@ async def apply_declarations(
 
 async def _apply_key(access: Access, declared: DeclaredKey, applied: Applied) -> None:
     key_id, secret = declared.access_key_id, declared.secret_access_key
-    assert secret is not None  # read from its file with the configuration
+    assert secret is not None  # read from its file with the configuration (config.py)
     key = access.get_key(key_id) or await access.refresh_key(key_id)
     if key is None:
         try:
