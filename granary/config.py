@@ -10,7 +10,8 @@ come from a file (`*_file`, which must not be readable by group or others,
 as Garage checks) or from the environment (`GARAGE_*` / `GRANARY_*`), which
 overrides the file, as in Garage.
 
-`[[keys]]` and `[[buckets]]` (Granary's own) declare access keys and buckets
+`GRANARY_RPC_PUBLIC_ADDR` overrides `rpc_public_addr` (a pod knows its address
+only when it starts). `[[keys]]` and `[[buckets]]` (Granary's own) declare access keys and buckets
 that every node makes exist at start (granary/model/declarations.py).
 """
 
@@ -422,7 +423,14 @@ def parse_config(data: dict, environ: Mapping[str, str] | None = None) -> Config
         config = msgspec.convert(_legacy_replication_mode(data), Config)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid configuration: {exc}") from None
-    return resolve_secrets(config, environ)
+    return _from_environment(resolve_secrets(config, environ), environ)
+
+
+def _from_environment(config: Config, environ: Mapping[str, str] | None) -> Config:
+    """Settings a container learns at its start: `GRANARY_RPC_PUBLIC_ADDR` (a pod's
+    address, e.g. "$(POD_IP):3901") overrides `rpc_public_addr`."""
+    public = _env(os.environ if environ is None else environ, "RPC_PUBLIC_ADDR")
+    return config if public is None else replace(config, rpc_public_addr=public)
 
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:

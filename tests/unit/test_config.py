@@ -315,3 +315,10 @@ def test_declared_keys_and_buckets_are_read_with_their_secret_files(tmp_path):
 def test_bad_declarations_are_named(declared, named):
     with pytest.raises(ConfigError, match=named):
         parse_config({**MINIMAL, **declared}, environ={})
+
+
+def test_the_public_address_can_come_from_the_environment():
+    environ = {"GRANARY_RPC_PUBLIC_ADDR": "10.1.2.3:3901"}
+    config = parse_config({**MINIMAL, "rpc_public_addr": "ignored:1"}, environ=environ)
+    assert config.rpc_public_addr == "10.1.2.3:3901"
+    assert parse_config(MINIMAL, environ={}).rpc_public_addr is None
