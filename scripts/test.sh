@@ -6,11 +6,11 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/pip install --quiet --upgrade pip
 .venv/bin/pip install --quiet -e '.[test]'
-# rclone and restic (clients under test), strace (to see what the server syncs) and prometheus
-# (it scrapes a cluster) are Debian packages; install the missing ones when we can
-# (root on Debian, as in CI).
+# rclone and restic (clients under test), strace (to see what the server syncs), prometheus
+# (it scrapes a cluster) and mmdebstrap (it builds the OCI image) are Debian packages; install
+# the missing ones when we can (root on Debian, as in CI).
 missing=""
-for tool in rclone restic strace prometheus; do command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"; done
+for tool in rclone restic strace prometheus mmdebstrap; do command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"; done
 if [ -n "$missing" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   # shellcheck disable=SC2086 # one word per package
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null) || echo "note:$missing not installed; their tests will be skipped"
