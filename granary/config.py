@@ -49,6 +49,25 @@ class DataDir(msgspec.Struct, forbid_unknown_fields=True):
     read_only: bool = False
 
 
+class AutoLayoutConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Automatic layout (granary/layout/auto.py): this node's role, and which node applies."""
+
+    coordinator: str
+    """The host name of the one node that applies layouts (e.g. a StatefulSet's `granary-0`)."""
+    zone: str | None = None
+    """This node's zone; else GRANARY_ZONE."""
+    capacity: str | int = "auto"
+    """Bytes this node stores (a size: "2T"), or "auto": its first data directory's file system."""
+    expected_nodes: int = 1
+    """Nodes with a role before the first layout is applied."""
+
+    def __post_init__(self) -> None:
+        if self.expected_nodes < 1:
+            raise ValueError("auto_layout.expected_nodes must be at least 1")
+        if self.capacity != "auto":
+            parse_size(self.capacity)
+
+
 class S3ApiConfig(msgspec.Struct, forbid_unknown_fields=True):
     api_bind_addr: str = "127.0.0.1:3900"
     s3_region: str = "us-east-1"
@@ -208,6 +227,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     """Log lines as text or JSON; unset: GRANARY_LOG_FORMAT, else text."""
     keys: list[DeclaredKey] = msgspec.field(default_factory=list)
     buckets: list[DeclaredBucket] = msgspec.field(default_factory=list)
+    auto_layout: AutoLayoutConfig | None = None
 
     def __post_init__(self) -> None:
         if self.replication_factor < 1:
@@ -428,9 +448,19 @@ def parse_config(data: dict, environ: Mapping[str, str] | None = None) -> Config
 
 def _from_environment(config: Config, environ: Mapping[str, str] | None) -> Config:
     """Settings a container learns at its start: `GRANARY_RPC_PUBLIC_ADDR` (a pod's
-    address, e.g. "$(POD_IP):3901") overrides `rpc_public_addr`."""
-    public = _env(os.environ if environ is None else environ, "RPC_PUBLIC_ADDR")
-    return config if public is None else replace(config, rpc_public_addr=public)
+    address, e.g. "$(POD_IP):3901") overrides `rpc_public_addr`, `GRANARY_ZONE`
+    gives automatic layout its zone."""
+    environ = os.environ if environ is None else environ
+    public = _env(environ, "RPC_PUBLIC_ADDR")
+    if public is not None:
+        config = replace(config, rpc_public_addr=public)
+    auto = config.auto_layout
+    if auto is not None:
+        zone = auto.zone or _env(environ, "ZONE")
+        if not zone:
+            raise ConfigError("auto_layout: set zone, or GRANARY_ZONE - at `$.auto_layout.zone`")
+        config = replace(config, auto_layout=replace(auto, zone=zone))
+    return config
 
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:

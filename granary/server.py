@@ -9,6 +9,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -41,9 +42,10 @@ from granary.config import (
     resolve_secrets,
     warn_unsupported,
 )
+from granary.layout.auto import AutoLayout, role_to_stage, version_to_apply
 from granary.layout.history import LayoutHistory
 from granary.layout.manager import LayoutManager
-from granary.layout.roles import NodeRole
+from granary.layout.roles import LayoutError, NodeRole
 from granary.model.access import AccessError
 from granary.model.declarations import apply_declarations
 from granary.model.key_secrets import SecretSealer
@@ -77,7 +79,9 @@ from granary.util.process_locks import ProcessSlots
 from granary.util.resources import (
     raise_open_file_limit,
 )
+from granary.util.sizes import parse_size
 from granary.util.time import now_ms, set_clock_offset
+from granary.util.waits import sleep_until
 
 log = logging.getLogger("granary.server")
 
@@ -86,6 +90,8 @@ RPC_SECRET_FILE = "rpc_secret"
 WORKER_VARIABLES_FILE = "worker_variables.json"
 FULL_COPY_SYNC_SECS = 10
 TOMBSTONE_GC_INTERVAL_SECS = 60
+AUTO_LAYOUT_INTERVAL_SECS = 5.0
+"""How often automatic layout looks again, besides each change of the layout."""
 BLOCK_GC_GRACE_MS = 10 * 60 * 1000
 
 
@@ -157,6 +163,23 @@ def kubernetes_discovery(
         )
     except KubernetesError as error:
         raise ConfigError(f"kubernetes_discovery: {error}") from None
+
+
+def auto_layout_of(config: Config) -> AutoLayout | None:
+    """This node's part in automatic layout, if `[auto_layout]` is set."""
+    auto = config.auto_layout
+    if auto is None:
+        return None
+    assert auto.zone is not None  # from the config or GRANARY_ZONE (config.py)
+    if auto.capacity == "auto":
+        capacity = shutil.disk_usage(config.data_dirs[0].path).total
+    else:
+        capacity = parse_size(auto.capacity)
+    return AutoLayout(
+        NodeRole(zone=auto.zone, capacity=capacity),
+        auto.expected_nodes,
+        coordinator=socket.gethostname() == auto.coordinator,
+    )
 
 
 def check_process_model(config: Config) -> None:
@@ -267,6 +290,7 @@ class Node:
             ping_interval=config.ping_interval_secs,
         )
         self.kubernetes = kubernetes_discovery(config, self.node_id, self.peering)
+        self.auto_layout = auto_layout_of(config)
         self.layout = LayoutManager(
             metadata_dir,
             config.replication_factor,
@@ -374,10 +398,44 @@ class Node:
         for sync in self.syncs:
             sync.wakeup.set()
 
+    async def _run_auto_layout(self, auto: AutoLayout, stop: asyncio.Event) -> None:
+        """Stage this node's role whenever the layout says otherwise; on the
+        coordinator, apply the staged changes once worth a version (layout/auto.py)."""
+        me = self.node_id.hex()
+        changed = asyncio.Event()
+        self.layout.on_change(lambda _: changed.set())
+        while not stop.is_set():
+            changed.clear()
+            if role_to_stage(self.layout.current, me, auto.role):
+                await self.layout.update(
+                    lambda history: history.update(
+                        history.current.stage_role(me, auto.role, now_ms())
+                    )
+                )
+            if auto.coordinator and version_to_apply(self.layout.current, auto.expected_nodes):
+                await self._apply_automatic_layout(auto.expected_nodes)
+            await sleep_until(stop, AUTO_LAYOUT_INTERVAL_SECS, changed)
+
+    async def _apply_automatic_layout(self, expected_nodes: int) -> None:
+        def apply(history: LayoutHistory) -> LayoutHistory:
+            version = version_to_apply(history.current, expected_nodes)
+            if version is None:
+                return history
+            return history.update(history.current.apply_staged(version)[0])
+
+        try:
+            history = await self.layout.update(apply)
+        except LayoutError as error:
+            log.warning("automatic layout: the staged roles cannot be applied yet: %s", error)
+            return
+        log.info("automatic layout: applied version %d", history.current.version)
+
     async def _standalone_layout(self) -> None:
         """A node meant to run alone gets a one-node layout, so it works at once."""
         if self.layout.current.version > 0 or not runs_standalone(self.config):
             return
+        if self.config.auto_layout is not None:
+            return  # its own layout comes from _run_auto_layout
         capacity = shutil.disk_usage(self.store.directories[0].path).total
         node = self.node_id.hex()
         role = NodeRole(zone="dc1", capacity=capacity)
@@ -539,6 +597,11 @@ class Node:
             *self.healing.start(stop),
             spawn("usage-recount", self.model.usage.recount(stop)),
             spawn("lifecycle", self.lifecycle.run(stop), status=self.lifecycle.status),
+            *(
+                [spawn("auto-layout", self._run_auto_layout(self.auto_layout, stop))]
+                if self.auto_layout is not None
+                else []
+            ),
             *(
                 [spawn("kubernetes-discovery", self.kubernetes.run(stop))]
                 if self.kubernetes is not None

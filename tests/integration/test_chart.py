@@ -159,6 +159,9 @@ def test_the_defaults_give_three_nodes_that_discover_each_other(tmp_path):
     assert key.secret_access_key is not None and SECRET_ACCESS_KEY.match(key.secret_access_key)
     [bucket] = config.buckets
     assert bucket.allow == {key.name: ["read", "write", "owner"]}
+    auto = config.auto_layout  # the first pod applies, once every replica has a role
+    assert auto is not None and auto.coordinator == f"{statefulset['metadata']['name']}-0"
+    assert auto.expected_nodes == statefulset["spec"]["replicas"]
 
 
 @pytest.mark.parametrize("skip_crd", [False, True])

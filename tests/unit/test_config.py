@@ -322,3 +322,15 @@ def test_the_public_address_can_come_from_the_environment():
     config = parse_config({**MINIMAL, "rpc_public_addr": "ignored:1"}, environ=environ)
     assert config.rpc_public_addr == "10.1.2.3:3901"
     assert parse_config(MINIMAL, environ={}).rpc_public_addr is None
+
+
+def test_automatic_layout_takes_its_zone_from_the_config_or_the_environment():
+    auto = {"coordinator": "granary-0", "capacity": "2T", "expected_nodes": 3}
+    config = parse_config({**MINIMAL, "auto_layout": auto}, environ={"GRANARY_ZONE": "paris"})
+    assert config.auto_layout is not None and config.auto_layout.zone == "paris"
+    with_zone = parse_config({**MINIMAL, "auto_layout": {**auto, "zone": "rome"}}, environ={})
+    assert with_zone.auto_layout is not None and with_zone.auto_layout.zone == "rome"
+    with pytest.raises(ConfigError, match="GRANARY_ZONE"):
+        parse_config({**MINIMAL, "auto_layout": auto}, environ={})
+    with pytest.raises(ConfigError, match="expected_nodes"):
+        parse_config({**MINIMAL, "auto_layout": {**auto, "expected_nodes": 0}}, environ={})
