@@ -455,10 +455,8 @@ def _from_environment(config: Config, environ: Mapping[str, str] | None) -> Conf
     if public is not None:
         config = replace(config, rpc_public_addr=public)
     auto = config.auto_layout
-    if auto is not None:
-        zone = auto.zone or _env(environ, "ZONE")
-        if not zone:
-            raise ConfigError("auto_layout: set zone, or GRANARY_ZONE - at `$.auto_layout.zone`")
+    zone = _env(environ, "ZONE")
+    if auto is not None and auto.zone is None and zone is not None:
         config = replace(config, auto_layout=replace(auto, zone=zone))
     return config
 

@@ -170,7 +170,8 @@ def auto_layout_of(config: Config) -> AutoLayout | None:
     auto = config.auto_layout
     if auto is None:
         return None
-    assert auto.zone is not None  # from the config or GRANARY_ZONE (config.py)
+    if auto.zone is None:  # a server's setting: the CLI reads the file without it
+        raise ConfigError("auto_layout: set zone, or GRANARY_ZONE - at `$.auto_layout.zone`")
     if auto.capacity == "auto":
         capacity = shutil.disk_usage(config.data_dirs[0].path).total
     else:

@@ -26,7 +26,13 @@ from granary.net.discovery.kubernetes import (
     node_resource,
     peers_in,
 )
-from tests.integration.conftest import CLUSTER_SECRET, GranaryServer, node_config, wait_until
+from tests.integration.conftest import (
+    CLUSTER_SECRET,
+    GranaryServer,
+    block_files,
+    node_config,
+    wait_until,
+)
 from tests.k8s_api import CRD_PATH, KubernetesApi
 from tests.ports import free_port
 
@@ -120,49 +126,87 @@ def test_skip_crd_does_not_create_the_definition(api, tmp_path):
     assert not api.definitions
 
 
+def pod(root: Path, index: int, api: KubernetesApi, account: Path) -> GranaryServer:
+    """Node `index` as pod granary-<index> of a StatefulSet: its host name, service
+    account and API server; automatic layout, zone of its own, no bootstrap peers."""
+    node = GranaryServer(root / f"node{index}")
+    port = free_port()
+    text = node_config(
+        node,
+        replication_factor=3,
+        rpc_secret=CLUSTER_SECRET,
+        ping_interval_secs=0.5,
+        anti_entropy_interval_secs=2,
+    ).replace('rpc_bind_addr = "127.0.0.1:0"', f'rpc_bind_addr = "127.0.0.1:{port}"')
+    sections = f'[kubernetes_discovery]\nnamespace = "{NAMESPACE}"\nservice_name = "{SERVICE}"\n'
+    sections += '[auto_layout]\ncoordinator = "granary-0"\ncapacity = "1G"\nexpected_nodes = 3\n'
+    node.config_text = f'rpc_public_addr = "127.0.0.1:{port}"\n' + text + sections
+    node.wrapper = ["unshare", "--mount", "--uts", "--propagation", "private"]
+    node.wrapper += ["sh", "-c", f"hostname granary-{index} && {IN_A_POD}", str(account)]
+    node.env = {
+        "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+        "KUBERNETES_SERVICE_PORT": str(api.port),
+        "GRANARY_ZONE": "abcd"[index],
+    }
+    return node
+
+
+def node_id(node: GranaryServer) -> str:
+    return node.cli("node", "id").stdout.strip().split("@")[0]
+
+
+def up(node: GranaryServer) -> set[str]:
+    status = json.loads(node.cli("status", "--json", check=False).stdout or "{}")
+    return {n["id"] for n in status.get("nodes", []) if n["up"]}
+
+
+def layout_of(node: GranaryServer) -> dict:
+    return json.loads(node.cli("layout", "show", "--json", check=False).stdout or "{}")
+
+
 @pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("unshare") is None,
-    reason="mount namespaces need root and unshare",
+    reason="mount and UTS namespaces need root and unshare",
 )
-def test_three_nodes_find_each_other_through_the_custom_resources(api, tmp_path):
+def test_pods_find_each_other_lay_themselves_out_and_a_fourth_gets_data(api, tmp_path):
+    """No bootstrap peer and no CLI call: three pods find each other through the
+    custom resources and lay themselves out; a fourth, started later, joins and
+    receives its share of the data; a pod killed and started on its volume is back."""
     account = api.account_dir(tmp_path / "serviceaccount")
-    nodes = []
-    for index in range(3):
-        node = GranaryServer(tmp_path / f"node{index}")
-        port = free_port()
-        text = node_config(
-            node, replication_factor=3, rpc_secret=CLUSTER_SECRET, ping_interval_secs=0.5
-        ).replace('rpc_bind_addr = "127.0.0.1:0"', f'rpc_bind_addr = "127.0.0.1:{port}"')
-        discovery_section = f'[kubernetes_discovery]\nnamespace = "{NAMESPACE}"\n'
-        discovery_section += f'service_name = "{SERVICE}"\n'
-        node.config_text = f'rpc_public_addr = "127.0.0.1:{port}"\n' + text + discovery_section
-        node.wrapper = ["unshare", "--mount", "--propagation", "private"]
-        node.wrapper += ["sh", "-c", IN_A_POD, str(account)]
-        node.env = {
-            "KUBERNETES_SERVICE_HOST": "127.0.0.1",
-            "KUBERNETES_SERVICE_PORT": str(api.port),
-        }
-        nodes.append(node)
+    nodes = [pod(tmp_path, index, api, account) for index in range(4)]
     try:
-        for node in nodes:
+        for node in nodes[:3]:
             node.start()
-        ids = [node.cli("node", "id").stdout.strip().split("@")[0] for node in nodes]
-
-        def up(node: GranaryServer) -> set[str]:
-            status = json.loads(node.cli("status", "--json", check=False).stdout or "{}")
-            return {n["id"] for n in status.get("nodes", []) if n["up"]}
-
-        for node in nodes:
-            wait_until(lambda n=node: up(n) >= set(ids), what="every node up everywhere")
+        ids = [node_id(node) for node in nodes[:3]]
+        for node in nodes[:3]:
+            wait_until(lambda n=node: layout_of(n).get("version", 0) >= 1, what="layout 1")
         assert set(api.stored(NAMESPACE, PLURAL)) == set(ids)
-        admin = nodes[0]
-        for node_id, zone in zip(ids, ["a", "b", "c"], strict=True):
-            admin.cli("layout", "assign", "-z", zone, "-c", "1G", node_id)
-        admin.cli("layout", "apply", "--version", "1")
-        nodes[1].client().create_bucket(Bucket="found")
-        nodes[1].client().put_object(Bucket="found", Key="k", Body=b"through the api")
-        got = nodes[2].client().get_object(Bucket="found", Key="k")["Body"].read()
-        assert got == b"through the api"
+        assert all(up(node) >= set(ids) for node in nodes[:3])
+        client = nodes[1].client()
+        client.create_bucket(Bucket="found")
+        bodies = {f"k{n}": os.urandom(100_000 + n) for n in range(24)}
+        for key, body in bodies.items():
+            client.put_object(Bucket="found", Key=key, Body=body)
+
+        nodes[3].start()
+        fourth = node_id(nodes[3])
+
+        def holds_its_share() -> bool:
+            layouts = [layout_of(node) for node in nodes]
+            assigned = all(layout.get("partitions", {}).get(fourth, 0) > 0 for layout in layouts)
+            return assigned and layouts[3]["done"]["sync"] == 4
+
+        wait_until(holds_its_share, timeout=60, what="the fourth pod's share, synced")
+        wait_until(lambda: block_files(nodes[3].data_dir), timeout=60, what="blocks moved to it")
+        assert all(layout_of(node)["conflict"] is None for node in nodes)
+        for key, body in bodies.items():
+            assert nodes[3].client().get_object(Bucket="found", Key=key)["Body"].read() == body
+
+        # A pod killed and started again on its volume comes back.
+        nodes[2].kill()
+        nodes[2].start()
+        wait_until(lambda: fourth in up(nodes[2]) and ids[0] in up(nodes[2]), what="back")
+        assert nodes[2].client().get_object(Bucket="found", Key="k0")["Body"].read() == bodies["k0"]
     finally:
         for node in nodes:
             if node.process is not None:
