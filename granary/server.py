@@ -52,7 +52,7 @@ from granary.model.key_secrets import SecretSealer
 from granary.model.lifecycle_worker import LifecycleWorker
 from granary.model.objects import InflightUpload
 from granary.model.usage import ClusterUsage
-from granary.net.discovery.kubernetes import KubernetesDiscovery, KubernetesError
+from granary.net.discovery.kubernetes import ZONE_LABEL, KubernetesDiscovery, KubernetesError
 from granary.net.hedging import expose_hedging
 from granary.net.identity import load_or_create_identity, node_id
 from granary.net.node_info import NodeInfoService
@@ -92,6 +92,9 @@ FULL_COPY_SYNC_SECS = 10
 TOMBSTONE_GC_INTERVAL_SECS = 60
 AUTO_LAYOUT_INTERVAL_SECS = 5.0
 """How often automatic layout looks again, besides each change of the layout."""
+NODE_NAME = "NODE_NAME"
+"""The Kubernetes node a pod runs on (downward API, spec.nodeName): its zone label is
+the zone automatic layout takes when none is set."""
 BLOCK_GC_GRACE_MS = 10 * 60 * 1000
 
 
@@ -170,14 +173,19 @@ def auto_layout_of(config: Config) -> AutoLayout | None:
     auto = config.auto_layout
     if auto is None:
         return None
-    if auto.zone is None:  # a server's setting: the CLI reads the file without it
-        raise ConfigError("auto_layout: set zone, or GRANARY_ZONE - at `$.auto_layout.zone`")
+    from_node_label = config.kubernetes_discovery is not None and bool(os.environ.get(NODE_NAME))
+    if auto.zone is None and not from_node_label:  # a server's setting: the CLI reads it without
+        raise ConfigError(
+            f"auto_layout: set zone, or GRANARY_ZONE, or (with kubernetes_discovery) {NODE_NAME}"
+            " - at `$.auto_layout.zone`"
+        )
     if auto.capacity == "auto":
         capacity = shutil.disk_usage(config.data_dirs[0].path).total
     else:
         capacity = parse_size(auto.capacity)
     return AutoLayout(
-        NodeRole(zone=auto.zone, capacity=capacity),
+        auto.zone,
+        capacity,
         auto.expected_nodes,
         coordinator=socket.gethostname() == auto.coordinator,
     )
@@ -403,19 +411,37 @@ class Node:
         """Stage this node's role whenever the layout says otherwise; on the
         coordinator, apply the staged changes once worth a version (layout/auto.py)."""
         me = self.node_id.hex()
+        zone = auto.zone or await self._zone_of_kubernetes_node(stop)
+        if zone is None:
+            return  # stopped before the zone was known
+        role = NodeRole(zone=zone, capacity=auto.capacity)
         changed = asyncio.Event()
         self.layout.on_change(lambda _: changed.set())
         while not stop.is_set():
             changed.clear()
-            if role_to_stage(self.layout.current, me, auto.role):
+            if role_to_stage(self.layout.current, me, role):
                 await self.layout.update(
-                    lambda history: history.update(
-                        history.current.stage_role(me, auto.role, now_ms())
-                    )
+                    lambda history: history.update(history.current.stage_role(me, role, now_ms()))
                 )
             if auto.coordinator and version_to_apply(self.layout.current, auto.expected_nodes):
                 await self._apply_automatic_layout(auto.expected_nodes)
             await sleep_until(stop, AUTO_LAYOUT_INTERVAL_SECS, changed)
+
+    async def _zone_of_kubernetes_node(self, stop: asyncio.Event) -> str | None:
+        """The zone label of the Kubernetes node this pod runs on, asked until known."""
+        assert self.kubernetes is not None  # auto_layout_of checked it
+        node_name = os.environ[NODE_NAME]
+        while not stop.is_set():
+            try:
+                zone = await self.kubernetes.zone_of(node_name)
+            except KubernetesError as error:
+                log.warning("automatic layout: the zone of node %s: %s", node_name, error)
+            else:
+                if zone is not None:
+                    return zone
+                log.warning("automatic layout: node %s has no %s label", node_name, ZONE_LABEL)
+            await sleep_until(stop, AUTO_LAYOUT_INTERVAL_SECS)
+        return None
 
     async def _apply_automatic_layout(self, expected_nodes: int) -> None:
         def apply(history: LayoutHistory) -> LayoutHistory:

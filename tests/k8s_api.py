@@ -13,7 +13,8 @@ discovery uses, as the real one answers it:
   `application/apply-patch+yaml`: `fieldManager` required, creates or updates);
   a kind that is not defined is 404;
 - `metadata.resourceVersion` on every object and list, raised by each write,
-  `uid` and `creationTimestamp` set at creation.
+  `uid` and `creationTimestamp` set at creation;
+- Nodes (core/v1), read only: get one by name, with its labels.
 It keeps every request (method, path, query) for the tests to look at.
 """
 
@@ -103,6 +104,7 @@ class KubernetesApi:
     port: int = field(default_factory=free_port)
     definitions: dict[str, dict[str, Any]] = field(default_factory=dict)
     objects: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
     requests: list[Seen] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -137,6 +139,14 @@ class KubernetesApi:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
 
+    def add_node(self, name: str, labels: dict[str, str]) -> None:
+        """A Kubernetes node (a machine pods run on), with its labels."""
+        self.nodes[name] = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": name, "labels": labels, "resourceVersion": "1"},
+        }
+
     def account_dir(self, folder: Path) -> Path:
         """A service-account folder (token, ca.crt, namespace) as a pod has one."""
         folder.mkdir(parents=True, exist_ok=True)
@@ -154,6 +164,11 @@ class KubernetesApi:
         body = await request.read()
         if request.path.startswith(CRD_PATH):
             return self._definitions(request.method, parts[4:], body)
+        if parts[:3] == ["api", "v1", "nodes"] and len(parts) == 4 and request.method == "GET":
+            found = self.nodes.get(parts[3])
+            if found is None:
+                return status(404, "NotFound", f'nodes "{parts[3]}" not found')
+            return web.json_response(found)
         # /apis/{group}/{version}/namespaces/{ns}/{plural}[/{name}]
         if len(parts) in (6, 7) and parts[0] == "apis" and parts[3] == "namespaces":
             group, version, namespace, plural = parts[1], parts[2], parts[4], parts[5]

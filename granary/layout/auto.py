@@ -28,7 +28,9 @@ from granary.layout.roles import NodeRole
 class AutoLayout:
     """This node's part in automatic layout."""
 
-    role: NodeRole
+    zone: str | None
+    """This node's zone; None: its Kubernetes node's zone label, read at start."""
+    capacity: int
     expected_nodes: int
     """Nodes with a staged role before the coordinator applies the first layout."""
     coordinator: bool

@@ -162,6 +162,10 @@ def test_the_defaults_give_three_nodes_that_discover_each_other(tmp_path):
     auto = config.auto_layout  # the first pod applies, once every replica has a role
     assert auto is not None and auto.coordinator == f"{statefulset['metadata']['name']}-0"
     assert auto.expected_nodes == statefulset["spec"]["replicas"]
+    assert auto.zone is None  # the label of the machine the pod runs on:
+    assert container_env(manifests)["NODE_NAME"]["valueFrom"]["fieldRef"] == {
+        "fieldPath": "spec.nodeName"
+    }
 
 
 @pytest.mark.parametrize("skip_crd", [False, True])
@@ -190,3 +194,10 @@ def test_the_service_account_may_make_the_discovery_calls(tmp_path, skip_crd):
     assert {"get", "list", "patch"} <= allowed("Role", kubernetes.GROUP, kubernetes.PLURAL)
     definitions = allowed("ClusterRole", "apiextensions.k8s.io", "customresourcedefinitions")
     assert definitions == (set() if skip_crd else {"get", "create"})
+    assert allowed("ClusterRole", "", "nodes") == {"get"}  # the zone of a pod's machine
+
+
+def test_a_zone_given_needs_no_role_on_nodes(tmp_path):
+    manifests = render(tmp_path, {"autoLayout": {"zone": "paris"}})
+    assert not [r for r in by_kind(manifests, "ClusterRole") if "nodes" in str(r["rules"])]
+    assert "paris" in the(manifests, "ConfigMap")["data"]["granary.toml"]

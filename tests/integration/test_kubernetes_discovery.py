@@ -119,6 +119,16 @@ def test_a_rotated_token_is_read_again_and_a_stale_one_is_refused(api, tmp_path)
     asyncio.run(client.refresh())
 
 
+def test_the_zone_of_a_kubernetes_node_is_its_topology_label(api, tmp_path):
+    api.add_node("worker-1", {"topology.kubernetes.io/zone": "eu-west-1a"})
+    api.add_node("worker-2", {"kubernetes.io/hostname": "worker-2"})
+    client, _ = discovery(api, tmp_path / "a", bytes([1]) * 32, 3901)
+    assert asyncio.run(client.zone_of("worker-1")) == "eu-west-1a"
+    assert asyncio.run(client.zone_of("worker-2")) is None
+    with pytest.raises(KubernetesError, match="404"):
+        asyncio.run(client.zone_of("worker-3"))
+
+
 def test_skip_crd_does_not_create_the_definition(api, tmp_path):
     client, _ = discovery(api, tmp_path / "a", bytes([1]) * 32, 3901, skip_crd=True)
     with pytest.raises(KubernetesError, match="404"):
@@ -128,7 +138,8 @@ def test_skip_crd_does_not_create_the_definition(api, tmp_path):
 
 def pod(root: Path, index: int, api: KubernetesApi, account: Path) -> GranaryServer:
     """Node `index` as pod granary-<index> of a StatefulSet: its host name, service
-    account and API server; automatic layout, zone of its own, no bootstrap peers."""
+    account and API server; automatic layout, in the zone of the Kubernetes node it
+    runs on (a zone of its own); no bootstrap peers."""
     node = GranaryServer(root / f"node{index}")
     port = free_port()
     text = node_config(
@@ -146,8 +157,9 @@ def pod(root: Path, index: int, api: KubernetesApi, account: Path) -> GranarySer
     node.env = {
         "KUBERNETES_SERVICE_HOST": "127.0.0.1",
         "KUBERNETES_SERVICE_PORT": str(api.port),
-        "GRANARY_ZONE": "abcd"[index],
+        "NODE_NAME": f"worker-{index}",  # its zone: the label of the machine it runs on
     }
+    api.add_node(f"worker-{index}", {"topology.kubernetes.io/zone": f"zone-{'abcd'[index]}"})
     return node
 
 
@@ -182,6 +194,8 @@ def test_pods_find_each_other_lay_themselves_out_and_a_fourth_gets_data(api, tmp
             wait_until(lambda n=node: layout_of(n).get("version", 0) >= 1, what="layout 1")
         assert set(api.stored(NAMESPACE, PLURAL)) == set(ids)
         assert all(up(node) >= set(ids) for node in nodes[:3])
+        zones = sorted(role["zone"] for role in layout_of(nodes[0])["roles"].values())
+        assert zones == ["zone-a", "zone-b", "zone-c"]
         client = nodes[1].client()
         client.create_bucket(Bucket="found")
         bodies = {f"k{n}": os.urandom(100_000 + n) for n in range(24)}

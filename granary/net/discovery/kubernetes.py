@@ -41,6 +41,7 @@ VERSION = "v1"
 KIND = "GranaryNode"
 PLURAL = "granarynodes"
 SERVICE_LABEL = "granary.io/service"
+ZONE_LABEL = "topology.kubernetes.io/zone"
 FIELD_MANAGER = "granary"
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 REFRESH_SECS = 30.0
@@ -164,17 +165,29 @@ class KubernetesDiscovery:
     async def refresh(self) -> Peers:
         """One pass: the CRD (once), this node's resource, the others; returns the
         peers found (also handed to `learn`)."""
-        cafile = self.account_dir / "ca.crt"
-        context = ssl.create_default_context(cafile=str(cafile))
-        timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECS)
-        connector = aiohttp.TCPConnector(ssl=context)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        async with self._session() as session:
             if not self._crd_known:
                 await self._ensure_crd(session)
             await self._publish(session)
             peers = peers_in(await self._list(session), self.node_id)
         self.learn(peers)
         return peers
+
+    async def zone_of(self, kubernetes_node: str) -> str | None:
+        """The zone label (`topology.kubernetes.io/zone`) of the Kubernetes node this
+        pod runs on (its name from the downward API's spec.nodeName); None if unset."""
+        async with self._session() as session:
+            status, body = await self._call(session, "GET", f"/api/v1/nodes/{kubernetes_node}")
+        if status != 200 or not isinstance(body, dict):
+            raise KubernetesError(f"cannot read node {kubernetes_node}: HTTP {status}")
+        zone = (body.get("metadata", {}).get("labels") or {}).get(ZONE_LABEL)
+        return str(zone) if zone else None
+
+    def _session(self) -> aiohttp.ClientSession:
+        """A session trusting the cluster's CA (read again: it may be rotated too)."""
+        context = ssl.create_default_context(cafile=str(self.account_dir / "ca.crt"))
+        timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECS)
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context), timeout=timeout)
 
     async def _ensure_crd(self, session: aiohttp.ClientSession) -> None:
         path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
