@@ -146,10 +146,8 @@ def runs_standalone(config: Config) -> bool:
     )
 
 
-def kubernetes_discovery(
-    config: Config, node: bytes, peering: Peering
-) -> KubernetesDiscovery | None:
-    """The `[kubernetes_discovery]` of `config`, feeding `peering`, if it has one."""
+def kubernetes_discovery(config: Config, node: bytes) -> KubernetesDiscovery | None:
+    """The `[kubernetes_discovery]` of `config`, a source of peers, if it has one."""
     discovery = config.kubernetes_discovery
     if discovery is None:
         return None
@@ -161,7 +159,6 @@ def kubernetes_discovery(
             discovery.service_name,
             node,
             config.rpc_public_addr,
-            peering.learn,
             skip_crd=discovery.skip_crd,
         )
     except KubernetesError as error:
@@ -292,13 +289,14 @@ class Node:
             handshake_timeout=config.rpc_handshake_timeout_secs,
             max_connections=config.rpc_max_connections,
         )
+        self.kubernetes = kubernetes_discovery(config, self.node_id)
         self.peering = Peering(
             self.net,
             metadata_dir=metadata_dir,
             bootstrap_peers=config.bootstrap_peers,
             ping_interval=config.ping_interval_secs,
+            discovery=[] if self.kubernetes is None else [self.kubernetes],
         )
-        self.kubernetes = kubernetes_discovery(config, self.node_id, self.peering)
         self.auto_layout = auto_layout_of(config)
         self.layout = LayoutManager(
             metadata_dir,
@@ -627,11 +625,6 @@ class Node:
             *(
                 [spawn("auto-layout", self._run_auto_layout(self.auto_layout, stop))]
                 if self.auto_layout is not None
-                else []
-            ),
-            *(
-                [spawn("kubernetes-discovery", self.kubernetes.run(stop))]
-                if self.kubernetes is not None
                 else []
             ),
             asyncio.ensure_future(self.stack.trim_memory_after_bursts(stop)),

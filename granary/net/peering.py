@@ -1,7 +1,8 @@
 """Keeping in touch with the cluster: which peers exist, which are up, how far.
 
-Peers come from the config's bootstrap list (where a DNS name stands for every
-address it resolves to, resolved again periodically: `discovery/dns.py`), the
+Peers come from the config's bootstrap list, discovery sources polled every
+`discovery.REFRESH_SECS` (a bootstrap peer named by DNS is one: it stands for
+every address the name resolves to; Kubernetes custom resources another), the
 persisted peer list, gossip (connected peers swap the lists of peers they are
 connected to) and explicit `connect()` calls. Every known peer that is not
 connected is redialed with capped, jittered exponential backoff. Connected peers are pinged at HIGH
@@ -27,7 +28,7 @@ import msgspec
 
 from granary.net.addresses import NODE_ID_SIZE, parse_addr, parse_peer
 from granary.net.connection import Reply
-from granary.net.discovery import dns
+from granary.net.discovery import REFRESH_SECS, DiscoveryError, DiscoverySource, dns
 from granary.net.errors import PeerUnavailable, RpcError
 from granary.net.messages import HIGH
 from granary.net.peer_list import PEER_LIST_FILE, load_peer_list, save_peer_list
@@ -85,6 +86,7 @@ class Peering:
         retry_min: float = 1.0,
         retry_max: float = 60.0,
         gossip: bool = True,
+        discovery: Sequence[DiscoverySource] = (),
     ) -> None:
         self.netapp = netapp
         self._gossip = gossip
@@ -98,7 +100,7 @@ class Peering:
         self._retry_max = retry_max
         self._peers: dict[bytes, _Peer] = {}
         self._anonymous: dict[str, _Backoff] = {}  # addresses whose node id is still unknown
-        self._names: list[tuple[str, int]] = []  # bootstrap peers named by DNS
+        self._sources = list(discovery)  # bootstrap peers named by DNS are added at start
         self._own_addrs: set[str] = set()  # addresses that turned out to be this node
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -115,12 +117,12 @@ class Peering:
             if maybe_node is not None:
                 self._remember(maybe_node, addr, persist=False)
             elif dns.is_name(host):
-                self._names.append((host, port))
+                self._sources.append(dns.DnsName(host, port))
             else:
                 self._dial_anonymous(addr)
         self._persist()
-        if self._names:
-            self._spawn(self._resolve_loop())
+        if self._sources:
+            self._spawn(self._discovery_loop())
         self._spawn(self._reconnect_loop())
         self._spawn(self._ping_loop())
         if self._gossip:
@@ -221,19 +223,22 @@ class Peering:
             self._anonymous[addr] = _Backoff()
             self._wake.set()
 
-    async def _resolve_loop(self) -> None:
-        """Dial every address the bootstrap names resolve to, now and every
-        `dns.REFRESH_SECS` (a name that does not resolve yet is tried again then)."""
+    async def _discovery_loop(self) -> None:
+        """Dial what every discovery source finds, now and every `REFRESH_SECS` (a
+        source that cannot answer is asked again then)."""
         while True:
-            for host, port in self._names:
+            for source in self._sources:
                 try:
-                    addresses = await dns.resolve_all(host, port)
-                except OSError as exc:
-                    log.info("bootstrap peer %s does not resolve yet: %s", host, exc)
+                    found = await source.discover()
+                except DiscoveryError as exc:
+                    log.warning("discovery (%s): %s", source.name, exc)
                     continue
-                for addr in addresses:
-                    self._dial_anonymous(addr)
-            await asyncio.sleep(dns.REFRESH_SECS)
+                for node, addr in found:
+                    if node is None:
+                        self._dial_anonymous(addr)
+                    else:
+                        self._merge([(node, addr)])
+            await asyncio.sleep(REFRESH_SECS)
 
     # -- reconnection
 

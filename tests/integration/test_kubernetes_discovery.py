@@ -54,19 +54,18 @@ def api(tmp_path):
     server.stop()
 
 
-def discovery(api: KubernetesApi, folder: Path, node: bytes, port: int, **config) -> tuple:
-    found: list = []
-    client = KubernetesDiscovery(
+def discovery(
+    api: KubernetesApi, folder: Path, node: bytes, port: int, **config
+) -> KubernetesDiscovery:
+    return KubernetesDiscovery(
         NAMESPACE,
         SERVICE,
         node,
         f"10.0.0.{node[0]}:{port}",
-        found.extend,
         **config,
         environ={"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(api.port)},
         account_dir=api.account_dir(folder),
     )
-    return client, found
 
 
 def test_the_documents_and_what_a_listing_yields():
@@ -81,17 +80,15 @@ def test_the_documents_and_what_a_listing_yields():
 
 def test_nodes_publish_themselves_and_find_each_other(api, tmp_path):
     first, second = bytes([1]) * 32, bytes([2]) * 32
-    a, found_by_a = discovery(api, tmp_path / "a", first, 3901)
-    b, found_by_b = discovery(api, tmp_path / "b", second, 3902)
+    a = discovery(api, tmp_path / "a", first, 3901)
+    b = discovery(api, tmp_path / "b", second, 3902)
 
     async def passes() -> None:
-        assert await a.refresh() == []
-        assert await b.refresh() == [(first, "10.0.0.1:3901")]
-        assert await a.refresh() == [(second, "10.0.0.2:3902")]
+        assert await a.discover() == []
+        assert await b.discover() == [(first, "10.0.0.1:3901")]
+        assert await a.discover() == [(second, "10.0.0.2:3902")]
 
     asyncio.run(passes())
-    assert found_by_a == [(second, "10.0.0.2:3902")]
-    assert found_by_b == [(first, "10.0.0.1:3901")]
     # One definition, created once; each node one resource, applied again in place.
     assert [r.method for r in api.requests if r.path == CRD_PATH] == ["POST"]
     stored = api.stored(NAMESPACE, PLURAL)
@@ -110,19 +107,19 @@ def test_nodes_publish_themselves_and_find_each_other(api, tmp_path):
 
 def test_a_rotated_token_is_read_again_and_a_stale_one_is_refused(api, tmp_path):
     node = bytes([1]) * 32
-    client, _ = discovery(api, tmp_path / "a", node, 3901)
-    asyncio.run(client.refresh())
+    client = discovery(api, tmp_path / "a", node, 3901)
+    asyncio.run(client.discover())
     api.token = "rotated"
     with pytest.raises(KubernetesError, match="401"):
-        asyncio.run(client.refresh())
+        asyncio.run(client.discover())
     (tmp_path / "a" / "token").write_text("rotated")
-    asyncio.run(client.refresh())
+    asyncio.run(client.discover())
 
 
 def test_the_zone_of_a_kubernetes_node_is_its_topology_label(api, tmp_path):
     api.add_node("worker-1", {"topology.kubernetes.io/zone": "eu-west-1a"})
     api.add_node("worker-2", {"kubernetes.io/hostname": "worker-2"})
-    client, _ = discovery(api, tmp_path / "a", bytes([1]) * 32, 3901)
+    client = discovery(api, tmp_path / "a", bytes([1]) * 32, 3901)
     assert asyncio.run(client.zone_of("worker-1")) == "eu-west-1a"
     assert asyncio.run(client.zone_of("worker-2")) is None
     with pytest.raises(KubernetesError, match="404"):
@@ -130,9 +127,9 @@ def test_the_zone_of_a_kubernetes_node_is_its_topology_label(api, tmp_path):
 
 
 def test_skip_crd_does_not_create_the_definition(api, tmp_path):
-    client, _ = discovery(api, tmp_path / "a", bytes([1]) * 32, 3901, skip_crd=True)
+    client = discovery(api, tmp_path / "a", bytes([1]) * 32, 3901, skip_crd=True)
     with pytest.raises(KubernetesError, match="404"):
-        asyncio.run(client.refresh())
+        asyncio.run(client.discover())
     assert not api.definitions
 
 

@@ -2,9 +2,9 @@
 Kubernetes headless Service, a round-robin record) stands for every node at them.
 
 Each address the name resolves to is dialed as a peer whose id is not known yet;
-the name is resolved again every `REFRESH_SECS`, so nodes that appear later are
-found too (a new node finds the others at its own start, so this only matters
-for names that lag behind).
+peering asks again at every poll, so nodes that appear later are found too (a
+new node finds the others at its own start, so this only matters for names that
+lag behind).
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ import ipaddress
 import socket
 
 from granary.net.addresses import format_addr
-
-REFRESH_SECS = 30.0
+from granary.net.discovery import DiscoveryError, Found
 
 
 def is_name(host: str) -> bool:
@@ -27,8 +26,19 @@ def is_name(host: str) -> bool:
     return False
 
 
-async def resolve_all(host: str, port: int) -> list[str]:
-    """Every address `host` resolves to, as `host:port` strings (sorted, distinct);
-    raises OSError (socket.gaierror) when the name does not resolve."""
-    found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return sorted({format_addr(str(sockaddr[0]), port) for *_, sockaddr in found})
+class DnsName:
+    """Every address `host` resolves to, on `port`."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self.name = f"dns {host}"
+
+    async def discover(self) -> Found:
+        loop = asyncio.get_running_loop()
+        try:
+            found = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+        except OSError as error:
+            raise DiscoveryError(f"{self.host} does not resolve yet: {error}") from None
+        addresses = sorted({format_addr(str(sockaddr[0]), self.port) for *_, sockaddr in found})
+        return [(None, address) for address in addresses]

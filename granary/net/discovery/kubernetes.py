@@ -6,9 +6,10 @@ id, labelled with the service name, holding its hostname, address and RPC port; 
 writes it by server-side apply, so publishing again is idempotent. It lists the
 resources with its service's label and dials every node they name. Unless
 `skip_crd`, a node first creates the CustomResourceDefinition if it is missing
-(a conflict means another node just did). Every `REFRESH_SECS` it publishes and
-lists again: nodes that start later are found, and a node whose address changed
-(a rescheduled pod) is reached at the new one.
+(a conflict means another node just did). At every poll of peering (a source,
+see `discovery/__init__.py`) it publishes and lists again: nodes that start
+later are found, and a node whose address changed (a rescheduled pod) is
+reached at the new one.
 
 The calls are plain HTTPS requests (aiohttp) with the pod's service account,
 read from its files at each pass, since the kubelet rotates the token: the API
@@ -19,20 +20,18 @@ token in SERVICE_ACCOUNT_DIR. The documents are built and read without I/O
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
 import socket
 import ssl
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from granary.net.addresses import NODE_ID_SIZE, format_addr, parse_addr
-from granary.util.waits import sleep_until
+from granary.net.discovery import DiscoveryError, Found
 
 log = logging.getLogger("granary.discovery")
 
@@ -44,13 +43,12 @@ SERVICE_LABEL = "granary.io/service"
 ZONE_LABEL = "topology.kubernetes.io/zone"
 FIELD_MANAGER = "granary"
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-REFRESH_SECS = 30.0
 REQUEST_TIMEOUT_SECS = 10.0
 
 Peers = list[tuple[bytes, str]]
 
 
-class KubernetesError(Exception):
+class KubernetesError(DiscoveryError):
     """The API server refused a call, or could not be reached."""
 
 
@@ -127,7 +125,7 @@ def peers_in(listing: dict[str, Any], own: bytes) -> Peers:
 
 
 class KubernetesDiscovery:
-    """Publishes this node and finds the others, every `REFRESH_SECS`."""
+    """Publishes this node and finds the others, at each poll."""
 
     def __init__(
         self,
@@ -135,7 +133,6 @@ class KubernetesDiscovery:
         service_name: str,
         node_id: bytes,
         public_addr: str,
-        learn: Callable[[Peers], None],
         *,
         skip_crd: bool = False,
         environ: dict[str, str] | None = None,
@@ -150,28 +147,18 @@ class KubernetesDiscovery:
         self.service_name = service_name
         self.node_id = node_id
         self.public_addr = public_addr
-        self.learn = learn
+        self.name = f"kubernetes {namespace}/{service_name}"
         self.account_dir = account_dir
         self._crd_known = skip_crd
 
-    async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.refresh()
-            except KubernetesError as error:
-                log.warning("kubernetes discovery: %s", error)
-            await sleep_until(stop, REFRESH_SECS)
-
-    async def refresh(self) -> Peers:
-        """One pass: the CRD (once), this node's resource, the others; returns the
-        peers found (also handed to `learn`)."""
+    async def discover(self) -> Found:
+        """One pass: the CRD (once), this node's resource, the others."""
         async with self._session() as session:
             if not self._crd_known:
                 await self._ensure_crd(session)
             await self._publish(session)
-            peers = peers_in(await self._list(session), self.node_id)
-        self.learn(peers)
-        return peers
+            listing = await self._list(session)
+        return [(node, addr) for node, addr in peers_in(listing, self.node_id)]
 
     async def zone_of(self, kubernetes_node: str) -> str | None:
         """The zone label (`topology.kubernetes.io/zone`) of the Kubernetes node this
