@@ -284,7 +284,10 @@ def wait_until(predicate, timeout: float = 30.0, what: str = "condition") -> Non
         raise AssertionError(f"timed out waiting for {what}")
 
 
-def cluster_config(node: GranaryServer, rpc_port: int, bootstrap: list[str], **extra) -> str:
+def cluster_config(
+    node: GranaryServer, rpc_port: int, bootstrap: list[str], host: str = "127.0.0.1", **extra
+) -> str:
+    """A cluster node's config: its RPC address `host:rpc_port`, `bootstrap` peers."""
     settings = {
         "replication_factor": 3,
         "rpc_secret": CLUSTER_SECRET,
@@ -294,10 +297,10 @@ def cluster_config(node: GranaryServer, rpc_port: int, bootstrap: list[str], **e
         **extra,
     }
     text = node_config(node, **settings).replace(
-        'rpc_bind_addr = "127.0.0.1:0"', f'rpc_bind_addr = "127.0.0.1:{rpc_port}"'
+        'rpc_bind_addr = "127.0.0.1:0"', f'rpc_bind_addr = "{host}:{rpc_port}"'
     )
     peers = ", ".join(f'"{peer}"' for peer in bootstrap)
-    head = f'rpc_public_addr = "127.0.0.1:{rpc_port}"\nbootstrap_peers = [{peers}]\n'
+    head = f'rpc_public_addr = "{host}:{rpc_port}"\nbootstrap_peers = [{peers}]\n'
     return head + text
 
 

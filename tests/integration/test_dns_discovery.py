@@ -18,12 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import (
-    CLUSTER_SECRET,
-    GranaryServer,
-    node_config,
-    wait_until,
-)
+from tests.integration.conftest import GranaryServer, cluster_config, wait_until
 from tests.ports import free_port
 
 NAME = "granary-peers.test"
@@ -54,15 +49,7 @@ def hosts_file(folder: Path, index: int) -> Path:
 def dns_node(root: Path, index: int, port: int, hosts: Path) -> GranaryServer:
     """Node `index`, its /etc/hosts the file for it in folder `hosts`."""
     node = GranaryServer(root / f"node{index}")
-    text = node_config(
-        node,
-        replication_factor=3,
-        rpc_secret=CLUSTER_SECRET,
-        ping_interval_secs=0.5,
-        anti_entropy_interval_secs=3,
-    ).replace('rpc_bind_addr = "127.0.0.1:0"', f'rpc_bind_addr = "{address(index)}:{port}"')
-    peers = f'rpc_public_addr = "{address(index)}:{port}"\nbootstrap_peers = ["{NAME}:{port}"]\n'
-    node.config_text = peers + text
+    node.config_text = cluster_config(node, port, [f"{NAME}:{port}"], host=address(index))
     node.wrapper = ["unshare", "--mount", "--propagation", "private"]
     node.wrapper += ["sh", "-c", IN_OWN_HOSTS, str(hosts_file(hosts, index))]
     return node

@@ -26,13 +26,7 @@ from granary.net.discovery.kubernetes import (
     node_resource,
     peers_in,
 )
-from tests.integration.conftest import (
-    CLUSTER_SECRET,
-    GranaryServer,
-    block_files,
-    node_config,
-    wait_until,
-)
+from tests.integration.conftest import GranaryServer, block_files, cluster_config, wait_until
 from tests.k8s_api import CRD_PATH, KubernetesApi
 from tests.ports import free_port
 
@@ -138,17 +132,9 @@ def pod(root: Path, index: int, api: KubernetesApi, account: Path) -> GranarySer
     account and API server; automatic layout, in the zone of the Kubernetes node it
     runs on (a zone of its own); no bootstrap peers."""
     node = GranaryServer(root / f"node{index}")
-    port = free_port()
-    text = node_config(
-        node,
-        replication_factor=3,
-        rpc_secret=CLUSTER_SECRET,
-        ping_interval_secs=0.5,
-        anti_entropy_interval_secs=2,
-    ).replace('rpc_bind_addr = "127.0.0.1:0"', f'rpc_bind_addr = "127.0.0.1:{port}"')
     sections = f'[kubernetes_discovery]\nnamespace = "{NAMESPACE}"\nservice_name = "{SERVICE}"\n'
     sections += '[auto_layout]\ncoordinator = "granary-0"\ncapacity = "1G"\nexpected_nodes = 3\n'
-    node.config_text = f'rpc_public_addr = "127.0.0.1:{port}"\n' + text + sections
+    node.config_text = cluster_config(node, free_port(), []) + sections
     node.wrapper = ["unshare", "--mount", "--uts", "--propagation", "private"]
     node.wrapper += ["sh", "-c", f"hostname granary-{index} && {IN_A_POD}", str(account)]
     node.env = {
