@@ -176,13 +176,9 @@ def auto_layout_of(config: Config) -> AutoLayout | None:
             f"auto_layout: set zone, or GRANARY_ZONE, or (with kubernetes_discovery) {NODE_NAME}"
             " - at `$.auto_layout.zone`"
         )
-    if auto.capacity == "auto":
-        capacity = shutil.disk_usage(config.data_dirs[0].path).total
-    else:
-        capacity = parse_size(auto.capacity)
     return AutoLayout(
         auto.zone,
-        capacity,
+        None if auto.capacity == "auto" else parse_size(auto.capacity),
         auto.expected_nodes,
         coordinator=socket.gethostname() == auto.coordinator,
     )
@@ -412,7 +408,8 @@ class Node:
         zone = auto.zone or await self._zone_of_kubernetes_node(stop)
         if zone is None:
             return  # stopped before the zone was known
-        role = NodeRole(zone=zone, capacity=auto.capacity)
+        capacity = auto.capacity or shutil.disk_usage(self.store.directories[0].path).total
+        role = NodeRole(zone=zone, capacity=capacity)
         changed = asyncio.Event()
         self.layout.on_change(lambda _: changed.set())
         while not stop.is_set():

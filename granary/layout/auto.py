@@ -30,7 +30,8 @@ class AutoLayout:
 
     zone: str | None
     """This node's zone; None: its Kubernetes node's zone label, read at start."""
-    capacity: int
+    capacity: int | None
+    """Bytes this node stores; None: its first data directory's file system size."""
     expected_nodes: int
     """Nodes with a staged role before the coordinator applies the first layout."""
     coordinator: bool

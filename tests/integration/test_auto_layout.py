@@ -11,17 +11,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import GranaryServer, cluster_config, wait_until
+from tests.integration.conftest import GranaryServer, cluster_config, node_config, wait_until
 from tests.ports import free_port
 
 ZONES = ["a", "b", "c", "d"]  # a fourth zone: the fourth node adds usable capacity
 AS_HOST = 'hostname "$0" && exec "$@"'
 
-pytestmark = pytest.mark.skipif(
+needs_namespaces = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("unshare") is None,
     reason="UTS namespaces need root and unshare",
 )
@@ -45,6 +46,7 @@ def layout_of(node: GranaryServer) -> dict:
     return json.loads(node.cli("layout", "show", "--json", check=False).stdout or "{}")
 
 
+@needs_namespaces
 def test_nodes_lay_themselves_out_and_a_later_one_joins(tmp_path):
     rpc_ports = [free_port() for _ in ZONES]
     nodes = [auto_node(tmp_path, index, rpc_ports) for index in range(len(ZONES))]
@@ -81,3 +83,19 @@ def test_nodes_lay_themselves_out_and_a_later_one_joins(tmp_path):
         for node in nodes:
             if node.process is not None:
                 node.kill()
+
+
+def test_a_lone_node_lays_itself_out_with_its_disk_as_capacity(own_server):
+    """No namespace needed: the coordinator is this machine's own host name."""
+    own_server.config_text = node_config(own_server) + (
+        f'[auto_layout]\ncoordinator = "{socket.gethostname()}"\nzone = "attic"\n'
+    )
+    own_server.start()
+    wait_until(lambda: layout_of(own_server).get("version", 0) >= 1, what="layout 1")
+    [role] = layout_of(own_server)["roles"].values()
+    assert role == {
+        "zone": "attic",
+        "capacity": shutil.disk_usage(own_server.data_dir).total,
+        "tags": [],
+    }
+    own_server.client().create_bucket(Bucket="alone")
