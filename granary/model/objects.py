@@ -128,6 +128,13 @@ InterruptedUploads = list[tuple[bytes, InflightUpload]]
 """(version uuid, upload) of the uploads in flight when this node last stopped."""
 
 
+def withdrawn(uuid: bytes, stamps: Sequence[int]) -> list[ObjectVersion]:
+    """Version `uuid` Deleted at each stamp it was sent with: Deleted wins every merge,
+    so no copy a minority of the replicas took can come back. Not null: a deleted
+    null version would prune the older null ones."""
+    return [ObjectVersion(uuid, stamp, DELETED, kind=BLOCKS, null=False) for stamp in stamps]
+
+
 def _newest_other(row: Object | None, uuid: bytes) -> int | None:
     """The newest timestamp in a row, other than version `uuid`'s."""
     if row is None:
@@ -495,12 +502,34 @@ class Objects:
         ConditionalConflict (the round gave up; `maybe_applied` if the version
         may still be committed). `on_send` is awaited with the version before
         each Accept that carries it.
+
+        A refusal after an earlier attempt sent the version (its Accept reached
+        too few replicas, and a later round saw the condition fail) withdraws
+        the version, Deleted at every stamp it was sent with, and raises
+        ConditionalConflict with `maybe_applied`: a read may already have
+        returned the copy a minority took, so the client must not be told the
+        write had no effect (412), and the copy must not come back through
+        anti-entropy (stamped by its ballot, it may be newer than what won).
         """
         uuid = build(0).uuid
+        sent: list[ObjectVersion] = []  # the copies earlier attempts' Accepts carried
+
+        def refused(
+            row: Object | None, refusal: ConditionFailed | RowFull
+        ) -> Decision[
+            Object, ObjectVersion | ConditionFailed | RowFull | ConditionalConflict | None
+        ]:
+            if not sent:
+                return Decision(row, refusal, changes=False)
+            gone = Object(bucket_id, key, withdrawn(uuid, [v.timestamp for v in sent]))
+            lost = ConditionalConflict(True, f"refused after the version was sent: {refusal}")
+            return Decision(gone if row is None else row.merge(gone), lost, changes=True)
 
         def decide(
             row: Object | None, round_: Round
-        ) -> Decision[Object, ObjectVersion | ConditionFailed | RowFull | None]:
+        ) -> Decision[
+            Object, ObjectVersion | ConditionFailed | RowFull | ConditionalConflict | None
+        ]:
             counter = round_.counter
             mine = None if row is None else next((v for v in row.versions if v.uuid == uuid), None)
             if mine is not None and mine.state != COMPLETE:
@@ -508,11 +537,11 @@ class Objects:
             if mine is None:
                 failure = condition.failure(None if row is None else row.current())
                 if failure is not None:
-                    return Decision(row, failure, changes=False)
+                    return refused(row, failure)
                 try:
                     self._check_room(row, build(counter))
                 except RowFull as full:
-                    return Decision(row, full, changes=False)
+                    return refused(row, full)
             newest = _newest_other(row, uuid)
             if newest is not None and newest >= counter:
                 return Decision(None, None, changes=False, at_least=newest + 1)
@@ -528,15 +557,19 @@ class Objects:
             return Decision(added if row is None else row.merge(added), version, changes=True)
 
         async def sending(
-            decision: Decision[Object, ObjectVersion | ConditionFailed | RowFull | None],
+            decision: Decision[
+                Object, ObjectVersion | ConditionFailed | RowFull | ConditionalConflict | None
+            ],
         ) -> None:
-            if on_send is not None and isinstance(decision.result, ObjectVersion):
-                await on_send(decision.result)
+            if isinstance(decision.result, ObjectVersion):
+                sent.append(decision.result)
+                if on_send is not None:
+                    await on_send(decision.result)
 
         result = await self.model.objects.conditional_update(
             bucket_id, key.encode(), decide, sending
         )
-        if isinstance(result, (ConditionFailed, RowFull)):
+        if isinstance(result, (ConditionFailed, RowFull, ConditionalConflict)):
             raise result
         assert result is not None  # a round that redoes itself returns no result
         return result
@@ -850,11 +883,7 @@ class Objects:
             found = next((v for v in versions if v.uuid == uuid and v.state == COMPLETE), None)
             if found is not None:
                 return Decision(row, found, changes=False)
-            # Not null: a deleted null version would prune the older null ones.
-            gone = [
-                ObjectVersion(uuid, stamp, DELETED, kind=BLOCKS, null=False) for stamp in stamps
-            ]
-            deleted = Object(bucket_id, key, gone)
+            deleted = Object(bucket_id, key, withdrawn(uuid, stamps))
             return Decision(deleted if row is None else row.merge(deleted), None, changes=True)
 
         return await self.model.objects.conditional_update(bucket_id, key.encode(), decide)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,8 +25,8 @@ from block_fakes import FixedDistances, FixedReplication, block_managers
 from granary.block.holders import BlockHolders
 from granary.model.buckets import VERSIONING_ENABLED, Bucket, BucketParams
 from granary.model.conditions import WriteCondition
-from granary.model.object import COMPLETE, DELETED, Object, ObjectMeta
-from granary.model.objects import Objects, Upload
+from granary.model.object import COMPLETE, DELETED, INLINE, Object, ObjectMeta, ObjectVersion
+from granary.model.objects import Objects, Upload, new_uuid
 from granary.model.store import Model
 from granary.model.version import VersionHeader
 from granary.table.paxos import Ballot
@@ -74,6 +74,7 @@ class CutNetwork:
     def __init__(self) -> None:
         self.tables: dict[tuple[bytes, str], Table] = {}
         self.cut: dict[str, set[bytes]] = {"prepare": set(), "accept": set()}
+        self.after_accept: Callable[[bytes], Awaitable[None]] | None = None
 
     def _reach(self, phase: str, node: bytes) -> None:
         if node in self.cut[phase]:
@@ -97,7 +98,10 @@ class CutNetwork:
         self, node: bytes, table: str, pk: bytes, sk: bytes, ballot: Ballot, row: bytes | None
     ) -> PhaseAnswer:
         self._reach("accept", node)
-        return await self.tables[node, table].local_accept(pk, sk, ballot, row)
+        answer = await self.tables[node, table].local_accept(pk, sk, ballot, row)
+        if self.after_accept is not None:
+            await self.after_accept(node)
+        return answer
 
 
 @contextlib.contextmanager
@@ -221,6 +225,44 @@ def test_a_version_the_round_sees_is_committed_and_kept(tmp_path):
         await anti_entropy(nodes)
         assert all(map(holds_it, REPLICAS))
         assert not any(released(nodes[node], uuid) for node in REPLICAS)
+
+    with cluster(tmp_path) as (network, nodes):
+        asyncio.run(run(network, nodes))
+
+
+def test_a_refusal_after_the_version_was_sent_withdraws_it_and_is_not_a_412(tmp_path):
+    """The first attempt's Accept reaches replica 2 only; before the next attempt
+    another write lands on replicas 0 and 1, so the create's condition now fails.
+    The copy on replica 2 may already have been read, and its stamp (its ballot's
+    counter) is newer than the other write's: the client is told the outcome is
+    unknown (not 412, "no effect"), and the copy is withdrawn everywhere."""
+
+    async def run(network: CutNetwork, nodes: dict[bytes, Objects]) -> None:
+        uuid = new_uuid()
+        meta = ObjectMeta(4, "ours", [])
+        theirs = ObjectVersion(new_uuid(), 1, COMPLETE, kind=INLINE, meta=meta, inline=b"them")
+
+        def build(ts: int) -> ObjectVersion:
+            return ObjectVersion(uuid, ts, COMPLETE, kind=INLINE, meta=meta, inline=b"ours")
+
+        async def someone_else_writes(node: bytes) -> None:
+            network.after_accept = None
+            for replica in REPLICAS[:2]:
+                await nodes[replica].model.objects.local_merge([Object(BUCKET, KEY, [theirs])])
+            network.cut = {"prepare": {REPLICAS[2]}, "accept": set()}
+
+        network.cut = {"prepare": {REPLICAS[2]}, "accept": {REPLICAS[0], REPLICAS[1]}}
+        network.after_accept = someone_else_writes
+        with pytest.raises(ConditionalConflict) as unknown:
+            await nodes[GATEWAY].write_version_if(BUCKET, KEY, build, CREATE)
+        assert unknown.value.maybe_applied
+        await anti_entropy(nodes)
+        for node in REPLICAS:
+            row = nodes[node].model.objects.local_get(BUCKET, KEY.encode())
+            assert row is not None
+            current = row.current()
+            assert current is not None and current.uuid == theirs.uuid
+            assert COMPLETE not in copies(nodes[node], uuid)
 
     with cluster(tmp_path) as (network, nodes):
         asyncio.run(run(network, nodes))
