@@ -5,9 +5,10 @@ Peers come from the config's bootstrap list, discovery sources polled every
 every address the name resolves to; Kubernetes custom resources another), the
 persisted peer list, gossip (connected peers swap the lists of peers they are
 connected to) and explicit `connect()` calls. Every known peer that is not
-connected is redialed with capped, jittered exponential backoff. Connected peers are pinged at HIGH
-priority: the round trips give a smoothed RTT per peer, and a peer that misses
-`max_missed_pings` in a row is disconnected, hence down, hence redialed.
+connected is redialed with capped, jittered exponential backoff. Connected peers
+are pinged at HIGH priority: the round trips give a smoothed RTT per peer, and a
+peer that misses `max_missed_pings` in a row is disconnected, hence down, hence
+redialed.
 
 An S3 worker process runs a Peering without gossip: it learns the peers from
 its node's primary (`learn`) and keeps its own links to them, pinged, so its
