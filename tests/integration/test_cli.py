@@ -252,7 +252,6 @@ def test_config_option_after_server_and_garage_sections_warned(tmp_path):
         + 'metrics_token = "m"\ntrace_sink = "http://localhost:4317"\n'
         + '[s3_web]\nbind_addr = "[::]:3902"\nroot_domain = ".web.garage"\n'
         + '[k2v_api]\napi_bind_addr = "[::]:3904"\n'
-        + '[kubernetes_discovery]\nnamespace = "garage"\nservice_name = "g"\n'
         + '[consul_discovery]\nconsul_http_addr = "http://127.0.0.1:8500"\n'
     )
     process = start_process(["server", "-c", str(config)], node.root, dict(os.environ))
@@ -273,7 +272,6 @@ def test_config_option_after_server_and_garage_sections_warned(tmp_path):
     for key in (
         "s3_web",
         "k2v_api",
-        "kubernetes_discovery",
         "consul_discovery",
     ):
         assert log.count(f"config key `{key}` is accepted but not supported yet") == 1, key

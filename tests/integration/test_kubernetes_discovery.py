@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -118,6 +119,21 @@ def test_the_zone_of_a_kubernetes_node_is_its_topology_label(api, tmp_path):
     assert asyncio.run(client.zone_of("worker-2")) is None
     with pytest.raises(KubernetesError, match="404"):
         asyncio.run(client.zone_of("worker-3"))
+
+
+def test_outside_a_pod_the_server_says_what_is_missing(tmp_path):
+    node = GranaryServer(tmp_path / "node")
+    node.root.mkdir(parents=True)
+    node.config_text = cluster_config(node, free_port(), []) + (
+        f'[kubernetes_discovery]\nnamespace = "{NAMESPACE}"\nservice_name = "{SERVICE}"\n'
+    )
+    (node.root / "granary.toml").write_text(node.config_text)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
+    failed = subprocess.run(
+        [*node.command()], capture_output=True, text=True, timeout=60, env=environ
+    )
+    assert failed.returncode != 0
+    assert "KUBERNETES_SERVICE_HOST" in failed.stdout + failed.stderr
 
 
 def test_skip_crd_does_not_create_the_definition(api, tmp_path):
