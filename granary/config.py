@@ -28,6 +28,8 @@ from typing import Any, Literal
 import msgspec
 from msgspec.structs import replace
 
+from granary.api.s3.errors import S3Error
+from granary.api.s3.names import validate_bucket_name
 from granary.model.buckets import SECRET_ACCESS_KEY
 from granary.model.declarations import DeclaredBucket, DeclaredKey
 from granary.telemetry.otlp import parse_sink
@@ -443,6 +445,11 @@ def parse_config(data: dict, environ: Mapping[str, str] | None = None) -> Config
         config = msgspec.convert(_legacy_replication_mode(data), Config)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid configuration: {exc}") from None
+    for bucket in config.buckets:
+        try:
+            validate_bucket_name(bucket.name)
+        except S3Error:
+            raise ConfigError(f"buckets: {bucket.name!r} is not a valid bucket name") from None
     return _from_environment(resolve_secrets(config, environ), environ)
 
 

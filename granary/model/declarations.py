@@ -141,7 +141,7 @@ async def _apply_bucket(
             applied.changes.append(f"bucket {declared.name}: versioning {status}")
     for who, rights in sorted(declared.allow.items()):
         key_id = key_ids.get(who, who)
-        wanted = Permission(*(right in rights for right in ("read", "write", "owner")))
+        wanted = Permission(*(right in rights for right in PERMISSIONS))
         if bucket.permission(key_id) == wanted:
             continue
         try:

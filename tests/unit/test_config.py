@@ -293,7 +293,7 @@ def test_declared_keys_and_buckets_are_read_with_their_secret_files(tmp_path):
     secret.write_text("1e" * 32 + "\n")
     os.chmod(secret, 0o600)
     from_file = {**KEY, "secret_access_key": None, "secret_access_key_file": str(secret)}
-    bucket = {"name": "b", "versioning": True, "allow": {"backup": ["read", "write"]}}
+    bucket = {"name": "backups", "versioning": True, "allow": {"backup": ["read", "write"]}}
     config = parse_config({**MINIMAL, "keys": [from_file], "buckets": [bucket]}, environ={})
     assert config.keys[0].secret_access_key == "1e" * 32
     assert config.keys[0].secret_access_key_file is None
@@ -310,6 +310,7 @@ def test_declared_keys_and_buckets_are_read_with_their_secret_files(tmp_path):
         ({"buckets": [{"name": "b", "allow": {"k": []}}]}, "read, write, owner"),
         ({"buckets": [{"name": "b", "object_lock": True, "versioning": False}]}, "object lock"),
         ({"buckets": [{"name": "b", "owner": "k"}]}, "owner"),
+        ({"buckets": [{"name": "Not_A_Bucket"}]}, "not a valid bucket name"),
     ],
 )
 def test_bad_declarations_are_named(declared, named):
